@@ -1,0 +1,55 @@
+"""Reference definitions: one Python step per time step, gradients by autograd.
+
+These are the specification the fast paths are tested against (in float64).
+States are kept in float32 (float64 for float64 inputs), like the fast paths.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+
+def _acc_dtype(*ts):
+    return functools.reduce(torch.promote_types, [t.dtype for t in ts], torch.float32)
+
+
+def linear_scan(a, x, h0=None):
+    """h_t = a_t * h_{t-1} + x_t."""
+    acc = _acc_dtype(a, x)
+    h = torch.zeros_like(x[:, 0], dtype=acc) if h0 is None else h0.to(acc)
+    hs = []
+    for t in range(x.shape[1]):
+        h = a[:, t].to(acc) * h + x[:, t].to(acc)
+        hs.append(h)
+    return torch.stack(hs, 1).to(x.dtype), h
+
+
+def log_linear_scan(log_a, log_x, log_h0=None):
+    """log_h_t = log(exp(log_a_t) * h_{t-1} + exp(log_x_t)), h_0 = exp(log_h0) or 0."""
+    acc = _acc_dtype(log_a, log_x)
+    log_h = None if log_h0 is None else log_h0.to(acc)
+    out = []
+    for t in range(log_x.shape[1]):
+        lx = log_x[:, t].to(acc)
+        log_h = lx if log_h is None else torch.logaddexp(log_a[:, t].to(acc) + log_h, lx)
+        out.append(log_h)
+    return torch.stack(out, 1).to(log_x.dtype), log_h
+
+
+def rg_lru(x, r_pre, i_pre, a_param, c=8.0, h0=None):
+    """Griffin's RG-LRU (De et al. 2024, eqs. 1-4)."""
+    acc = _acc_dtype(x, r_pre, i_pre)
+    r = torch.sigmoid(r_pre.to(acc))  # recurrence gate
+    i = torch.sigmoid(i_pre.to(acc))  # input gate
+    log_a = -c * r * F.softplus(-a_param.to(acc))  # log(sigmoid(a_param) ** (c r))
+    a = torch.exp(log_a)
+    scale = torch.sqrt(-torch.expm1(2 * log_a))  # sqrt(1 - a^2) without cancellation
+    h = torch.zeros_like(x[:, 0], dtype=acc) if h0 is None else h0.to(acc)
+    hs = []
+    for t in range(x.shape[1]):
+        h = a[:, t] * h + scale[:, t] * (i[:, t] * x[:, t].to(acc))
+        hs.append(h)
+    return torch.stack(hs, 1).to(x.dtype), h
