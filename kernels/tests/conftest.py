@@ -1,0 +1,25 @@
+"""Test setup: Triton kernels run on CPU through the interpreter when there is no GPU.
+
+TRITON_INTERPRET must be set before triton is imported; zoo_kernels imports
+triton lazily, so setting it here (before any test imports it) is enough.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from scan_checks import FAST_BACKENDS  # noqa: E402
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _no_forced_backend(monkeypatch):
+    monkeypatch.delenv("ZOO_KERNELS", raising=False)

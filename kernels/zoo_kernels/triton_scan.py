@@ -1,0 +1,383 @@
+"""Triton kernels: the GPU path. Imported only when the triton backend is used.
+
+One program owns one batch row and BLOCK_D channels and walks the time axis in
+tiles of BLOCK_T steps: each tile is scanned in registers with
+tl.associative_scan, the state entering the tile is folded into its first step,
+and the tile's last state is carried to the next tile. All arithmetic is fp32
+(fp64 inputs are also computed in fp32 here); inputs may be bf16/fp16/fp32 with
+any strides. Backward passes are the same scan run from the end of time.
+
+Block sizes are reasonable defaults, not tuned on hardware (no GPU was at hand).
+Under TRITON_INTERPRET=1 the kernels also run on CPU tensors (slowly), which is
+how the tests exercise them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+import torch
+
+from .chunked import acc_dtype
+
+BLOCK_T = 128  # time steps per tile
+BLOCK_D = 32  # channels per program (32 fp32 = one 128-byte row segment)
+NUM_WARPS = 4
+
+
+def _blocks(length: int, dim: int) -> tuple[int, int]:
+    bt = min(BLOCK_T, max(16, triton.next_power_of_2(length)))
+    bd = min(BLOCK_D, max(16, triton.next_power_of_2(dim)))
+    return bt, bd
+
+
+# ---- shared device helpers ----------------------------------------------------
+
+
+@triton.jit
+def _lin_combine(a1, x1, a2, x2):
+    # apply (a1, x1) then (a2, x2): h -> a2 (a1 h + x1) + x2
+    return a1 * a2, a2 * x1 + x2
+
+
+@triton.jit
+def _log1p(u):
+    # log(1 + u) accurate for tiny u (Goldberg's trick; tl has no log1p)
+    w = 1.0 + u
+    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
+
+
+@triton.jit
+def _softplus_neg(v):
+    """softplus(-v) = log(1 + exp(-v)), accurate when it is tiny (v >> 0)."""
+    return tl.maximum(-v, 0.0) + _log1p(tl.exp(-tl.abs(v)))
+
+
+@triton.jit
+def _logaddexp(p, q):
+    m = tl.maximum(p, q)
+    m = tl.where(m == float("-inf"), 0.0, m)  # both -inf: exp(-inf) = 0, log 0 = -inf
+    return m + tl.log(tl.exp(p - m) + tl.exp(q - m))
+
+
+@triton.jit
+def _log_combine(la1, lx1, la2, lx2):
+    return la1 + la2, _logaddexp(lx1 + la2, lx2)
+
+
+@triton.jit
+def _last_row(tile, rows, BT: tl.constexpr):
+    return tl.sum(tl.where(rows[:, None] == BT - 1, tile, 0.0), axis=0)
+
+
+@triton.jit
+def _neg_expm1(z):
+    """-expm1(z) = 1 - exp(z) for z <= 0, without cancellation near 0."""
+    series = -z * (1.0 + z / 2.0 * (1.0 + z / 3.0 * (1.0 + z / 4.0 * (1.0 + z / 5.0))))
+    return tl.where(z > -0.1, series, 1.0 - tl.exp(z))
+
+
+@triton.jit
+def _rg_lru_decay(rp, sp, c):
+    """(r, log a, a) from the recurrence-gate pre-activation and softplus(-a_param)."""
+    r = tl.sigmoid(rp)
+    log_a = -c * r * sp[None, :]
+    return r, log_a, tl.exp(log_a)
+
+
+# ---- forward scans ---------------------------------------------------------------
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    A, X, H0, H, HLAST,
+    T, D,
+    sab, sat, sad, sxb, sxt, sxd, shb, sht, shd,
+    HAS_H0: tl.constexpr, LOG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1) * BD + tl.arange(0, BD)
+    dmask = d < D
+    rows = tl.arange(0, BT)
+    if HAS_H0:
+        carry = tl.load(H0 + b * D + d, mask=dmask, other=0.0).to(tl.float32)
+    elif LOG:
+        carry = tl.full((BD,), float("-inf"), tl.float32)
+    else:
+        carry = tl.zeros((BD,), tl.float32)
+    for start in range(0, T, BT):
+        t = start + rows
+        m = (t < T)[:, None] & dmask[None, :]
+        # padding steps are identities: a = 1 (log 0), x = 0 (log -inf)
+        a = tl.load(A + b * sab + t[:, None] * sat + d[None, :] * sad, mask=m, other=0.0 if LOG else 1.0)
+        x = tl.load(X + b * sxb + t[:, None] * sxt + d[None, :] * sxd, mask=m,
+                    other=float("-inf") if LOG else 0.0)
+        a = a.to(tl.float32)
+        x = x.to(tl.float32)
+        first = rows[:, None] == 0
+        if LOG:
+            x = tl.where(first, _logaddexp(a + carry[None, :], x), x)
+            _, h = tl.associative_scan((a, x), 0, _log_combine)
+        else:
+            x = tl.where(first, x + a * carry[None, :], x)
+            _, h = tl.associative_scan((a, x), 0, _lin_combine)
+        tl.store(H + b * shb + t[:, None] * sht + d[None, :] * shd, h.to(H.dtype.element_ty), mask=m)
+        carry = _last_row(h, rows, BT)
+    tl.store(HLAST + b * D + d, carry.to(HLAST.dtype.element_ty), mask=dmask)
+
+
+# ---- backward (reverse) scan ---------------------------------------------------------
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    A, G, GLAST, H, H0, DX, DA, W0,
+    T, D,
+    sab, sat, sad, sgb, sgt, sgd, shb, sht, shd, sxb, sxt, sxd,
+    HAS_H0: tl.constexpr, HAS_DA: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+):
+    """w_t = g_t + a_{t+1} w_{t+1}, w_{T-1} = g_{T-1} + g_last; optionally da_t = w_t h_{t-1}.
+
+    Tiles are loaded newest-first (row 0 = latest step) so the same forward
+    associative scan runs backwards in time.
+    """
+    b = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1) * BD + tl.arange(0, BD)
+    dmask = d < D
+    rows = tl.arange(0, BT)
+    carry = tl.load(GLAST + b * D + d, mask=dmask, other=0.0).to(tl.float32)
+    for start in range(0, T, BT):
+        t = T - 1 - start - rows
+        m = (t >= 0)[:, None] & dmask[None, :]
+        # the decay applied to w_{t+1} is a_{t+1}; g_last enters with decay 1
+        a_next = tl.load(A + b * sab + (t + 1)[:, None] * sat + d[None, :] * sad,
+                         mask=m & (t + 1 < T)[:, None], other=1.0).to(tl.float32)
+        g = tl.load(G + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m, other=0.0).to(tl.float32)
+        g = tl.where(rows[:, None] == 0, g + a_next * carry[None, :], g)
+        _, w = tl.associative_scan((a_next, g), 0, _lin_combine)
+        tl.store(DX + b * sxb + t[:, None] * sxt + d[None, :] * sxd, w.to(DX.dtype.element_ty), mask=m)
+        if HAS_DA:
+            h_prev = tl.load(H + b * shb + (t - 1)[:, None] * sht + d[None, :] * shd,
+                             mask=m & (t >= 1)[:, None], other=0.0).to(tl.float32)
+            if HAS_H0:
+                h0 = tl.load(H0 + b * D + d, mask=dmask, other=0.0).to(tl.float32)
+                h_prev = tl.where((t == 0)[:, None], h0[None, :], h_prev)
+            tl.store(DA + b * sab + t[:, None] * sat + d[None, :] * sad,
+                     (w * h_prev).to(DA.dtype.element_ty), mask=m)
+        carry = _last_row(w, rows, BT)
+    tl.store(W0 + b * D + d, carry.to(W0.dtype.element_ty), mask=dmask)
+
+
+# ---- fused RG-LRU -------------------------------------------------------------------------
+
+
+@triton.jit
+def _rg_lru_fwd_kernel(
+    X, RP, IP, AP, H0, H, HLAST,
+    T, D, c,
+    sb, st, sd,
+    HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+):
+    """Gates computed in registers: reads x, r_pre, i_pre once, writes h once."""
+    b = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1) * BD + tl.arange(0, BD)
+    dmask = d < D
+    rows = tl.arange(0, BT)
+    ap = tl.load(AP + d, mask=dmask, other=0.0).to(tl.float32)
+    sp = _softplus_neg(ap)
+    if HAS_H0:
+        carry = tl.load(H0 + b * D + d, mask=dmask, other=0.0).to(tl.float32)
+    else:
+        carry = tl.zeros((BD,), tl.float32)
+    for start in range(0, T, BT):
+        t = start + rows
+        m = (t < T)[:, None] & dmask[None, :]
+        off = b * sb + t[:, None] * st + d[None, :] * sd
+        x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
+        rp = tl.load(RP + off, mask=m, other=0.0).to(tl.float32)
+        ip = tl.load(IP + off, mask=m, other=0.0).to(tl.float32)
+        _, log_a, a = _rg_lru_decay(rp, sp, c)
+        a = tl.where(m, a, 1.0)
+        scale = tl.sqrt(tl.maximum(_neg_expm1(2.0 * log_a), 1.1754943508222875e-38))
+        u = scale * tl.sigmoid(ip) * x  # zero on padding since x = 0 there
+        u = tl.where(rows[:, None] == 0, u + a * carry[None, :], u)
+        _, h = tl.associative_scan((a, u), 0, _lin_combine)
+        tl.store(H + off, h.to(H.dtype.element_ty), mask=m)
+        carry = _last_row(h, rows, BT)
+    tl.store(HLAST + b * D + d, carry.to(HLAST.dtype.element_ty), mask=dmask)
+
+
+@triton.jit
+def _rg_lru_bwd_kernel(
+    X, RP, IP, AP, H0, H, G, GLAST, DX, DRP, DIP, DAP, W0,
+    T, D, c,
+    sb, st, sd, shb, sht, shd, sgb, sgt, sgd,
+    HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+):
+    """Reverse scan for w = dL/dh, then every gate gradient in the same pass.
+
+    DX, DRP, DIP are contiguous (B, T, D); DAP gets per-batch-row partial sums
+    of dL/dlog_a * c * r, which the host reduces and multiplies by sigmoid(-a_param).
+    """
+    b = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1) * BD + tl.arange(0, BD)
+    dmask = d < D
+    rows = tl.arange(0, BT)
+    ap = tl.load(AP + d, mask=dmask, other=0.0).to(tl.float32)
+    sp = _softplus_neg(ap)
+    if HAS_H0:
+        h0 = tl.load(H0 + b * D + d, mask=dmask, other=0.0).to(tl.float32)
+    else:
+        h0 = tl.zeros((BD,), tl.float32)
+    carry = tl.load(GLAST + b * D + d, mask=dmask, other=0.0).to(tl.float32)
+    dap = tl.zeros((BD,), tl.float32)
+    for start in range(0, T, BT):
+        t = T - 1 - start - rows
+        m = (t >= 0)[:, None] & dmask[None, :]
+        off = b * sb + t[:, None] * st + d[None, :] * sd
+        rp_next = tl.load(RP + off + st, mask=m & (t + 1 < T)[:, None], other=0.0).to(tl.float32)
+        _, _, a_next = _rg_lru_decay(rp_next, sp, c)
+        a_next = tl.where(m & (t + 1 < T)[:, None], a_next, 1.0)
+        g = tl.load(G + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m, other=0.0).to(tl.float32)
+        g = tl.where(rows[:, None] == 0, g + a_next * carry[None, :], g)
+        _, w = tl.associative_scan((a_next, g), 0, _lin_combine)
+        carry = _last_row(w, rows, BT)
+
+        # recompute this step's gates and take every local derivative
+        x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
+        rp = tl.load(RP + off, mask=m, other=0.0).to(tl.float32)
+        ip = tl.load(IP + off, mask=m, other=0.0).to(tl.float32)
+        r, log_a, a = _rg_lru_decay(rp, sp, c)
+        i = tl.sigmoid(ip)
+        q = _neg_expm1(2.0 * log_a)  # 1 - a^2
+        q_ok = q > 1.1754943508222875e-38
+        scale = tl.sqrt(tl.maximum(q, 1.1754943508222875e-38))
+        h_prev = tl.load(H + b * shb + (t - 1)[:, None] * sht + d[None, :] * shd,
+                         mask=m & (t >= 1)[:, None], other=0.0).to(tl.float32)
+        h_prev = tl.where((t == 0)[:, None], h0[None, :], h_prev)
+        d_scale = w * i * x
+        d_log_a = w * h_prev * a + tl.where(q_ok, d_scale / (2.0 * scale), 0.0) * (-2.0 * a * a)
+        d_log_a = tl.where(m, d_log_a, 0.0)
+        tl.store(DX + off, w * scale * i, mask=m)
+        tl.store(DIP + off, w * scale * x * i * (1.0 - i), mask=m)
+        tl.store(DRP + off, d_log_a * (-c * sp[None, :]) * r * (1.0 - r), mask=m)
+        dap += tl.sum(d_log_a * c * r, axis=0)
+    tl.store(DAP + b * D + d, dap, mask=dmask)
+    tl.store(W0 + b * D + d, carry.to(W0.dtype.element_ty), mask=dmask)
+
+
+# ---- host wrappers (the backend interface used by zoo_kernels.ops) ---------------------
+
+
+def _grid(bsz, dim, bd):
+    return (bsz, triton.cdiv(dim, bd))
+
+
+def _interpreting() -> bool:
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.4; older ones read the env var
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _check_device(t):
+    if not t.is_cuda and not _interpreting():
+        raise RuntimeError(
+            "zoo_kernels triton backend: tensors must be on a CUDA device "
+            "(CPU tensors only run under TRITON_INTERPRET=1, set before triton is imported)"
+        )
+
+
+def _fwd(a, x, h0, log):
+    _check_device(x)
+    bsz, length, dim = x.shape
+    h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    h_last = torch.empty((bsz, dim), dtype=acc_dtype(a, x), device=x.device)
+    h0c = h0.contiguous() if h0 is not None else h_last  # dummy pointer when absent
+    bt, bd = _blocks(length, dim)
+    _scan_fwd_kernel[_grid(bsz, dim, bd)](
+        a, x, h0c, h, h_last, length, dim,
+        *a.stride(), *x.stride(), *h.stride(),
+        HAS_H0=h0 is not None, LOG=log, BT=bt, BD=bd, num_warps=NUM_WARPS,
+    )
+    return h, h_last
+
+
+def linear_scan_fwd(a, x, h0):
+    return _fwd(a, x, h0, log=False)
+
+
+def log_linear_scan_fwd(log_a, log_x, log_h0):
+    return _fwd(log_a, log_x, log_h0, log=True)
+
+
+def _bwd(a, g, g_last, h, h0, dx_dtype, with_da):
+    _check_device(g)
+    bsz, length, dim = g.shape
+    dx = torch.empty(g.shape, dtype=dx_dtype, device=g.device)
+    da = torch.empty(a.shape, dtype=a.dtype, device=a.device) if with_da else dx
+    w0 = torch.empty((bsz, dim), dtype=acc_dtype(a, g), device=g.device)
+    g_last = g_last.contiguous()
+    h0c = h0.contiguous() if h0 is not None else w0
+    hh = h if with_da else g
+    bt, bd = _blocks(length, dim)
+    _scan_bwd_kernel[_grid(bsz, dim, bd)](
+        a, g, g_last, hh, h0c, dx, da, w0, length, dim,
+        *a.stride(), *g.stride(), *hh.stride(), *dx.stride(),
+        HAS_H0=h0 is not None, HAS_DA=with_da, BT=bt, BD=bd, num_warps=NUM_WARPS,
+    )
+    return dx, da, w0
+
+
+def reverse_scan(a, g, g_last):
+    return _bwd(a, g, g_last, None, None, acc_dtype(a, g), with_da=False)[0]
+
+
+def linear_scan_bwd(a, h, h0, g, g_last):
+    a = a.contiguous()  # DA is written with a's strides
+    dx, da, w0 = _bwd(a, g, g_last, h, h0, h.dtype, with_da=True)
+    dh0 = w0 * a[:, 0] if h0 is not None else torch.zeros_like(w0)
+    return da, dx, dh0
+
+
+def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
+    _check_device(x)
+    x, r_pre, i_pre = x.contiguous(), r_pre.contiguous(), i_pre.contiguous()
+    bsz, length, dim = x.shape
+    h = torch.empty_like(x)
+    h_last = torch.empty((bsz, dim), dtype=acc_dtype(x, r_pre, i_pre), device=x.device)
+    h0c = h0.contiguous() if h0 is not None else h_last
+    bt, bd = _blocks(length, dim)
+    _rg_lru_fwd_kernel[_grid(bsz, dim, bd)](
+        x, r_pre, i_pre, a_param.contiguous(), h0c, h, h_last, length, dim, float(c),
+        *x.stride(), HAS_H0=h0 is not None, BT=bt, BD=bd, num_warps=NUM_WARPS,
+    )
+    return h, h_last
+
+
+def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
+    """Returns (dx, dr_pre, di_pre, da_param, dh0); the caller casts them."""
+    x, r_pre, i_pre = x.contiguous(), r_pre.contiguous(), i_pre.contiguous()
+    bsz, length, dim = x.shape
+    dx = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    drp, dip = torch.empty_like(dx), torch.empty_like(dx)
+    dap = torch.empty((bsz, dim), dtype=torch.float32, device=x.device)
+    w0 = torch.empty_like(dap)
+    g_last = g_last.float().contiguous()
+    h0c = h0.contiguous() if h0 is not None else w0
+    bt, bd = _blocks(length, dim)
+    _rg_lru_bwd_kernel[_grid(bsz, dim, bd)](
+        x, r_pre, i_pre, a_param.contiguous(), h0c, h, g, g_last, dx, drp, dip, dap, w0,
+        length, dim, float(c), *x.stride(), *h.stride(), *g.stride(),
+        HAS_H0=h0 is not None, BT=bt, BD=bd, num_warps=NUM_WARPS,
+    )
+    ap = a_param.float()
+    d_a_param = dap.sum(0) * torch.sigmoid(-ap)
+    if h0 is not None:
+        a0 = torch.exp(-c * torch.sigmoid(r_pre[:, 0].float()) * torch.nn.functional.softplus(-ap))
+        dh0 = w0 * a0
+    else:
+        dh0 = torch.zeros_like(w0)
+    return dx, drp, dip, d_a_param, dh0

@@ -1,0 +1,136 @@
+"""Causal multi-head attention: GQA, RoPE, optional sliding window, KV-cache step.
+
+Three paths, as every zoo mixer has:
+* naive (`reference.naive_attention`): the softmax equation, materialised;
+* fast: flash-attn on CUDA when installed, else PyTorch SDPA;
+* step: one token against the KV cache.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo_attention.reference import allowed, naive_attention, rope
+from zoo_attention import flash
+from zoo_core.interfaces import Mixer
+
+
+@dataclass
+class AttentionConfig:
+    #: Query heads; default dim // head_dim.
+    n_heads: Optional[int] = None
+    head_dim: int = 64
+    #: Key/value heads for grouped-query attention; default n_heads.
+    n_kv_heads: Optional[int] = None
+    #: Sliding window (local attention): each query sees this many positions, itself included.
+    window: Optional[int] = None
+    rope_theta: float = 10000.0
+    #: auto (flash-attn on CUDA if installed, else SDPA) | sdpa | naive
+    backend: str = "auto"
+
+
+class Attention(Mixer):
+    def __init__(self, dim: int, config: AttentionConfig) -> None:
+        super().__init__(dim, config)
+        self.head_dim = config.head_dim
+        self.n_heads = config.n_heads or max(1, dim // config.head_dim)
+        self.n_kv_heads = config.n_kv_heads or self.n_heads
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+        if config.backend not in ("auto", "sdpa", "naive"):
+            raise ValueError(f"attention backend '{config.backend}' is not one of auto, sdpa, naive")
+        self.window = config.window
+        self.wq = nn.Linear(dim, self.n_heads * self.head_dim, bias=False)
+        self.wkv = nn.Linear(dim, 2 * self.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, dim, bias=False)
+
+    # -- projections ------------------------------------------------------------
+    def _qkv(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k, v = self.wkv(x).view(B, T, 2, self.n_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        theta = self.config.rope_theta
+        return rope(q, positions, theta), rope(k, positions, theta), v
+
+    def _out(self, o: Tensor) -> Tensor:
+        B, H, T, hd = o.shape
+        return self.wo(o.transpose(1, 2).reshape(B, T, H * hd))
+
+    # -- the three paths -------------------------------------------------------------
+    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+        B, T, _ = x.shape
+        start = state["next"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
+        q_pos = start[:, None] + torch.arange(T, device=x.device)
+        q, k, v = self._qkv(x, q_pos)
+        k_pos = q_pos
+        if state is not None and state["k"].shape[2] > 0:
+            k = torch.cat([state["k"], k], dim=2)
+            v = torch.cat([state["v"], v], dim=2)
+            k_pos = torch.cat([state["pos"], q_pos], dim=1)
+        o = self._attend(q, k, v, q_pos, k_pos, plain_causal=state is None or state["k"].shape[2] == 0)
+        new_state = self._trim(k, v, k_pos, q_pos[:, -1] + 1) if return_state else None
+        return self._out(o), new_state
+
+    def _attend(self, q, k, v, q_pos, k_pos, plain_causal: bool) -> Tensor:
+        backend = self.config.backend
+        if backend == "naive":
+            return naive_attention(q, k, v, q_pos, k_pos, self.window)
+        if backend == "auto" and plain_causal and flash.usable(q):
+            return flash.attention(q, k, v, self.window)
+        groups = self.n_heads // self.n_kv_heads
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        if plain_causal and not self.window:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        mask = allowed(q_pos, k_pos, self.window)[:, None]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def step(self, x: Tensor, state: Dict[str, Tensor]):
+        pos = state["next"][:, None]
+        q, k, v = self._qkv(x[:, None], pos)
+        k = torch.cat([state["k"], k], dim=2)
+        v = torch.cat([state["v"], v], dim=2)
+        k_pos = torch.cat([state["pos"], pos], dim=1)
+        groups = self.n_heads // self.n_kv_heads
+        kr, vr = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        scores = (q @ kr.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, 1, S)
+        scores = scores.masked_fill(~allowed(pos, k_pos, self.window)[:, None], float("-inf"))
+        o = scores.softmax(-1) @ vr
+        return self._out(o)[:, 0], self._trim(k, v, k_pos, pos[:, 0] + 1)
+
+    def _trim(self, k: Tensor, v: Tensor, k_pos: Tensor, next_pos: Tensor) -> Dict[str, Tensor]:
+        """With a window, later queries never see keys older than window - 1 steps."""
+        if self.window and k.shape[2] > self.window - 1:
+            keep = max(self.window - 1, 0)
+            k, v, k_pos = k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:], k_pos[:, k_pos.shape[1] - keep:]
+        return {"k": k, "v": v, "pos": k_pos, "next": next_pos}
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+        dtype = dtype or self.wq.weight.dtype
+        device = device or self.wq.weight.device
+        empty = torch.zeros(batch_size, self.n_kv_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return {"k": empty, "v": empty.clone(), "pos": torch.zeros(batch_size, 0, dtype=torch.long, device=device),
+                "next": torch.zeros(batch_size, dtype=torch.long, device=device)}
+
+    # -- accounting ----------------------------------------------------------------------
+    def context(self, seq_len: int) -> float:
+        """Mean number of keys a query attends to over a sequence of seq_len."""
+        if self.window and self.window < seq_len:
+            w = self.window
+            return (w * (w + 1) / 2 + (seq_len - w) * w) / seq_len
+        return (seq_len + 1) / 2
+
+    def flops_per_token(self, seq_len: int) -> float:
+        q, kv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        projections = 2 * self.dim * (q + 2 * kv + q)
+        scores_and_values = 4 * q * self.context(seq_len)
+        return float(projections + scores_and_values)
+
+    def state_size(self, seq_len: int) -> int:
+        kept = min(seq_len, self.window - 1) if self.window else seq_len
+        return 2 * self.n_kv_heads * self.head_dim * kept * self.wq.weight.element_size()

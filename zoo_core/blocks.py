@@ -1,0 +1,86 @@
+"""The core's standard pre-norm block: x + mixer(norm(x)), then x + mlp(norm(x))."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo_core.interfaces import Block, Mixer
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Normalise in fp32 for bf16 stability, return in the input dtype.
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def swiglu_hidden(dim: int, mult: float, multiple_of: int = 32) -> int:
+    hidden = int(mult * dim)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w_in = nn.Linear(dim, 2 * hidden, bias=False)  # gate and value in one matmul
+        self.w_out = nn.Linear(hidden, dim, bias=False)
+        self.hidden = hidden
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, value = self.w_in(x).chunk(2, dim=-1)
+        return self.w_out(F.silu(gate) * value)
+
+    def flops_per_token(self) -> float:
+        return 2.0 * 3 * self.dim_in * self.hidden
+
+    @property
+    def dim_in(self) -> int:
+        return self.w_in.in_features
+
+
+@dataclass
+class PreNormBlockConfig:
+    #: Add a SwiGLU channel MLP; None follows the mixer's preference (`Mixer.wants_mlp`).
+    mlp: Optional[bool] = None
+    #: SwiGLU hidden size as a multiple of dim (8/3 keeps the params of a 4x GeLU MLP).
+    mlp_mult: float = 2.6667
+    norm_eps: float = 1e-5
+
+
+class PreNormBlock(Block):
+    def __init__(self, dim: int, mixer: Mixer, config: PreNormBlockConfig, layer_idx: int, n_layers: int) -> None:
+        super().__init__(dim, mixer, config, layer_idx, n_layers)
+        self.mixer_norm = RMSNorm(dim, config.norm_eps)
+        use_mlp = mixer.wants_mlp if config.mlp is None else config.mlp
+        self.mlp_norm = RMSNorm(dim, config.norm_eps) if use_mlp else None
+        self.mlp = SwiGLU(dim, swiglu_hidden(dim, config.mlp_mult)) if use_mlp else None
+
+    def forward(self, x: Tensor, state: Any = None, return_state: bool = False):
+        y, state = self.mixer(self.mixer_norm(x), state, return_state=return_state)
+        x = x + y
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, state
+
+    def step(self, x: Tensor, state: Any):
+        y, state = self.mixer.step(self.mixer_norm(x), state)
+        x = x + y
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, state
+
+    def flops_per_token(self, seq_len: int) -> float:
+        mlp = self.mlp.flops_per_token() if self.mlp is not None else 0.0
+        return float(self.mixer.flops_per_token(seq_len)) + mlp

@@ -1,0 +1,28 @@
+"""The core's own defaults, registered through the same hooks as any plugin."""
+from zoo_core import hookimpl
+from zoo_core.blocks import PreNormBlock, PreNormBlockConfig
+from zoo_core.data.corpus import CorpusConfig, CorpusSource
+from zoo_core.losses import CrossEntropyConfig, CrossEntropyHead
+from zoo_core.tokenizers import ByteTokenizer, ByteTokenizerConfig
+
+zoo_api = 1
+
+
+@hookimpl
+def register_blocks(register):
+    register("prenorm", PreNormBlock, PreNormBlockConfig, "pre-norm residual block: RMSNorm, mixer, RMSNorm, SwiGLU MLP")
+
+
+@hookimpl
+def register_losses(register):
+    register("cross_entropy", CrossEntropyHead, CrossEntropyConfig, "next-token cross-entropy, tied or untied unembedding")
+
+
+@hookimpl
+def register_tokenizers(register):
+    register("bytes", ByteTokenizer, ByteTokenizerConfig, "UTF-8 bytes plus BOS/EOS/PAD (vocab 259)")
+
+
+@hookimpl
+def register_data_sources(register):
+    register("corpus", CorpusSource, CorpusConfig, "prepared token shards (or text/jsonl, prepared on first use) as parallel streams")

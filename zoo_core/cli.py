@@ -1,0 +1,87 @@
+"""The `zoo` command.
+
+Each subcommand is a module in `zoo_core.commands` with `add_parser(sub)`;
+the CLI discovers them, so adding a command touches no shared file.
+Every user mistake ends as one line, `zoo: <problem and fix>`, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+from typing import Callable, List, Optional, Sequence
+
+from zoo_core.errors import UserError, did_you_mean
+
+
+def _one_line_warnings() -> None:
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"zoo: warning: {message}", file=sys.stderr)
+    warnings.showwarning = show
+    # DCP says this on every single-process save/load; it is the intended mode there.
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+
+
+def run_guarded(fn: Callable[[], object]) -> int:
+    """Run a command; user errors become one line and exit 2, never a traceback."""
+    _one_line_warnings()
+    try:
+        fn()
+        return 0
+    except UserError as exc:
+        print(f"zoo: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            raise
+        print(f"zoo: {exc}", file=sys.stderr)
+        return code
+
+
+def table(rows: List[List[str]], header: List[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*[str(c) for c in r]).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def split_config(items: Sequence[str]):
+    """`[CONFIG] key=value ...` -> (CONFIG or None, overrides)."""
+    items = list(items)
+    config = items.pop(0) if items and "=" not in items[0] else None
+    return config, items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import zoo_core.commands as commands
+    p = argparse.ArgumentParser(prog="zoo", description="Language-model architecture research with plugins.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"zoo_core.commands.{mod}").add_parser(sub)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = sorted(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+        print(f"zoo: unknown command '{argv[0]}'{did_you_mean(argv[0], commands)} "
+              f"(commands: {', '.join(commands)})", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    return run_guarded(lambda: args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Token shards on disk and the data sources that stream them."""

@@ -1,0 +1,181 @@
+"""The contracts between the core and its plugins.
+
+State ("cache") convention, shared by every mixer, block and the model:
+a state is a pytree (tensor, tuple, list or dict of tensors) whose tensors all
+have the batch as their first dimension. The core can then detach it between
+training steps, select or concatenate rows, and checkpoint it, without knowing
+what is inside (see `zoo_core.state`).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+State = Any  # a pytree of tensors, batch first
+
+
+class Mixer(nn.Module):
+    """A causal sequence mixer: (batch, time, dim) -> (batch, time, dim).
+
+    Subclasses take `(dim, config)` where `config` is an instance of the
+    dataclass they were registered with, and implement:
+
+    * `forward(x, state=None, return_state=False)` -> `(y, new_state)`.
+      Output t depends only on inputs <= t and on `state`, the state after a
+      previous segment of the same stream (or `init_state`). `new_state` is the
+      state after the last position when `return_state` is true, else None.
+      This one method serves plain training (state None), state carried across
+      segments (truncated BPTT), and prefill for generation.
+    * `step(x, state)` -> `(y, new_state)` for one token, x of shape (batch, dim).
+      The default runs `forward` on a length-1 segment; recurrent mixers
+      override it with their O(1) recurrence.
+    * `init_state(batch_size, device, dtype)`: the state before any token.
+    * `flops_per_token(seq_len)`: forward FLOPs per token (multiply-add = 2)
+      at this sequence length, for throughput and MFU.
+    * `state_size(seq_len)`: bytes per sequence kept for decoding after
+      `seq_len` tokens (the KV cache for attention, h for an RNN).
+    * `reset_parameters()`: initialise every parameter and buffer; the core
+      builds models on the meta device and calls it after materialising.
+    """
+
+    #: Whether the default block should add a channel MLP after this mixer.
+    wants_mlp: bool = True
+
+    def __init__(self, dim: int, config: Any = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.config = config
+
+    def forward(self, x: Tensor, state: State = None, return_state: bool = False
+                ) -> Tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def step(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
+        y, state = self.forward(x[:, None], state, return_state=True)
+        return y[:, 0], state
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> State:
+        raise NotImplementedError
+
+    def flops_per_token(self, seq_len: int) -> float:
+        raise NotImplementedError
+
+    def state_size(self, seq_len: int) -> int:
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        for m in self.children():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+
+class Block(nn.Module):
+    """Composes norm, mixer, residual and channel MLP for one layer.
+
+    Takes `(dim, mixer, config, layer_idx, n_layers)` and implements
+    `forward(x, state=None, return_state=False) -> (x, state)` and
+    `step(x, state) -> (x, state)` with the mixer's state conventions, plus
+    `flops_per_token(seq_len)` (mixer + everything else in the block).
+    """
+
+    def __init__(self, dim: int, mixer: Mixer, config: Any, layer_idx: int, n_layers: int) -> None:
+        super().__init__()
+        self.dim, self.mixer, self.config = dim, mixer, config
+        self.layer_idx, self.n_layers = layer_idx, n_layers
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> State:
+        return self.mixer.init_state(batch_size, device, dtype)
+
+    def state_size(self, seq_len: int) -> int:
+        return self.mixer.state_size(seq_len)
+
+
+@dataclasses.dataclass
+class HeadOutput:
+    """`loss` is the mean over the `n_tokens` counted targets (targets of -100 are
+    ignored). `metrics` are scalar tensors or floats, averaged the same way."""
+
+    loss: Tensor
+    n_tokens: int
+    metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Head(nn.Module):
+    """Turns final hidden states (batch, time, dim) and targets into a loss.
+
+    Takes `(dim, vocab_size, embedding, config)`; `embedding` is the model's
+    input `nn.Embedding`, for weight tying. Implements `forward(h, targets) ->
+    HeadOutput` and `logits(h) -> (batch, time, vocab)` for the next token,
+    which evaluation and generation use.
+
+    A head that must run its own backward (multi-token prediction runs each
+    head's forward and backward in turn) sets `custom_backward = True` and
+    implements `forward_backward(h, targets, loss_scale) -> HeadOutput`: it
+    calls backward itself on `loss * loss_scale`; h is a leaf whose `.grad`
+    the core then back-propagates through the trunk.
+    """
+
+    custom_backward: bool = False
+
+    def __init__(self, dim: int, vocab_size: int, embedding: nn.Embedding, config: Any) -> None:
+        super().__init__()
+        self.dim, self.vocab_size, self.config = dim, vocab_size, config
+
+    def logits(self, h: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def flops_per_token(self) -> float:
+        return 2.0 * self.dim * self.vocab_size
+
+
+class Tokenizer(abc.ABC):
+    """Text <-> token ids. `fingerprint` changes whenever the mapping does."""
+
+    vocab_size: int
+    bos_id: Optional[int] = None
+    eos_id: Optional[int] = None
+
+    @abc.abstractmethod
+    def encode(self, text: str) -> List[int]: ...
+
+    @abc.abstractmethod
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def fingerprint(self) -> str: ...
+
+
+class DataSource(abc.ABC):
+    """Yields token batches for `n_streams` parallel streams.
+
+    Constructed as `factory(config, tokenizer=..., split=..., seq_len=...,
+    n_streams=..., seed=...)`. Stream i is a fixed sequence of windows, so any
+    rank owning stream i reads the same tokens whatever the world size: this is
+    what makes training world-size invariant and lets recurrent state carry.
+
+    * `batch(stream_ids)` -> `(inputs, targets)`, int64 tensors of shape
+      (len(stream_ids), seq_len), advancing those streams by one window.
+      Targets of -100 are ignored by the loss.
+    * `state_dict()` / `load_state_dict(d)`: JSON-serialisable position.
+    * `bytes_per_token`: average UTF-8 bytes per target token, for bits/byte.
+    """
+
+    bytes_per_token: float = 1.0
+
+    @abc.abstractmethod
+    def batch(self, stream_ids: Sequence[int]) -> Tuple[Tensor, Tensor]: ...
+
+    @abc.abstractmethod
+    def state_dict(self) -> Dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: Dict[str, Any]) -> None: ...
+
+    def metrics(self, logits: Tensor, targets: Tensor) -> Dict[str, float]:
+        """Extra evaluation metrics for this data (e.g. recall accuracy)."""
+        return {}

@@ -1,0 +1,54 @@
+"""metrics.jsonl, plus optional TensorBoard and wandb (offline works) mirrors."""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, cfg: Any, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.tb = self.wandb = None
+        if not enabled:
+            return
+        if cfg.train.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        if cfg.train.wandb:
+            import wandb
+            self.wandb = wandb.init(project="zoo", name=cfg.name, dir=str(run_dir), resume="allow")
+
+    def write(self, record: Dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(clean) + "\n")
+        step = clean.get("step", 0)
+        numbers = {k: v for k, v in clean.items() if isinstance(v, (int, float)) and k != "step"}
+        if self.tb is not None:
+            for k, v in numbers.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(numbers, step=step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop records past the checkpoint so the log reads as one run."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))

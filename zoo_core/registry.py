@@ -1,0 +1,186 @@
+"""The plugin registry: pluggy over the entry-point group `zoo`.
+
+Plugins are modules named by `[project.entry-points.zoo]`. Each implements
+hooks from `zoo_core.hookspecs`. The core's own defaults (`zoo_core.builtins`)
+register through the same hooks, as pytest's built-in plugins do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata as md
+import json
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import pluggy
+
+from zoo_core import PLUGIN_API_VERSION, __version__, hookspecs
+from zoo_core.errors import RegistryError, UserError, did_you_mean
+
+KINDS = {
+    "mixers": "register_mixers",
+    "blocks": "register_blocks",
+    "losses": "register_losses",
+    "data": "register_data_sources",
+    "tokenizers": "register_tokenizers",
+    "presets": "register_presets",
+}
+SINGULAR = {"mixers": "mixer", "blocks": "block", "losses": "loss", "data": "data source",
+            "tokenizers": "tokenizer", "presets": "preset"}
+ENTRY_POINT_GROUP = "zoo"
+
+
+class PluginWarning(UserWarning):
+    """A plugin that could not be loaded; the others still work."""
+
+
+@dataclasses.dataclass
+class Entry:
+    """One registered item."""
+
+    kind: str
+    name: str
+    factory: Any
+    config_cls: Optional[type]
+    description: str
+    plugin: str
+    distribution: str
+    version: str
+
+
+@dataclasses.dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    registered: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("zoo")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: Dict[str, PluginInfo] = {}
+        self.failed: Dict[str, str] = {}
+        self._items: Dict[str, Dict[str, Entry]] = {k: {} for k in KINDS}
+
+    # -- loading ---------------------------------------------------------
+    def add_plugin(self, module: Any, name: str, distribution: str, version: str) -> None:
+        wanted = getattr(module, "zoo_api", PLUGIN_API_VERSION)
+        if wanted != PLUGIN_API_VERSION:
+            self._fail(name, distribution,
+                       f"built for zoo plugin API {wanted}, but zoo-core {__version__} "
+                       f"provides API {PLUGIN_API_VERSION}; upgrade the plugin or zoo-core")
+            return
+        self.pm.register(module, name=name)
+        self.plugins[name] = PluginInfo(name, distribution, version)
+
+    def _fail(self, name: str, distribution: str, why: str) -> None:
+        self.failed[name] = why
+        warnings.warn(f"zoo plugin '{name}' ({distribution}) was not loaded: {why}",
+                      PluginWarning, stacklevel=3)
+
+    def collect(self) -> None:
+        """Ask every loaded plugin to register its items, one plugin at a time,
+        so each item knows its provider and a broken hook only loses its plugin."""
+        for kind, hook_name in KINDS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():  # in registration order: the core first
+                info = self.plugins[impl.plugin_name]
+                try:
+                    impl.function(register=self._registrar(kind, info))
+                except RegistryError:
+                    raise
+                except Exception as exc:  # a plugin bug must not take the others down
+                    self._fail(info.name, info.distribution, f"{type(exc).__name__}: {exc}")
+
+    def _registrar(self, kind: str, info: PluginInfo) -> Callable:
+        def register(name: str, factory: Any, config_cls: Optional[type] = None,
+                     description: str = "") -> None:
+            old = self._items[kind].get(name)
+            if old is not None:
+                raise RegistryError(
+                    f"{SINGULAR[kind]} '{name}' is registered twice: by {old.distribution} "
+                    f"and by {info.distribution}; uninstall one of them")
+            self._items[kind][name] = Entry(kind, name, factory, config_cls, description,
+                                            info.name, info.distribution, info.version)
+            info.registered.setdefault(kind, []).append(name)
+        return register
+
+    # -- queries ---------------------------------------------------------
+    def names(self, kind: str) -> List[str]:
+        return sorted(self._items[kind])
+
+    def entries(self, kind: str) -> List[Entry]:
+        return [self._items[kind][n] for n in self.names(kind)]
+
+    def has(self, kind: str, name: str) -> bool:
+        return name in self._items[kind]
+
+    def get(self, kind: str, name: str) -> Entry:
+        try:
+            return self._items[kind][name]
+        except KeyError:
+            raise UserError(self.unknown_message(kind, name)) from None
+
+    def unknown_message(self, kind: str, name: str) -> str:
+        installed = self.names(kind)
+        msg = (f"unknown {SINGULAR[kind]} '{name}'{did_you_mean(name, installed)} "
+               f"(installed {kind}: {', '.join(installed) or 'none'})")
+        plugin_dir = _catalog().get(name)
+        if plugin_dir:
+            msg += (f"; '{name}' comes with zoo-{plugin_dir}: "
+                    f"pip install ./plugins/{plugin_dir} (in a zoo checkout)")
+        else:
+            msg += "; install the plugin that provides it with pip (zoo plugins lists what is installed)"
+        return msg
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> Dict[str, str]:
+    data = json.loads((Path(__file__).parent / "catalog.json").read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def _entry_points_to_load() -> List[md.EntryPoint]:
+    eps = list(md.entry_points(group=ENTRY_POINT_GROUP))
+    if os.environ.get("ZOO_DISABLE_PLUGIN_AUTOLOAD"):
+        wanted = {p.strip() for p in os.environ.get("ZOO_PLUGINS", "").split(",") if p.strip()}
+        eps = [ep for ep in eps if ep.name in wanted or (ep.dist and ep.dist.name in wanted)]
+    return eps
+
+
+def build_registry() -> Registry:
+    reg = Registry()
+    builtins = importlib.import_module("zoo_core.builtins")
+    reg.add_plugin(builtins, "zoo-core", "zoo-core", __version__)
+    seen = set()
+    for ep in _entry_points_to_load():
+        dist = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        if ep.name in seen:  # the same distribution found twice on sys.path
+            continue
+        seen.add(ep.name)
+        try:
+            module = ep.load()
+        except Exception as exc:
+            reg._fail(ep.name, dist, f"{type(exc).__name__}: {exc}")
+            continue
+        reg.add_plugin(module, ep.name, dist, version)
+    reg.collect()
+    return reg
+
+
+_REGISTRY: Optional[Registry] = None
+
+
+def get_registry(refresh: bool = False) -> Registry:
+    """The process-wide registry, built on first use."""
+    global _REGISTRY
+    if _REGISTRY is None or refresh:
+        _REGISTRY = build_registry()
+    return _REGISTRY

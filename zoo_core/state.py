@@ -1,0 +1,20 @@
+"""Generic operations on mixer states (pytrees of batch-first tensors)."""
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.utils._pytree import tree_map
+
+State = Any
+
+
+def map_state(fn: Callable, state: State) -> State:
+    return tree_map(lambda t: fn(t) if isinstance(t, torch.Tensor) else t, state)
+
+
+def detach_state(state: State) -> State:
+    """Truncated BPTT: keep the values, drop the graph."""
+    return map_state(lambda t: t.detach(), state)
+
+
+def select_rows(state: State, rows: Any) -> State:
+    return map_state(lambda t: t[rows], state)

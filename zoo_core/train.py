@@ -1,0 +1,325 @@
+"""The one training loop every architecture uses.
+
+    zoo train [CONFIG] [key=value ...]
+    torchrun --nproc-per-node N -m zoo_core.train [CONFIG] [key=value ...]
+
+Global batch = micro batch x accumulation steps x world size. The data comes
+as `global_batch` parallel streams; rank r owns a fixed slice of them and each
+micro-batch a fixed sub-slice, so W ranks and 1 rank with W x accumulation
+compute the same losses, and recurrent state carries per stream identically.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from zoo_core import checkpoint
+from zoo_core.components import build_source, build_tokenizer
+from zoo_core.config import load_config, resolve, save_config
+from zoo_core.distributed import World, close_world, init_world
+from zoo_core.errors import UserError
+from zoo_core.evaluate import evaluate
+from zoo_core.generate import generate
+from zoo_core.metrics import MetricsLog, peak_memory_mb
+from zoo_core.model import LanguageModel, padded_vocab
+from zoo_core.optim import build_optimizer, lr_at, set_lr
+from zoo_core.parallelize import parallelize
+from zoo_core.registry import get_registry
+from zoo_core.state import detach_state
+
+
+class Diverged(Exception):
+    """The loss became NaN or inf."""
+
+    exit_code = 1
+
+
+def run_config(config: Optional[str], overrides: Sequence[str]):
+    """Config from a YAML file, or from an existing run directory (to resume it)."""
+    if config and Path(config).is_dir():
+        saved = Path(config) / "config.yaml"
+        if not saved.exists():
+            raise UserError(f"'{config}' is a directory without config.yaml; give a YAML file or a run directory")
+        cfg = load_config(str(saved), overrides)
+        cfg.runs_dir, cfg.name = str(Path(config).parent), Path(config).name
+        return cfg
+    return load_config(config, overrides)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: Any, registry: Any, world: World) -> None:
+        self.cfg, self.registry, self.world = cfg, registry, world
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        seed_everything(t.seed)
+        self.run_dir = Path(cfg.runs_dir) / cfg.name
+        self.ckpt_root = self.run_dir / "checkpoints"
+
+        self.tokenizer = build_tokenizer(cfg, registry)
+        if cfg.model.vocab_size is None:
+            cfg.model.vocab_size = padded_vocab(self.tokenizer.vocab_size)
+        elif cfg.model.vocab_size < self.tokenizer.vocab_size:
+            raise UserError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+                            f"{self.tokenizer.vocab_size}; leave it unset to derive it")
+
+        # Batch layout: which streams this rank and each micro-batch owns.
+        G, W = t.global_batch, world.size
+        micro = t.micro_batch or max(G // W, 1)
+        if G % (micro * W):
+            raise UserError(f"train.global_batch={G} is not a multiple of micro_batch ({micro}) x world size ({W}); "
+                            f"pick a global_batch divisible by {micro * W}")
+        self.accum = G // (micro * W)
+        first = world.rank * (G // W)
+        self.micro_streams = [list(range(first + m * micro, first + (m + 1) * micro)) for m in range(self.accum)]
+
+        # Prepare the data once (rank 0), then everyone maps it.
+        progress = t.progress and world.is_main
+        if world.is_main:
+            build_source(cfg, registry, self.tokenizer, "train", G, progress=progress)
+        world.barrier()
+        self.train_source = build_source(cfg, registry, self.tokenizer, "train", G, progress=False)
+
+        self.model = self._build_model()
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.autocast = self._autocast()
+        self.step = 0
+        self.tokens_seen = 0
+        self.states: List[Any] = [None] * self.accum
+        self.log = MetricsLog(self.run_dir, cfg, enabled=world.is_main)
+        self.stop_requested = False
+
+    # -- setup -----------------------------------------------------------------
+    def _build_model(self) -> LanguageModel:
+        with torch.device("meta"):
+            model = LanguageModel(self.cfg.model, self.registry, self.cfg.model.vocab_size)
+        # Initialise whole tensors from the seed before sharding, so every world
+        # size starts from identical weights.
+        model.to_empty(device=self.world.device)
+        torch.manual_seed(self.cfg.train.seed)
+        model.init_weights()
+        return parallelize(model, self.cfg.parallel, self.world)
+
+    def _autocast(self):
+        if self.cfg.parallel.mixed_precision == "bf16" and not self.world.distributed:
+            return lambda: torch.autocast(self.world.device.type, dtype=torch.bfloat16)
+        return None  # under FSDP, MixedPrecisionPolicy does the casting
+
+    # -- checkpoints -------------------------------------------------------------
+    def save(self) -> None:
+        tensors = {"rng.cpu": torch.get_rng_state()}
+        if self.world.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.world.device)
+        for m, st in enumerate(self.states):
+            for key, value in _flatten(st, f"state.{m}").items():
+                tensors[key] = value
+        extra = {"step": self.step, "tokens_seen": self.tokens_seen,
+                 "data": self.train_source.state_dict(), "carry": [s is not None for s in self.states]}
+        checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, self.world, extra, tensors,
+                        keep=self.cfg.train.keep_checkpoints)
+
+    def maybe_resume(self) -> None:
+        if self.world.is_main:
+            checkpoint.clean_partial(self.ckpt_root)
+        self.world.barrier()
+        path = checkpoint.latest(self.ckpt_root)
+        if path is None:
+            return
+        extra, tensors = checkpoint.load(path, self.model, self.optimizer, self.world)
+        if not extra:
+            raise UserError(f"checkpoint {path} was written by a different number of ranks; resume training with "
+                            f"the same world size (eval, generate and export work with any)")
+        if extra["world_size"] != self.world.size:
+            raise UserError(f"{path} was written by {extra['world_size']} ranks, this run has {self.world.size}; "
+                            f"resume with --nproc {extra['world_size']}")
+        self.step, self.tokens_seen = extra["step"], extra["tokens_seen"]
+        self.train_source.load_state_dict(extra["data"])
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and self.world.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.world.device)
+        for m, carried in enumerate(extra.get("carry", [])):
+            if carried:
+                self.states[m] = _unflatten(self.model_state_template(len(self.micro_streams[m])), tensors,
+                                            f"state.{m}", self.world.device)
+        self.log.truncate_after(self.step)
+        if self.world.is_main:
+            tqdm.write(f"resumed {self.run_dir} from step {self.step}")
+
+    def model_state_template(self, batch: int) -> Any:
+        inner = self.model
+        return inner.init_state(batch, device=self.world.device)
+
+    # -- one optimizer step ---------------------------------------------------------------
+    def train_step(self) -> Dict[str, float]:
+        cfg, world = self.cfg, self.world
+        lr = lr_at(self.step, cfg.train.steps, cfg.optim)
+        set_lr(self.optimizer, lr)
+        batches = [self.train_source.batch(streams) for streams in self.micro_streams]
+        count = torch.tensor([sum(int((tgt != -100).sum()) for _, tgt in batches)], dtype=torch.float64)
+        global_count = float(world.all_reduce_sum(count)[0])
+        sums = torch.zeros(4, dtype=torch.float64)  # nats, tokens, accuracy*tokens, stop flag
+        carry = cfg.train.carry_state
+        for m, (inputs, targets) in enumerate(batches):
+            inputs, targets = inputs.to(world.device), targets.to(world.device)
+            # FSDP averages gradients over ranks; scale so the result is the global token mean.
+            scale = world.size / global_count
+            with self.autocast() if self.autocast else nullcontext():
+                out, new_state = self.model(inputs, targets, state=self.states[m] if carry else None,
+                                            return_state=carry)
+            (out.loss * out.n_tokens * scale).backward()
+            if carry:
+                self.states[m] = detach_state(new_state)
+            acc = float(out.metrics.get("accuracy", 0.0))
+            sums += torch.tensor([float(out.loss.detach()) * out.n_tokens, out.n_tokens, acc * out.n_tokens, 0.0],
+                                 dtype=torch.float64)
+        sums[3] = float(self.stop_requested)
+        world.all_reduce_sum(sums)
+        self.stop_requested = bool(sums[3] > 0)
+        loss = float(sums[0] / max(sums[1], 1))
+        if not math.isfinite(loss):
+            raise Diverged(f"loss is {loss} at step {self.step + 1}; stopped without saving, the last good "
+                           f"checkpoint is intact ({checkpoint.latest(self.ckpt_root) or 'none yet'}); "
+                           f"lower optim.lr or raise optim.warmup_steps")
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or float("inf"), foreach=False)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += cfg.train.global_batch * cfg.data.seq_len
+        return {"loss": loss, "accuracy": float(sums[2] / max(sums[1], 1)), "grad_norm": float(grad_norm), "lr": lr}
+
+    # -- evaluation and samples ---------------------------------------------------------------
+    def validate(self) -> Dict[str, float]:
+        t = self.cfg.train
+        source = build_source(self.cfg, self.registry, self.tokenizer, "val", t.eval_batch_size, progress=False)
+        return evaluate(self.model, source, self.world, t.eval_batches, t.carry_state, self.autocast)
+
+    def sample(self) -> str:
+        t = self.cfg.train
+        prompt = self.tokenizer.encode(t.sample_prompt) or [self.tokenizer.bos_id]
+        ids = generate(self.model, [prompt], t.sample_tokens, temperature=0.8, top_k=50, seed=t.seed)[0]
+        self.model.train()
+        text = t.sample_prompt + self.tokenizer.decode(ids)
+        if self.world.is_main:
+            (self.run_dir / "samples").mkdir(exist_ok=True)
+            (self.run_dir / "samples" / f"step-{self.step:08d}.txt").write_text(text)
+        return text
+
+    # -- the loop --------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def run(self) -> Dict[str, Any]:
+        cfg, world, t = self.cfg, self.world, self.cfg.train
+        if world.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.maybe_resume()
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+        self.model.train()
+        bar = tqdm(total=t.steps, initial=self.step, desc=cfg.name, unit="step",
+                   disable=not (t.progress and world.is_main), dynamic_ncols=True)
+        last_val: Dict[str, float] = {}
+        timer, tokens_at_timer = time.perf_counter(), self.tokens_seen
+        interrupted = False
+        while self.step < t.steps:
+            metrics = self.train_step()
+            bar.update(1)
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                elapsed = time.perf_counter() - timer
+                tps = (self.tokens_seen - tokens_at_timer) / max(elapsed, 1e-9)
+                timer, tokens_at_timer = time.perf_counter(), self.tokens_seen
+                record = {"step": self.step, **metrics, "tokens_per_s": tps, "tokens_seen": self.tokens_seen,
+                          "peak_mem_mb": peak_memory_mb(world.device)}
+                self.log.write(record)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
+            if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
+                last_val = self._log_validation(bar)
+            if self.stop_requested:
+                interrupted = True
+                break
+            if t.ckpt_every and self.step % t.ckpt_every == 0 and self.step < t.steps:
+                self.save()
+        bar.close()
+        if interrupted:
+            self.save()
+            if world.is_main:
+                print(f"zoo: stopped by signal at step {self.step}; checkpoint saved, run again to resume")
+            return {"step": self.step, "interrupted": True}
+        if self.step >= t.steps and not last_val.get("final"):
+            last_val = self._log_validation(None)
+        if checkpoint.latest(self.ckpt_root) is None or not (self.ckpt_root / f"step-{self.step:08d}").exists():
+            self.save()
+        text = self.sample() if t.sample_tokens else ""
+        if world.is_main:
+            print(f"val bits/byte {last_val['bpb']:.4f}  loss {last_val['loss']:.4f}  "
+                  f"ppl {last_val['ppl']:.2f}  at step {self.step}")
+            if text:
+                print("sample: " + text)
+        return {"step": self.step, "val": last_val, "sample": text, "run_dir": str(self.run_dir)}
+
+    def _log_validation(self, bar) -> Dict[str, float]:
+        val = self.validate()
+        self.log.write({"step": self.step, **{f"val_{k}": v for k, v in val.items()}})
+        if bar is not None and self.world.is_main:
+            tqdm.write(f"step {self.step}: val bits/byte {val['bpb']:.4f}")
+        return {**val, "final": self.step >= self.cfg.train.steps}
+
+
+def _flatten(state: Any, prefix: str) -> Dict[str, torch.Tensor]:
+    from torch.utils._pytree import tree_flatten
+    leaves, _ = tree_flatten(state)
+    return {f"{prefix}.{i}": leaf for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)}
+
+
+def _unflatten(template: Any, tensors: Dict[str, torch.Tensor], prefix: str, device: Any) -> Any:
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+    leaves, spec = tree_flatten(template)
+    restored = [tensors[f"{prefix}.{i}"].to(device) if isinstance(leaf, torch.Tensor) else leaf
+                for i, leaf in enumerate(leaves)]
+    return tree_unflatten(restored, spec)
+
+
+def train(config: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    registry = get_registry()
+    cfg = resolve(run_config(config, overrides), registry)
+    world = init_world(cfg.train.device)
+    try:
+        return Trainer(cfg, registry, world).run()
+    finally:
+        close_world()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point for `python -m zoo_core.train` (what torchrun launches)."""
+    from zoo_core.cli import run_guarded
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = argv.pop(0) if argv and "=" not in argv[0] else None
+    return run_guarded(lambda: train(config, argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
