@@ -1,0 +1,85 @@
+"""Check results and the report that collects them."""
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from typing import Callable, List, Optional
+
+
+class Skip(Exception):
+    """Raised by a check that does not apply; the message says why."""
+
+
+@dataclasses.dataclass
+class CheckResult:
+    component: str  # e.g. "mixer attention"
+    check: str
+    status: str  # pass | fail | skip
+    reason: str = ""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, AssertionError) and str(exc):
+        return str(exc).strip().splitlines()[0]
+    # An exception in the component itself: say where it came from.
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}{where}"
+
+
+@dataclasses.dataclass
+class Report:
+    """The outcome of every check run against one or more components."""
+
+    results: List[CheckResult] = dataclasses.field(default_factory=list)
+
+    def run(self, component: str, check: str, fn: Callable[[], Optional[str]]) -> bool:
+        """Run one check; a returned string is a pass note, AssertionError a failure."""
+        try:
+            note = fn()
+        except Skip as exc:
+            self.results.append(CheckResult(component, check, "skip", str(exc)))
+            return True
+        except Exception as exc:  # a broken plugin must not stop the other checks
+            self.results.append(CheckResult(component, check, "fail", _reason(exc)))
+            return False
+        self.results.append(CheckResult(component, check, "pass", note or ""))
+        return True
+
+    def extend(self, other: "Report") -> "Report":
+        self.results.extend(other.results)
+        return self
+
+    @property
+    def failures(self) -> List[CheckResult]:
+        return [r for r in self.results if r.status == "fail"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def table(self) -> str:
+        rows = [[r.component, r.check, r.status.upper() if r.status == "fail" else r.status, r.reason]
+                for r in self.results]
+        header = ["component", "check", "status", "reason"]
+        widths = [max(len(str(x[i])) for x in rows + [header]) for i in range(3)]
+        fmt = "  ".join("{:<%d}" % w for w in widths) + "  {}"
+        lines = [fmt.format(*header).rstrip(), fmt.format(*["-" * w for w in widths], "-" * 6)]
+        lines += [fmt.format(*r).rstrip() for r in rows]
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        n_pass = sum(r.status == "pass" for r in self.results)
+        n_skip = sum(r.status == "skip" for r in self.results)
+        return f"{n_pass} passed, {len(self.failures)} failed, {n_skip} skipped"
+
+    def raise_for_failures(self) -> "Report":
+        """For tests: an AssertionError listing every failed check."""
+        if self.failures:
+            lines = [f"{r.component}: {r.check}: {r.reason}" for r in self.failures]
+            raise AssertionError(f"{len(lines)} conformance check(s) failed:\n" + "\n".join(lines))
+        return self
+
+    def __str__(self) -> str:
+        return self.table() + "\n" + self.summary()
