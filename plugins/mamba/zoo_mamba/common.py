@@ -1,0 +1,85 @@
+"""Pieces both mixers share: the dt initialisation, the causal depthwise conv
+(parallel and one-step, with its carried state) and Mamba-2's gated RMSNorm."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo_core.errors import UserError
+
+BACKENDS = ("auto", "chunked", "naive")
+
+
+def check_backend(mixer: str, backend: str) -> None:
+    if backend not in BACKENDS:
+        raise UserError(f"{mixer} backend '{backend}' is not one of {', '.join(BACKENDS)}; "
+                        f"set model.mixer.backend=auto")
+
+
+def acc_dtype(t: Tensor) -> torch.dtype:
+    """The scan accumulates in float32 (float64 when the inputs are float64)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+@torch.no_grad()
+def init_dt_bias(bias: Tensor, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+    """dt drawn log-uniformly in [dt_min, dt_max]; the bias is its inverse softplus,
+    so softplus(bias) == dt at initialisation (Mamba, section 3.6)."""
+    u = torch.rand(bias.shape, device=bias.device, dtype=torch.float32)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
+    bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt) = dt + log(1 - exp(-dt))
+
+
+def check_dt_range(mixer: str, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+    if not 0 < dt_min <= dt_max:
+        raise UserError(f"{mixer}: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    if dt_init_floor <= 0:
+        raise UserError(f"{mixer}: dt_init_floor must be positive, got {dt_init_floor}")
+
+
+# -- causal depthwise conv1d -----------------------------------------------------
+
+def causal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Optional[Tensor]
+                ) -> Tuple[Tensor, Tensor]:
+    """Depthwise causal conv over time, then SiLU.
+
+    x (B, T, C); weight (C, W); conv_state (B, W-1, C): the W-1 inputs before x
+    (zeros at the start of a stream). Returns (y (B, T, C), new conv_state)."""
+    B, T, C = x.shape
+    W = weight.shape[1]
+    if conv_state is None:
+        conv_state = x.new_zeros(B, W - 1, C)
+    xs = torch.cat([conv_state.to(x.dtype), x], dim=1)  # (B, W-1+T, C)
+    y = F.conv1d(xs.transpose(1, 2), weight[:, None, :], bias, groups=C).transpose(1, 2)
+    return F.silu(y), xs[:, xs.shape[1] - (W - 1):]
+
+
+def causal_conv_step(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Tensor
+                     ) -> Tuple[Tensor, Tensor]:
+    """One token: x (B, C) -> (y (B, C), new conv_state (B, W-1, C))."""
+    window = torch.cat([conv_state.to(x.dtype), x[:, None]], dim=1)  # (B, W, C)
+    y = torch.einsum("bwc,cw->bc", window, weight)
+    if bias is not None:
+        y = y + bias
+    return F.silu(y), window[:, 1:]
+
+
+class GatedRMSNorm(nn.Module):
+    """Mamba-2's output norm: RMSNorm(y * SiLU(z)) * weight, normalised in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        g = y.float() * F.silu(z.float())
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        return g.to(y.dtype) * self.weight
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)

@@ -1,0 +1,174 @@
+"""Mamba (Gu & Dao 2023, arXiv 2312.00752): the selective scan over a diagonal state.
+
+    in_proj -> x, z;   x <- SiLU(causal depthwise conv(x))
+    x_proj(x) -> dt (rank R), B, C;   dt = softplus(dt_proj(dt))   (bias = dt bias)
+    A = -exp(A_log), S4D-real init A[d, n] = n + 1
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t;   y_t = C_t h_t + D x_t     h: (d_inner, d_state)
+    out_proj(y * SiLU(z))
+
+Three paths: naive (`reference.selective_scan_ref`), fast (zoo-kernels' linear
+scan over the flattened state: chunked PyTorch on CPU, Triton on CUDA; mamba-ssm's
+`selective_scan_fn` on CUDA when installed and no state is carried in or out),
+and the recurrent `step`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo_core.errors import UserError
+from zoo_core.interfaces import Mixer
+from zoo_mamba import fastpath
+from zoo_mamba.common import acc_dtype, causal_conv, check_backend, check_dt_range, init_dt_bias
+from zoo_mamba.mamba2 import _last_inputs
+from zoo_mamba.reference import causal_conv_ref, selective_scan_ref
+from zoo_mamba.selective_scan import selective_scan_chunked
+
+
+@dataclass
+class MambaConfig:
+    #: State size N per channel.
+    d_state: int = 16
+    #: Width of the causal depthwise conv.
+    d_conv: int = 4
+    #: Inner width = expand * dim.
+    expand: int = 2
+    #: Rank of the dt projection; None = ceil(dim / 16).
+    dt_rank: Optional[int] = None
+    #: dt at init is log-uniform in [dt_min, dt_max], clamped below by dt_init_floor.
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    #: dt_proj weight ~ U(+-dt_scale / sqrt(dt_rank)).
+    dt_scale: float = 1.0
+    conv_bias: bool = True
+    #: Biases on in_proj / out_proj.
+    bias: bool = False
+    #: auto (mamba-ssm / zoo-kernels Triton on CUDA, else chunked) | chunked | naive
+    backend: str = "auto"
+
+
+class Mamba(Mixer):
+    wants_mlp = False  # Mamba stacks mixers only; model.block.mlp=true adds an MLP
+
+    def __init__(self, dim: int, config: MambaConfig) -> None:
+        super().__init__(dim, config)
+        c = config
+        check_backend("mamba", c.backend)
+        check_dt_range("mamba", c.dt_min, c.dt_max, c.dt_init_floor)
+        if c.d_state < 1 or c.d_conv < 1 or c.expand < 1:
+            raise UserError("mamba: d_state, d_conv and expand must be >= 1")
+        self.d_inner, self.d_state = c.expand * dim, c.d_state
+        self.dt_rank = c.dt_rank or math.ceil(dim / 16)
+        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=c.bias)
+        self.conv_weight = nn.Parameter(torch.empty(self.d_inner, c.d_conv))
+        self.conv_bias = nn.Parameter(torch.empty(self.d_inner)) if c.conv_bias else None
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * c.d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        # Stored flat: the core decays every >=2-D tensor, and A_log must not decay.
+        self.A_log = nn.Parameter(torch.empty(self.d_inner * c.d_state))
+        self.D = nn.Parameter(torch.empty(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, dim, bias=c.bias)
+        self._init_own()
+
+    # -- initialisation (Mamba's defaults) ---------------------------------------------
+    @torch.no_grad()
+    def _init_own(self) -> None:
+        c = self.config
+        bound = 1 / math.sqrt(c.d_conv)
+        nn.init.uniform_(self.conv_weight, -bound, bound)
+        if self.conv_bias is not None:
+            nn.init.uniform_(self.conv_bias, -bound, bound)
+        std = self.dt_rank ** -0.5 * c.dt_scale
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        init_dt_bias(self.dt_proj.bias, c.dt_min, c.dt_max, c.dt_init_floor)
+        # S4D-real: A[d, n] = -(n + 1)
+        n = torch.arange(1, c.d_state + 1, dtype=torch.float32, device=self.A_log.device)
+        self.A_log.copy_(n.log().repeat(self.d_inner))
+        nn.init.ones_(self.D)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        self._init_own()
+
+    @property
+    def A(self) -> Tensor:
+        return -torch.exp(self.A_log.float().view(self.d_inner, self.d_state))
+
+    # -- the three paths ----------------------------------------------------------------
+    def _ssm_inputs(self, x: Tensor):
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(self.dt_proj(dt).to(acc_dtype(x)))
+        return dt, B, C
+
+    def _backend(self, x: Tensor, lib: str) -> str:
+        b = self.config.backend
+        if b == "auto":
+            return "cuda" if fastpath.usable(lib, x) else "chunked"
+        return b
+
+    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        conv_state = None if state is None else state["conv"]
+        h0 = None if state is None else state["ssm"]
+
+        backend = self._backend(x, "causal_conv1d")
+        if backend == "naive":
+            u, new_conv = causal_conv_ref(xs, self.conv_weight, self.conv_bias, conv_state)
+        elif backend == "cuda" and conv_state is None:
+            u = fastpath.conv1d_silu(xs, self.conv_weight, self.conv_bias, "cuda")
+            new_conv = _last_inputs(xs, self.config.d_conv) if return_state else None
+        else:
+            u, new_conv = causal_conv(xs, self.conv_weight, self.conv_bias, conv_state)
+
+        dt, B, C = self._ssm_inputs(u)
+        A = self.A.to(acc_dtype(u))
+        backend = self._backend(x, "mamba_ssm")
+        h = None
+        if backend == "naive":
+            y, h = selective_scan_ref(u, dt, A, B, C, h0)
+        elif backend == "cuda" and h0 is None and not return_state:
+            # selective_scan_fn takes no initial state and gives its last state no
+            # gradient, so it only serves plain training; zoo-kernels covers the rest.
+            y = fastpath.selective_scan(u, dt.to(u.dtype), A, B, C, "cuda")
+        else:
+            y, h = selective_scan_chunked(u, dt, A, B, C, h0)
+        y = (y + u * self.D.to(u.dtype)) * F.silu(z)
+        return self.out_proj(y), ({"conv": new_conv, "ssm": h} if return_state else None)
+
+    def step(self, x: Tensor, state: Dict[str, Tensor]):
+        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        impl = "cuda" if self._backend(x, "causal_conv1d") == "cuda" else "torch"
+        u, new_conv = fastpath.conv_step(xs, state["conv"], self.conv_weight, self.conv_bias, impl)
+        dt, B, C = self._ssm_inputs(u)
+        impl = "cuda" if self._backend(x, "mamba_ssm") == "cuda" else "torch"
+        y, h = fastpath.ssm_step(state["ssm"], u, dt, self.A, B, C, impl)
+        y = (y + u * self.D.to(u.dtype)) * F.silu(z)
+        return self.out_proj(y), {"conv": new_conv, "ssm": h}
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+        device = device or self.in_proj.weight.device
+        dtype = dtype or self.in_proj.weight.dtype
+        return {"conv": torch.zeros(batch_size, self.config.d_conv - 1, self.d_inner, device=device, dtype=dtype),
+                "ssm": torch.zeros(batch_size, self.d_inner, self.d_state, device=device,
+                                   dtype=torch.promote_types(dtype, torch.float32))}
+
+    # -- accounting ------------------------------------------------------------------------
+    def flops_per_token(self, seq_len: int) -> float:
+        """Forward FLOPs per token (multiply-add = 2); the scan does not depend on seq_len."""
+        Di, N, R = self.d_inner, self.d_state, self.dt_rank
+        projections = 2 * self.dim * 2 * Di + 2 * Di * (R + 2 * N) + 2 * R * Di + 2 * Di * self.dim
+        conv = 2 * self.config.d_conv * Di
+        # per (d, n): dt*A, exp, dt*B, *x, a*h + u (2), C*h + sum (2)
+        scan = 8 * Di * N
+        elementwise = 8 * Di  # softplus, D skip, SiLU gate
+        return float(projections + conv + scan + elementwise)
+
+    def state_size(self, seq_len: int) -> int:
+        conv = (self.config.d_conv - 1) * self.d_inner * self.in_proj.weight.element_size()
+        return int(conv + self.d_inner * self.d_state * 4)  # the SSM state is float32

@@ -1,0 +1,74 @@
+"""Naive references: one Python step per token, written as the papers' equations.
+
+They are the specification every other path (chunked PyTorch, CUDA kernels,
+recurrent `step`) is tested against. States accumulate in float32 (float64 for
+float64 inputs), like the fast paths.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo_mamba.common import acc_dtype
+
+
+def causal_conv_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Optional[Tensor]
+                    ) -> Tuple[Tensor, Tensor]:
+    """y_t = SiLU(bias + sum_k weight[:, k] * x_{t - (W-1) + k}), inputs before the segment from conv_state."""
+    B, T, C = x.shape
+    W = weight.shape[1]
+    past = x.new_zeros(B, W - 1, C) if conv_state is None else conv_state.to(x.dtype)
+    xs = torch.cat([past, x], 1)
+    ys = []
+    for t in range(T):
+        y = sum(weight[:, k] * xs[:, t + k] for k in range(W))
+        ys.append(y if bias is None else y + bias)
+    return F.silu(torch.stack(ys, 1)), xs[:, T:]
+
+
+def selective_scan_ref(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                       h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Mamba-1 (Gu & Dao 2023, eq. 2a-2b with zero-order-hold A and Euler B):
+
+        h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t      h: (D, N) per sequence
+        y_t = C_t . h_t
+
+    u, dt (batch, T, D); A (D, N) negative; B, C (batch, T, N); h0 (batch, D, N).
+    Returns y (batch, T, D) and the last state h_T (batch, D, N). The D*u skip
+    term is added by the mixer."""
+    acc = acc_dtype(u)
+    h = u.new_zeros(u.shape[0], A.shape[0], A.shape[1], dtype=acc) if h0 is None else h0.to(acc)
+    ys = []
+    for t in range(u.shape[1]):
+        dt_t = dt[:, t, :, None].to(acc)                                   # (b, D, 1)
+        h = torch.exp(dt_t * A) * h + dt_t * B[:, t, None, :] * u[:, t, :, None]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, t].to(acc)))
+    return torch.stack(ys, 1).to(u.dtype), h
+
+
+def ssd_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+            h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Mamba-2's SSM (Dao & Gu 2024, section 7): a scalar decay per head.
+
+        h_t = exp(dt_t * A_h) * h_{t-1} + dt_t * x_t B_t^T     h: (P, N) per head
+        y_t = h_t C_t
+
+    x (batch, T, H, P); dt (batch, T, H); A (H,) negative; B, C (batch, T, G, N)
+    with H a multiple of G (heads share their group's B and C); h0 (batch, H, P, N).
+    Returns y (batch, T, H, P) and h_T (batch, H, P, N); D*x is added by the mixer."""
+    b, T, H, P = x.shape
+    rep = H // B.shape[2]
+    acc = acc_dtype(x)
+    h = x.new_zeros(b, H, P, B.shape[3], dtype=acc) if h0 is None else h0.to(acc)
+    ys = []
+    for t in range(T):
+        dt_t = dt[:, t].to(acc)                                            # (b, H)
+        B_t = B[:, t].repeat_interleave(rep, 1).to(acc)                    # (b, H, N)
+        C_t = C[:, t].repeat_interleave(rep, 1).to(acc)
+        decay = torch.exp(dt_t * A)[:, :, None, None]
+        h = decay * h + (dt_t[:, :, None] * x[:, t].to(acc))[..., None] * B_t[:, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", h, C_t))
+    return torch.stack(ys, 1).to(x.dtype), h
