@@ -2,8 +2,10 @@
 from zoo_core import hookimpl
 from zoo_core.blocks import PreNormBlock, PreNormBlockConfig
 from zoo_core.data.corpus import CorpusConfig, CorpusSource
+from zoo_core.data.mixture import MixtureConfig, MixtureSource
 from zoo_core.losses import CrossEntropyConfig, CrossEntropyHead
-from zoo_core.tokenizers import ByteTokenizer, ByteTokenizerConfig
+from zoo_core.tokenizers import (ByteTokenizer, ByteTokenizerConfig, HFTokenizer, HFTokenizerConfig,
+                                  SentencePieceConfig, SentencePieceTokenizer, TiktokenConfig, TiktokenTokenizer)
 
 zoo_api = 1
 
@@ -21,8 +23,12 @@ def register_losses(register):
 @hookimpl
 def register_tokenizers(register):
     register("bytes", ByteTokenizer, ByteTokenizerConfig, "UTF-8 bytes plus BOS/EOS/PAD (vocab 259)")
+    register("hf", HFTokenizer, HFTokenizerConfig, "a Hugging Face tokenizers JSON file (path=tokenizer.json)")
+    register("sentencepiece", SentencePieceTokenizer, SentencePieceConfig, "a SentencePiece model file (path=m.model)")
+    register("tiktoken", TiktokenTokenizer, TiktokenConfig, "a tiktoken BPE ranks file (path=ranks.tiktoken, pattern=regex)")
 
 
 @hookimpl
 def register_data_sources(register):
-    register("corpus", CorpusSource, CorpusConfig, "prepared token shards (or text/jsonl, prepared on first use) as parallel streams")
+    register("corpus", CorpusSource, CorpusConfig, "prepared token shards (or text/jsonl/parquet, prepared on first use) as parallel streams")
+    register("mixture", MixtureSource, MixtureConfig, "several corpora sampled by weight (sources={dir: weight}), deterministic from the seed")

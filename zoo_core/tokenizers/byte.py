@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Sequence
 
+import numpy as np
+
 from zoo_core.interfaces import Tokenizer
 
 
@@ -21,6 +23,10 @@ class ByteTokenizer(Tokenizer):
 
     def encode(self, text: str) -> List[int]:
         return list(text.encode("utf-8"))
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode` as an array without a Python list: what `zoo data prepare` uses."""
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")

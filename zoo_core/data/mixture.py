@@ -1,0 +1,106 @@
+"""The `mixture` data source: several corpora sampled by weight.
+
+    data:
+      source:
+        name: mixture
+        sources: {/data/books: 0.7, /data/code: 0.3}
+
+Every source is laid out as `n_streams` streams, as in `corpus`. Window k of
+stream i comes from the source picked by a counter-based hash of
+(seed, i, k) against the cumulative weights, and is that source's next window
+for stream i. The pick never depends on which rank reads the stream nor on
+what came before, so sampling is deterministic from the seed and the same at
+any world size; the state is, per stream, the windows read from each source.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from zoo_core.data.corpus import CorpusConfig, CorpusSource, check_layout
+from zoo_core.errors import UserError
+from zoo_core.interfaces import DataSource, Tokenizer
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit hash of a 64-bit counter."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def uniform(seed: int, stream: int, k: int) -> float:
+    """A number in [0, 1) fixed by (seed, stream, window)."""
+    return _mix64(_mix64(_mix64(seed & _M64) ^ stream) ^ k) / 2.0 ** 64
+
+
+@dataclass
+class MixtureConfig:
+    #: Prepared directories (or corpora, prepared on first use) -> sampling weight, e.g. {books: 0.7, code: 0.3}.
+    sources: Dict[str, float] = field(default_factory=dict)
+    #: As in `corpus`, for every source.
+    val_fraction: float = 0.05
+    text_field: str = "text"
+    workers: int = 1
+    shard_mb: float = 64.0
+    verify: str = "lazy"
+
+
+class MixtureSource(DataSource):
+    def __init__(self, config: MixtureConfig, *, tokenizer: Tokenizer, split: str, seq_len: int,
+                 n_streams: int, seed: int = 0, cache_dir: Optional[str] = None, progress: bool = True) -> None:
+        if not config.sources:
+            raise UserError("data.source.sources is empty; give prepared directories and weights, "
+                            "e.g. sources: {data/books: 0.7, data/code: 0.3}")
+        bad = {k: w for k, w in config.sources.items() if not (w >= 0)}
+        if bad or sum(config.sources.values()) <= 0:
+            raise UserError(f"data.source.sources weights must be >= 0 with a positive sum, got {dict(config.sources)}")
+        self.names: List[str] = list(config.sources)
+        total = float(sum(config.sources.values()))
+        self.weights = [config.sources[n] / total for n in self.names]
+        self.cumulative = list(np.cumsum(self.weights)[:-1])
+        self.seq_len, self.n_streams, self.seed = seq_len, n_streams, seed
+        common = {k: getattr(config, k) for k in ("val_fraction", "text_field", "workers", "shard_mb", "verify")}
+        self.sources = [CorpusSource(CorpusConfig(path=n, **common), tokenizer=tokenizer, split=split,
+                                     seq_len=seq_len, n_streams=n_streams, seed=seed, cache_dir=cache_dir,
+                                     progress=progress) for n in self.names]
+        # Expected bytes per token under the mixture, for bits per byte.
+        self.bytes_per_token = sum(w * s.bytes_per_token for w, s in zip(self.weights, self.sources))
+        self.position = [0] * n_streams
+        self.counts = [[0] * len(self.names) for _ in range(n_streams)]
+
+    def choose(self, stream: int, k: int) -> int:
+        """Which source window k of this stream comes from."""
+        return bisect.bisect_right(self.cumulative, uniform(self.seed, stream, k))
+
+    def batch(self, stream_ids: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        rows = []
+        for s in stream_ids:
+            j = self.choose(s, self.position[s])
+            rows.append(np.asarray(self.sources[j].window(s, self.counts[s][j]), dtype=np.int64))
+            self.counts[s][j] += 1
+            self.position[s] += 1
+        data = torch.from_numpy(np.stack(rows))
+        return data[:, :-1], data[:, 1:]
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"position": list(self.position), "counts": [list(c) for c in self.counts],
+                "n_streams": self.n_streams, "seq_len": self.seq_len, "seed": self.seed,
+                "sources": self.names, "weights": self.weights}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        check_layout(state, self.n_streams, self.seq_len)
+        if state.get("sources") != self.names or state.get("seed") != self.seed or \
+                not np.allclose(state.get("weights", self.weights), self.weights):
+            raise UserError(f"checkpointed mixture state is for sources {state.get('sources')} with weights "
+                            f"{state.get('weights')} and seed {state.get('seed')}; this run has {self.names}, "
+                            f"{self.weights}, seed {self.seed}: keep data.source.sources and train.seed when resuming")
+        self.position = list(state["position"])
+        self.counts = [list(c) for c in state["counts"]]
