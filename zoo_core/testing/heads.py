@@ -61,7 +61,7 @@ class HeadChecks:
         assert isinstance(out, HeadOutput), f"forward must return HeadOutput, got {type(out).__name__}"
         loss = out.loss
         assert isinstance(loss, Tensor) and loss.dim() == 0, "HeadOutput.loss must be a scalar tensor"
-        assert torch.isfinite(loss), f"loss is {float(loss)}"
+        assert torch.isfinite(loss), f"loss is {float(loss.detach())}"
         assert isinstance(out.n_tokens, int) and 0 < out.n_tokens <= targets.numel(), \
             f"n_tokens = {out.n_tokens!r}: must be an int in 1..{targets.numel()}"
         for k, v in out.metrics.items():
@@ -71,20 +71,23 @@ class HeadChecks:
             logits = holder.head.logits(h.detach())
         assert tuple(logits.shape) == (self.B, self.T, self.V), \
             f"logits shape {tuple(logits.shape)} != (batch, time, vocab) {(self.B, self.T, self.V)}"
-        return f"loss {float(loss):.3f} over {out.n_tokens} tokens, logits {tuple(logits.shape)}"
+        return f"loss {float(loss.detach()):.3f} over {out.n_tokens} tokens, logits {tuple(logits.shape)}"
 
     def gradients(self) -> str:
-        holder = self.holder(tied=True)
-        h, targets = self.inputs()
-        h.requires_grad_(True)
-        self._loss(holder, h, targets)
-        assert h.grad is not None and h.grad.abs().sum() > 0, "no gradient reaches the hidden states h"
-        dead = [n for n, p in holder.head.named_parameters()
-                if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
-        assert not dead, f"no gradient reaches: {', '.join(dead[:5])}"
-        g = holder.embed.weight.grad
-        tied = " and the tied embedding" if g is not None and g.abs().sum() > 0 else ""
-        return f"h, {sum(1 for _ in holder.head.parameters())} head parameters{tied} get gradients"
+        notes = []
+        for tied in (True, False):
+            holder = self.holder(tied=tied)
+            h, targets = self.inputs()
+            h.requires_grad_(True)
+            self._loss(holder, h, targets)
+            assert h.grad is not None and h.grad.abs().sum() > 0, "no gradient reaches the hidden states h"
+            dead = [n for n, p in holder.head.named_parameters()
+                    if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+            assert not dead, f"no gradient reaches ({'tied' if tied else 'untied'}): {', '.join(dead[:5])}"
+            g = holder.embed.weight.grad
+            extra = " + tied embedding" if tied and g is not None and g.abs().sum() > 0 else ""
+            notes.append(f"{'tied' if tied else 'untied'}: h + {sum(1 for _ in holder.head.parameters())} params{extra}")
+        return "; ".join(notes)
 
     def bf16(self) -> str:
         holder = self.holder(dtype=torch.bfloat16)
@@ -94,7 +97,7 @@ class HeadChecks:
         if out is None:
             h.requires_grad_(True)
             out = self._loss(holder, h, targets)
-        assert torch.isfinite(out.loss), f"bf16 loss is {float(out.loss)}"
+        assert torch.isfinite(out.loss), f"bf16 loss is {float(out.loss.detach())}"
         return "finite loss"
 
     def accounting(self) -> str:
