@@ -102,6 +102,9 @@ class HeadOutput:
     loss: Tensor
     n_tokens: int
     metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Set by `LanguageModel.forward` after a `custom_backward` head ran its own
+    #: backward: (trunk output h, d loss / d h); the loop finishes with h.backward.
+    trunk_grad: Optional[Tuple[Tensor, Tensor]] = None
 
 
 class Head(nn.Module):

@@ -64,8 +64,17 @@ class LanguageModel(nn.Module):
         return self.norm(x), new_state
 
     def forward(self, tokens: Tensor, targets: Tensor, state: Optional[List[Any]] = None,
-                return_state: bool = False) -> Tuple[HeadOutput, Optional[List[Any]]]:
+                return_state: bool = False, backward_scale: Optional[float] = None
+                ) -> Tuple[HeadOutput, Optional[List[Any]]]:
+        """`backward_scale` (training only): a `custom_backward` head runs its own backward
+        of loss * backward_scale here, inside forward so that FSDP still has the root's
+        parameters gathered, and `out.trunk_grad` = (h, dloss/dh) is left for the loop."""
         h, new_state = self.hidden(tokens, state, return_state)
+        if backward_scale is not None and self.head.custom_backward and torch.is_grad_enabled():
+            leaf = h.detach().requires_grad_()
+            out = self.head.forward_backward(leaf, targets, backward_scale)
+            out.trunk_grad = (h, leaf.grad)
+            return out, new_state
         return self.head(h, targets), new_state
 
     def logits(self, tokens: Tensor, state: Optional[List[Any]] = None, return_state: bool = False):

@@ -178,6 +178,7 @@ class Trainer:
         count = torch.tensor([sum(int((tgt != -100).sum()) for _, tgt in batches)], dtype=torch.float64)
         global_count = float(world.all_reduce_sum(count)[0])
         sums = torch.zeros(4, dtype=torch.float64)  # nats, tokens, accuracy*tokens, stop flag
+        head_sums: Dict[str, float] = {}  # the head's other metrics (e.g. per-head losses) x tokens
         carry = cfg.train.carry_state
         for m, (inputs, targets) in enumerate(batches):
             inputs, targets = inputs.to(world.device), targets.to(world.device)
@@ -185,17 +186,29 @@ class Trainer:
             scale = world.size / global_count
             with self.autocast() if self.autocast else nullcontext():
                 out, new_state = self.model(inputs, targets, state=self.states[m] if carry else None,
-                                            return_state=carry)
-            (out.loss * out.n_tokens * scale).backward()
+                                            return_state=carry, backward_scale=int((targets != -100).sum()) * scale)
+            if out.trunk_grad is not None:  # a custom_backward head ran its own backward inside forward
+                h, grad = out.trunk_grad
+                h.backward(grad)
+            else:
+                (out.loss * out.n_tokens * scale).backward()
             if carry:
                 self.states[m] = detach_state(new_state)
             acc = float(out.metrics.get("accuracy", 0.0))
+            for key, value in out.metrics.items():
+                if key != "accuracy":
+                    head_sums[key] = head_sums.get(key, 0.0) + float(value) * out.n_tokens
             sums += torch.tensor([float(out.loss.detach()) * out.n_tokens, out.n_tokens, acc * out.n_tokens, 0.0],
                                  dtype=torch.float64)
         sums[3] = float(self.stop_requested)
         world.all_reduce_sum(sums)
         self.stop_requested = bool(sums[3] > 0)
         loss = float(sums[0] / max(sums[1], 1))
+        head_metrics: Dict[str, float] = {}
+        if head_sums:  # the same keys on every rank, since every rank has the same head
+            keys = sorted(head_sums)
+            values = world.all_reduce_sum(torch.tensor([head_sums[k] for k in keys], dtype=torch.float64))
+            head_metrics = {k: float(v / max(sums[1], 1)) for k, v in zip(keys, values)}
         if not math.isfinite(loss):
             raise Diverged(f"loss is {loss} at step {self.step + 1}; stopped without saving, the last good "
                            f"checkpoint is intact ({checkpoint.latest(self.ckpt_root) or 'none yet'}); "
@@ -208,7 +221,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += cfg.train.global_batch * cfg.data.seq_len
-        return {"loss": loss, "accuracy": float(sums[2] / max(sums[1], 1)), "grad_norm": float(grad_norm), "lr": lr}
+        return {"loss": loss, "accuracy": float(sums[2] / max(sums[1], 1)), "grad_norm": float(grad_norm), "lr": lr,
+                **head_metrics}
 
     # -- evaluation and samples ---------------------------------------------------------------
     def validate(self) -> Dict[str, float]:
