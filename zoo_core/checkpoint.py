@@ -1,11 +1,16 @@
-"""DCP checkpoints, written atomically.
+"""DCP checkpoints, written atomically; consolidated safetensors export.
 
-Layout: `checkpoints/step-00000200/` holds the DCP shards of the model and
-optimizer (any world size can load them: DCP reshards) plus, per rank,
-`extra-r{rank}.json` (step, data-loader state) and `extra-r{rank}.safetensors`
-(RNG states, carried recurrent state). Everything is written into
-`.tmp-step-*` first and renamed once complete, so a crash mid-save leaves the
-previous checkpoint as the latest intact one.
+Layout of `checkpoints/step-00000200/`:
+* `*.distcp` + `.metadata`: the DCP shards of the model and optimizer. Any
+  number of processes can load them (DCP reshards on load).
+* `meta.json`: step, world size, global batch, sequence length.
+* per rank, `extra-r{rank}.json` (step, data-loader position, stream layout)
+  and `extra-r{rank}.safetensors` (RNG states, carried recurrent state).
+
+Everything is written into `.tmp-step-*` and renamed once every rank has
+finished, so a process killed mid-save leaves the previous checkpoint as the
+latest intact one; the leftover is removed on the next start. The newest
+`keep` checkpoints are kept.
 """
 from __future__ import annotations
 
@@ -22,14 +27,15 @@ from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from zoo_core.distributed import World
+from zoo_core.errors import UserError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
 def step_dirs(ckpt_root: Path) -> List[Path]:
-    if not ckpt_root.is_dir():
+    if not Path(ckpt_root).is_dir():
         return []
-    return sorted(p for p in ckpt_root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+    return sorted(p for p in Path(ckpt_root).iterdir() if p.is_dir() and STEP_DIR.match(p.name))
 
 
 def latest(ckpt_root: Path) -> Optional[Path]:
@@ -37,15 +43,34 @@ def latest(ckpt_root: Path) -> Optional[Path]:
     return dirs[-1] if dirs else None
 
 
-def _fsync_tree(path: Path) -> None:
-    for p in path.rglob("*"):
-        if p.is_file():
-            with p.open("rb") as fh:
-                os.fsync(fh.fileno())
+def read_meta(path: Path) -> Dict[str, Any]:
+    path = Path(path)
+    if (path / "meta.json").exists():
+        return json.loads((path / "meta.json").read_text())
+    if (path / "extra-r0.json").exists():  # written before meta.json existed
+        return json.loads((path / "extra-r0.json").read_text())
+    raise UserError(f"{path} is not a zoo checkpoint (no meta.json); delete it or point at another run")
+
+
+def _write(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
-         world: World, extra: Dict[str, Any], tensors: Dict[str, torch.Tensor], keep: int = 2) -> Path:
+         world: World, extra: Dict[str, Any], tensors: Dict[str, torch.Tensor], keep: int = 2,
+         meta: Optional[Dict[str, Any]] = None) -> Path:
+    """Collective: every rank calls it. Returns the final directory."""
     ckpt_root = Path(ckpt_root)
     final = ckpt_root / f"step-{step:08d}"
     tmp = ckpt_root / f".tmp-step-{step:08d}"
@@ -56,29 +81,41 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer: Optional
     world.barrier()
     if optimizer is not None:
         msd, osd = get_state_dict(model, optimizer)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))  # fsyncs its files
     else:
         msd, _ = get_state_dict(model, [])
         dcp.save({"model": msd}, checkpoint_id=str(tmp))
-    (tmp / f"extra-r{world.rank}.json").write_text(json.dumps({**extra, "world_size": world.size}))
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-              str(tmp / f"extra-r{world.rank}.safetensors"))
-    _fsync_tree(tmp) if world.is_main else None
-    world.barrier()
+    _write(tmp / f"extra-r{world.rank}.json", json.dumps({**extra, "world_size": world.size}).encode())
+    tensor_file = tmp / f"extra-r{world.rank}.safetensors"
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tensor_file))
+    with tensor_file.open("rb") as fh:
+        os.fsync(fh.fileno())
+    world.barrier()  # every rank's files are on disk
     if world.is_main:
-        if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in step_dirs(ckpt_root)[:-keep] if keep > 0 else []:
+        _write(tmp / "meta.json", json.dumps({"step": step, "world_size": world.size, **(meta or {})}).encode())
+        if final.exists():  # the same step again: swap, never leave a moment without it
+            old = ckpt_root / f".old-step-{step:08d}"
             shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(ckpt_root)
+        for stale in step_dirs(ckpt_root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(stale, ignore_errors=True)
     world.barrier()
     return final
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], world: World
          ) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
-    """Restore model (and optimizer) in place; return this rank's extras."""
+    """Restore model and optimizer in place (collective); return this rank's extras."""
     path = Path(path)
+    extra_json = path / f"extra-r{world.rank}.json"
+    if not extra_json.exists():
+        raise UserError(f"{path} has no training state for rank {world.rank}; resume with the world size "
+                        f"that wrote it ({read_meta(path).get('world_size')} processes)")
     if optimizer is not None:
         msd, osd = get_state_dict(model, optimizer)
         state = {"model": msd, "optim": osd}
@@ -86,9 +123,6 @@ def load(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Opt
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
         load_model(path, model)
-    extra_json = path / f"extra-r{world.rank}.json"
-    if not extra_json.exists():
-        return {}, {}
     extra = json.loads(extra_json.read_text())
     tensors = load_file(str(path / f"extra-r{world.rank}.safetensors"))
     return extra, tensors
@@ -105,5 +139,24 @@ def load_model(path: Path, model: torch.nn.Module) -> None:
 def clean_partial(ckpt_root: Path) -> None:
     """Remove leftovers of a save that was interrupted."""
     if Path(ckpt_root).is_dir():
-        for p in Path(ckpt_root).glob(".tmp-step-*"):
+        for p in list(Path(ckpt_root).glob(".tmp-step-*")) + list(Path(ckpt_root).glob(".old-step-*")):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def export(run_dir: Path, out_dir: Optional[Path] = None, dtype: Optional[torch.dtype] = None) -> Path:
+    """One consolidated `model.safetensors` plus `config.yaml` from a run's latest
+    checkpoint, whatever number of ranks wrote it. Load it with
+    `LanguageModel(...).load_state_dict(safetensors.torch.load_file(path))`."""
+    from zoo_core.runs import load_run
+    run = load_run(run_dir, device="cpu")
+    out_dir = Path(out_dir) if out_dir else Path(run_dir) / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().clone()
+               for k, v in run.model.state_dict().items()}
+    step = read_meta(run.checkpoint).get("step")
+    tmp = out_dir / ".model.safetensors.tmp"
+    save_file(weights, str(tmp), metadata={"format": "pt", "zoo_step": str(step),
+                                           "zoo_checkpoint": run.checkpoint.name})
+    os.replace(tmp, out_dir / "model.safetensors")
+    shutil.copyfile(Path(run_dir) / "config.yaml", out_dir / "config.yaml")
+    return out_dir / "model.safetensors"

@@ -1,4 +1,5 @@
-"""Process-group setup under torchrun (gloo on CPU, NCCL on GPU)."""
+"""Process-group setup under torchrun (gloo on CPU, NCCL on GPU), and the few
+collectives the loop needs. A plain process is world 1 and every call is a no-op."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,15 @@ class World:
         if self.distributed:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's value on every rank: decisions that must agree (which checkpoint
+        to resume, whether to save) are taken once, so no rank can diverge and hang."""
+        if not self.distributed:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:

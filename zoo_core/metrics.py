@@ -1,4 +1,9 @@
-"""metrics.jsonl, plus optional TensorBoard and wandb (offline works) mirrors."""
+"""metrics.jsonl, plus optional TensorBoard and wandb (offline works) mirrors.
+
+Each optimizer-step record holds step, loss, accuracy, grad_norm, lr,
+tokens_per_s, tokens_seen and peak_mem_mb (CUDA: max allocated; CPU: max RSS);
+validation records hold val_* keys. Only rank 0 writes.
+"""
 from __future__ import annotations
 
 import json
@@ -8,6 +13,13 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
+
+from zoo_core.errors import UserError
+
+
+def _plain_config(cfg: Any) -> Dict[str, Any]:
+    from omegaconf import OmegaConf
+    return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -24,12 +36,26 @@ class MetricsLog:
         self.tb = self.wandb = None
         if not enabled:
             return
+        # Both are optional (pip install 'zoo-core[logging]') and imported only when asked for.
         if cfg.train.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError("train.tensorboard=true needs TensorBoard: pip install 'zoo-core[logging]' "
+                                "(or tensorboard), or set train.tensorboard=false") from None
             self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
         if cfg.train.wandb:
-            import wandb
-            self.wandb = wandb.init(project="zoo", name=cfg.name, dir=str(run_dir), resume="allow")
+            try:
+                import wandb
+            except ImportError:
+                raise UserError("train.wandb=true needs wandb: pip install 'zoo-core[logging]' (or wandb), "
+                                "or set train.wandb=false; WANDB_MODE=offline needs no account") from None
+            # One wandb run per zoo run: the id lives in the run directory, so a resume continues it.
+            id_file = Path(run_dir) / "wandb-id.txt"
+            if not id_file.exists():
+                id_file.write_text(wandb.util.generate_id())
+            self.wandb = wandb.init(project="zoo", name=cfg.name, id=id_file.read_text().strip(),
+                                    dir=str(run_dir), resume="allow", config=_plain_config(cfg))
 
     def write(self, record: Dict[str, Any]) -> None:
         if not self.enabled:

@@ -35,7 +35,7 @@ from zoo_core.generate import generate
 from zoo_core.metrics import MetricsLog, peak_memory_mb
 from zoo_core.model import LanguageModel, padded_vocab
 from zoo_core.optim import build_optimizer, lr_at, set_lr
-from zoo_core.parallelize import parallelize
+from zoo_core.parallelize import materialize, parallelize
 from zoo_core.registry import get_registry
 from zoo_core.state import detach_state
 
@@ -107,18 +107,28 @@ class Trainer:
         self.tokens_seen = 0
         self.states: List[Any] = [None] * self.accum
         self.log = MetricsLog(self.run_dir, cfg, enabled=world.is_main)
-        self.stop_requested = False
+        self.signal_seen = False  # set by the handler on this rank only
+        self.stop_requested = False  # agreed by all ranks (all-reduced each step)
+        self.saved_step = -1
 
     # -- setup -----------------------------------------------------------------
     def _build_model(self) -> LanguageModel:
+        # Meta device -> sharded -> initialised. The values come from one whole
+        # copy initialised from the seed on the CPU, so every world size (and
+        # GPU or CPU) starts from identical weights.
         with torch.device("meta"):
             model = LanguageModel(self.cfg.model, self.registry, self.cfg.model.vocab_size)
-        # Initialise whole tensors from the seed before sharding, so every world
-        # size starts from identical weights.
-        model.to_empty(device=self.world.device)
+        model = materialize(parallelize(model, self.cfg.parallel, self.world), self._full_model, self.world)
+        seed_everything(self.cfg.train.seed)  # rank 0 drew from the RNG for the full copy; realign
+        return model
+
+    def _full_model(self) -> LanguageModel:
+        with torch.device("meta"):
+            full = LanguageModel(self.cfg.model, self.registry, self.cfg.model.vocab_size)
+        full.to_empty(device="cpu")
         torch.manual_seed(self.cfg.train.seed)
-        model.init_weights()
-        return parallelize(model, self.cfg.parallel, self.world)
+        full.init_weights()
+        return full
 
     def _autocast(self):
         if self.cfg.parallel.mixed_precision == "bf16" and not self.world.distributed:
@@ -127,6 +137,9 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------
     def save(self) -> None:
+        """Model, optimizer (DCP, resharding on load) and this rank's loader position,
+        RNG states and carried recurrent state. The scheduler is a pure function of
+        the step (`optim.lr_at`), so the step is all of its state."""
         tensors = {"rng.cpu": torch.get_rng_state()}
         if self.world.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.world.device)
@@ -134,33 +147,45 @@ class Trainer:
             for key, value in _flatten(st, f"state.{m}").items():
                 tensors[key] = value
         extra = {"step": self.step, "tokens_seen": self.tokens_seen,
-                 "data": self.train_source.state_dict(), "carry": [s is not None for s in self.states]}
+                 "data": self.train_source.state_dict(), "carry": [s is not None for s in self.states],
+                 "streams": self.micro_streams}
+        meta = {"step": self.step, "world_size": self.world.size, "global_batch": self.cfg.train.global_batch,
+                "seq_len": self.cfg.data.seq_len}
         checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, self.world, extra, tensors,
-                        keep=self.cfg.train.keep_checkpoints)
+                        keep=self.cfg.train.keep_checkpoints, meta=meta)
+        self.saved_step = self.step
 
     def maybe_resume(self) -> None:
+        # Rank 0 decides which checkpoint, so every rank loads the same one.
         if self.world.is_main:
             checkpoint.clean_partial(self.ckpt_root)
+            found = checkpoint.latest(self.ckpt_root)
+            info = (str(found), checkpoint.read_meta(found)) if found is not None else None
         self.world.barrier()
-        path = checkpoint.latest(self.ckpt_root)
-        if path is None:
+        info = self.world.broadcast_object(info if self.world.is_main else None)
+        if info is None:
             return
+        path, meta = Path(info[0]), info[1]
+        written_by = meta.get("world_size")
+        if written_by != self.world.size:
+            raise UserError(f"{path} was written by {written_by} ranks and this run has {self.world.size}; "
+                            f"the data-loader position is per rank, so resume with --nproc {written_by} "
+                            f"(eval, generate and export load it with any number of processes)")
         extra, tensors = checkpoint.load(path, self.model, self.optimizer, self.world)
-        if not extra:
-            raise UserError(f"checkpoint {path} was written by a different number of ranks; resume training with "
-                            f"the same world size (eval, generate and export work with any)")
-        if extra["world_size"] != self.world.size:
-            raise UserError(f"{path} was written by {extra['world_size']} ranks, this run has {self.world.size}; "
-                            f"resume with --nproc {extra['world_size']}")
         self.step, self.tokens_seen = extra["step"], extra["tokens_seen"]
+        self.saved_step = self.step
         self.train_source.load_state_dict(extra["data"])
         torch.set_rng_state(tensors["rng.cpu"])
         if "rng.cuda" in tensors and self.world.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.world.device)
-        for m, carried in enumerate(extra.get("carry", [])):
-            if carried:
-                self.states[m] = _unflatten(self.model_state_template(len(self.micro_streams[m])), tensors,
-                                            f"state.{m}", self.world.device)
+        carried = extra.get("carry", [])
+        if carried and all(carried):
+            saved_streams = extra.get("streams", self.micro_streams)
+            saved = [_unflatten(self.model_state_template(len(streams)), tensors, f"state.{m}", self.world.device)
+                     for m, streams in enumerate(saved_streams)]
+            # A changed micro_batch regroups the same streams' rows.
+            self.states = saved if saved_streams == self.micro_streams else \
+                _regroup(saved, saved_streams, self.micro_streams)
         self.log.truncate_after(self.step)
         if self.world.is_main:
             tqdm.write(f"resumed {self.run_dir} from step {self.step}")
@@ -200,7 +225,7 @@ class Trainer:
                     head_sums[key] = head_sums.get(key, 0.0) + float(value) * out.n_tokens
             sums += torch.tensor([float(out.loss.detach()) * out.n_tokens, out.n_tokens, acc * out.n_tokens, 0.0],
                                  dtype=torch.float64)
-        sums[3] = float(self.stop_requested)
+        sums[3] = float(self.signal_seen)  # one rank's signal stops every rank at the same step
         world.all_reduce_sum(sums)
         self.stop_requested = bool(sums[3] > 0)
         loss = float(sums[0] / max(sums[1], 1))
@@ -243,7 +268,7 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
-        self.stop_requested = True
+        self.signal_seen = True
 
     def run(self) -> Dict[str, Any]:
         cfg, world, t = self.cfg, self.world, self.cfg.train
@@ -279,13 +304,14 @@ class Trainer:
                 self.save()
         bar.close()
         if interrupted:
-            self.save()
+            if self.saved_step != self.step:
+                self.save()
             if world.is_main:
                 print(f"zoo: stopped by signal at step {self.step}; checkpoint saved, run again to resume")
             return {"step": self.step, "interrupted": True}
         if self.step >= t.steps and not last_val.get("final"):
             last_val = self._log_validation(None)
-        if checkpoint.latest(self.ckpt_root) is None or not (self.ckpt_root / f"step-{self.step:08d}").exists():
+        if self.saved_step != self.step:
             self.save()
         text = self.sample() if t.sample_tokens else ""
         if world.is_main:
@@ -309,6 +335,25 @@ def _flatten(state: Any, prefix: str) -> Dict[str, torch.Tensor]:
     return {f"{prefix}.{i}": leaf for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)}
 
 
+def _regroup(saved: List[Any], saved_streams: List[List[int]], streams: List[List[int]]) -> List[Any]:
+    """Carried states re-split into a new micro-batch layout of the same streams."""
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+    where = {s: (m, r) for m, group in enumerate(saved_streams) for r, s in enumerate(group)}
+    missing = [s for group in streams for s in group if s not in where]
+    if missing:
+        raise UserError(f"the checkpoint carries no recurrent state for streams {missing[:4]}; "
+                        f"resume with the same train.global_batch and world size")
+    flat = [tree_flatten(st) for st in saved]
+    spec = flat[0][1]
+    out = []
+    for group in streams:
+        rows = [where[s] for s in group]
+        leaves = [torch.cat([flat[m][0][i][r:r + 1] for m, r in rows]) if isinstance(leaf, torch.Tensor) else leaf
+                  for i, leaf in enumerate(flat[0][0])]
+        out.append(tree_unflatten(leaves, spec))
+    return out
+
+
 def _unflatten(template: Any, tensors: Dict[str, torch.Tensor], prefix: str, device: Any) -> Any:
     from torch.utils._pytree import tree_flatten, tree_unflatten
     leaves, spec = tree_flatten(template)
@@ -321,9 +366,16 @@ def train(config: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[s
     registry = get_registry()
     cfg = resolve(run_config(config, overrides), registry)
     world = init_world(cfg.train.device)
+    # The Trainer sets these process-wide; put them back for in-process callers (tests, notebooks).
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         return Trainer(cfg, registry, world).run()
     finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         close_world()
 
 
