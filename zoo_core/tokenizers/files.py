@@ -99,8 +99,10 @@ class HFTokenizer(FileTokenizer):
         except Exception as exc:
             raise UserError(f"'{self.path}' is not a Hugging Face tokenizers JSON file "
                             f"({str(exc).splitlines()[0][:120]})") from None
-        self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
+        # A literal "<|endoftext|>" in a document is ordinary text, never a separator.
+        self.tok.encode_special_tokens = True
         vocab = self.tok.get_vocab(with_added_tokens=True)
+        self.vocab_size = max(vocab.values()) + 1  # ids may have gaps: size by the largest
         if config.eos is not None:
             if config.eos not in vocab:
                 raise UserError(f"data.tokenizer.eos='{config.eos}' is not in the vocabulary of '{self.path}'")
