@@ -244,6 +244,27 @@ conv1d_silu.register_autograd(_conv_backward, setup_context=_conv_setup)
 
 
 # -- decoding: one token, functional wrappers of the in-place CUDA updates -------------------
+# Inference only (no autograd): the mixers call them when the kernels are usable
+# and grad is off, and the differentiable PyTorch functions otherwise.
+
+def decode_impl(lib: str, x: Tensor, backend: str) -> str:
+    """"cuda" when `step` may use the library's decode kernel, else "torch"."""
+    fast = backend == "auto" and usable(lib, x) and not torch.is_grad_enabled()
+    return "cuda" if fast else "torch"
+
+
+def ssm_step_torch(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tuple[Tensor, Tensor]:
+    acc = h.dtype
+    if h.dim() == 4:
+        rep = h.shape[1] // B.shape[1]
+        Bh, Ch = B.repeat_interleave(rep, 1).to(acc), C.repeat_interleave(rep, 1).to(acc)
+        dt_ = dt.to(acc)[:, :, None, None]
+        new = torch.exp(dt_ * A.to(acc)[:, None, None]) * h + dt_ * x.to(acc)[..., None] * Bh[:, :, None, :]
+        return torch.einsum("bhpn,bhn->bhp", new, Ch).to(x.dtype), new
+    dt_ = dt.to(acc)[..., None]
+    new = torch.exp(dt_ * A.to(acc)) * h + dt_ * B.to(acc)[:, None, :] * x.to(acc)[..., None]
+    return torch.einsum("bdn,bn->bd", new, C.to(acc)).to(x.dtype), new
+
 
 @torch.library.custom_op("zoo_mamba::ssm_step", mutates_args=())
 def ssm_step(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, impl: str
@@ -263,16 +284,8 @@ def ssm_step(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, 
         else:
             y = selective_state_update(new, x, dt, A, B, C)
         return y, new
-    acc = h.dtype
-    if h.dim() == 4:
-        rep = h.shape[1] // B.shape[1]
-        Bh, Ch = B.repeat_interleave(rep, 1).to(acc), C.repeat_interleave(rep, 1).to(acc)
-        dt_ = dt.to(acc)[:, :, None, None]
-        new = torch.exp(dt_ * A.to(acc)[:, None, None]) * h + dt_ * x.to(acc)[..., None] * Bh[:, :, None, :]
-        return torch.einsum("bhpn,bhn->bhp", new, Ch).to(x.dtype), new
-    dt_ = dt.to(acc)[..., None]
-    new = torch.exp(dt_ * A.to(acc)) * h + dt_ * B.to(acc)[:, None, :] * x.to(acc)[..., None]
-    return torch.einsum("bdn,bn->bd", new, C.to(acc)).to(x.dtype), new
+    y, new = ssm_step_torch(h, x, dt, A, B, C)
+    return y.contiguous(), new.contiguous()
 
 
 @ssm_step.register_fake
@@ -290,7 +303,7 @@ def conv_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tens
         y = causal_conv1d_update(x, state, weight, bias, activation="silu")
         return y, state.transpose(1, 2).contiguous()
     y, new = causal_conv_step(x, weight, bias, conv_state)
-    return y, new.contiguous()
+    return y.contiguous(), new.contiguous()
 
 
 @conv_step.register_fake

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
 from zoo_mamba import fastpath
-from zoo_mamba.common import acc_dtype, causal_conv, check_backend, check_dt_range, init_dt_bias
+from zoo_mamba.common import (acc_dtype, causal_conv, causal_conv_step, check_backend, check_dt_range,
+                              init_dt_bias)
 from zoo_mamba.mamba2 import _last_inputs
 from zoo_mamba.reference import causal_conv_ref, selective_scan_ref
 from zoo_mamba.selective_scan import selective_scan_chunked
@@ -143,11 +144,16 @@ class Mamba(Mixer):
 
     def step(self, x: Tensor, state: Dict[str, Tensor]):
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        impl = "cuda" if self._backend(x, "causal_conv1d") == "cuda" else "torch"
-        u, new_conv = fastpath.conv_step(xs, state["conv"], self.conv_weight, self.conv_bias, impl)
+        backend = self.config.backend
+        if fastpath.decode_impl("causal_conv1d", x, backend) == "cuda":
+            u, new_conv = fastpath.conv_step(xs, state["conv"], self.conv_weight, self.conv_bias, "cuda")
+        else:
+            u, new_conv = causal_conv_step(xs, self.conv_weight, self.conv_bias, state["conv"])
         dt, B, C = self._ssm_inputs(u)
-        impl = "cuda" if self._backend(x, "mamba_ssm") == "cuda" else "torch"
-        y, h = fastpath.ssm_step(state["ssm"], u, dt, self.A, B, C, impl)
+        if fastpath.decode_impl("mamba_ssm", x, backend) == "cuda":
+            y, h = fastpath.ssm_step(state["ssm"], u, dt, self.A, B, C, "cuda")
+        else:
+            y, h = fastpath.ssm_step_torch(state["ssm"], u, dt, self.A, B, C)
         y = (y + u * self.D.to(u.dtype)) * F.silu(z)
         return self.out_proj(y), {"conv": new_conv, "ssm": h}
 

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
 from zoo_mamba import fastpath
-from zoo_mamba.common import GatedRMSNorm, acc_dtype, causal_conv, check_backend, check_dt_range, init_dt_bias
+from zoo_mamba.common import (GatedRMSNorm, acc_dtype, causal_conv, causal_conv_step, check_backend,
+                              check_dt_range, init_dt_bias)
 from zoo_mamba.reference import causal_conv_ref, ssd_ref
 from zoo_mamba.ssd import ssd_chunked
 
@@ -148,11 +149,16 @@ class Mamba2(Mixer):
 
     def step(self, x: Tensor, state: Dict[str, Tensor]):
         z, xbc, dt = self._split(x)
-        impl = "cuda" if self._backend(x, "causal_conv1d") == "cuda" else "torch"
-        xbc, new_conv = fastpath.conv_step(xbc, state["conv"], self.conv_weight, self.conv_bias, impl)
+        backend = self.config.backend
+        if fastpath.decode_impl("causal_conv1d", x, backend) == "cuda":
+            xbc, new_conv = fastpath.conv_step(xbc, state["conv"], self.conv_weight, self.conv_bias, "cuda")
+        else:
+            xbc, new_conv = causal_conv_step(xbc, self.conv_weight, self.conv_bias, state["conv"])
         xs, dt, A, B, C = self._ssm_inputs(xbc, dt)
-        impl = "cuda" if self._backend(x, "mamba_ssm") == "cuda" else "torch"
-        y, h = fastpath.ssm_step(state["ssm"], xs, dt, A, B, C, impl)
+        if fastpath.decode_impl("mamba_ssm", x, backend) == "cuda":
+            y, h = fastpath.ssm_step(state["ssm"], xs, dt, A, B, C, "cuda")
+        else:
+            y, h = fastpath.ssm_step_torch(state["ssm"], xs, dt, A, B, C)
         y = y + xs * self.D.to(xs.dtype)[:, None]
         return self.out_proj(self.norm(y.flatten(-2), z)), {"conv": new_conv, "ssm": h}
 
