@@ -14,7 +14,8 @@ def run(args) -> None:
     from zoo_core.cli import split_config
     from zoo_core.config import parse_overrides
     from zoo_core.errors import UserError
-    from zoo_core.testing import Report, check_registered, check_target
+    from zoo_core.errors import did_you_mean
+    from zoo_core.testing import Report, check_names, check_registered, check_target
     from omegaconf import OmegaConf
 
     items = ([args.name] if args.name else []) + list(args.options)
@@ -26,6 +27,10 @@ def run(args) -> None:
                         f"but '{name}' covers {len(targets)}: name one of {', '.join(n for _, n in targets)}")
     report = Report()
     skip = [s.strip() for s in args.skip.split(",") if s.strip()] if args.skip else []
+    for s in skip:
+        if s not in check_names():
+            raise UserError(f"--skip {s}: no such check{did_you_mean(s, check_names())} "
+                            f"(checks: {', '.join(check_names())})")
     for kind, item in targets:
         kw = dict(seq_len=args.seq_len, skip=skip)
         if kind != "data":

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from zoo_core.testing.report import CheckResult, Report, Skip
 
 __all__ = ["check_mixer", "check_block", "check_loss", "check_data_source", "check_registered",
-           "check_target", "checkable_names", "Report", "CheckResult", "Skip", "CHECKED_KINDS"]
+           "check_target", "checkable_names", "check_names", "Report", "CheckResult", "Skip", "CHECKED_KINDS"]
 
 #: Registry kinds the kit knows how to check.
 CHECKED_KINDS = ("mixers", "blocks", "losses", "data")
@@ -89,6 +89,12 @@ def check_registered(kind: str, name: str, options: Optional[dict] = None, regis
     if kind != "data":
         kwargs.pop("cache_dir", None)
     return _BY_KIND[kind](entry.factory, config_cls=entry.config_cls, options=options, name=name, **kwargs)
+
+
+def check_names() -> List[str]:
+    """Every check's name, for `skip=`."""
+    from zoo_core.testing import data, heads, sequence
+    return sorted(set(sequence.CHECKS) | set(heads.CHECKS) | set(data.CHECKS))
 
 
 def checkable_names(kind: str, registry: Any = None) -> List[str]:

@@ -8,9 +8,10 @@ import torch
 
 from zoo_core.interfaces import Tokenizer
 from zoo_core.testing.report import Report
-from zoo_core.testing.sequence import _skipped, yaml_round_trip
+from zoo_core.testing.sequence import yaml_round_trip
 
 IGNORE = -100
+CHECKS = ("batches", "resume", "stream independence", "yaml round-trip")
 
 
 class DataChecks:
@@ -67,6 +68,4 @@ class DataChecks:
         report = Report()
         plan = [("batches", self.batches), ("resume", self.resume), ("stream independence", self.streams),
                 ("yaml round-trip", lambda: yaml_round_trip(self.config, self.config_cls))]
-        for name, fn in plan:
-            report.run(self.label, name, _skipped("skipped on request") if name in skip else fn)
-        return report
+        return report.run_plan(self.label, plan, skip, build=self.source)

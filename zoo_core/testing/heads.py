@@ -9,10 +9,11 @@ from torch import Tensor, nn
 
 from zoo_core.interfaces import HeadOutput
 from zoo_core.testing.build import materialise
-from zoo_core.testing.report import Report, Skip
-from zoo_core.testing.sequence import _skipped, yaml_round_trip
+from zoo_core.testing.report import Report
+from zoo_core.testing.sequence import yaml_round_trip
 
 IGNORE = -100
+CHECKS = ("output (tied)", "output (untied)", "gradients", "bf16", "flops accounting", "yaml round-trip")
 
 
 class _Holder(nn.Module):
@@ -110,6 +111,8 @@ class HeadChecks:
         plan = [("output (tied)", lambda: self.output(True)), ("output (untied)", lambda: self.output(False)),
                 ("gradients", self.gradients), ("bf16", self.bf16), ("flops accounting", self.accounting),
                 ("yaml round-trip", lambda: yaml_round_trip(self.config, self.config_cls))]
-        for name, fn in plan:
-            report.run(self.label, name, _skipped("skipped on request") if name in skip else fn)
-        return report
+        return report.run_plan(self.label, plan, skip, build=self._build_on_meta)
+
+    def _build_on_meta(self) -> None:
+        with torch.device("meta"):
+            _Holder(self.factory, self.dim, self.V, self.config, True)

@@ -34,18 +34,39 @@ class Report:
 
     results: List[CheckResult] = dataclasses.field(default_factory=list)
 
-    def run(self, component: str, check: str, fn: Callable[[], Optional[str]]) -> bool:
+    def run(self, component: str, check: str, fn: Callable[[], Optional[str]]) -> CheckResult:
         """Run one check; a returned string is a pass note, AssertionError a failure."""
         try:
-            note = fn()
+            result = CheckResult(component, check, "pass", fn() or "")
         except Skip as exc:
-            self.results.append(CheckResult(component, check, "skip", str(exc)))
-            return True
+            result = CheckResult(component, check, "skip", str(exc))
         except Exception as exc:  # a broken plugin must not stop the other checks
-            self.results.append(CheckResult(component, check, "fail", _reason(exc)))
-            return False
-        self.results.append(CheckResult(component, check, "pass", note or ""))
-        return True
+            result = CheckResult(component, check, "fail", _reason(exc))
+        self.results.append(result)
+        return result
+
+    def run_plan(self, component: str, plan, skip=(), build: Optional[Callable[[], object]] = None) -> "Report":
+        """Run (name, fn) checks in order. `build` first constructs the component with the
+        given options: a UserError there means it needs options the kit cannot guess, so
+        every check is skipped with that reason (pass options to check it)."""
+        why = None
+        if build is not None:
+            from zoo_core.errors import UserError
+            try:
+                build()
+            except UserError as exc:
+                why = f"needs options to build: {exc}"
+            except Exception as exc:
+                why = f"could not be built: {_reason(exc)}"
+                self.results.append(CheckResult(component, "build", "fail", _reason(exc)))
+        for name, fn in plan:
+            if why is not None:
+                self.results.append(CheckResult(component, name, "skip", why))
+            elif name in skip:
+                self.results.append(CheckResult(component, name, "skip", "skipped on request"))
+            else:
+                self.run(component, name, fn)
+        return self
 
     def extend(self, other: "Report") -> "Report":
         self.results.extend(other.results)

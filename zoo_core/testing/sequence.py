@@ -16,13 +16,12 @@ from zoo_core.config import to_dataclass, validate_options
 from zoo_core.testing.build import (config_equal, materialise, max_abs, rel_err, seq_forward,
                                     state_bytes, state_leaves)
 from zoo_core.testing.fsdp import check_fsdp_matches
-from zoo_core.testing.report import Report, Skip
+from zoo_core.testing.report import Report
 
 #: Relative tolerance of the float64 equivalence checks.
 TOL = 1e-6
-ALL_CHECKS = ("meta-init", "shape+dtype fp32", "shape+dtype bf16", "causality", "step = forward",
-              "state carry", "state batch-first", "gradients", "flops/state accounting",
-              "fsdp", "yaml round-trip")
+CHECKS = ("meta-init", "shape+dtype fp32", "shape+dtype bf16", "causality", "step = forward",
+          "state carry", "state batch-first", "gradients", "flops/state accounting", "fsdp", "yaml round-trip")
 
 
 class SequenceChecks:
@@ -196,21 +195,11 @@ class SequenceChecks:
                 ("state carry", self.state_carry), ("state batch-first", self.state_layout),
                 ("gradients", self.gradients), ("flops/state accounting", self.accounting),
                 ("fsdp", self.fsdp), ("yaml round-trip", self.yaml)]
-        built = report.run(self.label, "meta-init", plan[0][1]) if "meta-init" not in skip else True
-        for name, fn in plan[1:]:
-            if name in skip:
-                report.run(self.label, name, _skipped("skipped on request"))
-            elif not built:
-                report.run(self.label, name, _skipped("the module could not be built"))
-            else:
-                report.run(self.label, name, fn)
-        return report
+        return report.run_plan(self.label, plan, skip, build=self._build_on_meta)
 
-
-def _skipped(why: str):
-    def fn():
-        raise Skip(why)
-    return fn
+    def _build_on_meta(self) -> None:
+        with torch.device("meta"):
+            self.build(self.dim)
 
 
 def yaml_round_trip(config: Any, config_cls: Optional[type]) -> str:
