@@ -1,0 +1,23 @@
+"""Small builders shared by the zoo-mtp tests."""
+from typing import Sequence
+
+import torch
+
+from zoo_core.config import load_config, resolve
+from zoo_core.model import build_model
+from zoo_core.registry import get_registry
+
+VOCAB = 64
+
+
+def installed_mixers():
+    return get_registry().names("mixers")
+
+
+def build_lm(mixer: str = "attention", overrides: Sequence[str] = (), dtype=torch.float64, seed: int = 0):
+    """A tiny LanguageModel with the mtp head, built as `zoo train` builds it."""
+    registry = get_registry()
+    cfg = resolve(load_config(None, [f"model.mixer.name={mixer}", "model.dim=32", "model.n_layers=2",
+                                     f"model.vocab_size={VOCAB}", "model.loss.name=mtp", *overrides]), registry)
+    torch.manual_seed(seed)
+    return build_model(cfg, registry, VOCAB).to(dtype)
