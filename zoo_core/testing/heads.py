@@ -49,6 +49,7 @@ class HeadChecks:
         if getattr(head, "custom_backward", False):
             return head.forward_backward(h, targets, 1.0)
         out = head(h, targets)
+        assert isinstance(out, HeadOutput), f"forward must return HeadOutput, got {type(out).__name__}"
         if h.requires_grad:
             out.loss.backward()
         return out
