@@ -1,0 +1,43 @@
+"""zoo launch CONFIG [overrides] --nodes N --gpus-per-node G [--partition P] [--local] [--sweep FILE]"""
+from zoo_core.cli import split_config
+
+
+def run(args) -> None:
+    from zoo_core.config import parse_overrides, read_yaml, resolve
+    from zoo_core.launch import launch_local, submit, sweep_configs
+    from zoo_core.registry import get_registry
+    from zoo_core.train import run_config
+    config, overrides = split_config(args.args)
+    registry = get_registry()
+    cfg = resolve(run_config(config, overrides), registry)
+    if args.local:
+        code = launch_local(cfg, args.nproc or args.gpus_per_node or args.tasks_per_node or 1)
+        if code:
+            raise SystemExit(code)
+        return
+    array = None
+    if args.sweep:
+        layers = ([read_yaml(config)] if config else []) + [parse_overrides(overrides)]
+        array = sweep_configs(layers, args.sweep, registry)
+    extra = dict(kv.split("=", 1) for kv in args.slurm) if args.slurm else {}
+    ids = submit(cfg, args.nodes, args.gpus_per_node, args.tasks_per_node, args.partition, args.time,
+                 args.cpus_per_task, array, extra, requeue=not args.no_requeue)
+    for job_id in ids:
+        print(job_id)
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("launch", help="submit a run to Slurm through submitit (or --local through torchrun)")
+    s.add_argument("args", nargs="*", help="a YAML config or run directory, then key=value overrides")
+    s.add_argument("--nodes", type=int, default=1)
+    s.add_argument("--gpus-per-node", type=int, default=0)
+    s.add_argument("--tasks-per-node", type=int, default=None, help="tasks per node (default: one per GPU)")
+    s.add_argument("--cpus-per-task", type=int, default=None)
+    s.add_argument("--partition", default=None)
+    s.add_argument("--time", type=int, default=60, help="time limit in minutes")
+    s.add_argument("--sweep", default=None, help="YAML list of override sets: one run each, as a job array")
+    s.add_argument("--slurm", action="append", default=[], help="extra sbatch option KEY=VALUE (repeatable)")
+    s.add_argument("--no-requeue", action="store_true", help="on preemption, checkpoint and stop instead of requeueing")
+    s.add_argument("--local", action="store_true", help="run the same launch here through torchrun")
+    s.add_argument("--nproc", type=int, default=0, help="with --local: processes (default: GPUs or tasks per node)")
+    s.set_defaults(fn=run)

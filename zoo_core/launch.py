@@ -1,0 +1,152 @@
+"""Cluster launch through submitit (Slurm), or the same launch through torchrun locally.
+
+`zoo launch CONFIG [overrides] --nodes N --gpus-per-node G` resolves and saves
+the config, snapshots the code into the run directory, and submits one task per
+GPU. Each task exports the environment torch.distributed expects and runs the
+one training loop. On the preemption signal (SIGUSR1, which sbatch is asked to
+send before the time limit, or `scancel --signal=USR1`), the loop checkpoints
+and the job requeues itself; submitting the same run again resumes it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from zoo_core.config import resolve, save_config
+from zoo_core.errors import UserError
+from zoo_core.registry import get_registry
+
+PREEMPT_SIGNAL = "USR1"
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("zoo launch needs submitit: pip install 'zoo-core[slurm]'") from None
+    return submitit
+
+
+class TrainTask:
+    """What each Slurm task runs: the training loop on the saved run directory.
+
+    A plain class (pickled by submitit) so a requeued job runs it again and resumes."""
+
+    def __init__(self, run_dir: str, requeue: bool = True) -> None:
+        self.run_dir, self.requeue = run_dir, requeue
+
+    def __call__(self) -> Dict[str, Any]:
+        submitit = _submitit()
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        from zoo_core.train import train
+        result = train(self.run_dir, [])
+        if result.get("interrupted") and self.requeue and os.environ.get("RANK", "0") == "0":
+            job = os.environ.get("SLURM_ARRAY_JOB_ID") and \
+                f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}" or os.environ.get("SLURM_JOB_ID")
+            if job:
+                subprocess.run(["scontrol", "requeue", job], check=False)
+        return {k: v for k, v in result.items() if k != "sample"}
+
+
+def run_task(run_dir: str) -> Dict[str, Any]:
+    """One element of a job array."""
+    return TrainTask(run_dir)()
+
+
+def prepare_run(cfg: Any, snapshot: bool = True) -> Path:
+    """Save the resolved config and a snapshot of the code into the run directory."""
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    if snapshot:
+        snapshot_code(run_dir / "code")
+    return run_dir
+
+
+def snapshot_code(dest: Path) -> None:
+    """Copy zoo-core and every loaded plugin's package, so edits made after
+    submission do not change a queued job (the job puts this first on PYTHONPATH)."""
+    import importlib
+    if dest.exists():  # a resubmission keeps the code the run started with
+        return
+    dest.mkdir(parents=True)
+    reg = get_registry()
+    packages = {"zoo_core": "zoo-core"}
+    for name, info in reg.plugins.items():
+        module = reg.pm.get_plugin(name)
+        if module is not None and hasattr(module, "__name__"):
+            packages[module.__name__.split(".")[0]] = info.distribution
+    manifest = {}
+    for package, dist in sorted(packages.items()):
+        mod = importlib.import_module(package)
+        src = Path(mod.__file__).parent
+        shutil.copytree(src, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        manifest[package] = dist
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def submit(cfg: Any, nodes: int, gpus_per_node: int, tasks_per_node: Optional[int] = None,
+           partition: Optional[str] = None, time_min: int = 60, cpus_per_task: Optional[int] = None,
+           array: Optional[List[Any]] = None, extra: Optional[Dict[str, Any]] = None,
+           requeue: bool = True) -> List[str]:
+    """Submit the run (or one run per config in `array`, as a job array). Returns job ids."""
+    submitit = _submitit()
+    cfgs = array or [cfg]
+    run_dirs = [prepare_run(c) for c in cfgs]
+    folder = run_dirs[0].parent / ".slurm" if array else run_dirs[0] / "slurm"
+    executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=100)
+    tasks = tasks_per_node or max(gpus_per_node, 1)
+    params: Dict[str, Any] = dict(nodes=nodes, ntasks_per_node=tasks, time=time_min,
+                                  signal_delay_s=120, stderr_to_stdout=False,
+                                  job_name=f"zoo-{cfg.name}", additional_parameters=dict(extra or {}))
+    if gpus_per_node:
+        params["gpus_per_node"] = gpus_per_node
+    if partition:
+        params["partition"] = partition
+    if cpus_per_task:
+        params["cpus_per_task"] = cpus_per_task
+    # Our loop checkpoints on SIGUSR1; ask Slurm for it before the time limit.
+    params["additional_parameters"]["signal"] = f"{PREEMPT_SIGNAL}@120"
+    if requeue:
+        params["additional_parameters"].setdefault("requeue", True)
+    code_dirs = [str(d / "code") for d in run_dirs]
+    params["setup"] = [f"export PYTHONPATH={code_dirs[0]}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    executor.update_parameters(**params)
+    if array:
+        jobs = executor.map_array(run_task, [str(d) for d in run_dirs])
+    else:
+        jobs = [executor.submit(TrainTask(str(run_dirs[0]), requeue=requeue))]
+    return [j.job_id for j in jobs]
+
+
+def launch_local(cfg: Any, nproc: int) -> int:
+    """The same launch on this machine: torchrun, one process per device."""
+    run_dir = prepare_run(cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={max(nproc, 1)}",
+           "-m", "zoo_core.train", str(run_dir)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(run_dir / "code"), os.environ.get("PYTHONPATH")]))}
+    return subprocess.call(cmd, env=env)
+
+
+def sweep_configs(cfg_layers: Any, sweep_file: str, registry: Any) -> List[Any]:
+    """A YAML list of override sets -> one resolved config per set, named <name>-<i> unless it sets a name."""
+    from zoo_core.config import merge, parse_overrides, read_yaml
+    data = OmegaConf.load(sweep_file)
+    if not isinstance(data, (list,)) and not OmegaConf.is_list(data):
+        raise UserError(f"sweep file '{sweep_file}' must be a YAML list of override sets, e.g. - [optim.lr=1e-3]")
+    out = []
+    for i, item in enumerate(data):
+        items = OmegaConf.to_container(item) if OmegaConf.is_config(item) else item
+        overrides = items if isinstance(items, list) else [f"{k}={v}" for k, v in items.items()]
+        cfg = merge(cfg_layers + [parse_overrides(overrides)])
+        if not any(str(o).startswith("name=") for o in overrides):
+            cfg.name = f"{cfg.name}-{i}"
+        out.append(resolve(cfg, registry))
+    return out
