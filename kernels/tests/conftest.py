@@ -5,12 +5,17 @@ triton lazily, so setting it here (before any test imports it) is enough.
 """
 
 import os
+import sys
 
 import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# the repo runs pytest with --import-mode=importlib, which does not put test
+# folders on sys.path: make the shared helper module importable either way
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scan_checks import FAST_BACKENDS  # noqa: E402
 

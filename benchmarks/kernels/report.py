@@ -1,0 +1,43 @@
+"""Turn a pytest-benchmark JSON from test_scan_benchmarks.py into a markdown table.
+
+    python benchmarks/kernels/report.py results.json > table.md
+"""
+
+import json
+import sys
+from collections import defaultdict
+
+
+def main(path):
+    with open(path) as f:
+        data = json.load(f)
+    rows = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        key = (info["op"], info["direction"], info["dtype"], tuple(info["shape"]))
+        rows[key][info["impl"]] = info
+    impls = [i for i in ("naive", "torch", "triton") if any(i in r for r in rows.values())]
+    head = ["op", "direction", "dtype", "shape (B,T,D)"]
+    for impl in impls:
+        head += [f"{impl} ms", f"{impl} GB/s"]
+    if "naive" in impls and "torch" in impls:
+        head.append("torch speedup vs naive")
+    if any("pct_of_device_bw" in i for r in rows.values() for i in r.values()):
+        head.append("triton % of device BW")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for key in sorted(rows, key=lambda k: (k[0], k[1], k[2], k[3][1], k[3][2])):
+        r = rows[key]
+        cells = [key[0], key[1], key[2], "x".join(map(str, key[3]))]
+        for impl in impls:
+            cells += [f"{r[impl]['ms']:.2f}", f"{r[impl]['gbs']:.2f}"] if impl in r else ["-", "-"]
+        if "naive" in impls and "torch" in impls:
+            ok = "naive" in r and "torch" in r
+            cells.append(f"{r['naive']['ms'] / r['torch']['ms']:.1f}x" if ok else "-")
+        if "triton % of device BW" in head:
+            cells.append(str(r.get("triton", {}).get("pct_of_device_bw", "-")))
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
