@@ -149,3 +149,11 @@ def test_trains_with_carried_state_and_conv(tmp_path, kind):
                      "model.mixer.out_gate=true"))
     loss = losses(tmp_path / "t")
     assert len(loss) == 4 and all(l == l and l < 10 for l in loss)
+
+
+@pytest.mark.parametrize("kind,kw", [("mingru", VARIANTS[1]), ("minlstm", VARIANTS[2])])
+def test_conformance_kit_with_conv_variants(kind, kw):
+    # The core's suite runs the kit on the defaults; these are the options it does not see.
+    from zoo_core.testing import check_mixer
+    cls, cfg = KINDS[kind]
+    check_mixer(cls, cfg(**kw), name=kind).raise_for_failures()

@@ -1,0 +1,171 @@
+"""Hawk: the RG-LRU scan, the step and the paper's loop agree (outputs and
+gradients, with a carried state), the decay at init lies in [0.9, 0.999],
+outputs are causal, state carries, and Hawk and Griffin learn Shakespeare."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo_core.errors import UserError
+from zoo_hawk import Hawk, HawkConfig
+from zoo_hawk.reference import naive_hawk
+
+DIM = 16
+GRIFFIN_YAML = Path(__file__).resolve().parents[1] / "configs" / "griffin.yaml"
+
+
+def make(dtype=torch.float64, dim=DIM, **kw):
+    torch.manual_seed(0)
+    return Hawk(dim, HawkConfig(**kw)).to(dtype)
+
+
+def random_state(m, batch):
+    st = m.init_state(batch, dtype=torch.float64)
+    return {k: torch.randn_like(v) for k, v in st.items()}
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def run_steps(m, x, state):
+    outs = []
+    for t in range(x.shape[1]):
+        y, state = m.step(x[:, t], state)
+        outs.append(y)
+    return torch.stack(outs, 1), state
+
+
+def grads(m, x, y, g):
+    return torch.autograd.grad(y, [x, *m.parameters()], g)
+
+
+@pytest.mark.parametrize("T,kw", [(70, {}), (13, {"conv": 2, "expand": 2.0})])
+def test_scan_equals_step_and_naive_with_gradients(T, kw):
+    m = make(**kw)
+    x = torch.randn(2, T, DIM, dtype=torch.float64, requires_grad=True)
+    st = random_state(m, 2)
+    y_fast, st_fast = m(x, st, return_state=True)
+    g = torch.randn_like(y_fast)
+    y_naive = naive_hawk(m, x, st)
+    y_step, st_step = run_steps(m, x, st)
+    assert rel(y_fast, y_naive) < 1e-10 and rel(y_step, y_naive) < 1e-10
+    assert all(rel(st_fast[k], st_step[k]) < 1e-10 for k in st_fast)
+    ref = grads(m, x, y_naive, g)
+    for other in (grads(m, x, y_fast, g), grads(m, x, y_step, g)):
+        assert all(rel(a, b) < 1e-8 for a, b in zip(other, ref))
+
+
+def test_float32_scan_matches_float64_definition():
+    m = make(torch.float32)
+    x = torch.randn(2, 40, DIM)
+    y32, _ = m(x)
+    assert rel(y32.double(), naive_hawk(m.double(), x.double())) < 1e-5
+
+
+def test_decay_at_init_is_in_the_papers_range():
+    """sigmoid(Lambda) in [0.9, 0.999] with its square uniform, and the recurrence really
+    decays by sigmoid(Lambda)^(c r): one step from h0 = 1 with no input and r = 1 gives a^c."""
+    from zoo_core.testing.build import materialise
+    m = materialise(lambda: Hawk(64, HawkConfig(expand=32.0)))  # 2048 channels, init as the core does
+    base = torch.sigmoid(m.a_param.double())
+    assert base.min() >= 0.9 and base.max() <= 0.999
+    sq = base ** 2
+    lo, hi = 0.9 ** 2, 0.999 ** 2
+    assert abs(sq.mean().item() - (lo + hi) / 2) < 0.01  # uniform in the square, not in a
+    assert (sq < lo + (hi - lo) / 4).float().mean().item() == pytest.approx(0.25, abs=0.05)
+    from zoo_kernels import rg_lru
+    H = m.hidden
+    ones = torch.ones(1, 1, H)
+    h1, _ = rg_lru(torch.zeros(1, 1, H), 30 * ones, ones, m.a_param.detach(), m.config.c, h0=torch.ones(1, H))
+    decay = h1[0, 0].double() ** (1 / m.config.c)
+    assert decay.min() >= 0.9 - 1e-6 and decay.max() <= 0.999 + 1e-6
+    assert torch.allclose(decay, base, rtol=1e-5)
+
+
+def test_causal():
+    m = make()
+    x = torch.randn(1, 12, DIM, dtype=torch.float64)
+    y1, _ = m(x)
+    x2 = x.clone()
+    x2[:, 7] += 1.0
+    y2, _ = m(x2)
+    assert torch.equal(y1[:, :7], y2[:, :7]) and not torch.allclose(y1[:, 7:], y2[:, 7:])
+
+
+def test_state_carry_equals_whole_sequence():
+    m = make()
+    x = torch.randn(2, 23, DIM, dtype=torch.float64)
+    whole, st_whole = m(x, return_state=True)
+    a, st = m(x[:, :2], return_state=True)  # shorter than the conv: the conv state mixes both
+    b, st = m(x[:, 2:9], st, return_state=True)
+    c, st_end = m(x[:, 9:], st, return_state=True)
+    assert rel(torch.cat([a, b, c], 1), whole) < 1e-10
+    assert all(rel(st_end[k], st_whole[k]) < 1e-10 for k in st_whole)
+    assert rel(m(x, m.init_state(2))[0], whole) < 1e-10
+
+
+def test_state_size_is_the_bytes_of_the_state():
+    m = make(torch.float32)
+    _, st = m(torch.randn(3, 5, DIM), return_state=True)
+    nbytes = sum(t.numel() * t.element_size() for t in st.values()) // 3
+    assert m.state_size(5) == m.state_size(5000) == nbytes
+    assert m.flops_per_token(64) > 2 * DIM * m.hidden * 4
+
+
+@pytest.mark.parametrize("kw,word", [({"conv": 0}, "conv"), ({"decay_min": 0.99, "decay_max": 0.9}, "decay")])
+def test_bad_options_name_the_problem(kw, word):
+    with pytest.raises(UserError, match=word):
+        make(**kw)
+
+
+def test_griffin_preset_pattern():
+    from zoo_core.config import layer_mixers, load_config, resolve
+    from zoo_core.registry import get_registry
+    cfg = resolve(load_config(str(GRIFFIN_YAML), ["model.n_layers=6"]), get_registry())
+    names = [(m["name"], m.get("window")) for m in layer_mixers(cfg.model)]
+    assert names == [("hawk", None), ("hawk", None), ("attention", 1024)] * 2
+    assert all(m["n_kv_heads"] == 1 for m in layer_mixers(cfg.model) if m["name"] == "attention")
+
+
+# -- training on Shakespeare bytes -------------------------------------------------------------
+
+def tiny(tmp_path, *extra):
+    return [f"runs_dir={tmp_path}", "name=t", "model.dim=32", "model.n_layers=2", "data.seq_len=32",
+            "train.global_batch=4", "train.eval_every=0", "train.sample_tokens=0", "train.progress=false",
+            "train.log_every=1", "train.threads=1", "train.eval_batches=1", "train.eval_batch_size=4",
+            "optim.warmup_steps=2", *extra]
+
+
+def losses(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def test_hawk_loss_drops_on_shakespeare(tmp_path):
+    from zoo_core.train import train
+    train(None, tiny(tmp_path, "model.mixer.name=hawk", "train.steps=40", "optim.lr=1e-2"))
+    loss = losses(tmp_path / "t")
+    assert len(loss) == 40 and loss[-1] < loss[0] - 1.0, loss
+
+
+def test_hawk_trains_with_carried_state(tmp_path):
+    from zoo_core.train import train
+    train(None, tiny(tmp_path, "model.mixer.name=hawk", "train.steps=4", "train.carry_state=true"))
+    loss = losses(tmp_path / "t")
+    assert len(loss) == 4 and all(l == l and l < 10 for l in loss)
+
+
+def test_griffin_config_trains(tmp_path):
+    from zoo_core.train import train
+    train(str(GRIFFIN_YAML), tiny(tmp_path, "model.n_layers=3", "train.steps=30", "optim.lr=1e-2",
+                                  "train.carry_state=true"))
+    loss = losses(tmp_path / "t")
+    assert len(loss) == 30 and loss[-1] < loss[0] - 1.0, loss
+
+
+def test_conformance_kit_with_other_options():
+    # The core's suite runs the kit on the defaults.
+    from zoo_core.testing import check_mixer
+    check_mixer(Hawk, HawkConfig(conv=2, expand=1.0), name="hawk").raise_for_failures()

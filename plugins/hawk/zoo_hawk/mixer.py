@@ -1,0 +1,124 @@
+"""Hawk: the recurrent block of Griffin (De et al. 2024, arXiv 2402.19427).
+
+    gate = GeLU(W_g x)                               branch 1
+    u    = Conv4(W_u x)                              branch 2: temporal conv, width 4
+    r_t  = sigmoid(W_a u_t + b_a)                    recurrence gate
+    i_t  = sigmoid(W_x u_t + b_x)                    input gate
+    a_t  = sigmoid(Lambda) ** (c r_t),  c = 8
+    h_t  = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t u_t)   RG-LRU
+    y    = W_o (gate * h)
+
+Lambda is initialised so that sigmoid(Lambda)^2 is uniform in [0.9^2, 0.999^2]
+(uniform over the ring, as in the LRU paper). The kernel computes
+log a_t = -c r_t softplus(-Lambda), which is c r_t log sigmoid(Lambda):
+Lambda is stored as itself, with no extra transform (the Lingua pitfall).
+
+Three paths: naive (`reference.naive_hawk`, a loop over t), fast (zoo-kernels
+`rg_lru` scan) and `step`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo_core.errors import UserError
+from zoo_core.interfaces import Mixer
+from zoo_kernels import rg_lru
+
+from zoo_hawk.conv import CausalConv
+
+
+@dataclass
+class HawkConfig:
+    #: RNN width as a multiple of dim (Griffin uses about 4/3).
+    expand: float = 1.3333
+    #: Temporal conv width before the RG-LRU (Griffin: 4).
+    conv: int = 4
+    #: The RG-LRU's fixed scale c in a_t = sigmoid(Lambda)^(c r_t).
+    c: float = 8.0
+    #: Range of the base decay sigmoid(Lambda) at initialisation.
+    decay_min: float = 0.9
+    decay_max: float = 0.999
+
+
+def init_decay_param(n: int, lo: float, hi: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Lambda with sigmoid(Lambda)^2 ~ U[lo^2, hi^2], i.e. Lambda = logit(sqrt(u))."""
+    u = torch.rand(n, dtype=torch.float64, generator=generator) * (hi ** 2 - lo ** 2) + lo ** 2
+    a = u.sqrt()
+    return torch.log(a) - torch.log1p(-a)
+
+
+class Hawk(Mixer):
+    def __init__(self, dim: int, config: HawkConfig) -> None:
+        super().__init__(dim, config)
+        if config.expand <= 0:
+            raise UserError(f"hawk expand={config.expand} must be positive, e.g. expand=1.3333")
+        if config.conv < 1:
+            raise UserError(f"hawk conv={config.conv} must be a width >= 1 (Griffin uses 4)")
+        if not 0 < config.decay_min <= config.decay_max < 1:
+            raise UserError(f"hawk decay range [{config.decay_min}, {config.decay_max}] must satisfy "
+                            f"0 < decay_min <= decay_max < 1, e.g. decay_min=0.9 decay_max=0.999")
+        self.hidden = H = max(1, round(config.expand * dim))
+        self.in_proj = nn.Linear(dim, 2 * H, bias=False)  # gate branch and recurrent branch
+        self.conv = CausalConv(H, config.conv, bias=True)
+        self.gate_proj = nn.Linear(H, 2 * H, bias=True)  # r and i pre-activations
+        self.a_param = nn.Parameter(torch.empty(H))  # Lambda
+        self.out_proj = nn.Linear(H, dim, bias=False)
+        self._init_decay()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        self._init_decay()
+
+    @torch.no_grad()
+    def _init_decay(self) -> None:
+        cfg = self.config
+        lam = init_decay_param(self.hidden, cfg.decay_min, cfg.decay_max)
+        self.a_param.copy_(lam.to(self.a_param.dtype))
+
+    # -- fast path ----------------------------------------------------------------------------
+    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+        gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
+        u, conv_state = self.conv(u, None if state is None else state["conv"])
+        r_pre, i_pre = self.gate_proj(u).chunk(2, dim=-1)
+        h0 = None if state is None else state["h"]
+        h, h_last = rg_lru(u, r_pre, i_pre, self.a_param, self.config.c, h0)
+        y = self.out_proj(F.gelu(gate_pre, approximate="tanh") * h.to(x.dtype))
+        return y, ({"h": h_last, "conv": conv_state} if return_state else None)
+
+    # -- recurrent step ------------------------------------------------------------------------------
+    def step(self, x: Tensor, state: Dict[str, Tensor]):
+        gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
+        u, conv_state = self.conv.step(u, state["conv"])
+        r_pre, i_pre = self.gate_proj(u).chunk(2, dim=-1)
+        acc = torch.promote_types(x.dtype, torch.float32)
+        r, i = torch.sigmoid(r_pre.to(acc)), torch.sigmoid(i_pre.to(acc))
+        log_a = -self.config.c * r * F.softplus(-self.a_param.to(acc))  # c r log sigmoid(Lambda)
+        h = log_a.exp() * state["h"].to(acc) + torch.sqrt(-torch.expm1(2 * log_a)) * (i * u.to(acc))
+        y = self.out_proj(F.gelu(gate_pre, approximate="tanh") * h.to(x.dtype))
+        return y, {"h": h, "conv": conv_state}
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+        w = self.in_proj.weight
+        device, dtype = device or w.device, dtype or w.dtype
+        h = torch.zeros(batch_size, self.hidden, device=device, dtype=torch.promote_types(dtype, torch.float32))
+        return {"h": h, "conv": self.conv.init_state(batch_size, device, dtype)}
+
+    # -- accounting ------------------------------------------------------------------------------------
+    def flops_per_token(self, seq_len: int) -> float:
+        H, D = self.hidden, self.dim
+        matmuls = 2.0 * D * 2 * H + 2.0 * H * 2 * H + 2.0 * H * D  # in, gates, out
+        # RG-LRU at ~1 FLOP per elementwise op: 2 sigmoids, decay, sqrt(1-a^2), a*h + b*(i*u);
+        # GeLU gate and product
+        elementwise = 14.0 * H + 9.0 * H
+        return matmuls + self.conv.flops_per_token() + elementwise
+
+    def state_size(self, seq_len: int) -> int:
+        elem = self.in_proj.weight.element_size()
+        return self.hidden * max(elem, 4) + (self.conv.width - 1) * self.hidden * elem
+

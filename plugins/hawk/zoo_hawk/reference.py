@@ -1,0 +1,49 @@
+"""Hawk as the Griffin paper writes it, one time step at a time.
+
+The definition the fast path (the zoo-kernels RG-LRU scan) and `step` are
+tested against. It reads the mixer's weights but none of its code paths: the
+decay is the paper's a_t = sigmoid(Lambda) ** (c r_t), not its log form.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo_hawk.mixer import Hawk
+
+
+def naive_conv(x: Tensor, weight: Tensor, bias: Tensor, prev: Tensor) -> Tensor:
+    """y_t[c] = b[c] + sum_j weight[c, j] * x_{t-k+1+j}[c], inputs before t=0 taken from prev."""
+    k = weight.shape[1]
+    xs = torch.cat([prev, x], dim=1)
+    return torch.stack([bias + (xs[:, t:t + k] * weight.t()).sum(1) for t in range(x.shape[1])], dim=1)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GeLU, tanh approximation."""
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def naive_hawk(m: Hawk, x: Tensor, state: Optional[Dict[str, Tensor]] = None) -> Tensor:
+    B, T, _ = x.shape
+    H, c = m.hidden, m.config.c
+    state = state if state is not None else m.init_state(B, x.device, x.dtype)
+    w_gate, w_u = m.in_proj.weight[:H], m.in_proj.weight[H:]
+    gate = gelu(x @ w_gate.t())                                            # branch 1
+    u = naive_conv(x @ w_u.t(), m.conv.weight, m.conv.bias, state["conv"].to(x.dtype))  # branch 2
+    w_a, w_x = m.gate_proj.weight[:H], m.gate_proj.weight[H:]
+    b_a, b_x = m.gate_proj.bias[:H], m.gate_proj.bias[H:]
+    base = torch.sigmoid(m.a_param)                                        # sigmoid(Lambda)
+    h = state["h"].to(x.dtype)
+    hs = []
+    for t in range(T):
+        r = torch.sigmoid(u[:, t] @ w_a.t() + b_a)
+        i = torch.sigmoid(u[:, t] @ w_x.t() + b_x)
+        a = base ** (c * r)
+        h = a * h + torch.sqrt(1 - a ** 2) * (i * u[:, t])
+        hs.append(h)
+    return (gate * torch.stack(hs, dim=1)) @ m.out_proj.weight.t()
