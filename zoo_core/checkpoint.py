@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_model_state_dict, set_state_dict)
 
 from zoo_core.distributed import World
 from zoo_core.errors import UserError
@@ -83,8 +84,7 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer: Optional
         msd, osd = get_state_dict(model, optimizer)
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))  # fsyncs its files
     else:
-        msd, _ = get_state_dict(model, [])
-        dcp.save({"model": msd}, checkpoint_id=str(tmp))
+        dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=str(tmp))
     _write(tmp / f"extra-r{world.rank}.json", json.dumps({**extra, "world_size": world.size}).encode())
     tensor_file = tmp / f"extra-r{world.rank}.safetensors"
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tensor_file))
@@ -130,10 +130,9 @@ def load(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Opt
 
 def load_model(path: Path, model: torch.nn.Module) -> None:
     """Model weights only, in any process count (DCP reshards on load)."""
-    msd, _ = get_state_dict(model, [])
-    state = {"model": msd}
-    dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, [], model_state_dict=state["model"], options=StateDictOptions(strict=True))
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, checkpoint_id=str(path))  # reads only the model's keys, resharded to this process
+    set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
 
 
 def clean_partial(ckpt_root: Path) -> None:

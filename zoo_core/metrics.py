@@ -36,6 +36,7 @@ class MetricsLog:
         self.tb = self.wandb = None
         if not enabled:
             return
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         # Both are optional (pip install 'zoo-core[logging]') and imported only when asked for.
         if cfg.train.tensorboard:
             try:

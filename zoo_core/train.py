@@ -272,10 +272,10 @@ class Trainer:
 
     def run(self) -> Dict[str, Any]:
         cfg, world, t = self.cfg, self.world, self.cfg.train
+        self.maybe_resume()  # before writing the config: a refused resume leaves the run as it was
         if world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        self.maybe_resume()
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
         self.model.train()
