@@ -350,3 +350,20 @@ def _worker_with_rank(parent, rank):
                 return int(entry.name)
         time.sleep(0.05)
     return None
+
+
+# -- launching ------------------------------------------------------------------------------
+
+def test_zoo_train_nproc_builds_the_torchrun_line():
+    from argparse import Namespace
+    from zoo_core.commands.train import torchrun_command
+    one_node = torchrun_command(Namespace(nproc=8, nnodes=1, node_rank=None, rdzv_endpoint=None, rdzv_id="zoo"),
+                                "cfg.yaml", ["train.steps=5"])
+    assert one_node[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=8",
+                            "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--standalone",
+                            "-m", "zoo_core.train", "cfg.yaml", "train.steps=5"]
+    two_nodes = torchrun_command(Namespace(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="n0:29500", rdzv_id="j"),
+                                 None, [])
+    assert {"--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=n0:29500", "--rdzv-id=j", "--node-rank=1"} <= set(two_nodes)
+    with pytest.raises(UserError, match="--rdzv-endpoint"):
+        torchrun_command(Namespace(nproc=8, nnodes=2, node_rank=0, rdzv_endpoint=None, rdzv_id="zoo"), None, [])

@@ -8,7 +8,9 @@ from zoo_core.errors import UserError
 
 def torchrun_command(args, config, overrides):
     """The torchrun line `zoo train --nproc N` runs: the same loop, one process per device."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}"]
+    # SIGUSR1 is forwarded too (torchrun's default list lacks it): it means "checkpoint and stop".
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}",
+           "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"]
     if args.nnodes > 1:
         if not args.rdzv_endpoint:
             raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node reaches, e.g. node 0)")
