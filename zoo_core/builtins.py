@@ -3,6 +3,7 @@ from zoo_core import hookimpl
 from zoo_core.blocks import PreNormBlock, PreNormBlockConfig
 from zoo_core.data.corpus import CorpusConfig, CorpusSource
 from zoo_core.data.mixture import MixtureConfig, MixtureSource
+from zoo_core.data.mqar import MQARConfig, MQARSource
 from zoo_core.losses import CrossEntropyConfig, CrossEntropyHead
 from zoo_core.tokenizers import (ByteTokenizer, ByteTokenizerConfig, HFTokenizer, HFTokenizerConfig,
                                   SentencePieceConfig, SentencePieceTokenizer, TiktokenConfig, TiktokenTokenizer)
@@ -32,3 +33,4 @@ def register_tokenizers(register):
 def register_data_sources(register):
     register("corpus", CorpusSource, CorpusConfig, "prepared token shards (or text/jsonl/parquet, prepared on first use) as parallel streams")
     register("mixture", MixtureSource, MixtureConfig, "several corpora sampled by weight (sources={dir: weight}), deterministic from the seed")
+    register("mqar", MQARSource, MQARConfig, "synthetic multi-query associative recall (Zoology); accuracy is recall")
