@@ -65,3 +65,14 @@ def test_cli_errors_are_one_line_exit_2(args, expected, tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in r.stderr
+
+
+def test_preset_fills_defaults_and_user_settings_win(monkeypatch):
+    reg = get_registry()
+    from zoo_core.registry import Entry
+    monkeypatch.setitem(reg._items["presets"], "two", Entry("presets", "two", {"pattern": ["attention", {"name": "attention", "window": 4}], "n_layers": 6},
+                                                            None, "", "test", "test", "0"))
+    cfg = resolve(load_config(None, ["model.preset=two"]), reg)
+    assert cfg.model.n_layers == 6 and cfg.model.pattern[1]["window"] == 4
+    cfg = resolve(load_config(None, ["model.preset=two", "model.n_layers=3", "model.pattern=[attention]"]), reg)
+    assert cfg.model.n_layers == 3 and len(cfg.model.pattern) == 1

@@ -245,10 +245,13 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
     model = cfg.model
     if model.preset:
         preset = registry.get("presets", model.preset).factory
+        defaults = OmegaConf.structured(ModelConfig)
         for key, value in dict(preset).items():
             if key not in model:
                 raise UserError(f"preset '{model.preset}' sets unknown model key '{key}'")
-            model[key] = value
+            # The preset fills what the user left at its default; the user's own settings win.
+            if model[key] == defaults[key]:
+                model[key] = value
     for (section, key), kind in COMPONENTS.items():
         opts = OmegaConf.to_container(cfg[section][key])
         if not opts.get("name"):

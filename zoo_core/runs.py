@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -25,9 +25,15 @@ class Run:
     tokenizer: Tokenizer
     checkpoint: Path
 
+    @property
+    def step(self) -> int:
+        """The training step of the loaded checkpoint (from its step-XXXXXXXX name)."""
+        return int(self.checkpoint.name.rsplit("-", 1)[-1])
 
-def load_run(path: str | Path, device: str = "auto", overrides=()) -> Run:
-    """The run's config and its latest checkpoint's weights, whatever world size wrote them."""
+
+def load_run(path: str | Path, device: Any = "auto", overrides=(), dtype: Optional[torch.dtype] = None) -> Run:
+    """The run's config and its latest checkpoint's weights, whatever world size wrote them.
+    `device` is a name (auto, cpu, cuda) or a torch.device (each rank passes its own)."""
     path = Path(path)
     if not (path / "config.yaml").exists():
         raise UserError(f"'{path}' is not a run directory (no config.yaml); runs live in runs/<name>")
@@ -36,11 +42,13 @@ def load_run(path: str | Path, device: str = "auto", overrides=()) -> Run:
         raise UserError(f"run '{path}' has no checkpoint yet; train it first (zoo train {path})")
     registry = get_registry()
     cfg = resolve(load_config(str(path / "config.yaml"), overrides), registry)
-    dev = pick_device(device)
+    dev = device if isinstance(device, torch.device) else pick_device(device)
     with torch.device("meta"):
         model = LanguageModel(cfg.model, registry, cfg.model.vocab_size)
     model.to_empty(device=dev)
     model.init_weights()
     checkpoint.load_model(latest, model)
+    if dtype is not None:
+        model.to(dtype)
     model.eval()
     return Run(path, cfg, model, build_tokenizer(cfg, registry), latest)
