@@ -54,7 +54,13 @@ def causal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: O
     if conv_state is None:
         conv_state = x.new_zeros(B, W - 1, C)
     xs = torch.cat([conv_state.to(x.dtype), x], dim=1)  # (B, W-1+T, C)
-    y = F.conv1d(xs.transpose(1, 2), weight[:, None, :], bias, groups=C).transpose(1, 2)
+    if x.is_cuda:
+        y = F.conv1d(xs.transpose(1, 2), weight[:, None, :], bias, groups=C).transpose(1, 2)
+    else:  # W shifted multiply-adds: 1.5-5x faster than depthwise F.conv1d on CPU (README)
+        y = xs[:, :T] * weight[:, 0]
+        for k in range(1, W):
+            y = y + xs[:, k:k + T] * weight[:, k]
+        y = y if bias is None else y + bias
     return F.silu(y), xs[:, xs.shape[1] - (W - 1):]
 
 

@@ -27,7 +27,7 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     b, T, H, P = x.shape
     N = B.shape[3]
     rep = H // B.shape[2]
-    acc = acc_dtype(x)
+    acc, dtype = acc_dtype(x), x.dtype
     L = min(chunk_size, T)
     pad = (-T) % L
     if pad:  # zeros in x, dt, B, C: dt = 0 means decay 1 and no input
@@ -62,4 +62,4 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
 
     # 4. the entering state's contribution to every position of its chunk
     y = y + torch.einsum("bclhn,bchpn->bclhp", C * torch.exp(a)[..., None], entering)
-    return y.flatten(1, 2)[:, :T], h
+    return y.flatten(1, 2)[:, :T].to(dtype), h
