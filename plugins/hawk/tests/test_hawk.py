@@ -169,3 +169,19 @@ def test_conformance_kit_with_other_options():
     # The core's suite runs the kit on the defaults.
     from zoo_core.testing import check_mixer
     check_mixer(Hawk, HawkConfig(conv=2, expand=1.0), name="hawk").raise_for_failures()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: there the fast path runs zoo-kernels' Triton RG-LRU")
+def test_cuda_fast_path_matches_naive():
+    m = make()  # float64 on CPU: the reference
+    x = torch.randn(2, 100, DIM, dtype=torch.float64, requires_grad=True)
+    st = random_state(m, 2)
+    y_ref = naive_hawk(m, x, st)
+    g = torch.randn_like(y_ref)
+    (gx_ref,) = torch.autograd.grad(y_ref, x, g)
+    mc = m.float().cuda()
+    xc = x.detach().float().cuda().requires_grad_()
+    y, _ = mc(xc, {k: v.float().cuda() for k, v in st.items()})
+    (gx,) = torch.autograd.grad(y, xc, g.float().cuda())
+    assert rel(y.double().cpu(), y_ref) < 1e-4 and rel(gx.double().cpu(), gx_ref) < 1e-4

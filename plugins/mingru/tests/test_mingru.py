@@ -157,3 +157,20 @@ def test_conformance_kit_with_conv_variants(kind, kw):
     from zoo_core.testing import check_mixer
     cls, cfg = KINDS[kind]
     check_mixer(cls, cfg(**kw), name=kind).raise_for_failures()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: there the fast path runs zoo-kernels' Triton scans")
+@pytest.mark.parametrize("kind,kw", CASES)
+def test_cuda_fast_path_matches_naive(kind, kw):
+    m = make(kind, **kw)  # float64 on CPU: the reference
+    x = torch.randn(2, 100, DIM, dtype=torch.float64, requires_grad=True)
+    st = random_state(m, 2)
+    y_ref = naive_min_rnn(m, x, st)
+    g = torch.randn_like(y_ref)
+    (gx_ref,) = torch.autograd.grad(y_ref, x, g)
+    mc = m.float().cuda()
+    xc = x.detach().float().cuda().requires_grad_()
+    y, _ = mc(xc, {k: v.float().cuda() for k, v in st.items()})
+    (gx,) = torch.autograd.grad(y, xc, g.float().cuda())
+    assert rel(y.double().cpu(), y_ref) < 1e-4 and rel(gx.double().cpu(), gx_ref) < 1e-4
