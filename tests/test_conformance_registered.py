@@ -14,7 +14,8 @@ ITEMS = [(kind, name) for kind in CHECKED_KINDS for name in get_registry().names
 
 @pytest.mark.parametrize("kind, name", ITEMS, ids=[f"{k}-{n}" for k, n in ITEMS])
 def test_registered_component_conforms(kind, name):
-    kw = {"cache_dir": os.environ.get("ZOO_CACHE")} if kind == "data" else {}
+    # Data sources get longer windows: synthetic tasks (MQAR) need room for their pairs.
+    kw = {"cache_dir": os.environ.get("ZOO_CACHE"), "seq_len": 64} if kind == "data" else {}
     report = check_registered(kind, name, **kw)
     if not any(r.status == "pass" for r in report.results):  # e.g. a data source that needs paths
         pytest.skip(report.results[0].reason)
