@@ -87,7 +87,7 @@ def _vjp(fn: Callable, inputs: Sequence[Optional[Tensor]], grads: Sequence[Optio
     result = []
     for t, leaf in zip(inputs, leaves):
         if t is None or not leaf.requires_grad:
-            result.append(torch.zeros(0, device=grads[0].device) if t is None else torch.zeros_like(t))
+            result.append(inputs[0].new_zeros(0) if t is None else torch.zeros_like(t))
         else:
             g = next(it)
             result.append(torch.zeros_like(t) if g is None else g.to(t.dtype))
