@@ -60,6 +60,8 @@ class Throughput:
 def measure(cfg: Any, registry: Any, micro_batch: int, warmup: int = 3, repeats: int = 10,
             device: Optional[torch.device] = None) -> Throughput:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     vocab = cfg.model.vocab_size or padded_vocab(build_tokenizer(cfg, registry).vocab_size)
     model = build_model(cfg, registry, vocab, device)
