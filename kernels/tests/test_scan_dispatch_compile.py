@@ -78,12 +78,15 @@ def test_imports_and_runs_without_triton():
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
-@pytest.mark.parametrize("name", ["linear_scan", "log_linear_scan"])
+@pytest.mark.parametrize("name", ["linear_scan", "log_linear_scan", "rg_lru_fused"])
 def test_custom_op_registrations_pass_opcheck(name):
     """torch.library's own checks of the fake kernel, autograd and schema."""
     a, x, h0 = small()
-    first = a.log() if name == "log_linear_scan" else a
-    args = (first.requires_grad_(), x.requires_grad_(), h0.requires_grad_(), "torch")
+    if name == "rg_lru_fused":
+        args = (x, a, x * 2, torch.randn(4), 8.0, h0, "torch")
+    else:
+        args = (a.log() if name == "log_linear_scan" else a, x, h0, "torch")
+    args = tuple(t.requires_grad_() if isinstance(t, torch.Tensor) else t for t in args)
     torch.library.opcheck(getattr(torch.ops.zoo_kernels, name), args)
 
 

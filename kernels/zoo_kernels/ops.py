@@ -155,28 +155,7 @@ def log_linear_scan(log_a: Tensor, log_x: Tensor, log_h0: Optional[Tensor] = Non
     return _log_linear_scan_op(log_a, log_x, log_h0, backend)
 
 
-# ---- rg_lru -------------------------------------------------------------------------
-
-
-def _one_minus_exp(z):
-    """1 - exp(z) with an accurate gradient -exp(z).
-
-    Autograd's expm1 backward computes exp(z) as expm1(z) + 1, which cancels
-    catastrophically for z << 0 in float32 (e.g. 10% error at z = -15).
-    """
-    e = torch.exp(z)
-    return (-torch.expm1(z)).detach() + (e.detach() - e)
-
-
-def rg_lru_gates(x, r_pre, i_pre, a_param, c):
-    """RG-LRU decay a_t and gated input sqrt(1 - a_t^2) * i_t * x_t, both in float32+."""
-    acc = acc_dtype(x, r_pre, i_pre)
-    r = torch.sigmoid(r_pre.to(acc))
-    i = torch.sigmoid(i_pre.to(acc))
-    log_a = -c * r * F.softplus(-a_param.to(acc))
-    # clamp only guards r == 0 exactly (a == 1), where sqrt's derivative is infinite
-    scale = torch.sqrt(torch.clamp_min(_one_minus_exp(2 * log_a), torch.finfo(acc).tiny))
-    return torch.exp(log_a), scale * (i * x.to(acc))
+# ---- rg_lru: the gates are fused into the scan's forward and backward --------------
 
 
 @torch.library.custom_op("zoo_kernels::rg_lru_fused", mutates_args=())
@@ -231,8 +210,4 @@ def rg_lru(x, r_pre, i_pre, a_param, c=8.0, h0=None, *, backend: str):
         raise ValueError(f"rg_lru: a_param must be (channels,) = ({x.shape[2]},), got {tuple(a_param.shape)}")
     if backend == "naive":
         return naive.rg_lru(x, r_pre, i_pre, a_param, c, h0)
-    if backend == "triton":  # gates computed inside the scan kernels
-        return _rg_lru_op(x, r_pre, i_pre, a_param, float(c), h0, backend)
-    a, b = rg_lru_gates(x, r_pre, i_pre, a_param, c)
-    h, h_last = _linear_scan_op(a, b, h0, backend)
-    return h.to(x.dtype), h_last
+    return _rg_lru_op(x, r_pre, i_pre, a_param, float(c), h0, backend)
