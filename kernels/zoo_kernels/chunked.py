@@ -65,20 +65,18 @@ def linear_scan_into(a, x, h0, out, reverse=False):
     if n > 1:
         # pass 1: zero-start end state s and total decay p of every chunk
         s = xm[:, :, first].clone()
-        p = am[:, :, first].clone()
         for k in rest:
             torch.addcmul(xm[:, :, k], am[:, :, k], s, out=s)
-            p.mul_(am[:, :, k])
-        # carry: the state entering each chunk
+        p = am.prod(2)
+        # carry: the state entering each chunk, written in place
         carries = torch.empty(bsz, n, dim, dtype=out.dtype, device=out.device)
-        carry = h0
-        for j in _steps(n, reverse):
-            if carry is None:
-                carries[:, j].zero_()
-                carry = s[:, j]
-            else:
-                carries[:, j] = carry
-                carry = torch.addcmul(s[:, j], p[:, j], carry)
+        chunks = list(_steps(n, reverse))
+        if h0 is None:
+            carries[:, chunks[0]].zero_()
+        else:
+            carries[:, chunks[0]] = h0
+        for j, nxt in zip(chunks, chunks[1:]):
+            torch.addcmul(s[:, j], p[:, j], carries[:, j], out=carries[:, nxt])
         entering = carries
     else:
         entering = None if h0 is None else h0.unsqueeze(1)
@@ -125,18 +123,17 @@ def log_linear_scan_into(log_a, log_x, log_h0, out, reverse=False):
 
     if n > 1:
         s = xm[:, :, first].clone()
-        p = am[:, :, first].clone()
         for k in rest:
             step(am[:, :, k], xm[:, :, k], s, s)
-            p.add_(am[:, :, k])
-        carries = torch.full((bsz, n, dim), -math.inf, dtype=out.dtype, device=out.device)
-        carry = log_h0
-        for j in _steps(n, reverse):
-            if carry is None:
-                carry = s[:, j]
-            else:
-                carries[:, j] = carry
-                carry = torch.logaddexp(p[:, j] + carry, s[:, j])
+        p = am.sum(2)
+        carries = torch.empty(bsz, n, dim, dtype=out.dtype, device=out.device)
+        chunks = list(_steps(n, reverse))
+        if log_h0 is None:
+            carries[:, chunks[0]] = -math.inf
+        else:
+            carries[:, chunks[0]] = log_h0
+        for j, nxt in zip(chunks, chunks[1:]):
+            step(p[:, j], s[:, j], carries[:, j], carries[:, nxt])
         entering = carries
     else:
         entering = None if log_h0 is None else log_h0.unsqueeze(1)
