@@ -42,8 +42,8 @@ class TextStream:
     """Decodes a row's new ids as they come and prints only what is new, holding back
     half a UTF-8 character and anything past a stop string."""
 
-    def __init__(self, decode, stop_strings: Sequence[str], out=sys.stdout) -> None:
-        self.decode, self.stop_strings, self.out = decode, stop_strings, out
+    def __init__(self, decode, stop_strings: Sequence[str], out=None) -> None:
+        self.decode, self.stop_strings, self.out = decode, stop_strings, out or sys.stdout
         self.ids: List[int] = []
         self.shown = 0
 
