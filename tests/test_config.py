@@ -76,3 +76,11 @@ def test_preset_fills_defaults_and_user_settings_win(monkeypatch):
     assert cfg.model.n_layers == 6 and cfg.model.pattern[1]["window"] == 4
     cfg = resolve(load_config(None, ["model.preset=two", "model.n_layers=3", "model.pattern=[attention]"]), reg)
     assert cfg.model.n_layers == 3 and len(cfg.model.pattern) == 1
+
+
+def test_data_sources_shorthand_is_a_mixture(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("data:\n  sources: {books: 0.7, code: 0.3}\n")
+    cfg = resolve(load_config(str(cfg_file)), get_registry())
+    assert cfg.data.source.name == "mixture" and dict(cfg.data.source.sources) == {"books": 0.7, "code": 0.3}
+    assert cfg.data.sources is None

@@ -45,6 +45,9 @@ class DataConfig:
     source: Dict[str, Any] = field(default_factory=lambda: {"name": "corpus"})
     tokenizer: Dict[str, Any] = field(default_factory=lambda: {"name": "bytes"})
     seq_len: int = 256
+    #: Shorthand for a weighted mixture of corpora, {books: 0.7, code: 0.3}: the same as
+    #: source: {name: mixture, sources: {...}} (keys are prepared directories or corpora).
+    sources: Optional[Dict[str, float]] = None
     #: Where prepared shards are cached; default ~/.cache/zoo (or $ZOO_CACHE).
     cache_dir: Optional[str] = None
 
@@ -252,6 +255,14 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
             # The preset fills what the user left at its default; the user's own settings win.
             if model[key] == defaults[key]:
                 model[key] = value
+    if cfg.data.sources:
+        source = OmegaConf.to_container(cfg.data.source)
+        if source.get("name") not in ("corpus", "mixture"):
+            raise UserError(f"data.sources mixes corpora, but data.source.name is '{source.get('name')}'; "
+                            f"remove one of the two")
+        rest = {k: v for k, v in source.items() if k not in ("name", "path", "sources")}
+        cfg.data.source = {"name": "mixture", **rest, "sources": OmegaConf.to_container(cfg.data.sources)}
+        cfg.data.sources = None
     for (section, key), kind in COMPONENTS.items():
         opts = OmegaConf.to_container(cfg[section][key])
         if not opts.get("name"):
