@@ -1,7 +1,15 @@
-"""Shared setup for the zoo-kernels microbenchmarks."""
+"""Shared setup for the zoo-kernels microbenchmarks.
+
+ZOO_BENCH_THREADS=N sets torch's intra-op threads (default: torch's own choice).
+"""
+
+import os
 
 import pytest
 import torch
+
+if os.environ.get("ZOO_BENCH_THREADS"):
+    torch.set_num_threads(int(os.environ["ZOO_BENCH_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Run: pytest benchmarks/kernels --benchmark-only [--benchmark-json=out.json]
 Shapes are (batch 8, T, channels 256) for T in 256..16K, plus (8, 65536, 1536) on GPU.
-Each case reports ms and effective GB/s in extra_info, where the traffic model
+Each case reports median ms and effective GB/s in extra_info, where the traffic model
 counts every input read once and every output written once (fwd+bwd adds the
 upstream grads read and the input grads written); on GPU also the % of the
 measured device copy bandwidth.
@@ -85,11 +85,12 @@ def test_scan(benchmark, device_bandwidth_gbs, op, impl, direction, shape, dtype
     rounds = max(3, min(50, int(TARGET_SECONDS / max(once, 1e-6))))
     benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
 
-    seconds = benchmark.stats.stats.mean
+    seconds = benchmark.stats.stats.median  # robust to other load on the machine
     moved = traffic_bytes(tensors, [o.detach() for o in outputs], backward)
     info = benchmark.extra_info
-    info.update(op=op, impl=impl, direction=direction, shape=list(shape), dtype=dtype,
-                ms=round(seconds * 1e3, 3), bytes=moved, gbs=round(moved / seconds / 1e9, 2))
+    info.update(op=op, impl=impl, direction=direction, shape=list(shape), dtype=dtype, rounds=rounds,
+                threads=torch.get_num_threads(), ms=round(seconds * 1e3, 3), bytes=moved,
+                gbs=round(moved / seconds / 1e9, 2))
     if device_bandwidth_gbs:
         info["device_gbs"] = round(device_bandwidth_gbs, 1)
         info["pct_of_device_bw"] = round(100 * moved / seconds / 1e9 / device_bandwidth_gbs, 1)

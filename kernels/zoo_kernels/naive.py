@@ -2,6 +2,8 @@
 
 These are the specification the fast paths are tested against (in float64).
 States are kept in float32 (float64 for float64 inputs), like the fast paths.
+Time steps come from unbind(1): its backward is one stack, where indexing
+x[:, t] would make autograd build a full-size zero tensor per step (O(T^2)).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ def linear_scan(a, x, h0=None):
     acc = _acc_dtype(a, x)
     h = torch.zeros_like(x[:, 0], dtype=acc) if h0 is None else h0.to(acc)
     hs = []
-    for t in range(x.shape[1]):
-        h = a[:, t].to(acc) * h + x[:, t].to(acc)
+    for a_t, x_t in zip(a.to(acc).unbind(1), x.to(acc).unbind(1)):
+        h = a_t * h + x_t
         hs.append(h)
     return torch.stack(hs, 1).to(x.dtype), h
 
@@ -32,9 +34,8 @@ def log_linear_scan(log_a, log_x, log_h0=None):
     acc = _acc_dtype(log_a, log_x)
     log_h = None if log_h0 is None else log_h0.to(acc)
     out = []
-    for t in range(log_x.shape[1]):
-        lx = log_x[:, t].to(acc)
-        log_h = lx if log_h is None else torch.logaddexp(log_a[:, t].to(acc) + log_h, lx)
+    for la_t, lx_t in zip(log_a.to(acc).unbind(1), log_x.to(acc).unbind(1)):
+        log_h = lx_t if log_h is None else torch.logaddexp(la_t + log_h, lx_t)
         out.append(log_h)
     return torch.stack(out, 1).to(log_x.dtype), log_h
 
@@ -48,8 +49,9 @@ def rg_lru(x, r_pre, i_pre, a_param, c=8.0, h0=None):
     a = torch.exp(log_a)
     scale = torch.sqrt(-torch.expm1(2 * log_a))  # sqrt(1 - a^2) without cancellation
     h = torch.zeros_like(x[:, 0], dtype=acc) if h0 is None else h0.to(acc)
+    u = scale * (i * x.to(acc))  # gated input
     hs = []
-    for t in range(x.shape[1]):
-        h = a[:, t] * h + scale[:, t] * (i[:, t] * x[:, t].to(acc))
+    for a_t, u_t in zip(a.unbind(1), u.unbind(1)):
+        h = a_t * h + u_t
         hs.append(h)
     return torch.stack(hs, 1).to(x.dtype), h
