@@ -17,7 +17,8 @@ parameter gradients already exist. Two measurements, in MiB:
   temporaries), independent of the allocator.
 
 The vocabulary is large so that the (batch x time x vocab) logits dominate,
-as they do in the paper's setting.
+as they do in the paper's setting. Step times are printed but left out of the
+table: on a shared CPU they measure the neighbours more than the trick.
 """
 from __future__ import annotations
 
@@ -131,13 +132,13 @@ def _markdown(rows, args) -> str:
              f"{args.threads} thread(s). Machine: {platform.machine()} {platform.processor() or ''} "
              f"{os.cpu_count()} cores, Linux {platform.release()}, torch CPU.", "",
              "| n heads | params MiB | step RSS MiB, one graph | step RSS MiB, sequential | "
-             "tensor peak MiB, one graph | tensor peak MiB, sequential | step s, one graph | step s, sequential |",
-             "|---|---|---|---|---|---|---|---|"]
+             "tensor peak MiB, one graph | tensor peak MiB, sequential |",
+             "|---|---|---|---|---|---|"]
     by = {(r["n"], r["trick"]): r for r in rows}
     for n in sorted({r["n"] for r in rows}):
         a, b = by[(n, "false")], by[(n, "true")]
         lines.append(f"| {n} | {a['params_mib']:.0f} | {a['rss_step_mib']:.0f} | {b['rss_step_mib']:.0f} | "
-                     f"{a['tensor_peak_mib']:.0f} | {b['tensor_peak_mib']:.0f} | {a['step_s']:.2f} | {b['step_s']:.2f} |")
+                     f"{a['tensor_peak_mib']:.0f} | {b['tensor_peak_mib']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,7 @@ def test_oracle_drafts_exercise_accept_partial_and_reject(build_lm):
     out = speculative_generate(model, [prompt], 40, stats=stats)[0]
     assert out == truth
     assert 0 < stats.accepted < stats.drafted  # some drafts accepted, some rejected
-    assert stats.reruns > 0 and stats.reruns < stats.rounds  # partial rounds rewound, full rounds did not
+    assert stats.rounds < len(truth)  # fewer trunk forwards than tokens
     assert stats.tokens_per_round > 2
 
 

@@ -8,9 +8,11 @@ Each round, from the trunk's hidden state after the last accepted token:
    has), gives head 1's greedy choice after each candidate;
 3. the longest prefix of drafts that head 1 agrees with is accepted.
 If every draft is accepted, the state after the forward is the new state.
-Otherwise the state must be rewound to the last accepted token; a recurrent
-state cannot be cut back, so we keep the state from before the round and
-re-run the accepted tokens through the trunk (one more parallel forward).
+Otherwise the state ran past a rejected draft, and a recurrent state cannot be
+cut back: we keep the state from before the round and prepend the accepted
+tokens to the next round's forward, so a round costs one trunk forward either
+way. When those pending tokens grow longer than n_draft (several rejections in
+a row) they are committed with one extra forward, to keep each forward short.
 
 Every emitted token is head 1's greedy choice given the exact prefix before
 it, so the output is identical to `zoo_core.generate.generate(temperature=0)`
@@ -35,7 +37,7 @@ from zoo_core.errors import UserError
 @dataclasses.dataclass
 class SpeculativeStats:
     rounds: int = 0  # verification forwards
-    reruns: int = 0  # extra forwards to rewind the state after a rejection
+    reruns: int = 0  # extra forwards to commit accepted tokens after repeated rejections
     drafted: int = 0  # draft tokens proposed by heads 2..n
     accepted: int = 0  # draft tokens head 1 agreed with
     emitted: int = 0
@@ -84,27 +86,32 @@ def _one_row(model, head, row: int, prompt: List[int], max_new: int, n_draft: in
     device = next(model.parameters()).device
     h, state = model.hidden(torch.tensor([prompt], device=device), return_state=True)
     h_last = h[:, -1]
+    pending = torch.zeros(1, 0, dtype=torch.long, device=device)  # accepted, not yet in `state`
     out: List[int] = []
     while len(out) < max_new:
         budget = max_new - len(out)
         nxt = head.head_logits(h_last, 0).argmax(-1)
         drafts = [head.head_logits(h_last, k).argmax(-1) for k in range(1, min(n_draft, budget - 1) + 1)]
         cand = torch.stack([nxt] + drafts, dim=1)  # (1, L)
-        L = cand.shape[1]
-        h_cand, state_after = model.hidden(cand, state, return_state=True)
-        greedy = head.logits(h_cand).argmax(-1)  # greedy[:, i]: head 1's choice after cand[:, :i+1]
+        L, P = cand.shape[1], pending.shape[1]
+        # One forward over the pending tokens and the candidates, from the last committed state.
+        h_seq, state_after = model.hidden(torch.cat([pending, cand], 1), state, return_state=True)
+        greedy = head.logits(h_seq[:, P:]).argmax(-1)  # greedy[:, i]: head 1's choice after cand[:, :i+1]
         n_ok = 1  # the first candidate is head 1's own choice
         while n_ok < L and int(cand[0, n_ok]) == int(greedy[0, n_ok - 1]):
             n_ok += 1
         stats.rounds += 1
         stats.drafted += L - 1
         stats.accepted += n_ok - 1
-        if n_ok == L:
-            state, h_last = state_after, h_cand[:, -1]
-        else:  # rewind: replay the accepted tokens from the state before this round
-            h_re, state = model.hidden(cand[:, :n_ok], state, return_state=True)
-            h_last = h_re[:, -1]
-            stats.reruns += 1
+        h_last = h_seq[:, P + n_ok - 1]
+        if n_ok == L:  # everything accepted: the forward's end state is the state
+            state, pending = state_after, pending[:, :0]
+        else:  # the state ran past a rejected draft; keep the accepted tokens for the next forward
+            pending = torch.cat([pending, cand[:, :n_ok]], 1)
+            if pending.shape[1] > n_draft:  # bound the next forward: commit the pending tokens now
+                _, state = model.hidden(pending, state, return_state=True)
+                pending = pending[:, :0]
+                stats.reruns += 1
         for tok in cand[0, :n_ok].tolist():
             out.append(tok)
             stats.emitted += 1
