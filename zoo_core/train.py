@@ -71,6 +71,8 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         if t.deterministic:
+            # cuBLAS is deterministic only with a fixed workspace; must be set before its first use.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         seed_everything(t.seed)
         self.run_dir = Path(cfg.runs_dir) / cfg.name
