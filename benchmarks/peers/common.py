@@ -1,0 +1,99 @@
+"""What both peer benchmarks share: threads, machine description, load, timing."""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def pin_threads(n: int) -> None:
+    """torch intra-op threads (and inter-op 1); set before any parallel work."""
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already started
+        pass
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
+def machine() -> Dict[str, str]:
+    return {
+        "host": platform.node(),
+        "cpu": cpu_name(),
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def machine_slug() -> str:
+    """A file-name-safe name for this machine: cpu<cores>-<host>."""
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in platform.node())[:40] or "host"
+    return f"cpu{os.cpu_count()}-{host}"
+
+
+def git_rev() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "?"
+    except Exception:
+        return "?"
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def time_steps(step: Callable[[], None], warmup: int, repeats: int, budget_s: float,
+               min_repeats: int = 3) -> List[float]:
+    """Run `warmup` untimed steps, then up to `repeats` timed ones (wall clock,
+    perf_counter); stop early once `budget_s` of timed steps have run and at
+    least `min_repeats` were taken (for the very slow reference paths)."""
+    for _ in range(warmup):
+        step()
+    times: List[float] = []
+    spent = 0.0
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+        spent += times[-1]
+        if spent > budget_s and len(times) >= min_repeats:
+            break
+    return times
+
+
+def median(xs: List[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: List[float]) -> str:
+    """min-max around the median, in percent."""
+    m = statistics.median(xs)
+    return f"{100 * (min(xs) / m - 1):+.0f}/{100 * (max(xs) / m - 1):+.0f}%"

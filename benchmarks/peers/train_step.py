@@ -1,0 +1,200 @@
+"""Training-step throughput: zoo's models against the peers at one shape.
+
+    python benchmarks/peers/train_step.py                  # every row, writes benchmarks/results/
+    python benchmarks/peers/train_step.py --rows mamba2 mingru --no-write
+
+Batch 8, seq 256, hidden 256, 4 layers, vocab 256; fp32; AdamW; each step is
+forward + backward + optimizer step on random tokens. Warm-up steps first, then
+the median of the timed steps. Every model runs in a fresh subprocess with
+torch threads pinned, so its peak memory (growth of the process's resident
+high-water mark from just before the model is built) is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+
+
+def worker(args) -> None:
+    """One model in this process; prints one JSON line."""
+    common.pin_threads(args.threads)
+    import torch
+
+    import models
+    builders = {row: fn for row, _, _, fn in models.ROWS}
+    mixers = {row: mixer for row, mixer, _, _ in models.ROWS}
+    torch.manual_seed(0)
+    if args.side == "zoo":
+        import zoo_core.registry  # noqa: F401  (imports before the memory baseline)
+    else:
+        import transformers  # noqa: F401
+        import minGRU_pytorch  # noqa: F401
+    T, B = args.seq, args.batch
+    tokens = torch.randint(0, models.VOCAB, (B, T + 1))
+    inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    base = common.max_rss_mb()
+    t_build = time.perf_counter()
+    if args.side == "zoo":
+        model, loss_fn, opt, note = models.build_zoo(mixers[args.row], T, compile=args.compile)
+    else:
+        model, loss_fn, opt, note = builders[args.row](T)
+    build_s = time.perf_counter() - t_build
+
+    def step():
+        loss = loss_fn(model, inputs, targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    step()  # first step (compilation, lazy init) reported separately
+    first_s = time.perf_counter() - t0
+    times = common.time_steps(step, max(args.warmup - 1, 0), args.repeats, args.budget)
+    med = common.median(times)
+    print(json.dumps({
+        "row": args.row, "side": args.side, "note": note, "params": sum(p.numel() for p in model.parameters()),
+        "step_s": med, "tokens_per_s": B * T / med, "steps": len(times), "spread": common.spread(times),
+        "first_step_s": first_s, "build_s": build_s, "peak_mb": common.max_rss_mb() - base,
+        "threads": torch.get_num_threads(),
+    }))
+
+
+def run_one(row: str, side: str, args) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--row", row, "--side", side,
+           "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+           "--budget", str(args.budget), "--seq", str(args.seq), "--batch", str(args.batch)]
+    if args.compile and side == "zoo":
+        cmd.append("--compile")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"row": row, "side": side, "error": err[:200]}
+
+
+def fmt_tps(r: dict) -> str:
+    return "n/a (" + r["error"] + ")" if "error" in r else f"{r['tokens_per_s']:,.0f}"
+
+
+def fmt_mb(r: dict) -> str:
+    return "n/a" if "error" in r else f"{r['peak_mb']:,.0f}"
+
+
+def main() -> None:
+    import models
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="*", default=[r for r, *_ in models.ROWS],
+                   help="rows to run (default: all): " + ", ".join(r for r, *_ in models.ROWS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--budget", type=float, default=60.0, help="stop timing a model after this many seconds "
+                   "(at least 3 timed steps): HF's Mamba reference path takes tens of seconds per step")
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--compile", action="store_true", help="zoo models with parallel.compile=true "
+                   "(torch.compile per block, as `zoo train` does); peers stay eager")
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--out", type=Path, default=None, help="results file (default: "
+                   "benchmarks/results/peers-train-<machine>.md)")
+    p.add_argument("--no-write", action="store_true")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--row", help=argparse.SUPPRESS)
+    p.add_argument("--side", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+
+    load_before = common.load()
+    print(f"load average before: {load_before}; threads {args.threads}; batch {args.batch} x seq {args.seq}",
+          flush=True)
+    results = {}
+    zoo_cache = {}
+    mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
+    peer_of = {row: peer for row, _, peer, _ in models.ROWS}
+    for row in args.rows:
+        mixer = mixer_of[row]
+        if mixer not in zoo_cache:  # a zoo model shared by two rows runs once
+            zoo_cache[mixer] = run_one(row if row == mixer else mixer, "zoo", args)
+        z = zoo_cache[mixer]
+        peer = run_one(row, "peer", args)
+        results[row] = (z, peer)
+        ratio = (f"{z['tokens_per_s'] / peer['tokens_per_s']:.2f}x"
+                 if "error" not in z and "error" not in peer else "n/a")
+        print(f"{row:24s} zoo {fmt_tps(z):>10s} tok/s  {peer_of[row]:40s} {fmt_tps(peer):>10s} tok/s  "
+              f"zoo/peer {ratio}", flush=True)
+    if "attention" not in zoo_cache and not args.no_write:
+        zoo_cache["attention"] = run_one("attention", "zoo", args)
+    load_after = common.load()
+    print(f"load average after: {load_after}")
+    text = report(results, zoo_cache, args, load_before, load_after)
+    print(text)
+    if not args.no_write:
+        out = args.out or common.RESULTS / f"peers-train-{common.machine_slug()}.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
+
+
+def report(results, zoo_cache, args, load_before, load_after) -> str:
+    import models
+    m = common.machine()
+    attn = zoo_cache.get("attention")
+    peer_of = {row: peer for row, _, peer, _ in models.ROWS}
+    mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
+    lines = [
+        f"# Training step: zoo against the peers ({common.machine_slug()})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}); {m['os']}; Python {m['python']}, "
+        f"torch {m['torch']}; zoo at git {common.git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}.",
+        f"Threads pinned: torch.set_num_threads({args.threads}), OMP/MKL_NUM_THREADS={args.threads}. "
+        f"Load average (1/5/15 min) before: {load_before}; after: {load_after}.",
+        "",
+        f"Command: `python benchmarks/peers/train_step.py{' --compile' if args.compile else ''}`. "
+        f"Batch {args.batch} x seq {args.seq}, hidden 256, 4 layers, vocab 256, fp32, AdamW, random tokens; "
+        f"forward + backward + optimizer step; {args.warmup} warm-up steps (the first one's time is listed), "
+        f"then the median of up to {args.repeats} timed steps (fewer when they pass {args.budget:.0f} s; "
+        "`n` says how many). One fresh subprocess per model; peak memory is the growth of its resident "
+        "high-water mark (ru_maxrss) from just before the model is built.",
+        "",
+        "| model | zoo tok/s | zoo peak MB | peer | peer tok/s | peer peak MB | zoo/peer | zoo / zoo attention "
+        "| zoo n, spread | peer n, spread | zoo first step s | params zoo / peer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, (z, p) in results.items():
+        ok = "error" not in z and "error" not in p
+        ratio = f"**{z['tokens_per_s'] / p['tokens_per_s']:.2f}x**" if ok else "n/a"
+        vs_attn = (f"{z['tokens_per_s'] / attn['tokens_per_s']:.2f}"
+                   if attn and "error" not in attn and "error" not in z and mixer_of[row] != "attention" else "")
+        lines.append(
+            f"| {row} | {fmt_tps(z)} | {fmt_mb(z)} | {peer_of[row]} | {fmt_tps(p)} | {fmt_mb(p)} | {ratio} | "
+            f"{vs_attn} | {z.get('steps', '-')}, {z.get('spread', '-')} | {p.get('steps', '-')}, "
+            f"{p.get('spread', '-')} | {z.get('first_step_s', float('nan')):.1f} | "
+            f"{z.get('params', 0):,} / {p.get('params', 0):,} |")
+    lines += ["", "## Shapes and choices", ""]
+    for key, note in models.SHAPE_NOTES.items():
+        lines.append(f"- **{key}**: {note}")
+    lines += [f"- {models.PEER_LM_NOTE}",
+              "- Optimizers: zoo models use zoo's own `build_optimizer` (AdamW, weight decay on matrices only, "
+              "foreach=False); peers use `torch.optim.AdamW` (defaults) with the same lr 3e-3, betas (0.9, 0.95), "
+              "eps 1e-8, weight decay 0.1. Peers' loss is F.cross_entropy on their logits.",
+              "", "## Builds", ""]
+    for row, (z, p) in results.items():
+        lines.append(f"- {row}: {z.get('note', z.get('error'))} | {p.get('note', p.get('error'))}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
