@@ -1,8 +1,13 @@
 """Shared setup for the zoo-kernels microbenchmarks.
 
 ZOO_BENCH_THREADS=N sets torch's intra-op threads (default: torch's own choice).
+ZOO_BENCH_MALLOC_REUSE=1 (glibc only) keeps freed memory for reuse: glibc hands
+allocations above 32 MiB (a (8, 4096, 256) fp32 tensor is 33.5 MB) straight
+back to the OS, so every new tensor that size is page-faulted in again, a cost
+that can dominate a CPU scan and is not the kernel's.
 """
 
+import ctypes
 import os
 
 import pytest
@@ -10,6 +15,12 @@ import torch
 
 if os.environ.get("ZOO_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["ZOO_BENCH_THREADS"]))
+
+if os.environ.get("ZOO_BENCH_MALLOC_REUSE") == "1":
+    _libc = ctypes.CDLL("libc.so.6")
+    _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+    assert _libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1  # serve big blocks from the heap
+    assert _libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1) == 1  # and keep them once freed
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ import math
 
 import torch
 
+from . import cpu_kernel
+
 
 def chunk_size(length: int) -> int:
     """About sqrt(T/2) minimises 2C + T/C Python steps; small T runs unchunked."""
@@ -49,8 +51,11 @@ def linear_scan_into(a, x, h0, out, reverse=False):
     """out_t = a_t * out_{t-1} + x_t (reverse: out_t = a_t * out_{t+1} + x_t).
 
     h0 is the state before the first processed step (None: zeros). Returns the
-    state after the last processed step as a new (B, D) tensor.
+    state after the last processed step as a new (B, D) tensor. On CPU the
+    compiled kernel (cpu_kernel.py) runs instead when it is built and usable.
     """
+    if cpu_kernel.usable(a, x, h0, out):
+        return cpu_kernel.linear_scan_into(a, x, h0, out, reverse)
     bsz, length, dim = x.shape
     if length == 0:
         return torch.zeros(bsz, dim, dtype=out.dtype, device=out.device) if h0 is None else h0.clone()
@@ -105,6 +110,8 @@ def log_linear_scan_into(log_a, log_x, log_h0, out, reverse=False):
     Only sums and logaddexp are used, so no cumulative log-decay ever grows
     large enough to cancel catastrophically (Heinsen's cumsum form does).
     """
+    if cpu_kernel.usable(log_a, log_x, log_h0, out):
+        return cpu_kernel.log_linear_scan_into(log_a, log_x, log_h0, out, reverse)
     bsz, length, dim = log_x.shape
     if length == 0:
         if log_h0 is None:
@@ -118,8 +125,8 @@ def log_linear_scan_into(log_a, log_x, log_h0, out, reverse=False):
     order = list(_steps(c, reverse))
     first, rest = order[0], order[1:]
 
-    def step(la, lx, prev, dst):
-        torch.logaddexp(la + prev, lx, out=dst)
+    def step(la, lx, prev, dst):  # dst may be prev; no temporaries
+        torch.logaddexp(torch.add(la, prev, out=dst), lx, out=dst)
 
     if n > 1:
         s = xm[:, :, first].clone()

@@ -1,0 +1,143 @@
+"""The compiled CPU scan (cpu_kernel.py) and its fallback, against the float64 naive loops.
+
+The `torch` backend tests elsewhere run whichever CPU path is active; here each
+path is forced: the compiled kernel (skipped, with the build error, when it
+cannot be built) and the chunked PyTorch loops (ZOO_KERNELS_CPP=0).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from scan_checks import FP32_TOL, compare
+from zoo_kernels import cpu_kernel, naive, ops
+
+needs_kernel = pytest.mark.skipif(
+    not cpu_kernel.available(),
+    reason=f"compiled CPU scan not built here: {cpu_kernel.why_unavailable()}",
+)
+PATHS = [pytest.param("compiled", marks=needs_kernel), "chunked"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    monkeypatch.setenv("ZOO_KERNELS_CPP", "1" if request.param == "compiled" else "0")
+    return request.param
+
+
+# (batch, time, channels): one thread's share, channel blocks split across threads
+# (batch 1, channels not a multiple of 16), and a long scan.
+SHAPES = [(3, 1, 24), (3, 33, 24), (1, 700, 100), (2, 2048, 40)]
+
+
+def _linear(shape, with_h0, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    b, t, d = shape
+    a = torch.rand(b, t, d, generator=gen) * 0.999  # decays in (0, 1), some near 0 and near 1
+    return {"a": a.to(dtype), "x": torch.randn(b, t, d, generator=gen).to(dtype),
+            "h0": torch.randn(b, d, generator=gen).to(dtype) if with_h0 else None}
+
+
+def _log(shape, with_h0, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    b, t, d = shape
+    return {"log_a": torch.log(torch.rand(b, t, d, generator=gen).clamp_min(1e-6)).to(dtype),
+            "log_x": torch.randn(b, t, d, generator=gen).to(dtype),
+            "log_h0": torch.randn(b, d, generator=gen).to(dtype) if with_h0 else None}
+
+
+def _spy(monkeypatch):
+    """Count calls into the compiled kernel."""
+    calls = []
+    real = cpu_kernel._run
+    monkeypatch.setattr(cpu_kernel, "_run", lambda *args: calls.append(args[0]) or real(*args))
+    return calls
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_linear_scan_matches_naive(path, monkeypatch, shape, with_h0):
+    calls = _spy(monkeypatch)
+    compare(lambda a, x, h0: ops.linear_scan(a, x, h0, backend="torch"), naive.linear_scan,
+            _linear(shape, with_h0), FP32_TOL)
+    assert bool(calls) == (path == "compiled")  # forward and the backward's reverse scan
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_log_linear_scan_matches_naive(path, monkeypatch, shape, with_h0):
+    calls = _spy(monkeypatch)
+    compare(lambda log_a, log_x, log_h0: ops.log_linear_scan(log_a, log_x, log_h0, backend="torch"),
+            naive.log_linear_scan, _log(shape, with_h0), FP32_TOL)
+    assert bool(calls) == (path == "compiled")
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_rg_lru_matches_naive(path, with_h0):
+    gen = torch.Generator().manual_seed(3)
+    b, t, d = 2, 300, 40
+    inputs = {"x": torch.randn(b, t, d, generator=gen), "r_pre": torch.randn(b, t, d, generator=gen),
+              "i_pre": torch.randn(b, t, d, generator=gen), "a_param": torch.randn(d, generator=gen),
+              "c": 8.0, "h0": torch.randn(b, d, generator=gen) if with_h0 else None}
+    compare(lambda **kw: ops.rg_lru(**kw, backend="torch"), naive.rg_lru, inputs, FP32_TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_other_dtypes(path, dtype):
+    tol = FP32_TOL if dtype == torch.float64 else 1e-2
+    compare(lambda a, x, h0: ops.linear_scan(a, x, h0, backend="torch"), naive.linear_scan,
+            _linear((2, 100, 24), True, dtype), tol)
+
+
+def test_strided_views_with_contiguous_channels(path):
+    """Slices of a wider projection (the mixers' layout): row strides differ from channels."""
+    gen = torch.Generator().manual_seed(5)
+    wide = torch.randn(2, 400, 3 * 24, generator=gen)
+    a, x = torch.sigmoid(wide)[..., :24], wide[..., 24:48]
+    h0 = torch.randn(2, 2 * 24, generator=gen)[:, :24]
+    assert not a.is_contiguous() and a.stride(-1) == 1
+    compare(lambda a, x, h0: ops.linear_scan(a, x, h0, backend="torch"), naive.linear_scan,
+            {"a": a, "x": x, "h0": h0}, FP32_TOL)
+    compare(lambda a, x, h0: ops.linear_scan(a, x, h0, backend="torch"), naive.linear_scan,
+            {"a": a, "x": x, "h0": h0}, FP32_TOL, noncontiguous=True)
+
+
+@needs_kernel
+def test_thread_counts_agree(monkeypatch):
+    inputs = _linear((1, 3000, 100), True)
+    outs = []
+    for n in (1, 2, 3):
+        old = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            outs.append(ops.linear_scan(**inputs, backend="torch")[0])
+        finally:
+            torch.set_num_threads(old)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_falls_back_when_no_compiler(tmp_path):
+    """No compiler: a one-line warning, then the chunked path gives the same numbers."""
+    code = (
+        "import warnings, torch\n"
+        "from zoo_kernels import cpu_kernel, naive, ops\n"
+        "a, x = torch.rand(2, 50, 8), torch.randn(2, 50, 8)\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    h, _ = ops.linear_scan(a, x, None, backend='torch')\n"
+        "    ops.linear_scan(a, x, None, backend='torch')\n"
+        "msgs = [str(m.message) for m in w if 'compiled CPU scan' in str(m.message)]\n"
+        "assert len(msgs) == 1 and '\\n' not in msgs[0], msgs\n"
+        "assert not cpu_kernel.available() and 'failed' in cpu_kernel.why_unavailable()\n"
+        "ref, _ = naive.linear_scan(a.double(), x.double())\n"
+        "assert (h.double() - ref).abs().max() < 1e-5\n"
+        "print(msgs[0])\n"
+    )
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), ZOO_KERNELS_CACHE=str(tmp_path / "cache"))
+    env.pop("ZOO_KERNELS_CPP", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "using the chunked PyTorch path" in out.stdout

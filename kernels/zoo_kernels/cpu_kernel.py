@@ -1,0 +1,258 @@
+"""A compiled CPU scan: one pass over time, channels vectorised, batch rows and
+channel blocks split over threads.
+
+Built from the C source below with the machine's C compiler at first use and
+cached (``$ZOO_KERNELS_CACHE``, else ``~/.cache/zoo_kernels``), keyed by the
+source, the flags, the compiler and the CPU. Loaded with ctypes (no torch
+headers, so the build takes about a second), which releases the GIL while it runs.
+
+The chunked PyTorch cores in `chunked.py` call `linear_scan_into` /
+`log_linear_scan_into` here when `usable(...)`; otherwise (no compiler, build
+failed, other dtypes or layouts, or ``ZOO_KERNELS_CPP=0``) they run their own
+chunked loops. A failed build is reported once, in one line, as a warning.
+
+The chunked path moves each element through memory several times (two passes
+plus strided per-step slices); this one reads a and x and writes h once,
+which is what the memory-copy floor allows.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+SOURCE = r"""
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A (B, L, D) scan over dim 1. Strides are in elements; channels are contiguous.
+   Work items are (batch row, channel block) pairs, split evenly over threads. */
+typedef struct {
+    const void *a, *x, *h0; void *out, *last;
+    int64_t B, L, D, block, sa_b, sa_t, sx_b, sx_t, so_b, so_t, sh_b;
+    int reverse, begin, end;
+} job_t;
+
+#define SCAN_BODY(T, STEP)                                                           \
+    const T *A = (const T *)j->a, *X = (const T *)j->x, *H0 = (const T *)j->h0;     \
+    T *O = (T *)j->out, *LAST = (T *)j->last;                                        \
+    int64_t nblk = (j->D + j->block - 1) / j->block;                                 \
+    for (int item = j->begin; item < j->end; item++) {                               \
+        int64_t b = item / nblk, d0 = (item % nblk) * j->block;                      \
+        int64_t n = j->D - d0 < j->block ? j->D - d0 : j->block;                     \
+        const T *prev = H0 ? H0 + b * j->sh_b + d0 : 0;                              \
+        for (int64_t s = 0; s < j->L; s++) {                                         \
+            int64_t t = j->reverse ? j->L - 1 - s : s;                               \
+            const T *restrict at = A + b * j->sa_b + t * j->sa_t + d0;               \
+            const T *restrict xt = X + b * j->sx_b + t * j->sx_t + d0;               \
+            T *restrict ot = O + b * j->so_b + t * j->so_t + d0;                     \
+            if (prev) {                                                              \
+                const T *restrict p = prev;                                          \
+                for (int64_t d = 0; d < n; d++) { STEP; }                            \
+            } else {                                                                 \
+                memcpy(ot, xt, n * sizeof(T));                                       \
+            }                                                                        \
+            prev = ot;                                                               \
+        }                                                                            \
+        T *restrict lt = LAST + b * j->D + d0;                                       \
+        if (prev) memcpy(lt, prev, n * sizeof(T));                                   \
+    }
+
+static inline float lae_f(float u, float v) {
+    float m = u > v ? u : v, k = u > v ? v : u;
+    return m == -INFINITY ? m : m + log1pf(expf(k - m));
+}
+static inline double lae_d(double u, double v) {
+    double m = u > v ? u : v, k = u > v ? v : u;
+    return m == -INFINITY ? m : m + log1p(exp(k - m));
+}
+
+static void *lin_f(void *p) { job_t *j = p; SCAN_BODY(float, ot[d] = at[d] * p[d] + xt[d]) return 0; }
+static void *lin_d(void *p) { job_t *j = p; SCAN_BODY(double, ot[d] = at[d] * p[d] + xt[d]) return 0; }
+static void *log_f(void *p) { job_t *j = p; SCAN_BODY(float, ot[d] = lae_f(at[d] + p[d], xt[d])) return 0; }
+static void *log_d(void *p) { job_t *j = p; SCAN_BODY(double, ot[d] = lae_d(at[d] + p[d], xt[d])) return 0; }
+
+/* kind: 0 linear f32, 1 linear f64, 2 log f32, 3 log f64. Returns 0 on success. */
+int zoo_scan(int kind, const void *a, const void *x, const void *h0, void *out, void *last,
+             int64_t B, int64_t L, int64_t D, int64_t block,
+             int64_t sa_b, int64_t sa_t, int64_t sx_b, int64_t sx_t,
+             int64_t so_b, int64_t so_t, int64_t sh_b, int reverse, int threads) {
+    void *(*fn)(void *) = kind == 0 ? lin_f : kind == 1 ? lin_d : kind == 2 ? log_f : log_d;
+    int64_t items = B * ((D + block - 1) / block);
+    if (threads > items) threads = (int)items;
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
+    job_t jobs[64];
+    pthread_t tid[64];
+    for (int k = 0; k < threads; k++) {
+        job_t j = {a, x, h0, out, last, B, L, D, block, sa_b, sa_t, sx_b, sx_t, so_b, so_t, sh_b, reverse,
+                   (int)(items * k / threads), (int)(items * (k + 1) / threads)};
+        jobs[k] = j;
+    }
+    int started = 0;
+    for (int k = 1; k < threads; k++) {
+        if (pthread_create(&tid[k], 0, fn, &jobs[k]) != 0) break;
+        started = k;
+    }
+    fn(&jobs[0]);
+    for (int k = 1; k <= started; k++) pthread_join(tid[k], 0);
+    for (int k = started + 1; k < threads; k++) fn(&jobs[k]);  /* threads that did not start */
+    return 0;
+}
+"""
+
+FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno"]
+FALLBACK_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno"]
+#: Below this many elements one thread does the whole scan (thread start-up costs ~20 us).
+PARALLEL_MIN = 1 << 15
+
+_lock = threading.Lock()
+_lib = None
+_error: Optional[str] = None
+_tried = False
+
+
+def enabled() -> bool:
+    """False when ZOO_KERNELS_CPP=0 (read at every call, like ZOO_KERNELS)."""
+    return os.environ.get("ZOO_KERNELS_CPP", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("ZOO_KERNELS_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "zoo_kernels"
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return "".join(line for line in fh if line.startswith(("model name", "flags")))[:4000]
+    except OSError:
+        return platform.processor()
+
+
+def _compile(cc: str, flags, src: Path, dst: Path) -> Optional[str]:
+    proc = subprocess.run([cc, *flags, "-o", str(dst), str(src), "-lm"], capture_output=True, text=True,
+                          timeout=300)
+    if proc.returncode != 0:
+        return (proc.stderr.strip().splitlines() or [f"{cc} exited with {proc.returncode}"])[-1]
+    return None
+
+
+def _build() -> ctypes.CDLL:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise RuntimeError("no C compiler (cc/gcc/clang) on PATH")
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except OSError as exc:
+        raise RuntimeError(f"{cc} failed: {exc.strerror or exc}") from None
+    key = hashlib.sha256("\0".join([SOURCE, " ".join(FLAGS), version, platform.machine(), _cpu_id()])
+                         .encode()).hexdigest()[:16]
+    cache = _cache_dir()
+    so = cache / f"zoo_scan_{key}.so"
+    if not so.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            src, out = Path(tmp) / "zoo_scan.c", Path(tmp) / "zoo_scan.so"
+            src.write_text(SOURCE)
+            err = _compile(cc, FLAGS, src, out)
+            if err is not None:  # e.g. a compiler without -march=native
+                err = _compile(cc, FALLBACK_FLAGS, src, out)
+            if err is not None:
+                raise RuntimeError(f"{Path(cc).name} failed: {err}")
+            os.replace(out, so)  # atomic: concurrent builders agree on the result
+    lib = ctypes.CDLL(str(so))
+    i64, vp = ctypes.c_int64, ctypes.c_void_p
+    lib.zoo_scan.argtypes = [ctypes.c_int, vp, vp, vp, vp, vp, i64, i64, i64, i64,
+                             i64, i64, i64, i64, i64, i64, i64, ctypes.c_int, ctypes.c_int]
+    lib.zoo_scan.restype = ctypes.c_int
+    return lib
+
+
+def load():
+    """The loaded library, building it on first use; None (with a one-line warning) if that fails."""
+    global _lib, _error, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            try:
+                _lib = _build()
+            except Exception as exc:  # any failure means: use the chunked torch path
+                _error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                warnings.warn(f"zoo-kernels: compiled CPU scan unavailable ({_error}); "
+                              "using the chunked PyTorch path", RuntimeWarning, stacklevel=3)
+            _tried = True
+    return _lib
+
+
+def available() -> bool:
+    return enabled() and load() is not None
+
+
+def why_unavailable() -> str:
+    if not enabled():
+        return "ZOO_KERNELS_CPP=0"
+    load()
+    return _error or ""
+
+
+def usable(*tensors) -> bool:
+    """CPU, one dtype (float32/float64), channels contiguous, time non-empty (h0 may be None)."""
+    ts = [t for t in tensors if t is not None]
+    first = ts[0]
+    if first.device.type != "cpu" or first.dtype not in (torch.float32, torch.float64):
+        return False
+    for t in ts:
+        if t.device.type != "cpu" or t.dtype != first.dtype or (t.shape[-1] > 1 and t.stride(-1) != 1):
+            return False
+    return first.dim() == 3 and first.shape[1] > 0 and enabled() and load() is not None
+
+
+def _block(bsz: int, dim: int, threads: int) -> int:
+    """Channel block: whole rows when the batch alone feeds every thread, else split (16-aligned)."""
+    if threads <= 1 or bsz >= 2 * threads:
+        return dim
+    pieces = -(-2 * threads // bsz)  # ceil(2 threads / batch) blocks per row
+    per_piece = -(-dim // pieces)
+    return max(16, -(-per_piece // 16) * 16)
+
+
+def _run(kind: int, a, x, h0, out, reverse: bool) -> torch.Tensor:
+    bsz, length, dim = x.shape
+    last = torch.empty(bsz, dim, dtype=out.dtype)
+    n = bsz * length * dim
+    threads = torch.get_num_threads() if n >= PARALLEL_MIN else 1
+    block = _block(bsz, dim, threads)
+    kind += 1 if out.dtype == torch.float64 else 0
+    _lib.zoo_scan(kind, a.data_ptr(), x.data_ptr(), None if h0 is None else h0.data_ptr(), out.data_ptr(),
+                  last.data_ptr(), bsz, length, dim, block, a.stride(0), a.stride(1), x.stride(0), x.stride(1),
+                  out.stride(0), out.stride(1), 0 if h0 is None else h0.stride(0), int(reverse), threads)
+    if h0 is None and length == 0:
+        last.zero_()
+    return last
+
+
+def linear_scan_into(a, x, h0, out, reverse=False) -> torch.Tensor:
+    """out_t = a_t out_{t-1} + x_t (reverse: from the end); returns the final state."""
+    return _run(0, a, x, h0, out, reverse)
+
+
+def log_linear_scan_into(log_a, log_x, log_h0, out, reverse=False) -> torch.Tensor:
+    """out_t = logaddexp(log_a_t + out_{t-1}, log_x_t); returns the final state."""
+    return _run(2, log_a, log_x, log_h0, out, reverse)
