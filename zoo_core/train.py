@@ -259,7 +259,8 @@ class Trainer:
 
     def sample(self) -> str:
         t = self.cfg.train
-        prompt = self.tokenizer.encode(t.sample_prompt) or [self.tokenizer.bos_id]
+        # Documents are separated by EOS in the prepared data, so an empty prompt starts after one.
+        prompt = self.tokenizer.encode(t.sample_prompt) or [self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.bos_id]
         ids = generate(self.model, [prompt], t.sample_tokens, temperature=0.8, top_k=50, seed=t.seed)[0]
         self.model.train()
         text = t.sample_prompt + self.tokenizer.decode(ids)
