@@ -131,17 +131,20 @@ def _log_backward(ctx, g, g_last):
         y = _log_linear_scan_op(log_a.to(acc), log_x.to(acc), h0, ctx.backend)[0]
     # subtracting -inf (h_t == 0) must give a 0 ratio, not NaN
     y_sub = y.clamp_min(torch.finfo(acc).min)
-    y_init = torch.full_like(y[:, :1], -float("inf")) if log_h0 is None else log_h0.to(acc)[:, None]
-    y_prev = torch.cat([y_init, y[:, :-1]], 1)
-    r = torch.exp(log_a.to(acc) + y_prev - y_sub)
+    # r = exp(log_a_t + y_{t-1} - y_t), built in place: each (B, T, D) temporary costs
+    # a page-faulted allocation on CPU once T * D * B * 4 bytes passes 32 MiB
+    r = torch.empty_like(y_sub)
+    r[:, 1:] = y[:, :-1]
+    r[:, 0] = -float("inf") if log_h0 is None else log_h0
+    r.add_(log_a).sub_(y_sub).exp_()
     if g is None:
         g = torch.zeros_like(y)
     if g_last is None:
         g_last = torch.zeros_like(y[:, 0])
     w = _reverse_scan_op(r, g, g_last, ctx.backend)
-    d_log_a = (w * r).to(log_a.dtype)
-    d_log_x = (w * torch.exp(log_x.to(acc) - y_sub)).to(log_x.dtype)
     d_log_h0 = None if log_h0 is None else (w[:, 0] * r[:, 0]).to(log_h0.dtype)
+    d_log_a = r.mul_(w).to(log_a.dtype)
+    d_log_x = torch.sub(log_x, y_sub, out=y_sub).exp_().mul_(w).to(log_x.dtype)
     return d_log_a, d_log_x, d_log_h0, None
 
 
