@@ -16,12 +16,13 @@ def main(path):
         info = bench["extra_info"]
         key = (info["op"], info["direction"], info["dtype"], tuple(info["shape"]))
         rows[key][info["impl"]] = info
-    impls = [i for i in ("naive", "torch", "triton") if any(i in r for r in rows.values())]
+    order = ("naive", "torch", "torch-chunked", "triton")
+    impls = [i for i in order if any(i in r for r in rows.values())]
+    fast = [i for i in impls if i.startswith("torch")] if "naive" in impls else []
     head = ["op", "direction", "dtype", "shape (B,T,D)"]
     for impl in impls:
         head += [f"{impl} ms", f"{impl} GB/s"]
-    if "naive" in impls and "torch" in impls:
-        head.append("torch speedup vs naive")
+    head += [f"{impl} vs naive" for impl in fast]
     if any("pct_of_device_bw" in i for r in rows.values() for i in r.values()):
         head.append("triton % of device BW")
     print("| " + " | ".join(head) + " |")
@@ -31,9 +32,9 @@ def main(path):
         cells = [key[0], key[1], key[2], "x".join(map(str, key[3]))]
         for impl in impls:
             cells += [f"{r[impl]['ms']:.2f}", f"{r[impl]['gbs']:.2f}"] if impl in r else ["-", "-"]
-        if "naive" in impls and "torch" in impls:
-            ok = "naive" in r and "torch" in r
-            cells.append(f"{r['naive']['ms'] / r['torch']['ms']:.1f}x" if ok else "-")
+        for impl in fast:
+            ok = "naive" in r and impl in r
+            cells.append(f"{r['naive']['ms'] / r[impl]['ms']:.1f}x" if ok else "-")
         if "triton % of device BW" in head:
             cells.append(str(r.get("triton", {}).get("pct_of_device_bw", "-")))
         print("| " + " | ".join(cells) + " |")

@@ -21,7 +21,9 @@ DEVICE = "cuda" if CUDA else "cpu"
 LENGTHS = [256, 1024, 4096, 16384]
 NAIVE_MAX_T = 4096  # the naive Python loop takes seconds per call beyond this
 SHAPES = [(8, t, 256) for t in LENGTHS] + ([(8, 65536, 1536)] if CUDA else [])
-IMPLS = ["naive", "torch", "triton"]
+# torch-chunked: the torch backend with its compiled CPU kernel switched off
+# (ZOO_KERNELS_CPP=0), i.e. the pure-PyTorch chunked loops of chunked.py.
+IMPLS = ["naive", "torch", "torch-chunked", "triton"]
 TARGET_SECONDS = 1.5  # per case: rounds are sized from one warm-up call
 
 
@@ -58,7 +60,11 @@ def sync():
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("op", ["linear_scan", "log_linear_scan", "rg_lru"])
 @pytest.mark.parametrize("dtype", ["float32"] + (["bfloat16"] if CUDA else []))
-def test_scan(benchmark, device_bandwidth_gbs, op, impl, direction, shape, dtype):
+def test_scan(benchmark, device_bandwidth_gbs, monkeypatch, op, impl, direction, shape, dtype):
+    if impl == "torch-chunked":
+        if CUDA:
+            pytest.skip("the compiled-kernel switch only matters on CPU")
+        monkeypatch.setenv("ZOO_KERNELS_CPP", "0")
     if impl == "triton" and not CUDA:
         pytest.skip("Triton timings need a GPU (the CPU interpreter is for tests only)")
     if impl == "triton" and "triton" not in zoo_kernels.available_backends():
@@ -71,9 +77,10 @@ def test_scan(benchmark, device_bandwidth_gbs, op, impl, direction, shape, dtype
     inputs = make_inputs(op, shape, getattr(torch, dtype))
     tensors = [v.requires_grad_(backward) for v in inputs.values()]
     fn = getattr(ops, op)
+    backend = "torch" if impl == "torch-chunked" else impl
 
     def run():
-        out = fn(**inputs, backend=impl)
+        out = fn(**inputs, backend=backend)
         if backward:
             torch.autograd.grad(out, tensors, [torch.ones_like(o) for o in out])
         sync()
