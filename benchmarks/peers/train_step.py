@@ -101,11 +101,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--budget", type=float, default=60.0, help="stop timing a model after this many seconds "
-                   "(at least 3 timed steps): HF's Mamba reference path takes tens of seconds per step")
+                   "(at least 3 timed steps): HF's Mamba reference path takes seconds per step")
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--compile", action="store_true", help="zoo models with parallel.compile=true "
-                   "(torch.compile per block, as `zoo train` does); peers stay eager")
+    p.add_argument("--zoo-modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"],
+                   help="zoo eager, and zoo with parallel.compile=true (torch.compile per block, as `zoo train` "
+                   "does); peers run as their users run them (eager)")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--out", type=Path, default=None, help="results file (default: "
                    "benchmarks/results/peers-train-<machine>.md)")
@@ -113,6 +114,7 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--row", help=argparse.SUPPRESS)
     p.add_argument("--side", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
@@ -121,25 +123,27 @@ def main() -> None:
     print(f"load average before: {load_before}; threads {args.threads}; batch {args.batch} x seq {args.seq}",
           flush=True)
     results = {}
-    zoo_cache = {}
+    zoo_runs = {}  # (mixer, mode) -> result; a zoo model shared by two rows runs once
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
     peer_of = {row: peer for row, _, peer, _ in models.ROWS}
+
+    def zoo(mixer, mode):
+        if (mixer, mode) not in zoo_runs:
+            args.compile = mode == "compiled"
+            zoo_runs[mixer, mode] = run_one(mixer, "zoo", args)
+        return zoo_runs[mixer, mode]
+
     for row in args.rows:
-        mixer = mixer_of[row]
-        if mixer not in zoo_cache:  # a zoo model shared by two rows runs once
-            zoo_cache[mixer] = run_one(row if row == mixer else mixer, "zoo", args)
-        z = zoo_cache[mixer]
+        zs = {mode: zoo(mixer_of[row], mode) for mode in args.zoo_modes}
         peer = run_one(row, "peer", args)
-        results[row] = (z, peer)
-        ratio = (f"{z['tokens_per_s'] / peer['tokens_per_s']:.2f}x"
-                 if "error" not in z and "error" not in peer else "n/a")
-        print(f"{row:24s} zoo {fmt_tps(z):>10s} tok/s  {peer_of[row]:40s} {fmt_tps(peer):>10s} tok/s  "
-              f"zoo/peer {ratio}", flush=True)
-    if "attention" not in zoo_cache and not args.no_write:
-        zoo_cache["attention"] = run_one("attention", "zoo", args)
+        results[row] = (zs, peer)
+        msg = "  ".join(f"zoo {mode} {fmt_tps(z)} ({_ratio(z, peer)})" for mode, z in zs.items())
+        print(f"{row:24s} {peer_of[row]:34s} {fmt_tps(peer):>8s} tok/s | {msg}", flush=True)
+    for mode in args.zoo_modes:  # the recurrent-vs-attention ratio needs zoo attention
+        zoo("attention", mode)
     load_after = common.load()
     print(f"load average after: {load_after}")
-    text = report(results, zoo_cache, args, load_before, load_after)
+    text = report(results, zoo_runs, args, load_before, load_after)
     print(text)
     if not args.no_write:
         out = args.out or common.RESULTS / f"peers-train-{common.machine_slug()}.md"
@@ -148,12 +152,18 @@ def main() -> None:
         print(f"wrote {out}")
 
 
-def report(results, zoo_cache, args, load_before, load_after) -> str:
+def _ratio(a: dict, b: dict) -> str:
+    if "error" in a or "error" in b:
+        return "n/a"
+    return f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x"
+
+
+def report(results, zoo_runs, args, load_before, load_after) -> str:
     import models
     m = common.machine()
-    attn = zoo_cache.get("attention")
     peer_of = {row: peer for row, _, peer, _ in models.ROWS}
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
+    modes = args.zoo_modes
     lines = [
         f"# Training step: zoo against the peers ({common.machine_slug()})",
         "",
@@ -162,27 +172,42 @@ def report(results, zoo_cache, args, load_before, load_after) -> str:
         f"Threads pinned: torch.set_num_threads({args.threads}), OMP/MKL_NUM_THREADS={args.threads}. "
         f"Load average (1/5/15 min) before: {load_before}; after: {load_after}.",
         "",
-        f"Command: `python benchmarks/peers/train_step.py{' --compile' if args.compile else ''}`. "
+        "Command: `python benchmarks/peers/train_step.py`. "
         f"Batch {args.batch} x seq {args.seq}, hidden 256, 4 layers, vocab 256, fp32, AdamW, random tokens; "
-        f"forward + backward + optimizer step; {args.warmup} warm-up steps (the first one's time is listed), "
-        f"then the median of up to {args.repeats} timed steps (fewer when they pass {args.budget:.0f} s; "
-        "`n` says how many). One fresh subprocess per model; peak memory is the growth of its resident "
-        "high-water mark (ru_maxrss) from just before the model is built.",
+        f"forward + backward + optimizer step; {args.warmup} warm-up steps, then the median of up to "
+        f"{args.repeats} timed steps (fewer once they pass {args.budget:.0f} s; `n` says how many, with the "
+        "min/max spread around the median). One fresh subprocess per model; peak memory is the growth of its "
+        "resident high-water mark (ru_maxrss) from just before the model is built. zoo runs eager and with "
+        "`parallel.compile=true` (torch.compile per block, what `zoo train` does with that switch); the peers "
+        "run eager, as their users run them on CPU.",
         "",
-        "| model | zoo tok/s | zoo peak MB | peer | peer tok/s | peer peak MB | zoo/peer | zoo / zoo attention "
-        "| zoo n, spread | peer n, spread | zoo first step s | params zoo / peer |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "## Tokens/s",
+        "",
+        "| model | peer | peer tok/s | " + " | ".join(f"zoo {md} tok/s" for md in modes) + " | "
+        + " | ".join(f"zoo {md} / peer" for md in modes) + " | "
+        + " | ".join(f"zoo {md} / zoo attention {md}" for md in modes) + " |",
+        "|---|---|---|" + "---|" * (3 * len(modes)),
     ]
-    for row, (z, p) in results.items():
-        ok = "error" not in z and "error" not in p
-        ratio = f"**{z['tokens_per_s'] / p['tokens_per_s']:.2f}x**" if ok else "n/a"
-        vs_attn = (f"{z['tokens_per_s'] / attn['tokens_per_s']:.2f}"
-                   if attn and "error" not in attn and "error" not in z and mixer_of[row] != "attention" else "")
-        lines.append(
-            f"| {row} | {fmt_tps(z)} | {fmt_mb(z)} | {peer_of[row]} | {fmt_tps(p)} | {fmt_mb(p)} | {ratio} | "
-            f"{vs_attn} | {z.get('steps', '-')}, {z.get('spread', '-')} | {p.get('steps', '-')}, "
-            f"{p.get('spread', '-')} | {z.get('first_step_s', float('nan')):.1f} | "
-            f"{z.get('params', 0):,} / {p.get('params', 0):,} |")
+    for row, (zs, p) in results.items():
+        attn = {md: zoo_runs.get(("attention", md)) for md in modes}
+        cells = [row, peer_of[row], fmt_tps(p)]
+        cells += [fmt_tps(zs[md]) for md in modes]
+        cells += [f"**{_ratio(zs[md], p)}**" for md in modes]
+        cells += ["" if mixer_of[row] == "attention" or not attn[md] else _ratio(zs[md], attn[md]) for md in modes]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Memory, spread, parameters", "",
+              "| model | peer peak MB | " + " | ".join(f"zoo {md} peak MB" for md in modes)
+              + " | peer n, spread | " + " | ".join(f"zoo {md} n, spread" for md in modes)
+              + " | zoo first step s (" + ", ".join(modes) + ") | params zoo / peer |",
+              "|---|---|" + "---|" * (2 * len(modes)) + "---|---|---|"]
+    for row, (zs, p) in results.items():
+        z0 = next(iter(zs.values()))
+        cells = [row, fmt_mb(p)] + [fmt_mb(zs[md]) for md in modes]
+        cells += [f"{p.get('steps', '-')}, {p.get('spread', '-')}"]
+        cells += [f"{zs[md].get('steps', '-')}, {zs[md].get('spread', '-')}" for md in modes]
+        cells += [", ".join(f"{zs[md].get('first_step_s', float('nan')):.1f}" for md in modes)]
+        cells += [f"{z0.get('params', 0):,} / {p.get('params', 0):,}"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Shapes and choices", ""]
     for key, note in models.SHAPE_NOTES.items():
         lines.append(f"- **{key}**: {note}")
@@ -191,8 +216,9 @@ def report(results, zoo_cache, args, load_before, load_after) -> str:
               "foreach=False); peers use `torch.optim.AdamW` (defaults) with the same lr 3e-3, betas (0.9, 0.95), "
               "eps 1e-8, weight decay 0.1. Peers' loss is F.cross_entropy on their logits.",
               "", "## Builds", ""]
-    for row, (z, p) in results.items():
-        lines.append(f"- {row}: {z.get('note', z.get('error'))} | {p.get('note', p.get('error'))}")
+    for row, (zs, p) in results.items():
+        lines.append(f"- {row}: " + " | ".join(z.get("note", z.get("error", "")) for z in zs.values())
+                     + f" | {p.get('note', p.get('error'))}")
     return "\n".join(lines) + "\n"
 
 
