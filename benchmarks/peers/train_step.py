@@ -80,8 +80,10 @@ def run_one(row: str, side: str, args) -> dict:
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"row": row, "side": side, "error": err[:200]}
+    # the last line that looks like an error, not a warning the library printed on the way
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    errs = [ln for ln in lines if "Error" in ln or "error" in ln] or lines or ["no output"]
+    return {"row": row, "side": side, "error": f"exit {proc.returncode}: {errs[-1].strip()[:200]}"}
 
 
 def fmt_tps(r: dict) -> str:
