@@ -35,7 +35,7 @@ def launch(tmp_path, *args):
     return r.stdout.split()[-1]
 
 
-def wait_gone(job: str, timeout: float = 300) -> None:
+def wait_gone(job: str, timeout: float = 600) -> None:
     end = time.time() + timeout
     while time.time() < end:
         out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
@@ -46,7 +46,7 @@ def wait_gone(job: str, timeout: float = 300) -> None:
     pytest.fail(f"job {job} did not finish in {timeout}s")
 
 
-def wait_for(predicate, timeout: float = 300) -> None:
+def wait_for(predicate, timeout: float = 600) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
