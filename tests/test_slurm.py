@@ -77,26 +77,26 @@ def test_two_task_job_trains_with_per_rank_logs_and_checkpoint(tmp_path):
 
 def test_preempted_job_checkpoints_and_resubmission_resumes(tmp_path):
     run = tmp_path / "pre"
-    args = ["name=pre", "train.steps=300", "train.ckpt_every=10"]
+    args = ["name=pre", "train.steps=200", "train.ckpt_every=10"]
     job = launch(tmp_path, *args, "--no-requeue")
     wait_for(lambda: (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step-*")))
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
     wait_gone(job)
     assert "stopped by signal at step" in logs(run)
     stopped = max(steps(run))
-    assert 0 < stopped < 300
+    assert 0 < stopped < 200
     job2 = launch(tmp_path, *args)
     wait_gone(job2)
     assert f"from step {stopped}" in logs(run)
-    assert steps(run) == list(range(1, 301))  # one run, no step lost or repeated
+    assert steps(run) == list(range(1, 201))  # one run, no step lost or repeated
 
 
 def test_preemption_requeues_the_job_itself(tmp_path):
     run = tmp_path / "rq"
-    job = launch(tmp_path, "name=rq", "train.steps=300", "train.ckpt_every=10")
+    job = launch(tmp_path, "name=rq", "train.steps=200", "train.ckpt_every=10")
     wait_for(lambda: (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step-*")))
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
     wait_gone(job)
     text = logs(run)
     assert "stopped by signal at step" in text and "resumed" in text
-    assert steps(run) == list(range(1, 301))
+    assert steps(run) == list(range(1, 201))
