@@ -179,8 +179,9 @@ class PreNormLM(nn.Module):
 def build_mingru_pytorch(name: str, seq_len: int):
     from importlib.metadata import version
 
-    import minGRU_pytorch
-    cls = {"mingru": minGRU_pytorch.minGRU, "minlstm": minGRU_pytorch.minLSTM}[name]
+    from minGRU_pytorch.minGRU import minGRU
+    from minGRU_pytorch.minLSTM import minLSTM  # not re-exported by the package
+    cls = {"mingru": minGRU, "minlstm": minLSTM}[name]
     model = PreNormLM(lambda: cls(DIM, expansion_factor=1.0, proj_out=True))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
