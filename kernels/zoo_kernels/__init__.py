@@ -13,8 +13,9 @@ from torch import Tensor
 
 from . import ops
 from .backends import available_backends, select as _select
+from .conv import CausalConv
 
-__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "available_backends"]
+__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "available_backends", "CausalConv"]
 __version__ = "0.1.0"
 
 

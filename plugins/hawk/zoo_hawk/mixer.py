@@ -30,7 +30,7 @@ from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
 from zoo_kernels import rg_lru
 
-from zoo_hawk.conv import CausalConv
+from zoo_kernels.conv import CausalConv
 
 
 @dataclass

@@ -23,7 +23,7 @@ from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
 from zoo_kernels import linear_scan, log_linear_scan
 
-from zoo_mingru.conv import CausalConv
+from zoo_kernels.conv import CausalConv
 
 
 @dataclass

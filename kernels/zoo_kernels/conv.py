@@ -1,5 +1,7 @@
 """A short depthwise causal convolution over time, with the state `step` needs.
 
+Shared by the recurrent plugins (Hawk's width-4 conv, the minGRU/minLSTM option).
+
 y_t = b + sum_j w_j * x_{t-k+1+j} per channel; the state is the last k-1
 inputs (B, k-1, C), zeros before the first token.
 """
