@@ -14,8 +14,9 @@ from torch import Tensor
 from . import ops
 from .backends import available_backends, select as _select
 from .conv import CausalConv
+from .selective import selective_scan
 
-__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "available_backends", "CausalConv"]
+__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "selective_scan", "available_backends", "CausalConv"]
 __version__ = "0.1.0"
 
 

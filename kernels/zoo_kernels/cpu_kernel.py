@@ -31,7 +31,9 @@ from typing import Optional
 
 import torch
 
-SOURCE = r"""
+from .cpu_selective_scan_src import SOURCE as SELECTIVE_SCAN_SOURCE
+
+SCAN_SOURCE = r"""
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -112,9 +114,11 @@ int zoo_scan(int kind, const void *a, const void *x, const void *h0, void *out, 
     return 0;
 }
 """
+SOURCE = SCAN_SOURCE + SELECTIVE_SCAN_SOURCE
 
-FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno"]
-FALLBACK_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno"]
+# -fopenmp-simd honours `omp simd` (vectorised reductions) without linking OpenMP.
+FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fopenmp-simd"]
+FALLBACK_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fopenmp-simd"]
 #: Below this many elements one thread does the whole scan (thread start-up costs ~20 us).
 PARALLEL_MIN = 1 << 15
 
@@ -181,6 +185,8 @@ def _build() -> ctypes.CDLL:
     lib.zoo_scan.argtypes = [ctypes.c_int, vp, vp, vp, vp, vp, i64, i64, i64, i64,
                              i64, i64, i64, i64, i64, i64, i64, ctypes.c_int, ctypes.c_int]
     lib.zoo_scan.restype = ctypes.c_int
+    lib.zoo_selective_scan.argtypes = [ctypes.c_int, *[vp] * 18, *[i64] * 6, ctypes.c_int]
+    lib.zoo_selective_scan.restype = ctypes.c_int
     return lib
 
 

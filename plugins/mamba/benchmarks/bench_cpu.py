@@ -2,8 +2,9 @@
 
     python plugins/mamba/benchmarks/bench_cpu.py [--threads 1]
 
-1. Mamba-1 scan: zoo-kernels' linear_scan over the flattened (D*N) state, against
-   the naive loop and a quadratic per-chunk form (SSD-style, decay (L, L, D, N)).
+1. Mamba-1 scan: zoo-kernels' fused CPU selective scan and its linear_scan over the
+   flattened (D*N) state, against the naive loop and a quadratic per-chunk form
+   (SSD-style, decay (L, L, D, N)).
 2. Mamba-2: chunked SSD at several chunk sizes against the naive loop.
 3. The causal depthwise conv: F.conv1d against W shifted multiply-adds.
 """
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo_mamba.reference import selective_scan_ref, ssd_ref
-from zoo_mamba.selective_scan import selective_scan_chunked
+from zoo_kernels.selective import selective_scan_flat, selective_scan_fused
 from zoo_mamba.ssd import ssd_chunked
 
 
@@ -62,7 +63,8 @@ def main():
     u, B, C = torch.randn(b, T, D), torch.randn(b, T, N), torch.randn(b, T, N)
     dt, A = F.softplus(torch.randn(b, T, D)) * 0.1, -torch.arange(1., N + 1).repeat(D, 1)
     print(f"\nMamba-1 scan, (B, T, D, N) = {(b, T, D, N)}")
-    print(f"  zoo-kernels linear_scan   {bench(selective_scan_chunked, [u, dt, A, B, C]):8.1f}")
+    print(f"  zoo-kernels fused (C)     {bench(selective_scan_fused, [u, dt, A, B, C]):8.1f}")
+    print(f"  zoo-kernels linear_scan   {bench(selective_scan_flat, [u, dt, A, B, C]):8.1f}")
     print(f"  quadratic chunks (L=8)    {bench(quadratic_selective_scan, [u, dt, A, B, C]):8.1f}")
     print(f"  naive loop                {bench(selective_scan_ref, [u, dt, A, B, C], 3):8.1f}")
 

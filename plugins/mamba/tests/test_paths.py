@@ -8,7 +8,7 @@ from zoo_core.errors import UserError
 from zoo_mamba import Mamba, Mamba2, Mamba2Config, MambaConfig
 from zoo_mamba.common import causal_conv
 from zoo_mamba.reference import causal_conv_ref, selective_scan_ref, ssd_ref
-from zoo_mamba.selective_scan import selective_scan_chunked
+from zoo_kernels import cpu_kernel, selective_scan
 from zoo_mamba.ssd import ssd_chunked
 
 f64 = torch.float64
@@ -52,14 +52,17 @@ def test_ssd_without_initial_state_starts_from_zero():
     assert rel(y, y0) < 1e-14 and rel(h, h0_) < 1e-14
 
 
-@pytest.mark.parametrize("T", [1, 7, 70])  # zoo-kernels chunks from T >= 64
-def test_selective_scan_chunked_equals_recurrence_with_gradients(T):
+@pytest.mark.parametrize("cpp", [pytest.param("1", marks=pytest.mark.skipif(
+    not cpu_kernel.available(), reason="no compiled CPU kernel here")), "0"], ids=["fused", "flat"])
+@pytest.mark.parametrize("T", [1, 7, 70])  # zoo-kernels chunks from T >= 64; the fused kernel every 32
+def test_selective_scan_fast_path_equals_recurrence_with_gradients(T, cpp, monkeypatch):
+    monkeypatch.setenv("ZOO_KERNELS_CPP", cpp)
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=f64)  # noqa: E731
     b, D, N = 2, 6, 4
     inputs = [r(b, T, D), torch.nn.functional.softplus(r(b, T, D)), -torch.exp(r(D, N)), r(b, T, N),
               r(b, T, N), r(b, D, N)]
-    (y, h), gr = grads(selective_scan_chunked, inputs)
+    (y, h), gr = grads(selective_scan, inputs)
     (y_ref, h_ref), g_ref = grads(selective_scan_ref, inputs)
     assert rel(y, y_ref) < 1e-12 and rel(h, h_ref) < 1e-12
     for name, a, b_ in zip(["u", "dt", "A", "B", "C", "h0"], gr, g_ref):

@@ -24,8 +24,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from zoo_kernels import selective_scan as zoo_selective_scan
 from zoo_mamba.common import acc_dtype, causal_conv, causal_conv_step
-from zoo_mamba.selective_scan import selective_scan_chunked
 from zoo_mamba.ssd import ssd_chunked
 
 # -- lazy imports ------------------------------------------------------------------
@@ -159,7 +159,7 @@ def _sscan(impl: str, u, dt, A, B, C):
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
         t = lambda v: v.transpose(1, 2).contiguous()
         return selective_scan_fn(t(u), t(dt), A, t(B), t(C)).transpose(1, 2)
-    return selective_scan_chunked(u, dt, A, B, C)[0]
+    return zoo_selective_scan(u, dt, A, B, C)[0]
 
 
 @torch.library.custom_op("zoo_mamba::selective_scan", mutates_args=())

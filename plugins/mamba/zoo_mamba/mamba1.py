@@ -6,8 +6,9 @@
     h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t;   y_t = C_t h_t + D x_t     h: (d_inner, d_state)
     out_proj(y * SiLU(z))
 
-Three paths: naive (`reference.selective_scan_ref`), fast (zoo-kernels' linear
-scan over the flattened state: chunked PyTorch on CPU, Triton on CUDA; mamba-ssm's
+Three paths: naive (`reference.selective_scan_ref`), fast (`zoo_kernels.selective_scan`:
+a fused compiled kernel on CPU that never stores the (b, T, D, N) decays, else
+zoo-kernels' linear scan over the flattened state, Triton on CUDA; mamba-ssm's
 `selective_scan_fn` on CUDA when installed and no state is carried in or out),
 and the recurrent `step`.
 """
@@ -23,12 +24,12 @@ from torch import Tensor, nn
 
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
+from zoo_kernels import selective_scan
 from zoo_mamba import fastpath
 from zoo_mamba.common import (acc_dtype, causal_conv, causal_conv_step, check_backend, check_dt_range,
                               init_dt_bias)
 from zoo_mamba.mamba2 import _last_inputs
 from zoo_mamba.reference import causal_conv_ref, selective_scan_ref
-from zoo_mamba.selective_scan import selective_scan_chunked
 
 
 @dataclass
@@ -138,7 +139,7 @@ class Mamba(Mixer):
             # gradient, so it only serves plain training; zoo-kernels covers the rest.
             y = fastpath.selective_scan(u, dt.to(u.dtype), A, B, C, "cuda")
         else:
-            y, h = selective_scan_chunked(u, dt, A, B, C, h0)
+            y, h = selective_scan(u, dt, A, B, C, h0)
         y = (y + u * self.D.to(u.dtype)) * F.silu(z)
         return self.out_proj(y), ({"conv": new_conv, "ssm": h} if return_state else None)
 
