@@ -85,6 +85,8 @@ class TrainConfig:
     sample_prompt: str = "ROMEO:"
     #: torch threads on CPU; 0 keeps torch's default.
     threads: int = 0
+    #: CPU runs: glibc keeps freed memory for reuse instead of page-faulting big tensors in again.
+    keep_freed_memory: bool = True
     #: Bitwise-reproducible kernels (slower); exact resume is tested with it.
     deterministic: bool = False
     progress: bool = True

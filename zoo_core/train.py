@@ -28,6 +28,7 @@ from tqdm import tqdm
 from zoo_core import checkpoint
 from zoo_core.components import build_source, build_tokenizer
 from zoo_core.config import load_config, resolve, save_config
+from zoo_core.cpu_memory import keep_freed_memory
 from zoo_core.distributed import World, close_world, init_world
 from zoo_core.errors import UserError
 from zoo_core.evaluate import evaluate
@@ -70,6 +71,10 @@ class Trainer:
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
+        if t.keep_freed_memory and world.device.type == "cpu":
+            why_not = keep_freed_memory()
+            if why_not and world.is_main:
+                print(f"zoo: train.keep_freed_memory not applied ({why_not})", file=sys.stderr)
         if t.deterministic:
             # cuBLAS is deterministic only with a fixed workspace; must be set before its first use.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

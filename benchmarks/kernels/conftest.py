@@ -1,13 +1,14 @@
 """Shared setup for the zoo-kernels microbenchmarks.
 
 ZOO_BENCH_THREADS=N sets torch's intra-op threads (default: torch's own choice).
-ZOO_BENCH_MALLOC_REUSE=1 (glibc only) keeps freed memory for reuse: glibc hands
-allocations above 32 MiB (a (8, 4096, 256) fp32 tensor is 33.5 MB) straight
-back to the OS, so every new tensor that size is page-faulted in again, a cost
-that can dominate a CPU scan and is not the kernel's.
+ZOO_BENCH_MALLOC_REUSE=1 (the default) keeps freed memory for reuse, as `zoo
+train` does on CPU (zoo_core.cpu_memory): glibc hands allocations above 32 MiB
+(a (8, 4096, 256) fp32 tensor is 33.5 MB) straight back to the OS, so every new
+tensor that size is page-faulted in again, a cost that can dominate a CPU scan
+and is not the kernel's. ZOO_BENCH_MALLOC_REUSE=0 measures glibc's defaults.
+Either way the setting applies to every implementation alike.
 """
 
-import ctypes
 import os
 
 import pytest
@@ -16,11 +17,12 @@ import torch
 if os.environ.get("ZOO_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["ZOO_BENCH_THREADS"]))
 
-if os.environ.get("ZOO_BENCH_MALLOC_REUSE") == "1":
-    _libc = ctypes.CDLL("libc.so.6")
-    _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-    assert _libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1  # serve big blocks from the heap
-    assert _libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1) == 1  # and keep them once freed
+if os.environ.get("ZOO_BENCH_MALLOC_REUSE", "1") == "1":
+    from zoo_core.cpu_memory import keep_freed_memory
+
+    _why_not = keep_freed_memory()
+    if _why_not:
+        print(f"benchmarks: freed memory is not kept ({_why_not})")
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +42,11 @@ def device_bandwidth_gbs():
     torch.cuda.synchronize()
     seconds = start.elapsed_time(end) / 1e3 / 10
     return 2 * src.nbytes / seconds / 1e9
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record the conditions that move CPU timings most: allocator setting, threads, load."""
+    machine_info["zoo_freed_memory_kept"] = os.environ.get("ZOO_BENCH_MALLOC_REUSE", "1") == "1"
+    machine_info["torch_threads"] = torch.get_num_threads()
+    if hasattr(os, "getloadavg"):
+        machine_info["load_average"] = list(os.getloadavg())

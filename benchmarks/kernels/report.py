@@ -11,6 +11,10 @@ from collections import defaultdict
 def main(path):
     with open(path) as f:
         data = json.load(f)
+    m = data.get("machine_info", {})
+    print(f"machine: {m.get('cpu', {}).get('brand_raw', m.get('processor', '?'))}; "
+          f"torch threads {m.get('torch_threads', '?')}; freed memory kept: {m.get('zoo_freed_memory_kept', '?')}; "
+          f"load average at start {m.get('load_average', '?')}\n")
     rows = defaultdict(dict)
     for bench in data["benchmarks"]:
         info = bench["extra_info"]

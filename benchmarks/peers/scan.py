@@ -23,7 +23,10 @@ its own layout, made before the clock starts: zoo (B, T, D), accelerated-scan
   backward: read g, a, h, write dx and da: torch.mul(g, h) and torch.add(g, a),
   24 B/element).
 
-Warm-up first, then the median of repeated calls; threads pinned.
+Warm-up first, then the median of repeated calls; threads pinned. Freed memory
+is kept for reuse (zoo_core.cpu_memory, what `zoo train` does on CPU) for every
+row alike; --glibc-default measures with glibc's own allocator thresholds, under
+which each fresh tensor over 32 MiB (T >= 4K here) is page-faulted in again.
 """
 from __future__ import annotations
 
@@ -51,8 +54,15 @@ def main() -> None:
     p.add_argument("--loop-max", type=int, default=16384, help="longest T for the Python loop")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--glibc-default", action="store_true",
+                   help="leave glibc's allocator thresholds alone (fresh big tensors are page-faulted in)")
     args = p.parse_args()
     common.pin_threads(args.threads)
+    if not args.glibc_default:
+        from zoo_core.cpu_memory import keep_freed_memory
+        args.freed_memory = "kept for reuse (zoo_core.cpu_memory)" if not keep_freed_memory() else "glibc default"
+    else:
+        args.freed_memory = "glibc default (--glibc-default)"
     import torch
     import zoo_kernels
     from zoo_kernels import ops
@@ -189,7 +199,7 @@ def report(rows, args, load_before, load_after, cpp, B, D) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}); {m['os']}; Python {m['python']}, "
         f"torch {m['torch']}; zoo at git {common.git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}.",
         f"Threads pinned: torch.set_num_threads({args.threads}). Load average (1/5/15 min) before: "
-        f"{load_before}; after: {load_after}. zoo's compiled CPU kernel: {cpp}.",
+        f"{load_before}; after: {load_after}. zoo's compiled CPU kernel: {cpp}. Freed memory: {args.freed_memory}.",
         "",
         f"Command: `python benchmarks/peers/scan.py`. h_t = a_t h_(t-1) + x_t at (batch {B}, channels {D}, T), "
         f"fp32, h0 = 0; {args.warmup} warm-up calls, then the median of up to {args.repeats} calls (fewer past "
