@@ -5,6 +5,7 @@ path is forced: the compiled kernel (skipped, with the build error, when it
 cannot be built) and the chunked PyTorch loops (ZOO_KERNELS_CPP=0).
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -73,6 +74,27 @@ def test_log_linear_scan_matches_naive(path, monkeypatch, shape, with_h0):
     compare(lambda log_a, log_x, log_h0: ops.log_linear_scan(log_a, log_x, log_h0, backend="torch"),
             naive.log_linear_scan, _log(shape, with_h0), FP32_TOL)
     assert bool(calls) == (path == "compiled")
+
+
+@needs_kernel
+def test_log_step_is_accurate_elementwise(monkeypatch):
+    """The float32 log step (vexpf + vlog1pf) against float64 logaddexp, one step at a time,
+    over gaps from 0 to beyond float32's exp range, with exact -inf (zero states)."""
+    monkeypatch.setenv("ZOO_KERNELS_CPP", "1")
+    gen = torch.Generator().manual_seed(7)
+    n = 1 << 16
+    u = torch.randn(1, 1, n, generator=gen) * torch.logspace(-6, 3, n).index_select(0, torch.randperm(n, generator=gen))
+    v = u + torch.randn(1, 1, n, generator=gen) * torch.logspace(-7, 2.5, n)
+    v[..., :64] = -math.inf
+    u[..., 32:96] = -math.inf  # both -inf in [32, 64)
+    zeros = torch.zeros_like(u)
+    out, _ = ops.log_linear_scan(zeros, v, u[:, 0], backend="torch")  # logaddexp(0 + u, v)
+    want = torch.logaddexp(u.double(), v.double())
+    m = torch.maximum(u, v).double().abs()
+    finite = torch.isfinite(want)
+    assert torch.equal(out[~finite], want[~finite].float()) and (want[~finite] == -math.inf).all()
+    err = (out.double() - want)[finite].abs() / (m[finite] + 1)
+    assert err.max() < 3e-7, err.max()
 
 
 @pytest.mark.parametrize("with_h0", [False, True])

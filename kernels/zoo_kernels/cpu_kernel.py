@@ -32,6 +32,7 @@ from typing import Optional
 import torch
 
 from .cpu_selective_scan_src import SOURCE as SELECTIVE_SCAN_SOURCE
+from .cpu_vmath_src import SOURCE as VMATH_SOURCE
 
 SCAN_SOURCE = r"""
 #include <math.h>
@@ -62,6 +63,7 @@ typedef struct {
             T *restrict ot = O + b * j->so_b + t * j->so_t + d0;                     \
             if (prev) {                                                              \
                 const T *restrict p = prev;                                          \
+                _Pragma("omp simd") /* lets gcc if-convert the log step's selects */ \
                 for (int64_t d = 0; d < n; d++) { STEP; }                            \
             } else {                                                                 \
                 memcpy(ot, xt, n * sizeof(T));                                       \
@@ -72,9 +74,10 @@ typedef struct {
         if (prev) memcpy(lt, prev, n * sizeof(T));                                   \
     }
 
+/* float: vexpf/vlog1pf (cpu_vmath_src.py), so the channel loop vectorises; libm's calls do not. */
 static inline float lae_f(float u, float v) {
     float m = u > v ? u : v, k = u > v ? v : u;
-    return m == -INFINITY ? m : m + log1pf(expf(k - m));
+    return m == -INFINITY ? m : m + vlog1pf(vexpf(k - m));
 }
 static inline double lae_d(double u, double v) {
     double m = u > v ? u : v, k = u > v ? v : u;
@@ -114,7 +117,7 @@ int zoo_scan(int kind, const void *a, const void *x, const void *h0, void *out, 
     return 0;
 }
 """
-SOURCE = SCAN_SOURCE + SELECTIVE_SCAN_SOURCE
+SOURCE = VMATH_SOURCE + SCAN_SOURCE + SELECTIVE_SCAN_SOURCE  # vector math first: the others use it
 
 # -fopenmp-simd honours `omp simd` (vectorised reductions) without linking OpenMP.
 FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fopenmp-simd"]

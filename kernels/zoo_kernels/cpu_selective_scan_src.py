@@ -15,25 +15,7 @@ dA partial (B, D, N); dB, dC partial (channel blocks, B, L, N).
 SOURCE = r"""
 #include <stdlib.h>
 
-/* exp for float lanes: Cephes' expf (range reduction + degree-6 polynomial,
-   ~1 ulp), written so that the compiler vectorises it, which libm's expf is not
-   without -ffast-math: n rounds by adding and subtracting 1.5 * 2^23 (floorf
-   does not vectorise), and 2^n is built in the exponent bits. Below -87 it returns 0. */
-static inline float vexpf(float x) {
-    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    union { int32_t i; float f; } scale = {bits};
-    return x < -87.0f ? 0.0f : p * scale.f;
-}
+/* vexpf (float exp that vectorises) comes from cpu_vmath_src.py, placed first. */
 
 typedef struct {
     const void *u, *dt, *A, *Bm, *Cm, *h0, *gy, *ghl, *ck_in;
