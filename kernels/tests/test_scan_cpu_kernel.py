@@ -141,6 +141,27 @@ def test_thread_counts_agree(monkeypatch):
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
+@needs_kernel
+def test_nan_propagates(monkeypatch):
+    """The vector exp/log1p keep NaN as NaN (a clamp must not turn it into a number)."""
+    monkeypatch.setenv("ZOO_KERNELS_CPP", "1")
+    log_a, log_x = torch.full((1, 4, 16), -1.0), torch.zeros(1, 4, 16)
+    log_a[0, 1, 3], log_x[0, 2, 5] = math.nan, math.nan
+    out, _ = ops.log_linear_scan(log_a, log_x, torch.zeros(1, 16), backend="torch")
+    assert out[0, 1:, 3].isnan().all() and out[0, 2:, 5].isnan().all() and out.isnan().sum() == 5
+
+
+@needs_kernel
+def test_zero_channels(monkeypatch):
+    """No channels means no work items (the channel block used to be 0, a division by zero in C)."""
+    monkeypatch.setenv("ZOO_KERNELS_CPP", "1")
+    x = torch.rand(2, 3, 0, requires_grad=True)
+    h, h_last = ops.linear_scan(x, x, backend="torch")
+    assert h.shape == (2, 3, 0) and h_last.shape == (2, 0)
+    (h.sum() + h_last.sum()).backward()
+    assert x.grad.shape == (2, 3, 0)
+
+
 def test_falls_back_when_no_compiler(tmp_path):
     """No compiler: a one-line warning, then the chunked path gives the same numbers."""
     code = (

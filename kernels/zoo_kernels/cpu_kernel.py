@@ -35,6 +35,7 @@ from .cpu_selective_scan_src import SOURCE as SELECTIVE_SCAN_SOURCE
 from .cpu_vmath_src import SOURCE as VMATH_SOURCE
 
 SCAN_SOURCE = r"""
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -74,10 +75,12 @@ typedef struct {
         if (prev) memcpy(lt, prev, n * sizeof(T));                                   \
     }
 
-/* float: vexpf/vlog1pf (cpu_vmath_src.py), so the channel loop vectorises; libm's calls do not. */
+/* float: vexpf_le0/vlog1pf01 (cpu_vmath_src.py), so the channel loop vectorises; libm's calls do not.
+   Subtracting max(m, -FLT_MAX) keeps m == -inf exact without a select on the result:
+   the gap is -inf, its exp 0, its log1p 0, and -inf + 0 = -inf. */
 static inline float lae_f(float u, float v) {
-    float m = u > v ? u : v, k = u > v ? v : u;
-    return m == -INFINITY ? m : m + vlog1pf(vexpf(k - m));
+    float m = u > v ? u : v, k = u > v ? v : u, mc = m > -FLT_MAX ? m : -FLT_MAX;
+    return m + vlog1pf01(vexpf_le0(k - mc));
 }
 static inline double lae_d(double u, double v) {
     double m = u > v ? u : v, k = u > v ? v : u;
@@ -120,8 +123,12 @@ int zoo_scan(int kind, const void *a, const void *x, const void *h0, void *out, 
 SOURCE = VMATH_SOURCE + SCAN_SOURCE + SELECTIVE_SCAN_SOURCE  # vector math first: the others use it
 
 # -fopenmp-simd honours `omp simd` (vectorised reductions) without linking OpenMP.
-FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fopenmp-simd"]
-FALLBACK_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fopenmp-simd"]
+# -fno-trapping-math changes no value, only what gcc assumes about FP exception traps: it may
+# then evaluate both sides of a select, which the vector math needs to vectorise without
+# AVX-512 masks (and is faster with them).
+FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-trapping-math",
+         "-fopenmp-simd"]
+FALLBACK_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
 #: Below this many elements one thread does the whole scan (thread start-up costs ~20 us).
 PARALLEL_MIN = 1 << 15
 
@@ -236,7 +243,7 @@ def usable(*tensors) -> bool:
 def _block(bsz: int, dim: int, threads: int) -> int:
     """Channel block: whole rows when the batch alone feeds every thread, else split (16-aligned)."""
     if threads <= 1 or bsz >= 2 * threads:
-        return dim
+        return max(dim, 1)  # never 0: the kernels divide by it (no channels: no work items)
     pieces = -(-2 * threads // bsz)  # ceil(2 threads / batch) blocks per row
     per_piece = -(-dim // pieces)
     return max(16, -(-per_piece // 16) * 16)
