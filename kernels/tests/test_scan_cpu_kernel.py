@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from scan_checks import FP32_TOL, compare
+from scan_checks import FP32_TOL, compare, run
 from zoo_kernels import cpu_kernel, naive, ops
 
 needs_kernel = pytest.mark.skipif(
@@ -141,6 +141,114 @@ def test_thread_counts_agree(monkeypatch):
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
+# ---- the fused RG-LRU kernel (cpu_rg_lru_src.py) -------------------------------------------
+
+FP64_TOL = 1e-10
+# a = sigmoid(a_param) ** (c r): (a_param from u in [0, 1), c) from decays that underflow
+# to 0 (log a down to -600 r) to decays within 1e-7 of 1 (the expm1 polynomial's range)
+RG_REGIMES = {
+    "mixed": (lambda u: u * 6 - 1, 8.0),
+    "near0": (lambda u: -6 - u, 8.0),
+    "zero": (lambda u: -30 - u, 20.0),
+    "near1": (lambda u: 7 + u, 8.0),
+    "one": (lambda u: 14 + 4 * u, 0.5),
+}
+
+
+def _rg_lru(shape, with_h0, dtype=torch.float32, regime="mixed", seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    b, t, d = shape
+    a_param, c = RG_REGIMES[regime]
+    inputs = {"x": torch.randn(b, t, d, generator=gen), "r_pre": 2 * torch.randn(b, t, d, generator=gen),
+              "i_pre": 2 * torch.randn(b, t, d, generator=gen), "a_param": a_param(torch.rand(d, generator=gen)),
+              "c": c, "h0": torch.randn(b, d, generator=gen) if with_h0 else None}
+    return {k: (v.to(dtype) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+
+
+def _rg_lru_torch(**kw):
+    return ops.rg_lru(**kw, backend="torch")
+
+
+@pytest.fixture
+def rg_calls(monkeypatch):
+    """Force the compiled path and record the kinds of the fused RG-LRU calls (0 forward, 2 backward)."""
+    monkeypatch.setenv("ZOO_KERNELS_CPP", "1")
+    calls = []
+    real = cpu_kernel._rg_lru_call
+    monkeypatch.setattr(cpu_kernel, "_rg_lru_call", lambda kind, *a, **kw: calls.append(kind) or real(kind, *a, **kw))
+    return calls
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("length", [1, 7, 33, 301])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_rg_lru_fused_matches_naive(rg_calls, dtype, length, with_h0):
+    tol = FP32_TOL if dtype == torch.float32 else FP64_TOL
+    compare(_rg_lru_torch, naive.rg_lru, _rg_lru((3, length, 40), with_h0, dtype), tol)
+    assert rg_calls == [0, 2]
+
+
+@needs_kernel
+@pytest.mark.parametrize("regime", list(RG_REGIMES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rg_lru_fused_decay_regimes(rg_calls, regime, dtype):
+    tol = FP32_TOL if dtype == torch.float32 else FP64_TOL
+    compare(_rg_lru_torch, naive.rg_lru, _rg_lru((2, 257, 48), True, dtype, regime), tol)
+    assert rg_calls == [0, 2]
+
+
+@needs_kernel
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_rg_lru_fused_layouts(rg_calls, with_h0):
+    """Channels not contiguous (copied), and slices of a wider projection (Hawk's layout, passed by strides)."""
+    compare(_rg_lru_torch, naive.rg_lru, _rg_lru((2, 65, 24), with_h0), FP32_TOL, noncontiguous=True)
+    gen = torch.Generator().manual_seed(5)
+    wide = torch.randn(2, 65, 3 * 24, generator=gen)
+    x, r_pre, i_pre = wide.chunk(3, dim=-1)
+    h0 = torch.randn(2, 2 * 24, generator=gen)[:, 24:] if with_h0 else None
+    assert not x.is_contiguous() and x.stride(-1) == 1
+    inputs = {"x": x, "r_pre": r_pre, "i_pre": i_pre, "a_param": torch.randn(24, generator=gen), "c": 8.0, "h0": h0}
+    compare(_rg_lru_torch, naive.rg_lru, inputs, FP32_TOL)
+    assert rg_calls == [0, 2] * 2
+
+
+@needs_kernel
+def test_rg_lru_fused_strided_grad_and_saturated_gates(rg_calls):
+    """An upstream grad with batch/time strides gives the same result as its contiguous copy;
+    r = sigmoid(r_pre) == 0 (a == 1, sqrt(1 - a^2) == 0) keeps every grad finite."""
+    inputs = _rg_lru((2, 40, 24), True)
+    inputs["r_pre"][:, 5] = -200.0
+    args = [inputs[k] for k in ("x", "r_pre", "i_pre", "a_param", "c", "h0")]
+    h, _ = cpu_kernel.rg_lru_fwd(*args)
+    g = torch.randn(40, 2, 2 * 24).transpose(0, 1)[..., :24]
+    gl = torch.randn(2, 24)
+    strided = cpu_kernel.rg_lru_bwd(*args, h, g, gl)
+    dense = cpu_kernel.rg_lru_bwd(*args, h, g.contiguous(), gl)
+    for a, b in zip(strided, dense):
+        assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(1, 3000, 100), (4, 500, 100)])
+def test_rg_lru_fused_thread_counts_agree(rg_calls, shape):
+    """Batch rows and channel blocks split differently over 1, 2, 3 threads: bitwise the same."""
+    inputs = _rg_lru(shape, True)
+    results = []
+    for n in (1, 2, 3):
+        old = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            results.append(run(_rg_lru_torch, inputs, (torch.ones(shape, dtype=torch.float64),
+                                                       torch.ones(shape[0], shape[2], dtype=torch.float64))))
+        finally:
+            torch.set_num_threads(old)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+    assert cpu_kernel._block(shape[0], shape[2], 3) < shape[2]  # channel blocks were split
+    assert rg_calls == [0, 2] * 3
+
+
 @needs_kernel
 def test_nan_propagates(monkeypatch):
     """The vector exp/log1p keep NaN as NaN (a clamp must not turn it into a number)."""
@@ -149,6 +257,10 @@ def test_nan_propagates(monkeypatch):
     log_a[0, 1, 3], log_x[0, 2, 5] = math.nan, math.nan
     out, _ = ops.log_linear_scan(log_a, log_x, torch.zeros(1, 16), backend="torch")
     assert out[0, 1:, 3].isnan().all() and out[0, 2:, 5].isnan().all() and out.isnan().sum() == 5
+    inputs = _rg_lru((1, 4, 16), True)
+    inputs["r_pre"][0, 1, 3], inputs["x"][0, 2, 5] = math.nan, math.nan
+    h, _ = ops.rg_lru(**inputs, backend="torch")
+    assert h[0, 1:, 3].isnan().all() and h[0, 2:, 5].isnan().all() and h.isnan().sum() == 5
 
 
 @needs_kernel
@@ -158,8 +270,9 @@ def test_zero_channels(monkeypatch):
     x = torch.rand(2, 3, 0, requires_grad=True)
     h, h_last = ops.linear_scan(x, x, backend="torch")
     assert h.shape == (2, 3, 0) and h_last.shape == (2, 0)
+    h, h_last = ops.rg_lru(x, x, x, torch.rand(0), 8.0, None, backend="torch")
     (h.sum() + h_last.sum()).backward()
-    assert x.grad.shape == (2, 3, 0)
+    assert h.shape == (2, 3, 0) and x.grad.shape == (2, 3, 0)
 
 
 def test_falls_back_when_no_compiler(tmp_path):

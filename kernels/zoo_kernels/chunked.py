@@ -211,6 +211,7 @@ def log_linear_scan_fwd(log_a, log_x, log_h0):
 # ---- fused RG-LRU: gates computed in a few in-place passes --------------------
 # Autograd through the gate formulas would allocate ~15 full (B, T, D) tensors;
 # these two functions use 3 (forward) and 8 (backward), recomputing the gates.
+# On CPU the compiled kernel (cpu_rg_lru_src.py) does both in one pass each instead.
 
 
 def _rg_lru_decay(r_pre, a_param, c, acc):
@@ -219,8 +220,22 @@ def _rg_lru_decay(r_pre, a_param, c, acc):
     return r, r * (-c * torch.nn.functional.softplus(-a_param.to(acc)))
 
 
+def _channels_contiguous(acc, *ts):
+    """The tensors in dtype acc with unit channel stride (copies only where needed)."""
+    out = []
+    for t in ts:
+        t = None if t is None else t.to(acc)
+        out.append(t if t is None or t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous())
+    return out
+
+
 def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
     acc = acc_dtype(x, r_pre, i_pre)
+    if x.device.type == "cpu":  # the fused compiled kernel: one pass, gates never stored
+        xk, rk, ik, h0k = _channels_contiguous(acc, x, r_pre, i_pre, h0)
+        if cpu_kernel.usable(xk, rk, ik, h0k):
+            h, h_last = cpu_kernel.rg_lru_fwd(xk, rk, ik, a_param, c, h0k)
+            return h.to(x.dtype), h_last
     _, log_a = _rg_lru_decay(r_pre, a_param, c, acc)
     u = torch.mul(log_a, 2).expm1_().neg_()  # 1 - a^2, no cancellation near a = 1
     u.clamp_min_(torch.finfo(acc).tiny).sqrt_()  # clamp: r == 0 exactly gives a == 1
@@ -233,6 +248,11 @@ def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
 def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
     """Returns (dx, dr_pre, di_pre, da_param, dh0) in the accumulation dtype."""
     acc = acc_dtype(x, r_pre, i_pre)
+    if x.device.type == "cpu":
+        xk, rk, ik, h0k, gk = _channels_contiguous(acc, x, r_pre, i_pre, h0, g)
+        if cpu_kernel.usable(xk, rk, ik, h0k, gk):
+            return cpu_kernel.rg_lru_bwd(xk, rk, ik, a_param, c, h0k, h.to(acc).contiguous(), gk,
+                                         g_last.to(acc))
     tiny = torch.finfo(acc).tiny
     r, q = _rg_lru_decay(r_pre, a_param, c, acc)
     a = torch.exp(q)

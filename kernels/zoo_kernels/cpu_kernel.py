@@ -31,6 +31,7 @@ from typing import Optional
 
 import torch
 
+from .cpu_rg_lru_src import SOURCE as RG_LRU_SOURCE
 from .cpu_selective_scan_src import SOURCE as SELECTIVE_SCAN_SOURCE
 from .cpu_vmath_src import SOURCE as VMATH_SOURCE
 
@@ -120,7 +121,7 @@ int zoo_scan(int kind, const void *a, const void *x, const void *h0, void *out, 
     return 0;
 }
 """
-SOURCE = VMATH_SOURCE + SCAN_SOURCE + SELECTIVE_SCAN_SOURCE  # vector math first: the others use it
+SOURCE = VMATH_SOURCE + SCAN_SOURCE + SELECTIVE_SCAN_SOURCE + RG_LRU_SOURCE  # vector math first: the others use it
 
 # -fopenmp-simd honours `omp simd` (vectorised reductions) without linking OpenMP.
 # -fno-trapping-math changes no value, only what gcc assumes about FP exception traps: it may
@@ -197,6 +198,8 @@ def _build() -> ctypes.CDLL:
     lib.zoo_scan.restype = ctypes.c_int
     lib.zoo_selective_scan.argtypes = [ctypes.c_int, *[vp] * 18, *[i64] * 6, ctypes.c_int]
     lib.zoo_selective_scan.restype = ctypes.c_int
+    lib.zoo_rg_lru.argtypes = [ctypes.c_int, *[vp] * 15, ctypes.POINTER(i64), i64, i64, i64, i64, ctypes.c_int]
+    lib.zoo_rg_lru.restype = ctypes.c_int
     return lib
 
 
@@ -272,3 +275,46 @@ def linear_scan_into(a, x, h0, out, reverse=False) -> torch.Tensor:
 def log_linear_scan_into(log_a, log_x, log_h0, out, reverse=False) -> torch.Tensor:
     """out_t = logaddexp(log_a_t + out_{t-1}, log_x_t); returns the final state."""
     return _run(2, log_a, log_x, log_h0, out, reverse)
+
+
+# ---- fused RG-LRU (cpu_rg_lru_src.py) -------------------------------------------------------------
+
+
+def _rg_lru_call(kind, x, r_pre, i_pre, n, h0, strides, **ptrs):
+    bsz, length, dim = x.shape
+    threads = torch.get_num_threads() if x.numel() >= PARALLEL_MIN else 1
+    names = ["h", "g", "gl", "out", "last", "dx", "dr", "di", "dap", "dh0"]
+    args = [None if ptrs.get(k) is None else ptrs[k].data_ptr() for k in names]
+    st = (ctypes.c_int64 * 9)(*[s for t in strides for s in (t.stride(0), t.stride(1))], h0.stride(0))
+    kind += 1 if x.dtype == torch.float64 else 0
+    err = load().zoo_rg_lru(kind, x.data_ptr(), r_pre.data_ptr(), i_pre.data_ptr(), n.data_ptr(), h0.data_ptr(),
+                            *args, st, bsz, length, dim, _block(bsz, dim, threads), threads)
+    if err:
+        raise MemoryError("zoo-kernels: the fused RG-LRU could not allocate its scratch buffer")
+
+
+def _rg_lru_common(x, a_param, c, h0):
+    n = torch.nn.functional.softplus(-a_param.to(x.dtype)).mul_(-c)  # log a = n r
+    return n.contiguous(), (x.new_zeros(x.shape[0], x.shape[2]) if h0 is None else h0)
+
+
+def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
+    """Fused RG-LRU forward on tensors that pass `usable` (one dtype, channels contiguous).
+    Returns (h, h_last)."""
+    n, h0 = _rg_lru_common(x, a_param, c, h0)
+    h, last = torch.empty(x.shape, dtype=x.dtype), x.new_empty(x.shape[0], x.shape[2])
+    _rg_lru_call(0, x, r_pre, i_pre, n, h0, (x, r_pre, i_pre, x), out=h, last=last)
+    return h, last
+
+
+def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
+    """Fused RG-LRU backward: recomputes the gates, reads the saved states h (contiguous).
+    Returns (dx, dr_pre, di_pre, da_param, dh0); dh0 is zeros without h0."""
+    n, h0z = _rg_lru_common(x, a_param, c, h0)
+    dx, dr, di = (torch.empty(x.shape, dtype=x.dtype) for _ in range(3))
+    dap, dh0 = x.new_empty(x.shape[0], x.shape[2]), x.new_empty(x.shape[0], x.shape[2])
+    _rg_lru_call(2, x, r_pre, i_pre, n, h0z, (x, r_pre, i_pre, g), h=h, g=g, gl=g_last.contiguous(),
+                 dx=dx, dr=dr, di=di, dap=dap, dh0=dh0)
+    # dlog_a/da_param = c r sigmoid(-a_param); the kernel summed dq r over time per batch row
+    d_a_param = dap.sum(0).mul_(torch.sigmoid(-a_param.to(x.dtype))).mul_(c)
+    return dx, dr, di, d_a_param, (dh0 if h0 is not None else dh0.zero_())

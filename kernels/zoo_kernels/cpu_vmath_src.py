@@ -82,4 +82,14 @@ static inline float vexpf_le0(float x) {
     vexp_parts_t v = vexp_parts_le0(x);
     return x < -87.0f ? 0.0f : (v.em1 + 1.0f) * v.scale;
 }
+
+/* e^x and e^x - 1 for x <= 0 from one range reduction: e^x - 1 = 2^n (e^r - 1) + (2^n - 1),
+   the last term exact (~1.5 ulp, no cancellation near 0). Below -87: 0 and -1. */
+typedef struct { float e, em1; } vexp2_t;
+static inline vexp2_t vexp_expm1f_le0(float x) {
+    vexp_parts_t v = vexp_parts_le0(x);
+    vexp2_t out = {x < -87.0f ? 0.0f : (v.em1 + 1.0f) * v.scale,
+                   x < -87.0f ? -1.0f : v.em1 * v.scale + (v.scale - 1.0f)};
+    return out;
+}
 """
