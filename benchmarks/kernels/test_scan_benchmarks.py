@@ -1,7 +1,10 @@
 """Microbenchmarks: op x implementation x direction x sequence length.
 
 Run: pytest benchmarks/kernels --benchmark-only [--benchmark-json=out.json]
-Shapes are (batch 8, T, channels 256) for T in 256..16K, plus (8, 65536, 1536) on GPU.
+Shapes are (batch 8, T, channels 256) for T in 256..16K, plus (8, 65536, 1536) on GPU;
+selective_scan (Mamba-1) adds a state of N = 16 per channel. Its `torch-chunked`
+row is its flat path (linear_scan over the D*N channels, what runs without a C
+compiler), and its `torch` row the fused compiled kernel.
 Each case reports median ms and effective GB/s in extra_info, where the traffic model
 counts every input read once and every output written once (fwd+bwd adds the
 upstream grads read and the input grads written); on GPU also the % of the
@@ -25,6 +28,7 @@ SHAPES = [(8, t, 256) for t in LENGTHS] + ([(8, 65536, 1536)] if CUDA else [])
 # (ZOO_KERNELS_CPP=0), i.e. the pure-PyTorch chunked loops of chunked.py.
 IMPLS = ["naive", "torch", "torch-chunked", "triton"]
 TARGET_SECONDS = 1.5  # per case: rounds are sized from one warm-up call
+SELECTIVE_STATE = 16  # Mamba-1's d_state
 
 
 def make_inputs(op, shape, dtype):
@@ -39,6 +43,11 @@ def make_inputs(op, shape, dtype):
     if op == "log_linear_scan":
         return {"log_a": (0.5 + 0.5 * rand(b, t, d)).log().to(dtype), "log_x": rand(b, t, d).to(dtype),
                 "log_h0": rand(b, d)}
+    if op == "selective_scan":
+        n = SELECTIVE_STATE
+        return {"u": (rand(b, t, d) - 0.5).to(dtype), "dt": (0.1 * rand(b, t, d)).to(dtype),
+                "A": -(1 + rand(d, n) * n), "B": (rand(b, t, n) - 0.5).to(dtype), "C": (rand(b, t, n) - 0.5).to(dtype),
+                "h0": rand(b, d, n)}
     return {"x": rand(b, t, d).to(dtype), "r_pre": rand(b, t, d).to(dtype), "i_pre": rand(b, t, d).to(dtype),
             "a_param": rand(d), "h0": rand(b, d)}
 
@@ -58,7 +67,7 @@ def sync():
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("direction", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("op", ["linear_scan", "log_linear_scan", "rg_lru"])
+@pytest.mark.parametrize("op", ["linear_scan", "log_linear_scan", "rg_lru", "selective_scan"])
 @pytest.mark.parametrize("dtype", ["float32"] + (["bfloat16"] if CUDA else []))
 def test_scan(benchmark, device_bandwidth_gbs, monkeypatch, op, impl, direction, shape, dtype):
     if impl == "torch-chunked":
@@ -76,8 +85,12 @@ def test_scan(benchmark, device_bandwidth_gbs, monkeypatch, op, impl, direction,
     backward = direction == "fwd+bwd"
     inputs = make_inputs(op, shape, getattr(torch, dtype))
     tensors = [v.requires_grad_(backward) for v in inputs.values()]
-    fn = getattr(ops, op)
     backend = "torch" if impl == "torch-chunked" else impl
+    if op == "selective_scan":  # not in ops: its public function dispatches on ZOO_KERNELS
+        monkeypatch.setenv("ZOO_KERNELS", backend)
+        fn = lambda backend, **kw: zoo_kernels.selective_scan(**kw)  # noqa: E731
+    else:
+        fn = getattr(ops, op)
 
     def run():
         out = fn(**inputs, backend=backend)

@@ -85,7 +85,9 @@ class Attention(Mixer):
         groups = self.n_heads // self.n_kv_heads
         if groups > 1:
             k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
-        if plain_causal and not self.window:
+        # A window that spans the whole segment is plain causal attention: take SDPA's
+        # fused causal kernel rather than materialising a (T, T) mask.
+        if plain_causal and (not self.window or self.window >= k.shape[2]):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         mask = allowed(q_pos, k_pos, self.window)[:, None]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
