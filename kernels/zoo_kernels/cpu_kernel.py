@@ -42,6 +42,27 @@ SCAN_SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
 
+/* Threads for `items` work items: at least 1, at most 64 (the job arrays' size) and items. */
+static int zoo_threads(int threads, int64_t items) {
+    if (threads > items) threads = (int)items;
+    if (threads < 1) threads = 1;
+    return threads > 64 ? 64 : threads;
+}
+
+/* fn over jobs[0 .. threads), each `size` bytes: job 0 here, the others on new threads;
+   a job whose thread cannot start runs here after the rest. */
+static void zoo_run_jobs(void *(*fn)(void *), void *jobs, size_t size, int threads) {
+    pthread_t tid[64];
+    int started = 0;
+    for (int k = 1; k < threads; k++) {
+        if (pthread_create(&tid[k], 0, fn, (char *)jobs + k * size) != 0) break;
+        started = k;
+    }
+    fn(jobs);
+    for (int k = 1; k <= started; k++) pthread_join(tid[k], 0);
+    for (int k = started + 1; k < threads; k++) fn((char *)jobs + k * size);
+}
+
 /* A (B, L, D) scan over dim 1. Strides are in elements; channels are contiguous.
    Work items are (batch row, channel block) pairs, split evenly over threads. */
 typedef struct {
@@ -100,24 +121,14 @@ int zoo_scan(int kind, const void *a, const void *x, const void *h0, void *out, 
              int64_t so_b, int64_t so_t, int64_t sh_b, int reverse, int threads) {
     void *(*fn)(void *) = kind == 0 ? lin_f : kind == 1 ? lin_d : kind == 2 ? log_f : log_d;
     int64_t items = B * ((D + block - 1) / block);
-    if (threads > items) threads = (int)items;
-    if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
+    threads = zoo_threads(threads, items);
     job_t jobs[64];
-    pthread_t tid[64];
     for (int k = 0; k < threads; k++) {
         job_t j = {a, x, h0, out, last, B, L, D, block, sa_b, sa_t, sx_b, sx_t, so_b, so_t, sh_b, reverse,
                    (int)(items * k / threads), (int)(items * (k + 1) / threads)};
         jobs[k] = j;
     }
-    int started = 0;
-    for (int k = 1; k < threads; k++) {
-        if (pthread_create(&tid[k], 0, fn, &jobs[k]) != 0) break;
-        started = k;
-    }
-    fn(&jobs[0]);
-    for (int k = 1; k <= started; k++) pthread_join(tid[k], 0);
-    for (int k = started + 1; k < threads; k++) fn(&jobs[k]);  /* threads that did not start */
+    zoo_run_jobs(fn, jobs, sizeof jobs[0], threads);
     return 0;
 }
 """

@@ -159,25 +159,15 @@ int zoo_rg_lru(int kind, const void *x, const void *rp, const void *ip, const vo
                int64_t block, int threads) {
     void *(*fn)(void *) = kind == 0 ? rg_fwd_f : kind == 1 ? rg_fwd_d : kind == 2 ? rg_bwd_f : rg_bwd_d;
     int64_t items = B * ((D + block - 1) / block);
-    if (threads > items) threads = (int)items;
-    if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
+    threads = zoo_threads(threads, items);
     rjob_t jobs[64];
-    pthread_t tid[64];
     for (int k = 0; k < threads; k++) {
         rjob_t j = {x, rp, ip, n, h0, h, g, gl, out, last, dx, dr, di, dap, dh0,
                     st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], L, D, block,
                     (int)(items * k / threads), (int)(items * (k + 1) / threads), 0};
         jobs[k] = j;
     }
-    int started = 0;
-    for (int k = 1; k < threads; k++) {
-        if (pthread_create(&tid[k], 0, fn, &jobs[k]) != 0) break;
-        started = k;
-    }
-    fn(&jobs[0]);
-    for (int k = 1; k <= started; k++) pthread_join(tid[k], 0);
-    for (int k = started + 1; k < threads; k++) fn(&jobs[k]);  /* threads that did not start */
+    zoo_run_jobs(fn, jobs, sizeof jobs[0], threads);
     int err = 0;
     for (int k = 0; k < threads; k++) err |= jobs[k].err;
     return err;

@@ -138,24 +138,14 @@ int zoo_selective_scan(int kind, const void *u, const void *dt, const void *A, c
                        int threads) {
     void *(*fn)(void *) = kind == 0 ? ss_fwd_f : kind == 1 ? ss_fwd_d : kind == 2 ? ss_bwd_f : ss_bwd_d;
     int64_t items = B * ((D + block - 1) / block);
-    if (threads > items) threads = (int)items;
-    if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
+    threads = zoo_threads(threads, items);
     sjob_t jobs[64];
-    pthread_t tid[64];
     for (int k = 0; k < threads; k++) {
         sjob_t j = {u, dt, A, Bm, Cm, h0, gy, ghl, ck_in, y, hl, ck, du, ddt, dA, dB, dC, dh0,
                     B, L, D, N, K, block, (int)(items * k / threads), (int)(items * (k + 1) / threads), 0};
         jobs[k] = j;
     }
-    int started = 0;
-    for (int k = 1; k < threads; k++) {
-        if (pthread_create(&tid[k], 0, fn, &jobs[k]) != 0) break;
-        started = k;
-    }
-    fn(&jobs[0]);
-    for (int k = 1; k <= started; k++) pthread_join(tid[k], 0);
-    for (int k = started + 1; k < threads; k++) fn(&jobs[k]);
+    zoo_run_jobs(fn, jobs, sizeof jobs[0], threads);
     int err = 0;
     for (int k = 0; k < threads; k++) err |= jobs[k].err;
     return err;

@@ -12,6 +12,16 @@ SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 
+/* Cephes' expf polynomial: e^r = 1 + r + r^2 P(r) for |r| <= ln(2)/2. */
+static inline float vexp_poly(float r) {
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    return p * r + 5.0000001201e-1f;
+}
+
 /* exp for float lanes: Cephes' expf (range reduction + degree-6 polynomial,
    ~1 ulp), written so that the compiler vectorises it, which libm's expf is not
    without -ffast-math: n rounds by adding and subtracting 1.5 * 2^23 (floorf
@@ -20,12 +30,7 @@ static inline float vexpf(float x) {
     float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    float p = vexp_poly(r);
     p = p * r * r + r + 1.0f;
     int32_t bits = ((int32_t)n + 127) << 23;
     union { int32_t i; float f; } scale = {bits};
@@ -65,12 +70,7 @@ static inline vexp_parts_t vexp_parts_le0(float x) {
     float t = xc * 1.44269504088896341f + 12582912.0f;
     float n = t - 12582912.0f;
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    float p = vexp_poly(r);
     union { float f; uint32_t u; } tb = {t};
     union { uint32_t u; float f; } sb = {(tb.u + 127u) << 23};
     vexp_parts_t out = {sb.f, p * r * r + r};  /* e^x = scale (1 + em1) */
