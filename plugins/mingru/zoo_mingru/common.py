@@ -46,7 +46,7 @@ def g(x: Tensor) -> Tensor:
 
 def log_g(x: Tensor) -> Tensor:
     # relu keeps the unused branch finite, so where() has no NaN gradient.
-    return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
+    return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), F.logsigmoid(x))
 
 
 class MinRNN(Mixer):

@@ -25,5 +25,7 @@ class MinGRU(MinRNN):
     label = "mingru"
 
     def log_coefficients(self, gates):
-        # log(1 - z) = -softplus(k), log z = -softplus(-k): no sigmoid that rounds to 0 or 1
-        return -F.softplus(gates), -F.softplus(-gates)
+        # log z = logsigmoid(k) and log(1 - z) = log z - k: no sigmoid that rounds to 0 or 1,
+        # and one transcendental pass (with its backward) instead of two softplus
+        log_z = F.logsigmoid(gates)
+        return log_z - gates, log_z

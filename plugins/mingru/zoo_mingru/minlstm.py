@@ -28,5 +28,6 @@ class MinLSTM(MinRNN):
     def log_coefficients(self, gates):
         f_pre, i_pre = gates.chunk(2, dim=-1)
         # f' = f / (f + i) = sigmoid(log f - log i); in logs, no 0/0 when both gates underflow
-        diff = F.softplus(-i_pre) - F.softplus(-f_pre)  # log f - log i
-        return -F.softplus(-diff), -F.softplus(diff)
+        diff = F.logsigmoid(f_pre) - F.logsigmoid(i_pre)  # log f - log i
+        log_f = F.logsigmoid(diff)
+        return log_f, log_f - diff  # log(1 - f') = log f' - diff
