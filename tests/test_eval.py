@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from zoo_core.cli import main
 from zoo_core.distributed import World
@@ -14,26 +13,14 @@ from zoo_core.errors import UserError
 from zoo_core.evaluate import evaluate, parse_splits, split_source
 from zoo_core.registry import get_registry
 from zoo_core.runs import load_run
-from zoo_core.train import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TINY_RUN_EXTRA = ["train.eval_batches=2"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evalruns")
-    os.environ.setdefault("ZOO_CACHE", str(tmp_path_factory.getbasetemp().parent / "zoo-cache"))
-    train(None, [f"runs_dir={root}", "name=t", "model.dim=32", "model.n_layers=2", "data.seq_len=32",
-                 "train.global_batch=4", "train.steps=3", "train.eval_every=0", "train.eval_batches=2",
-                 "train.eval_batch_size=4", "train.sample_tokens=0", "train.progress=false",
-                 "optim.warmup_steps=1", "train.threads=1"])
-    return root / "t"
+def run_dir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

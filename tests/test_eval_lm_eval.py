@@ -18,7 +18,6 @@ from zoo_core.cli import main  # noqa: E402
 from zoo_core.generate import generate  # noqa: E402
 from zoo_core.lm_eval_adapter import ZooLM  # noqa: E402
 from zoo_core.runs import load_run  # noqa: E402
-from zoo_core.train import train  # noqa: E402
 
 ITEMS = [
     {"question": "ROMEO: O", "choices": ["Juliet", "qqqqq", "zzz"], "answer": 0},
@@ -28,24 +27,10 @@ ITEMS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lmevalruns")
-    os.environ.setdefault("ZOO_CACHE", str(tmp_path_factory.getbasetemp().parent / "zoo-cache"))
-    os.environ["HF_DATASETS_CACHE"] = str(root / "hf-datasets")
-    train(None, [f"runs_dir={root}", "name=t", "model.dim=32", "model.n_layers=2", "data.seq_len=32",
-                 "train.global_batch=4", "train.steps=3", "train.eval_every=0", "train.eval_batches=1",
-                 "train.eval_batch_size=4", "train.sample_tokens=0", "train.progress=false",
-                 "optim.warmup_steps=1", "train.threads=1"])
-    return load_run(root / "t", device="cpu")
+def run(tiny_run):
+    os.environ["HF_DATASETS_CACHE"] = str(tiny_run.parent / "hf-datasets")
+    return load_run(tiny_run, device="cpu")
 
 
 def logprob(model, ctx, cont):

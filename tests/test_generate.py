@@ -20,15 +20,6 @@ PAIRS = [list(p) for p in itertools.combinations(MIXERS, 2)]
 HYBRIDS = [["attention", {"name": "attention", "window": 4}]] + PAIRS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes: a second intra-op thread only spins (and on a shared machine, badly)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(mixer=None, pattern=None, seed=0):
     overrides = ["model.dim=32", "model.n_layers=2", f"model.vocab_size={VOCAB}", "model.init_std=0.5"]
     if mixer:

@@ -65,6 +65,19 @@ def seq_forward(module: nn.Module, x: Tensor, state: Any = None, return_state: b
     return out
 
 
+def step_through(module: nn.Module, x: Tensor, state: Any):
+    """module.step over every position of x (batch, T, dim) from `state`: returns (y, last state).
+
+    Checks each output's shape; plugin tests and benchmarks use it to compare step with forward.
+    """
+    outs = []
+    for t in range(x.shape[1]):
+        o, state = module.step(x[:, t], state)
+        assert o.shape == x[:, t].shape, f"step output shape {tuple(o.shape)} != {tuple(x[:, t].shape)}"
+        outs.append(o)
+    return torch.stack(outs, 1), state
+
+
 def config_equal(a: Any, b: Any) -> bool:
     return dataclasses.asdict(a) == dataclasses.asdict(b) if dataclasses.is_dataclass(a) else a == b
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from zoo_core.config import to_dataclass, validate_options
 from zoo_core.testing.build import (config_equal, materialise, max_abs, rel_err, seq_forward,
-                                    state_bytes, state_leaves)
+                                    state_bytes, state_leaves, step_through)
 from zoo_core.testing.fsdp import check_fsdp_matches
 from zoo_core.testing.report import Report
 
@@ -82,23 +82,15 @@ class SequenceChecks:
         x = self.x()
         with torch.no_grad():
             y, _ = seq_forward(m, x)
-            state = m.init_state(self.B, x.device, torch.float64)
-            outs = []
-            for t in range(self.T):
-                o, state = m.step(x[:, t], state)
-                assert o.shape == x[:, t].shape, f"step output shape {tuple(o.shape)} != {tuple(x[:, t].shape)}"
-                outs.append(o)
-            err = rel_err(torch.stack(outs, 1), y)
+            stepped, _ = step_through(m, x, m.init_state(self.B, x.device, torch.float64))
+            err = rel_err(stepped, y)
             assert err < TOL, f"step-by-step decoding from init_state differs from forward (rel err {err:.2e})"
             # Generation's path: prefill with forward(return_state=True), then step.
             k = self.T // 2
             _, state = seq_forward(m, x[:, :k], return_state=True)
             assert state is not None, "forward(return_state=True) returned state None"
-            outs = []
-            for t in range(k, self.T):
-                o, state = m.step(x[:, t], state)
-                outs.append(o)
-            err2 = rel_err(torch.stack(outs, 1), y[:, k:])
+            stepped, _ = step_through(m, x[:, k:], state)
+            err2 = rel_err(stepped, y[:, k:])
             assert err2 < TOL, f"step after a forward prefill differs from forward (rel err {err2:.2e})"
         return f"rel err {max(err, err2):.1e} (from init_state and after prefill)"
 

@@ -11,16 +11,9 @@ import time
 
 import torch
 
+from zoo_core.testing.build import step_through
 from zoo_hawk import Hawk, HawkConfig
 from zoo_hawk.reference import naive_hawk
-
-
-def step_loop(m, x):
-    st, outs = m.init_state(x.shape[0]), []
-    for t in range(x.shape[1]):
-        y, st = m.step(x[:, t], st)
-        outs.append(y)
-    return torch.stack(outs, 1)
 
 
 def timed(fn, x, repeats):
@@ -48,7 +41,7 @@ def main():
     print(f"fwd+bwd, B={a.batch} T={a.seq} dim={a.dim} (RNN width {m.hidden}), {a.threads} thread(s); "
           f"median ms wall / cpu")
     print(f"{'mixer':10s} {'scan':>15s} {'step loop':>15s} {'naive loop':>15s}")
-    cols = [timed(lambda x: m(x)[0], x, a.repeats), timed(lambda x: step_loop(m, x), x, a.repeats),
+    cols = [timed(lambda x: m(x)[0], x, a.repeats), timed(lambda x: step_through(m, x, m.init_state(x.shape[0]))[0], x, a.repeats),
             timed(lambda x: naive_hawk(m, x), x, a.repeats)]
     print(f"{'hawk':10s} " + " ".join(f"{w:7.1f} / {c:5.1f}" for w, c in cols))
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from zoo_core.errors import UserError
+from zoo_core.testing.build import step_through
 from zoo_hawk import Hawk, HawkConfig
 from zoo_hawk.mixer import init_decay_param
 from zoo_hawk.reference import naive_hawk
@@ -30,14 +31,6 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def run_steps(m, x, state):
-    outs = []
-    for t in range(x.shape[1]):
-        y, state = m.step(x[:, t], state)
-        outs.append(y)
-    return torch.stack(outs, 1), state
-
-
 def grads(m, x, y, g):
     return torch.autograd.grad(y, [x, *m.parameters()], g)
 
@@ -50,7 +43,7 @@ def test_scan_equals_step_and_naive_with_gradients(T, kw):
     y_fast, st_fast = m(x, st, return_state=True)
     g = torch.randn_like(y_fast)
     y_naive = naive_hawk(m, x, st)
-    y_step, st_step = run_steps(m, x, st)
+    y_step, st_step = step_through(m, x, st)
     assert rel(y_fast, y_naive) < 1e-10 and rel(y_step, y_naive) < 1e-10
     assert all(rel(st_fast[k], st_step[k]) < 1e-10 for k in st_fast)
     ref = grads(m, x, y_naive, g)

@@ -11,16 +11,9 @@ import time
 
 import torch
 
+from zoo_core.testing.build import step_through
 from zoo_mingru import MinGRU, MinGRUConfig, MinLSTM, MinLSTMConfig
 from zoo_mingru.reference import naive_min_rnn
-
-
-def step_loop(m, x):
-    st, outs = m.init_state(x.shape[0]), []
-    for t in range(x.shape[1]):
-        y, st = m.step(x[:, t], st)
-        outs.append(y)
-    return torch.stack(outs, 1)
 
 
 def timed(fn, x, repeats):
@@ -49,7 +42,7 @@ def main():
         torch.manual_seed(0)
         m = cls(a.dim, cfg)
         x = torch.randn(a.batch, a.seq, a.dim, requires_grad=True)
-        cols = [timed(lambda x: m(x)[0], x, a.repeats), timed(lambda x: step_loop(m, x), x, a.repeats),
+        cols = [timed(lambda x: m(x)[0], x, a.repeats), timed(lambda x: step_through(m, x, m.init_state(x.shape[0]))[0], x, a.repeats),
                 timed(lambda x: naive_min_rnn(m, x), x, a.repeats)]
         print(f"{name:28s} " + " ".join(f"{w:7.1f} / {c:5.1f}" for w, c in cols))
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from zoo_core.errors import UserError
+from zoo_core.testing.build import step_through
 from zoo_mingru import MinGRU, MinGRUConfig, MinLSTM, MinLSTMConfig
 from zoo_mingru.reference import naive_min_rnn
 
@@ -35,14 +36,6 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def run_steps(m, x, state):
-    outs = []
-    for t in range(x.shape[1]):
-        y, state = m.step(x[:, t], state)
-        outs.append(y)
-    return torch.stack(outs, 1), state
-
-
 def grads(m, x, y, g):
     return torch.autograd.grad(y, [x, *m.parameters()], g)
 
@@ -56,7 +49,7 @@ def test_scan_equals_step_and_naive_with_gradients(kind, kw):
     y_fast, st_fast = m(x, st, return_state=True)
     g = torch.randn_like(y_fast)
     y_naive = naive_min_rnn(m, x, st)
-    y_step, st_step = run_steps(m, x, st)
+    y_step, st_step = step_through(m, x, st)
     assert rel(y_fast, y_naive) < 1e-10 and rel(y_step, y_naive) < 1e-10
     for key in st_fast:
         assert rel(st_fast[key], st_step[key]) < 1e-10, key
