@@ -97,3 +97,11 @@ def spread(xs: List[float]) -> str:
     """min-max around the median, in percent."""
     m = statistics.median(xs)
     return f"{100 * (min(xs) / m - 1):+.0f}/{100 * (max(xs) / m - 1):+.0f}%"
+
+
+def write_report(text: str, out, kind: str) -> None:
+    """Write a results file: `out`, else benchmarks/results/peers-<kind>-<machine>.md."""
+    path = out or RESULTS / f"peers-{kind}-{machine_slug()}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")

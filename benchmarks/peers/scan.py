@@ -165,10 +165,7 @@ def main() -> None:
     text = report(rows, args, load_before, load_after, cpp, B, D)
     print(text)
     if not args.no_write:
-        out_path = args.out or common.RESULTS / f"peers-scan-{common.machine_slug()}.md"
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(text)
-        print(f"wrote {out_path}")
+        common.write_report(text, args.out, "scan")
 
 
 def _cpp_state() -> str:

@@ -154,10 +154,7 @@ def main() -> None:
     text = report(results, zoo_runs, args, load_before, load_after)
     print(text)
     if not args.no_write:
-        out = args.out or common.RESULTS / f"peers-train-{common.machine_slug()}.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"wrote {out}")
+        common.write_report(text, args.out, "train")
 
 
 def _ratio(a: dict, b: dict) -> str:
