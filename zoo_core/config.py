@@ -103,6 +103,8 @@ class ParallelConfig:
     compile: bool = False
     #: none | full | selective (every other block).
     activation_checkpointing: str = "none"
+    #: CPU float32 linear layers: auto/onednn (oneDNN, see zoo_core/cpu_linear.py) | aten (torch's BLAS).
+    cpu_linear: str = "auto"
 
 
 @dataclass
@@ -128,6 +130,7 @@ CHOICES = {
     ("parallel", "fsdp"): ("full_shard", "no_shard", "hybrid"),
     ("parallel", "mixed_precision"): ("none", "bf16"),
     ("parallel", "activation_checkpointing"): ("none", "full", "selective"),
+    ("parallel", "cpu_linear"): ("auto", "onednn", "aten"),
 }
 
 

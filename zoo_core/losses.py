@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_core.cpu_linear import linear
 from zoo_core.interfaces import Head, HeadOutput
 
 IGNORE = -100
@@ -32,7 +33,7 @@ class CrossEntropyHead(Head):
         return self._tied.weight if self._tied is not None else self.proj.weight
 
     def logits(self, h: Tensor) -> Tensor:
-        logits = F.linear(h, self.weight)
+        logits = linear(h, self.weight)
         cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap else logits
 

@@ -8,11 +8,13 @@ rank 0, so every world size starts from bit-identical weights.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Dict
 
 import torch
 from torch import nn
 
+from zoo_core.cpu_linear import apply_cpu_linear
 from zoo_core.distributed import World
 from zoo_core.errors import UserError
 
@@ -29,6 +31,13 @@ def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
     for i, block in enumerate(model.layers):
         if mode == "full" or (mode == "selective" and i % 2 == 0):
             model.layers[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+
+
+def use_cpu_linear(model: nn.Module, mode: str, say: bool = True) -> None:
+    """oneDNN for CPU float32 linears (zoo_core/cpu_linear.py); one line when it cannot."""
+    why_not = apply_cpu_linear(model, mode)
+    if why_not and say:
+        print(f"zoo: parallel.cpu_linear={mode}: {why_not}; linear layers use torch's BLAS", file=sys.stderr)
 
 
 def apply_compile(model: nn.Module) -> None:
@@ -71,6 +80,8 @@ def apply_fsdp(model: nn.Module, world: World, mode: str, mixed_precision: str) 
 
 def parallelize(model: nn.Module, cfg: Any, world: World) -> nn.Module:
     """Wrap a model still on the meta device; `materialize` allocates and initialises it."""
+    if world.device.type == "cpu":
+        use_cpu_linear(model, cfg.cpu_linear, say=world.is_main)
     apply_activation_checkpointing(model, cfg.activation_checkpointing)
     if cfg.compile:
         apply_compile(model)

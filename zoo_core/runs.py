@@ -14,6 +14,7 @@ from zoo_core.distributed import pick_device
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Tokenizer
 from zoo_core.model import LanguageModel
+from zoo_core.parallelize import use_cpu_linear
 from zoo_core.registry import get_registry
 
 
@@ -48,6 +49,8 @@ def load_run(path: str | Path, device: Any = "auto", overrides=(), dtype: Option
     model.to_empty(device=dev)
     model.init_weights()
     checkpoint.load_model(latest, model)
+    if dev.type == "cpu":
+        use_cpu_linear(model, cfg.parallel.cpu_linear)
     if dtype is not None:
         model.to(dtype)
     model.eval()

@@ -18,6 +18,7 @@ import torch
 
 from zoo_core.metrics import peak_memory_mb
 from zoo_core.model import build_model, padded_vocab
+from zoo_core.parallelize import use_cpu_linear
 from zoo_core.components import build_tokenizer
 from zoo_core.optim import build_optimizer
 from zoo_core.config import layer_mixers
@@ -65,6 +66,8 @@ def measure(cfg: Any, registry: Any, micro_batch: int, warmup: int = 3, repeats:
     torch.manual_seed(cfg.train.seed)
     vocab = cfg.model.vocab_size or padded_vocab(build_tokenizer(cfg, registry).vocab_size)
     model = build_model(cfg, registry, vocab, device)
+    if device.type == "cpu":
+        use_cpu_linear(model, cfg.parallel.cpu_linear)
     model.train()
     optimizer = build_optimizer(model, cfg.optim)
     T = cfg.data.seq_len

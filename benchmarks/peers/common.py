@@ -51,6 +51,13 @@ def machine() -> Dict[str, str]:
     }
 
 
+def machine_line() -> str:
+    """The results files' "Machine:" line: hardware, software, zoo's revision, time."""
+    m = machine()
+    return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}); {m['os']}; Python {m['python']}, "
+            f"torch {m['torch']}; zoo at git {git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}.")
+
+
 def machine_slug() -> str:
     """A file-name-safe name for this machine: cpu<cores>-<host>."""
     host = "".join(c if c.isalnum() or c == "-" else "-" for c in platform.node())[:40] or "host"

@@ -72,6 +72,7 @@ ZOO_OVERRIDES: Dict[str, List[str]] = {
 def build_zoo(name: str, seq_len: int, compile: bool = False):
     from zoo_core.config import load_config, resolve
     from zoo_core.model import build_model
+    from zoo_core.parallelize import use_cpu_linear
     from zoo_core.optim import build_optimizer
     from zoo_core.registry import get_registry
 
@@ -80,6 +81,7 @@ def build_zoo(name: str, seq_len: int, compile: bool = False):
                  f"data.seq_len={seq_len}", *ZOO_OVERRIDES[name]]
     cfg = resolve(load_config(None, overrides), registry)
     model = build_model(cfg, registry, VOCAB, "cpu")
+    use_cpu_linear(model, cfg.parallel.cpu_linear)  # what zoo train does on CPU
     if compile:
         from zoo_core.parallelize import apply_compile
         apply_compile(model)  # what parallel.compile=true does: torch.compile per block

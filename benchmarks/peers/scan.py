@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -189,12 +188,10 @@ def _without_cpp(fn):
 
 
 def report(rows, args, load_before, load_after, cpp, B, D) -> str:
-    m = common.machine()
     lines = [
         f"# First-order scan: zoo's CPU path against the peers ({common.machine_slug()})",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}); {m['os']}; Python {m['python']}, "
-        f"torch {m['torch']}; zoo at git {common.git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}.",
+        common.machine_line(),
         f"Threads pinned: torch.set_num_threads({args.threads}). Load average (1/5/15 min) before: "
         f"{load_before}; after: {load_after}. zoo's compiled CPU kernel: {cpp}. Freed memory: {args.freed_memory}.",
         "",

@@ -165,15 +165,13 @@ def _ratio(a: dict, b: dict) -> str:
 
 def report(results, zoo_runs, args, load_before, load_after) -> str:
     import models
-    m = common.machine()
     peer_of = {row: peer for row, _, peer, _ in models.ROWS}
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
     modes = args.zoo_modes
     lines = [
         f"# Training step: zoo against the peers ({common.machine_slug()})",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}); {m['os']}; Python {m['python']}, "
-        f"torch {m['torch']}; zoo at git {common.git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}.",
+        common.machine_line(),
         f"Threads pinned: torch.set_num_threads({args.threads}), OMP/MKL_NUM_THREADS={args.threads}. "
         f"Load average (1/5/15 min) before: {load_before}; after: {load_after}.",
         "",

@@ -1,0 +1,88 @@
+"""The training step's matmuls: torch's F.linear against zoo's oneDNN route (parallel.cpu_linear).
+
+    python benchmarks/peers/linear.py              # writes benchmarks/results/peers-linear-<machine>.md
+    python benchmarks/peers/linear.py --no-write
+
+For each linear layer shape of the peer benchmark (2048 tokens = batch 8 x seq
+256, fp32), times the three products a training step makes: forward y = x W^T,
+input gradient g W and weight gradient g^T x. "torch" is F.linear and autograd's
+own products (BLAS sgemm: MKL in PyTorch's x86 wheels); "zoo" is
+`zoo_core.cpu_linear`'s oneDNN calls. Median of repeated calls, threads pinned.
+Also records which BLAS the wheel uses and the max relative difference of the
+two against float64.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+
+#: (name, in features, out features) of the layers in benchmarks/peers/models.py at dim 256.
+SHAPES = [("attention wq, wo; head", 256, 256), ("attention wkv", 256, 512), ("SwiGLU w_in", 256, 1408),
+          ("SwiGLU w_out", 704, 256), ("mamba2 in_proj", 256, 1160), ("mamba2 out_proj", 512, 256)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokens", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    common.pin_threads(args.threads)
+    import torch
+
+    from zoo_core import cpu_linear
+    why_not = cpu_linear.set_cpu_linear("onednn")
+    if why_not:
+        sys.exit(f"oneDNN linear unavailable here: {why_not}")
+    mm = cpu_linear._mm
+    load_before = common.load()
+    rows, M = [], args.tokens
+    for name, k, n in SHAPES:
+        torch.manual_seed(0)
+        x, w, g = torch.randn(M, k), torch.randn(n, k), torch.randn(M, n)
+        wide = n >= k  # the weight-gradient form cpu_linear picks
+        pairs = {
+            "forward": (lambda: x @ w.t(), lambda: mm(x, w)),
+            "input grad": (lambda: g @ w, lambda: mm(g, w.t())),
+            "weight grad": (lambda: g.t() @ x, (lambda: mm(x.t(), g.t()).t()) if wide else (lambda: mm(g.t(), x.t()))),
+        }
+        for product, (ours_torch, ours_zoo) in pairs.items():
+            t_torch = common.median(common.time_steps(ours_torch, 3, args.repeats, 10.0))
+            t_zoo = common.median(common.time_steps(ours_zoo, 3, args.repeats, 10.0))
+            ref = {"forward": x.double() @ w.double().t(), "input grad": g.double() @ w.double(),
+                   "weight grad": g.double().t() @ x.double()}[product]
+            err = max(float((f().double() - ref).norm() / ref.norm()) for f in (ours_torch, ours_zoo))
+            gflop = 2 * M * k * n / 1e9
+            rows.append((name, f"{k}->{n}", product, gflop / t_torch, gflop / t_zoo, t_torch / t_zoo, err))
+            print(f"{name:24s} {k}->{n:<5d} {product:12s} torch {gflop / t_torch:6.0f}  zoo {gflop / t_zoo:6.0f} "
+                  f"GFLOP/s  {t_torch / t_zoo:.2f}x", flush=True)
+    text = report(rows, args, load_before, common.load(), torch)
+    print(text)
+    if not args.no_write:
+        common.write_report(text, args.out, "linear")
+
+
+def report(rows, args, load_before, load_after, torch) -> str:
+    blas = "MKL" if torch.backends.mkl.is_available() else "the wheel's BLAS"
+    lines = [f"# Linear layers: torch's {blas} sgemm against zoo's oneDNN route ({common.machine_slug()})", "",
+             common.machine_line(), f"Threads pinned: {args.threads}. Load average before: {load_before}; "
+             f"after: {load_after}.", "",
+             f"Command: `python benchmarks/peers/linear.py`. {args.tokens} tokens (batch 8 x seq 256), fp32; "
+             "median of repeated calls. 'torch' is F.linear and autograd's products; 'zoo' is "
+             "`zoo_core.cpu_linear` (parallel.cpu_linear=auto), which the zoo rows of peers-train use.", "",
+             "| layer | in->out | product | torch GFLOP/s | zoo GFLOP/s | zoo / torch | max rel. error vs fp64 |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {s} | {p} | {a:.0f} | {b:.0f} | **{r:.2f}x** | {e:.1e} |" for n, s, p, a, b, r, e in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
