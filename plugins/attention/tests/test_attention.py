@@ -69,3 +69,18 @@ def test_window_bounds_state_size_and_flops():
     assert local.state_size(1000) < full.state_size(1000)
     assert local.state_size(1000) == local.state_size(2000)
     assert full.flops_per_token(1024) > full.flops_per_token(128) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_complex_rope_equals_reference_rope(dtype):
+    from zoo_attention.mixer import rope_cis, rotate
+    from zoo_attention.reference import rope
+    x = torch.randn(2, 9, 3, 8).to(dtype)  # (B, T, H, hd)
+    pos = torch.tensor([[5 + t for t in range(9)], list(range(9))])
+    cis = rope_cis(pos, 8, 500.0, dtype)
+    ours = rotate(x, cis).transpose(1, 2)
+    assert ours.dtype == dtype
+    torch.testing.assert_close(ours, rope(x.transpose(1, 2), pos, 500.0))
+    traced = torch.compile(lambda x: rotate(x, rope_cis(pos, 8, 500.0, dtype)), backend="eager",
+                           fullgraph=True)(x)  # the real (cos, sin) form
+    torch.testing.assert_close(traced.transpose(1, 2), ours)
