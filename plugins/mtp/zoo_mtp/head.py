@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_core.blocks import RMSNorm, SwiGLU, swiglu_hidden
+from zoo_core.cpu_linear import linear  # F.linear, through oneDNN on CPU when parallel.cpu_linear says so
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Head, HeadOutput
 
@@ -117,9 +118,9 @@ class MTPHead(Head):
     def head_logits(self, h: Tensor, k: int) -> Tensor:
         """Logits of head k+1 (0-based k) for token t+k+1, from trunk states h (..., dim)."""
         if self.blocks is not None:
-            return F.linear(self.blocks[k](h), self._shared_weight())
+            return linear(self.blocks[k](h), self._shared_weight())
         weight = self._shared_weight() if k == 0 else self.extra[k - 1].weight
-        return F.linear(h, weight)
+        return linear(h, weight)
 
     def logits(self, h: Tensor) -> Tensor:
         return self.head_logits(h, 0)
