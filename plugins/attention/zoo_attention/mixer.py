@@ -88,15 +88,13 @@ class Attention(Mixer):
             return naive_attention(q, k, v, q_pos, k_pos, self.window)
         if backend == "auto" and plain_causal and flash.usable(q):
             return flash.attention(q, k, v, self.window)
-        groups = self.n_heads // self.n_kv_heads
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        gqa = self.n_heads > self.n_kv_heads  # SDPA reads the shared kv heads in place, no copies
         # A window that spans the whole segment is plain causal attention: take SDPA's
         # fused causal kernel rather than materialising a (T, T) mask.
         if plain_causal and (not self.window or self.window >= k.shape[2]):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         mask = allowed(q_pos, k_pos, self.window)[:, None]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
     def step(self, x: Tensor, state: Dict[str, Tensor]):
         pos = state["next"][:, None]
