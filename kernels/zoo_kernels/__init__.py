@@ -13,10 +13,11 @@ from torch import Tensor
 
 from . import ops
 from .backends import available_backends, select as _select
-from .conv import CausalConv
+from .conv import CausalConv, causal_conv1d
 from .selective import selective_scan
 
-__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "selective_scan", "available_backends", "CausalConv"]
+__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "selective_scan", "available_backends", "CausalConv",
+           "causal_conv1d"]
 __version__ = "0.1.0"
 
 

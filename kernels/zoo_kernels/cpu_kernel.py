@@ -31,6 +31,7 @@ from typing import Optional
 
 import torch
 
+from .cpu_conv_src import SOURCE as CONV_SOURCE
 from .cpu_rg_lru_src import SOURCE as RG_LRU_SOURCE
 from .cpu_selective_scan_src import SOURCE as SELECTIVE_SCAN_SOURCE
 from .cpu_vmath_src import SOURCE as VMATH_SOURCE
@@ -132,7 +133,8 @@ int zoo_scan(int kind, const void *a, const void *x, const void *h0, void *out, 
     return 0;
 }
 """
-SOURCE = VMATH_SOURCE + SCAN_SOURCE + SELECTIVE_SCAN_SOURCE + RG_LRU_SOURCE  # vector math first: the others use it
+# vector math first and the scan second: the others use vexpf and zoo_threads/zoo_run_jobs
+SOURCE = VMATH_SOURCE + SCAN_SOURCE + SELECTIVE_SCAN_SOURCE + RG_LRU_SOURCE + CONV_SOURCE
 
 # -fopenmp-simd honours `omp simd` (vectorised reductions) without linking OpenMP.
 # -fno-trapping-math changes no value, only what gcc assumes about FP exception traps: it may
@@ -211,6 +213,9 @@ def _build() -> ctypes.CDLL:
     lib.zoo_selective_scan.restype = ctypes.c_int
     lib.zoo_rg_lru.argtypes = [ctypes.c_int, *[vp] * 15, ctypes.POINTER(i64), i64, i64, i64, i64, ctypes.c_int]
     lib.zoo_rg_lru.restype = ctypes.c_int
+    lib.zoo_causal_conv.argtypes = [ctypes.c_int, *[vp] * 10, ctypes.POINTER(i64), *[i64] * 5, ctypes.c_int,
+                                    ctypes.c_int]
+    lib.zoo_causal_conv.restype = ctypes.c_int
     return lib
 
 
