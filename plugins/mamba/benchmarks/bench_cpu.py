@@ -6,7 +6,8 @@
    flattened (D*N) state, against the naive loop and a quadratic per-chunk form
    (SSD-style, decay (L, L, D, N)).
 2. Mamba-2: chunked SSD at several chunk sizes against the naive loop.
-3. The causal depthwise conv: F.conv1d against W shifted multiply-adds.
+3. The causal depthwise conv: F.conv1d and W shifted multiply-adds against zoo-kernels'
+   fused CPU conv (zoo_kernels.conv.causal_conv1d).
 """
 import argparse
 import statistics
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo_mamba.reference import selective_scan_ref, ssd_ref
+from zoo_kernels.conv import causal_conv1d
 from zoo_kernels.selective import selective_scan_flat, selective_scan_fused
 from zoo_mamba.ssd import ssd_chunked
 
@@ -85,7 +87,11 @@ def main():
         def shifted(xs, w, bias):
             T = xs.shape[1] - 3
             return bias + sum(xs[:, k:k + T] * w[:, k] for k in range(4))
-        print(f"  {str(shape):16} F.conv1d {bench(conv, [xs, w, bias]):7.2f}   shifted {bench(shifted, [xs, w, bias]):7.2f}")
+
+        def fused(xs, w, bias):  # the same output length: xs's first 3 rows are the state
+            return causal_conv1d(xs[:, 3:], w, bias, xs[:, :3])[0]
+        print(f"  {str(shape):16} F.conv1d {bench(conv, [xs, w, bias]):7.2f}   shifted {bench(shifted, [xs, w, bias]):7.2f}"
+              f"   fused {bench(fused, [xs, w, bias]):7.2f}")
 
 
 if __name__ == "__main__":

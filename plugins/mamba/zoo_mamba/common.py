@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_core.errors import UserError
+from zoo_kernels.conv import causal_conv1d
 
 BACKENDS = ("auto", "chunked", "naive")
 
@@ -48,20 +49,10 @@ def causal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: O
     """Depthwise causal conv over time, then SiLU.
 
     x (B, T, C); weight (C, W); conv_state (B, W-1, C): the W-1 inputs before x
-    (zeros at the start of a stream). Returns (y (B, T, C), new conv_state)."""
-    B, T, C = x.shape
-    W = weight.shape[1]
-    if conv_state is None:
-        conv_state = x.new_zeros(B, W - 1, C)
-    xs = torch.cat([conv_state.to(x.dtype), x], dim=1)  # (B, W-1+T, C)
-    if x.is_cuda:
-        y = F.conv1d(xs.transpose(1, 2), weight[:, None, :], bias, groups=C).transpose(1, 2)
-    else:  # W shifted multiply-adds: 1.5-5x faster than depthwise F.conv1d on CPU (README)
-        y = xs[:, :T] * weight[:, 0]
-        for k in range(1, W):
-            y = y + xs[:, k:k + T] * weight[:, k]
-        y = y if bias is None else y + bias
-    return F.silu(y), xs[:, xs.shape[1] - (W - 1):]
+    (zeros at the start of a stream). Returns (y (B, T, C), new conv_state).
+    zoo-kernels' fused conv + SiLU on CPU (one pass instead of ~10 full-size ops
+    and their backwards); F.conv1d on CUDA."""
+    return causal_conv1d(x, weight, bias, conv_state, activation="silu")
 
 
 def causal_conv_step(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Tensor
