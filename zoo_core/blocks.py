@@ -34,6 +34,29 @@ def swiglu_hidden(dim: int, mult: float, multiple_of: int = 32) -> int:
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
+class _SiLUGate(torch.autograd.Function):
+    """SiLU(gate) * value over h = [gate, value]. Autograd through `chunk` would gather
+    the two halves' gradients with a cat, a copy as big as h (5% of a small model's
+    CPU step); this backward writes them into one buffer instead."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor) -> Tensor:
+        gate, value = h.chunk(2, dim=-1)
+        ctx.save_for_backward(h)
+        return F.silu(gate) * value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor) -> Tensor:
+        (h,) = ctx.saved_tensors
+        gate, value = h.chunk(2, dim=-1)
+        grad = torch.empty_like(h)
+        g_gate, g_value = grad.chunk(2, dim=-1)
+        torch.ops.aten.silu_backward.grad_input(g * value, gate, grad_input=g_gate)
+        torch.mul(g, F.silu(gate), out=g_value)
+        return grad
+
+
 class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
@@ -42,8 +65,7 @@ class SwiGLU(nn.Module):
         self.hidden = hidden
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, value = self.w_in(x).chunk(2, dim=-1)
-        return self.w_out(F.silu(gate) * value)
+        return self.w_out(_SiLUGate.apply(self.w_in(x)))
 
     def flops_per_token(self) -> float:
         return 2.0 * 3 * self.dim_in * self.hidden

@@ -1,0 +1,38 @@
+"""The core block pieces' fast forms equal their plain definitions, gradients included."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo_core.blocks import RMSNorm, _SiLUGate
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_silu_gate_equals_autograd_through_chunk(dtype):
+    torch.manual_seed(0)
+    h = torch.randn(3, 5, 8, dtype=dtype, requires_grad=True)
+    g = torch.randn(3, 5, 4, dtype=dtype)
+    ours = _SiLUGate.apply(h)
+    gate, value = h.chunk(2, dim=-1)
+    ref = F.silu(gate) * value
+    assert torch.equal(ours, ref)
+    assert torch.equal(torch.autograd.grad(ours, h, g)[0], torch.autograd.grad(ref, h, g)[0])
+
+
+def test_silu_gate_gradcheck():
+    assert torch.autograd.gradcheck(_SiLUGate.apply, (torch.randn(2, 6, dtype=torch.float64, requires_grad=True),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_its_definition(dtype):
+    torch.manual_seed(0)
+    norm = RMSNorm(16).to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(4, 7, 16, dtype=dtype, requires_grad=True)
+    xf = x.float()
+    ref = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)).type_as(x) * norm.weight
+    y = norm(x)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])
