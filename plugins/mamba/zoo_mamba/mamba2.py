@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_core.cpu_linear import linear
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
 from zoo_mamba import fastpath
@@ -102,8 +103,10 @@ class Mamba2(Mixer):
 
     # -- the three paths ----------------------------------------------------------------
     def _split(self, x: Tensor):
-        zxbcdt = self.in_proj(x)
-        return torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+        # One product per part, from row blocks of in_proj's weight: splitting one big
+        # output would make backward gather the parts' gradients with a (B, T, 2.3 dim) cat.
+        parts = self.in_proj.weight.split([self.d_inner, self.conv_dim, self.n_heads])
+        return tuple(linear(x, w) for w in parts)
 
     def _ssm_inputs(self, xbc: Tensor, dt: Tensor):
         G, N = self.ngroups, self.d_state
