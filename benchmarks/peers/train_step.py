@@ -32,6 +32,10 @@ SLOW_S = 15.0
 def worker(args) -> None:
     """One model in this process; prints one JSON line."""
     common.pin_threads(args.threads)
+    freed = "glibc default"
+    if not args.glibc_default:  # both sides alike: what `zoo train` does on CPU, applied to the peers too
+        from zoo_core.cpu_memory import keep_freed_memory
+        freed = "kept for reuse" if keep_freed_memory() is None else "glibc default"
     import torch
 
     import models
@@ -72,7 +76,7 @@ def worker(args) -> None:
         "row": args.row, "side": args.side, "note": note, "params": sum(p.numel() for p in model.parameters()),
         "step_s": med, "tokens_per_s": B * T / med, "steps": len(times), "spread": common.spread(times),
         "first_step_s": first_s, "build_s": build_s, "peak_mb": common.max_rss_mb() - base,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "freed_memory": freed,
     }))
 
 
@@ -82,6 +86,8 @@ def run_one(row: str, side: str, args) -> dict:
            "--budget", str(args.budget), "--seq", str(args.seq), "--batch", str(args.batch)]
     if args.compile and side == "zoo":
         cmd.append("--compile")
+    if args.glibc_default:
+        cmd.append("--glibc-default")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     for line in reversed(proc.stdout.splitlines()):
@@ -118,6 +124,8 @@ def main() -> None:
                    "does); peers run as their users run them (eager)")
     p.add_argument("--rounds", type=int, default=3, help="run every row this many times, zoo and peer back to "
                    "back, and report the median run")
+    p.add_argument("--glibc-default", action="store_true", help="leave glibc's allocator thresholds alone "
+                   "(by default every model, zoo's and the peers', keeps freed memory for reuse, as `zoo train` does)")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--out", type=Path, default=None, help="results file (default: "
                    "benchmarks/results/peers-train-<machine>.md)")
@@ -216,7 +224,10 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         "path, minutes per run, is timed in the first round only. One fresh subprocess per model; peak memory is the growth of its "
         "resident high-water mark (ru_maxrss) from just before the model is built. zoo runs eager and with "
         "`parallel.compile=true` (torch.compile per block, what `zoo train` does with that switch); the peers "
-        "run eager, as their users run them on CPU.",
+        "run eager, as their users run them on CPU. Freed memory: "
+        + ("glibc's defaults (--glibc-default), for every model." if args.glibc_default else
+           "kept for reuse in every process, zoo's and the peers' alike (zoo_core.cpu_memory, what `zoo train` "
+           "does on CPU; glibc would otherwise page-fault every fresh tensor over its mmap threshold in again)."),
         "",
         "## Tokens/s",
         "",
