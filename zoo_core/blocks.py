@@ -42,18 +42,19 @@ class _SiLUGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: Tensor) -> Tensor:
         gate, value = h.chunk(2, dim=-1)
-        ctx.save_for_backward(h)
-        return F.silu(gate) * value
+        act = F.silu(gate)
+        ctx.save_for_backward(h, act)
+        return act * value
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor) -> Tensor:
-        (h,) = ctx.saved_tensors
+        h, act = ctx.saved_tensors
         gate, value = h.chunk(2, dim=-1)
         grad = torch.empty_like(h)
         g_gate, g_value = grad.chunk(2, dim=-1)
         torch.ops.aten.silu_backward.grad_input(g * value, gate, grad_input=g_gate)
-        torch.mul(g, F.silu(gate), out=g_value)
+        torch.mul(g, act, out=g_value)
         return grad
 
 

@@ -25,6 +25,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args()
     common.pin_threads(args.threads)
+    from zoo_core.cpu_memory import keep_freed_memory
+    keep_freed_memory()  # as train_step.py does for every model
     import torch
     from torch.profiler import ProfilerActivity, profile
 
