@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -123,7 +124,7 @@ def main() -> None:
                    help="zoo eager, and zoo with parallel.compile=true (torch.compile per block, as `zoo train` "
                    "does); peers run as their users run them (eager)")
     p.add_argument("--rounds", type=int, default=3, help="run every row this many times, zoo and peer back to "
-                   "back, and report the median run")
+                   "back; report the median run and the median paired ratio")
     p.add_argument("--glibc-default", action="store_true", help="leave glibc's allocator thresholds alone "
                    "(by default every model, zoo's and the peers', keeps freed memory for reuse, as `zoo train` does)")
     p.add_argument("--timeout", type=float, default=1800)
@@ -180,6 +181,9 @@ def main() -> None:
     print(text)
     if not args.no_write:
         common.write_report(text, args.out, "train")
+        raw = (args.out or common.RESULTS / f"peers-train-{common.machine_slug()}.md").with_suffix(".json")
+        raw.write_text(json.dumps({"zoo": {f"{m} {md}": runs for (m, md), runs in zoo_rounds.items()},
+                                   "peer": peer_rounds}, indent=1) + "\n")
 
 
 def _median_run(runs: list) -> dict:
@@ -191,8 +195,16 @@ def _median_run(runs: list) -> dict:
     return ranked[(len(ranked) - 1) // 2]
 
 
-def _round_ratios(zoo_runs: list, peer_runs: list) -> str:
-    return " / ".join(_ratio(z, p) for z, p in zip(zoo_runs, peer_runs))
+def _round_ratios(zoo_runs: list, peer_runs: list) -> list:
+    """zoo / peer tokens/s in each round (None where a run failed)."""
+    return [None if "error" in z or "error" in p else z["tokens_per_s"] / p["tokens_per_s"]
+            for z, p in zip(zoo_runs, peer_runs)]
+
+
+def _median_ratio(ratios: list) -> str:
+    """The headline ratio: the median of the rounds' paired ratios."""
+    ok = sorted(r for r in ratios if r is not None)
+    return "n/a" if len(ok) < len(ratios) or not ok else f"{statistics.median(ok):.2f}x"
 
 
 def _ratio(a: dict, b: dict) -> str:
@@ -220,8 +232,9 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         f"min/max spread around the median; a model whose first step takes over {SLOW_S:.0f} s gets one more "
         "warm-up step and 3 timed steps). Every row runs in "
         f"{args.rounds} rounds, zoo and peer back to back in each, and the tables give each model's median "
-        "round (its run, memory included); the last table gives every round's ratio. HF's sequential Mamba "
-        "path, minutes per run, is timed in the first round only. One fresh subprocess per model; peak memory is the growth of its "
+        "round (its run, memory included), and zoo / peer is the median of the rounds' paired ratios, each "
+        f"listed in the last table. A peer whose first step takes over {SLOW_S:.0f} s is timed in the first "
+        "round only. One fresh subprocess per model; peak memory is the growth of its "
         "resident high-water mark (ru_maxrss) from just before the model is built. zoo runs eager and with "
         "`parallel.compile=true` (torch.compile per block, what `zoo train` does with that switch); the peers "
         "run eager, as their users run them on CPU. Freed memory: "
@@ -240,12 +253,13 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         attn = {md: zoo_runs.get(("attention", md)) for md in modes}
         cells = [row, peer_of[row], fmt_tps(p)]
         cells += [fmt_tps(zs[md]) for md in modes]
-        cells += [f"**{_ratio(zs[md], p)}**" for md in modes]
+        cells += [f"**{_median_ratio(per_round[row, md])}**" for md in modes]
         cells += ["" if mixer_of[row] == "attention" or not attn[md] else _ratio(zs[md], attn[md]) for md in modes]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Ratio in each round", "", "| model | " + " | ".join(f"zoo {md} / peer" for md in modes) + " |",
               "|---|" + "---|" * len(modes)]
-    lines += ["| " + " | ".join([row] + [per_round[row, md] for md in modes]) + " |" for row in results]
+    lines += ["| " + " | ".join([row] + [" / ".join("n/a" if r is None else f"{r:.2f}x" for r in per_round[row, md])
+                                         for md in modes]) + " |" for row in results]
     lines += ["", "## Memory, spread, parameters", "",
               "| model | peer peak MB | " + " | ".join(f"zoo {md} peak MB" for md in modes)
               + " | peer n, spread | " + " | ".join(f"zoo {md} n, spread" for md in modes)
