@@ -4,7 +4,7 @@ PyTorch's CPU wheels send float32 `F.linear` and its backward to MKL's sgemm.
 On AMD CPUs MKL runs its AVX2 code, not AVX-512, and reaches about half of what
 oneDNN (also inside the wheel; the op inductor uses for frozen CPU linears)
 gets at the same shapes: 180 against 350-430 GFLOP/s on 2 Zen 5 cores
-(benchmarks/results/cpu-linear-*.md). Linear layers are most of a small
+(benchmarks/results/peers-linear-*.md). Linear layers are most of a small
 model's training step, so `parallel.cpu_linear=auto` routes them through
 oneDNN: forward, input gradient and weight gradient, all in float32 with
 float32 accumulation (the results differ from MKL's in rounding only).
