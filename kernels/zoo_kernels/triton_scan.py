@@ -25,6 +25,7 @@ from .chunked import acc_dtype
 BLOCK_T = 128  # time steps per tile
 BLOCK_D = 32  # channels per program (32 fp32 = one 128-byte row segment)
 NUM_WARPS = 4
+NUM_STAGES = 3  # software-pipelining depth of the time loop (Triton's default on CUDA)
 
 
 def _blocks(length: int, dim: int) -> tuple[int, int]:
@@ -300,7 +301,7 @@ def _fwd(a, x, h0, log):
     _scan_fwd_kernel[_grid(bsz, dim, bd)](
         a, x, h0c, h, h_last, length, dim,
         *a.stride(), *x.stride(), *h.stride(),
-        HAS_H0=h0 is not None, LOG=log, BT=bt, BD=bd, num_warps=NUM_WARPS,
+        HAS_H0=h0 is not None, LOG=log, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return h, h_last
 
@@ -326,7 +327,7 @@ def _bwd(a, g, g_last, h, h0, dx_dtype, with_da):
     _scan_bwd_kernel[_grid(bsz, dim, bd)](
         a, g, g_last, hh, h0c, dx, da, w0, length, dim,
         *a.stride(), *g.stride(), *hh.stride(), *dx.stride(),
-        HAS_H0=h0 is not None, HAS_DA=with_da, BT=bt, BD=bd, num_warps=NUM_WARPS,
+        HAS_H0=h0 is not None, HAS_DA=with_da, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return dx, da, w0
 
@@ -352,7 +353,7 @@ def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
     bt, bd = _blocks(length, dim)
     _rg_lru_fwd_kernel[_grid(bsz, dim, bd)](
         x, r_pre, i_pre, a_param.contiguous(), h0c, h, h_last, length, dim, float(c),
-        *x.stride(), HAS_H0=h0 is not None, BT=bt, BD=bd, num_warps=NUM_WARPS,
+        *x.stride(), HAS_H0=h0 is not None, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return h, h_last
 
@@ -371,7 +372,7 @@ def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
     _rg_lru_bwd_kernel[_grid(bsz, dim, bd)](
         x, r_pre, i_pre, a_param.contiguous(), h0c, h, g, g_last, dx, drp, dip, dap, w0,
         length, dim, float(c), *x.stride(), *h.stride(), *g.stride(),
-        HAS_H0=h0 is not None, BT=bt, BD=bd, num_warps=NUM_WARPS,
+        HAS_H0=h0 is not None, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     ap = a_param.float()
     d_a_param = dap.sum(0) * torch.sigmoid(-ap)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One call of the device tool on a bare GPU machine: install, then run the named steps.
+#
+#   bash benchmarks/gpu/session.sh tests tune bench peers-a peers-b
+#
+# The machine has torch, triton, transformers and pytest-benchmark but no omegaconf and
+# no network: carry the pure-Python wheels in .whl/ (see benchmarks/gpu/README.md).
+# zoo's own packages are installed from this tree. Results go to $OUT (the tool
+# brings them back); copy them into benchmarks/results/ by hand.
+set -uo pipefail
+OUT=${OUT:-/tmp/zoo-gpu-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site \
+    . ./kernels ./plugins/*/ >/dev/null 2>&1 || { echo "installing zoo failed"; exit 1; }
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+
+for step in "$@"; do
+    echo "=== $step $(date +%T)"
+    case $step in
+        tests)  # the kernels on the GPU: real compiled Triton, lengths over several tiles
+            timeout 240 python3 -m pytest -q -x -p no:cacheprovider kernels/tests 2>&1 | tail -15 ;;
+        tune)
+            timeout 240 python3 benchmarks/kernels/tune_triton.py 2>&1 | tee "$OUT/tune.txt" | tail -14 ;;
+        bench)
+            timeout 420 python3 -m pytest -q -p no:cacheprovider benchmarks/kernels --benchmark-only \
+                --benchmark-json="$OUT/kernels.json" >"$OUT/bench.log" 2>&1; tail -3 "$OUT/bench.log"
+            python3 benchmarks/kernels/report.py "$OUT/kernels.json" >"$OUT/kernels.md" && grep -E "triton|^machine" "$OUT/kernels.md" | head -40 ;;
+        peers-*)  # a subset of rows per call: the whole table takes longer than one call may run
+            rows=${step#peers-}
+            timeout 540 python3 benchmarks/peers/gpu_step.py --append --rows ${rows//,/ } 2>&1 | tail -30
+            cp benchmarks/results/peers-train-gpu-* "$OUT/" ;;
+        *) echo "unknown step $step" ;;
+    esac
+done
