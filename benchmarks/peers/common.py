@@ -65,6 +65,10 @@ def machine_slug() -> str:
 
 
 def git_rev() -> str:
+    """The short commit; ZOO_GIT_REV overrides it where the checkout's .git is not the code's
+    (a copy of the working tree sent to another machine)."""
+    if os.environ.get("ZOO_GIT_REV"):
+        return os.environ["ZOO_GIT_REV"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10)

@@ -90,7 +90,7 @@ def worker(args) -> None:
     said = sorted({str(w.message).splitlines()[0][:160] for w in caught
                    if "not installed" in str(w.message) or "fall" in str(w.message).lower()})
     med = common.median(times)
-    out = {"row": args.row, "side": args.side, "note": note, "batch": B,
+    out = {"row": args.row, "side": args.side, "note": note, "batch": B, "git": common.git_rev(),
            "params": sum(p.numel() for p in model.parameters()), "step_s": med, "tokens_per_s": B * T / med,
            "steps": len(times), "spread": common.spread(times), "first_step_s": first_s,
            "peak_gb": 0.0 if args.smoke else torch.cuda.max_memory_allocated() / 1e9, "fallbacks": said}
@@ -163,30 +163,35 @@ def main() -> None:
     peak = None if args.smoke else device_peak(torch.device("cuda"))
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
     peer_of = {row: peer for row, _, peer, _ in models.ROWS}
+    slug = "gpu-" + "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
+    out = args.out or common.RESULTS / f"peers-train-{slug}.md"
+    raw = out.with_suffix(".json")
     zoo, peers = {}, {}
+    if args.append and raw.exists():  # rows measured by an earlier call (a device call is limited in time)
+        old = json.loads(raw.read_text())
+        zoo = {tuple(k.rsplit(" ", 1)): r for k, r in old["zoo"].items()}
+        peers = old["peer"]
+    fresh = set()
     for row in args.rows:
         for mode in args.zoo_modes:
-            if (mixer_of[row], mode) not in zoo:
+            if (mixer_of[row], mode) not in fresh:
+                fresh.add((mixer_of[row], mode))
                 args.compile = mode == "compiled"
                 zoo[mixer_of[row], mode] = run_one(mixer_of[row], "zoo", args)
         args.compile = False
         peers[row] = run_one(row, "peer", args)
         print(f"{row:24s} {peer_of[row]:40s} {_tps(peers[row]):>10s} tok/s | "
               + "  ".join(f"zoo {md} {_tps(zoo[mixer_of[row], md])}" for md in args.zoo_modes), flush=True)
-    slug = "gpu-" + "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
-    out = args.out or common.RESULTS / f"peers-train-{slug}.md"
-    raw = out.with_suffix(".json")
-    if args.append and raw.exists():  # rows measured by an earlier call (a device call is limited in time)
-        old = json.loads(raw.read_text())
-        zoo = {**{tuple(k.rsplit(" ", 1)): r for k, r in old["zoo"].items()}, **zoo}
-        peers = {**{row: old["peer"][row] for row in mixer_of if row in old["peer"] and row not in peers}, **peers}
-    peers = {r: peers[r] for r, *_ in models.ROWS if r in peers}  # the table's order
-    text = report(args, device, peak, zoo, peers)
+        peers = {r: peers[r] for r, *_ in models.ROWS if r in peers}  # the table's order
+        text = report(args, device, peak, zoo, peers)
+        if not args.no_write:  # after every row: a call cut off at its time limit keeps what it measured
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+            raw.write_text(json.dumps({"zoo": {f"{m} {md}": r for (m, md), r in zoo.items()}, "peer": peers},
+                                      indent=1) + "\n")
     print(text)
     if not args.no_write:
-        common.write_report(text, out, "train")
-        raw.write_text(json.dumps({"zoo": {f"{m} {md}": r for (m, md), r in zoo.items()}, "peer": peers},
-                                  indent=1) + "\n")
+        print(f"wrote {out}")
 
 
 def report(args, device, peak, zoo, peers) -> str:
@@ -200,7 +205,8 @@ def report(args, device, peak, zoo, peers) -> str:
     lines = [
         f"# Training step on a GPU: zoo against the peers ({device})",
         "",
-        f"Device: {device}, torch {torch.__version__}, CUDA {torch.version.cuda}; zoo at git {common.git_rev()}; "
+        f"Device: {device}, torch {torch.__version__}, CUDA {torch.version.cuda}; zoo at git "
+        f"{', '.join(sorted({r['git'] for r in [*zoo.values(), *peers.values()] if 'git' in r}) or common.git_rev())}; "
         f"{time.strftime('%Y-%m-%d %H:%M %Z')}. MFU against {peak / 1e12:.0f} TFLOP/s dense bf16 (datasheet)."
         if peak else f"Device: {device}; no datasheet peak known, so no MFU.",
         "CUDA fast paths importable here: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in found.items())

@@ -64,8 +64,8 @@ def compare(fn, ref_fn, inputs: dict, tol: float, noncontiguous=False) -> None:
         assert any(isinstance(v, torch.Tensor) and not v.is_contiguous() for v in inputs.values())
     some = next(v for v in inputs.values() if isinstance(v, torch.Tensor) and v.dim() == 3)
     gen = torch.Generator().manual_seed(1)
-    w_out = torch.randn(some.shape, generator=gen, dtype=torch.float64).to(DEVICE)
-    w_last = torch.randn(some.shape[0], some.shape[2], generator=gen, dtype=torch.float64).to(DEVICE)
+    w_out = torch.randn(some.shape, generator=gen, dtype=torch.float64).to(some.device)
+    w_last = torch.randn(some.shape[0], some.shape[2], generator=gen, dtype=torch.float64).to(some.device)
     got = run(fn, inputs, (w_out, w_last))
     want = run(ref_fn, ref_inputs, (w_out, w_last))
     names = ["output", "last state"] + [f"grad {k}" for k, v in inputs.items() if isinstance(v, torch.Tensor)]

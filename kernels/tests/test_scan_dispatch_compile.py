@@ -1,5 +1,6 @@
 """Backend selection, the public API contract, and torch.compile / torch.library registration."""
 
+import os
 import subprocess
 import sys
 
@@ -74,7 +75,8 @@ def test_imports_and_runs_without_triton():
         "h, _ = zoo_kernels.linear_scan(torch.rand(1, 3, 2), torch.randn(1, 3, 2))\n"
         "assert 'triton' not in sys.modules or sys.modules['triton'] is None\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "ZOO_KERNELS": ""}
+    # a bare environment, except where the packages were installed by PYTHONPATH (a --target install)
+    env = {"PATH": "/usr/bin:/bin", "ZOO_KERNELS": "", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
