@@ -1,6 +1,7 @@
 """What both peer benchmarks share: threads, machine description, load, timing."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -13,6 +14,14 @@ from typing import Callable, Dict, List
 import torch
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def add_worker_args(p: argparse.ArgumentParser) -> None:
+    """The hidden options a training-step script passes to its own subprocess, one model each."""
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--row", help=argparse.SUPPRESS)
+    p.add_argument("--side", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
 
 
 def pin_threads(n: int) -> None:

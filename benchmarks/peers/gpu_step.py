@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -146,10 +145,7 @@ def main() -> None:
                    "run does not measure, and report them all")
     p.add_argument("--smoke", action="store_true", help="check the script on CPU at the tiny CPU shape "
                    "(nothing is written)")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--row", help=argparse.SUPPRESS)
-    p.add_argument("--side", help=argparse.SUPPRESS)
-    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    common.add_worker_args(p)
     args = p.parse_args()
     if args.worker:
         return worker(args)

@@ -131,10 +131,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="results file (default: "
                    "benchmarks/results/peers-train-<machine>.md)")
     p.add_argument("--no-write", action="store_true")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--row", help=argparse.SUPPRESS)
-    p.add_argument("--side", help=argparse.SUPPRESS)
-    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    common.add_worker_args(p)
     args = p.parse_args()
     if args.worker:
         return worker(args)
