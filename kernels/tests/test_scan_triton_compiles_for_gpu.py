@@ -24,17 +24,27 @@ try:
 except ImportError as err:
     print("SKIP no ahead-of-time compile API:", err); sys.exit(0)
 from zoo_kernels import triton_scan as ts
+from zoo_kernels import triton_selective as tsel
 
-SCALARS = {"T": "i32", "D": "i32", "c": "fp32"}
+SCALARS = {"T": "i32", "D": "i32", "c": "fp32", "N": "i32", "NT": "i32", "NB": "i32"}
+SCAN = {"BT": ts.BLOCK_T, "BD": ts.BLOCK_D, "num_warps": ts.NUM_WARPS}
+# the fused selective scan at mamba's N = 16, and at the largest N it takes (its channel block shrunk to 1)
+SEL = {"BT": tsel.BLOCK_T, "BD": tsel._blocks(1536, 16)[1], "BN": 16, "num_warps": tsel.NUM_WARPS}
+SEL_BIG_N = {**SEL, "BD": tsel._blocks(1536, 256)[1], "BN": 256}
+BF16_SEL = {"U": "*bf16", "DT": "*bf16", "B": "*bf16", "C": "*bf16"}
 CASES = [
-    (ts._scan_fwd_kernel, {"A": "*bf16", "X": "*bf16", "H": "*bf16"}, {"HAS_H0": True, "LOG": False}),
-    (ts._scan_fwd_kernel, {}, {"HAS_H0": False, "LOG": True}),
-    (ts._scan_bwd_kernel, {}, {"HAS_H0": True, "HAS_DA": True}),
-    (ts._rg_lru_fwd_kernel, {"X": "*bf16", "RP": "*bf16", "IP": "*bf16", "H": "*bf16"}, {"HAS_H0": True}),
-    (ts._rg_lru_bwd_kernel, {}, {"HAS_H0": True}),
+    (ts._scan_fwd_kernel, {"A": "*bf16", "X": "*bf16", "H": "*bf16"}, {"HAS_H0": True, "LOG": False}, SCAN),
+    (ts._scan_fwd_kernel, {}, {"HAS_H0": False, "LOG": True}, SCAN),
+    (ts._scan_bwd_kernel, {}, {"HAS_H0": True, "HAS_DA": True}, SCAN),
+    (ts._rg_lru_fwd_kernel, {"X": "*bf16", "RP": "*bf16", "IP": "*bf16", "H": "*bf16"}, {"HAS_H0": True}, SCAN),
+    (ts._rg_lru_bwd_kernel, {}, {"HAS_H0": True}, SCAN),
+    (tsel._ss_fwd_kernel, {**BF16_SEL, "Y": "*bf16"}, {"HAS_H0": True}, SEL),
+    (tsel._ss_fwd_kernel, {}, {"HAS_H0": False}, SEL_BIG_N),
+    (tsel._ss_bwd_kernel, {**BF16_SEL, "GY": "*bf16", "DU": "*bf16", "DDT": "*bf16"}, {"HAS_DH0": True}, SEL),
+    (tsel._ss_bwd_kernel, {}, {"HAS_DH0": False}, SEL_BIG_N),
 ]
-for kernel, pointers, flags in CASES:
-    consts = {**flags, "BT": ts.BLOCK_T, "BD": ts.BLOCK_D}
+for kernel, pointers, flags, blocks in CASES:
+    consts = {**flags, **{k: v for k, v in blocks.items() if k != "num_warps"}}
     sig = {}
     for name in kernel.arg_names:
         if name in consts:
@@ -47,7 +57,7 @@ for kernel, pointers, flags in CASES:
         src = ASTSource(fn=kernel, signature=sig, constexprs=consts)
     except TypeError as err:
         print("SKIP this triton's ASTSource takes other arguments:", err); sys.exit(0)
-    out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": ts.NUM_WARPS})
+    out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": blocks["num_warps"]})
     assert len(out.asm["cubin"]) > 0, kernel.__name__
     print("compiled", kernel.__name__, flags)
 '''
@@ -60,4 +70,4 @@ def test_kernels_compile_for_sm90():
     assert done.returncode == 0, done.stderr[-3000:]
     if done.stdout.startswith("SKIP"):
         pytest.skip(done.stdout.strip())
-    assert done.stdout.count("compiled") == 5, done.stdout
+    assert done.stdout.count("compiled") == 9, done.stdout
