@@ -7,10 +7,10 @@
     out_proj(y * SiLU(z))
 
 Three paths: naive (`reference.selective_scan_ref`), fast (`zoo_kernels.selective_scan`:
-a fused compiled kernel on CPU that never stores the (b, T, D, N) decays, else
-zoo-kernels' linear scan over the flattened state, Triton on CUDA; mamba-ssm's
-`selective_scan_fn` on CUDA when installed and no state is carried in or out),
-and the recurrent `step`.
+fused kernels that never store the (b, T, D, N) decays, compiled C on CPU and Triton
+on CUDA; without a C compiler, zoo-kernels' linear scan over the flattened state;
+mamba-ssm's `selective_scan_fn` on CUDA when installed and no state is carried in or
+out), and the recurrent `step`.
 """
 from __future__ import annotations
 
