@@ -36,3 +36,19 @@ def test_rms_norm_matches_its_definition(dtype):
     torch.testing.assert_close(y, ref)
     g = torch.randn_like(y)
     torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
+def test_swiglu_compiled_equals_eager():
+    """Under torch.compile SwiGLU takes the plain form (inductor fuses it); same values and grads."""
+    from zoo_core.blocks import SwiGLU
+
+    torch.manual_seed(0)
+    mlp = SwiGLU(8, 12).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 8, dtype=torch.float64)
+    eager = mlp(x)
+    compiled = torch.compile(mlp, fullgraph=True)(x)
+    torch.testing.assert_close(compiled, eager)
+    params = [x, *mlp.parameters()]
+    for a, b in zip(torch.autograd.grad(compiled, params, g), torch.autograd.grad(eager, params, g)):
+        torch.testing.assert_close(a, b)
