@@ -52,3 +52,30 @@ def test_swiglu_compiled_equals_eager():
     params = [x, *mlp.parameters()]
     for a, b in zip(torch.autograd.grad(compiled, params, g), torch.autograd.grad(eager, params, g)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 16), (3, 33)])
+def test_rms_norm_backward_matches_float64_autograd(shape):
+    """The CPU custom backward (fp32) against autograd through F.rms_norm in float64."""
+    torch.manual_seed(1)
+    norm = RMSNorm(shape[-1])
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = (3 * torch.randn(*shape)).requires_grad_()
+    g = torch.randn(*shape)
+    y = norm(x)
+    dx, dw = torch.autograd.grad(y, (x, norm.weight), g)
+    x64, w64 = x.detach().double().requires_grad_(), norm.weight.detach().double().requires_grad_()
+    y64 = F.rms_norm(x64, (shape[-1],), w64, norm.eps)
+    dx64, dw64 = torch.autograd.grad(y64, (x64, w64), g.double())
+    for ours, ref in ((y, y64), (dx, dx64), (dw, dw64)):
+        assert ((ours.double() - ref).abs().max() / ref.abs().max()).item() < 1e-6
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.aten, "_fused_rms_norm"), reason="torch < 2.8 has no fused rms_norm")
+def test_rms_norm_custom_backward_gradcheck_float64():
+    from zoo_core.blocks import _RMSNormFn
+
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(5, dtype=torch.float64) + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: _RMSNormFn.apply(a, b, 1e-5), (x, w))
