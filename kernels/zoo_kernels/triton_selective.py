@@ -80,6 +80,16 @@ def _row(tile, rows, R: tl.constexpr):
 
 
 @triton.jit
+def _load_tile(U, DT, B, C, b, t, d, n, m2, mn, sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn):
+    """u, dt (BT, BD) and B, C (BT, BN) of one tile in fp32; masked entries are 0 (dt = 0: an identity step)."""
+    u = tl.load(U + b * sub + t[:, None] * sut + d[None, :] * sud, mask=m2, other=0.0).to(tl.float32)
+    dt = tl.load(DT + b * sdb + t[:, None] * sdt + d[None, :] * sdd, mask=m2, other=0.0).to(tl.float32)
+    bm = tl.load(B + b * sbb + t[:, None] * sbt + n[None, :] * sbn, mask=mn, other=0.0).to(tl.float32)
+    cm = tl.load(C + b * scb + t[:, None] * sct + n[None, :] * scn, mask=mn, other=0.0).to(tl.float32)
+    return u, dt, bm, cm
+
+
+@triton.jit
 def _ss_fwd_kernel(
     U, DT, A, B, C, H0, Y, HL, CK,
     T, D, N, NT,
@@ -107,10 +117,8 @@ def _ss_fwd_kernel(
         m2 = tm[:, None] & dmask[None, :]
         mn = tm[:, None] & nmask[None, :]
         # padding steps (t >= T) are identities: dt = 0 gives decay 1 and input 0
-        u = tl.load(U + b * sub + t[:, None] * sut + d[None, :] * sud, mask=m2, other=0.0).to(tl.float32)
-        dt = tl.load(DT + b * sdb + t[:, None] * sdt + d[None, :] * sdd, mask=m2, other=0.0).to(tl.float32)
-        bm = tl.load(B + b * sbb + t[:, None] * sbt + n[None, :] * sbn, mask=mn, other=0.0).to(tl.float32)
-        cm = tl.load(C + b * scb + t[:, None] * sct + n[None, :] * scn, mask=mn, other=0.0).to(tl.float32)
+        u, dt, bm, cm = _load_tile(U, DT, B, C, b, t, d, n, m2, mn,
+                                   sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn)
         da = tl.exp(dt[:, :, None] * a[None, :, :])
         x = (dt * u)[:, :, None] * bm[:, None, :]
         x = tl.where(rows[:, None, None] == 0, x + da * carry[None, :, :], x)
@@ -149,10 +157,8 @@ def _ss_bwd_kernel(
         tm = t < T
         m2 = tm[:, None] & dmask[None, :]
         mn = tm[:, None] & nmask[None, :]
-        u = tl.load(U + b * sub + t[:, None] * sut + d[None, :] * sud, mask=m2, other=0.0).to(tl.float32)
-        dt = tl.load(DT + b * sdb + t[:, None] * sdt + d[None, :] * sdd, mask=m2, other=0.0).to(tl.float32)
-        bm = tl.load(B + b * sbb + t[:, None] * sbt + n[None, :] * sbn, mask=mn, other=0.0).to(tl.float32)
-        cm = tl.load(C + b * scb + t[:, None] * sct + n[None, :] * scn, mask=mn, other=0.0).to(tl.float32)
+        u, dt, bm, cm = _load_tile(U, DT, B, C, b, t, d, n, m2, mn,
+                                   sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn)
         gy = tl.load(GY + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m2, other=0.0).to(tl.float32)
         # the decay that carries w_{t+1} back to step t; 1 past the end (w_T = ghl enters undecayed)
         dt_next = tl.load(DT + b * sdb + (t + 1)[:, None] * sdt + d[None, :] * sdd,
