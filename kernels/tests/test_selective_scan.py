@@ -82,6 +82,19 @@ def test_noncontiguous_inputs_and_thread_counts_agree():
         torch.set_num_threads(old)
 
 
+@needs_kernel
+def test_scratch_cap_splits_channel_blocks(monkeypatch):
+    """A large N * D caps the channel block (the backward's scratch); the blocks' dB/dC partials still sum right."""
+    import zoo_kernels.selective as ss
+    monkeypatch.setattr(ss, "SCRATCH_BYTES", (2 * CHECKPOINT_EVERY + 1) * 6 * 8 * 20)  # 20 channels of N=6 in f64
+    args = inputs(3, 45, 40, 6, True)
+    assert ss._plan(args[0], 6)[1] == 16  # three blocks, the last one partial
+    got = outputs_and_grads(selective_scan_fused, args, torch.float64)
+    want = outputs_and_grads(selective_scan_naive, args, torch.float64)
+    for a, w in zip(got, want):
+        assert rel(a, w) < 1e-12
+
+
 def test_dispatch_and_fallback(monkeypatch):
     """CPU tensors take the fused kernel; ZOO_KERNELS_CPP=0 gives the flat path; both agree."""
     args = [None if t is None else t.float() for t in inputs(2, 20, 8, 4, True)]

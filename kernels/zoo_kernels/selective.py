@@ -80,10 +80,15 @@ def _call(kind, threads, block, shapes, **ptrs):
         raise MemoryError("zoo-kernels: the fused selective scan could not allocate its scratch buffers")
 
 
-def _plan(u: Tensor) -> Tuple[int, int]:
+#: Cap on the backward's per-thread scratch (a chunk's states and decays, (2K + 1) x N x block).
+SCRATCH_BYTES = 8 << 20
+
+
+def _plan(u: Tensor, N: int) -> Tuple[int, int]:
     b, T, D = u.shape
     threads = torch.get_num_threads() if u.numel() >= cpu_kernel.PARALLEL_MIN else 1
-    return threads, cpu_kernel._block(b, D, threads)
+    fits = SCRATCH_BYTES // ((2 * CHECKPOINT_EVERY + 1) * N * u.element_size())
+    return threads, min(cpu_kernel._block(b, D, threads), max(16, fits // 16 * 16))
 
 
 @torch.library.custom_op("zoo_kernels::selective_scan_fused", mutates_args=())
@@ -93,7 +98,7 @@ def _fused_op(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
     N = A.shape[1]
     y, hl = torch.empty_like(u), u.new_empty(b, D, N)
     ck = u.new_empty(b, -(-T // CHECKPOINT_EVERY), D, N)
-    threads, block = _plan(u)
+    threads, block = _plan(u, N)
     _call(1 if u.dtype == torch.float64 else 0, threads, block, (b, T, D, N),
           u=u, dt=dt, A=A, B=B, C=C, h0=h0, y=y, hl=hl, ck=ck)
     return y, hl, ck
@@ -111,7 +116,7 @@ def _fused_bwd_op(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, ck: Te
                   ghl: Tensor, want_dh0: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     b, T, D = u.shape
     N = A.shape[1]
-    threads, block = _plan(u)
+    threads, block = _plan(u, N)
     blocks = -(-D // block)
     du, ddt = torch.empty_like(u), torch.empty_like(u)
     dA = u.new_empty(b, D, N)              # per batch row, summed below
