@@ -25,13 +25,15 @@ for step in "$@"; do
             timeout 180 python3 -m pytest -q -p no:cacheprovider ${what//,/ } 2>&1 | tee "$OUT/tests.log" | tail -15 ;;
         tune)
             timeout 240 python3 benchmarks/kernels/tune_triton.py 2>&1 | tee "$OUT/tune.txt" | tail -14 ;;
-        bench)
-            timeout 420 python3 -m pytest -q -p no:cacheprovider benchmarks/kernels --benchmark-only \
+        bench|bench=*)  # bench=EXPR: only the cases pytest's -k EXPR selects
+            sel=(); [[ $step == bench=* ]] && sel=(-k "${step#bench=}")
+            timeout 420 python3 -m pytest -q -p no:cacheprovider benchmarks/kernels --benchmark-only "${sel[@]}" \
                 --benchmark-json="$OUT/kernels.json" >"$OUT/bench.log" 2>&1; tail -3 "$OUT/bench.log"
             python3 benchmarks/kernels/report.py "$OUT/kernels.json" >"$OUT/kernels.md" && grep -E "triton|^machine" "$OUT/kernels.md" | head -40 ;;
         peers-*)  # a subset of rows per call: the whole table takes longer than one call may run
             rows=${step#peers-}
-            timeout 540 python3 benchmarks/peers/gpu_step.py --append --rows ${rows//,/ } 2>&1 | tail -30
+            timeout 540 python3 benchmarks/peers/gpu_step.py --append --timeout "${PEER_TIMEOUT:-300}" \
+                --rows ${rows//,/ } 2>&1 | tail -30
             cp benchmarks/results/peers-train-gpu-* "$OUT/" ;;
         *) echo "unknown step $step" ;;
     esac

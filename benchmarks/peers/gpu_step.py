@@ -29,6 +29,7 @@ import common  # noqa: E402
 
 ALIASES = {"mambapy": "mamba (HF use_mambapy)"}  # a row name without spaces, for shell loops
 SLOW_S = 15.0  # a first step longer than this: 1 more warm-up step and 3 timed steps
+VERY_SLOW_S = 45.0  # longer than this (HF's Python loops over time): no more warm-up, 2 timed steps
 
 
 def _fast_paths() -> dict:
@@ -80,9 +81,12 @@ def worker(args) -> None:
             step()  # first step (compilation, autotuning, lazy init) reported separately
             first_s = time.perf_counter() - t0
             warmup, repeats = max(args.warmup - 1, 0), args.repeats
+            least = 3
             if first_s > SLOW_S:
                 warmup, repeats = min(warmup, 1), 3
-            times = common.time_steps(step, warmup, repeats, args.budget)
+            if first_s > VERY_SLOW_S:  # keeps one such model inside a device call's 10 minutes
+                warmup, repeats, least = 0, 2, 2
+            times = common.time_steps(step, warmup, repeats, args.budget, min_repeats=least)
         except torch.cuda.OutOfMemoryError:
             print(json.dumps({"row": args.row, "side": args.side, "oom": True, "batch": B}))
             return
@@ -212,7 +216,8 @@ def report(args, device, peak, zoo, peers) -> str:
         "ran out of memory: see the batch column), bf16 autocast over fp32 weights for every model, AdamW, "
         f"forward + backward + optimizer step on random tokens; {args.warmup} warm-up steps, then the median of "
         f"up to {args.repeats} timed steps (fewer once they pass {args.budget:.0f} s; a first step over "
-        f"{SLOW_S:.0f} s gets 1 warm-up step and 3 timed ones). One fresh subprocess per model. MFU uses zoo's "
+        f"{SLOW_S:.0f} s gets 1 warm-up step and 3 timed ones, one over {VERY_SLOW_S:.0f} s no more warm-up and 2 "
+        f"timed ones). One fresh subprocess per model. MFU uses zoo's "
         "own FLOPs count of the matched model (3 x forward) for both sides, so the MFU ratio is the tokens/s ratio.",
         "",
         "| model | peer | peer tok/s | peer MFU | " + " | ".join(f"zoo {md} tok/s | zoo {md} MFU" for md in modes)
