@@ -81,6 +81,20 @@ def test_complex_rope_equals_reference_rope(dtype):
     ours = rotate(x, cis).transpose(1, 2)
     assert ours.dtype == dtype
     torch.testing.assert_close(ours, rope(x.transpose(1, 2), pos, 500.0))
-    traced = torch.compile(lambda x: rotate(x, rope_cis(pos, 8, 500.0, dtype)), backend="eager",
-                           fullgraph=True)(x)  # the real (cos, sin) form
+    xg = x.clone().requires_grad_()
+    traced = torch.compile(lambda x: rotate(x, rope_cis(pos, 8, 500.0, dtype)), backend="aot_eager",
+                           fullgraph=True)(xg)  # the real (cos, sin) form, cos and sin from one opaque op
     torch.testing.assert_close(traced.transpose(1, 2), ours)
+    w = torch.randn(traced.shape).to(dtype)
+    xr = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad((traced * w).float().sum(), xg)
+    (want,) = torch.autograd.grad((rope(xr.transpose(1, 2), pos, 500.0).transpose(1, 2) * w).float().sum(), xr)
+    torch.testing.assert_close(grad, want)
+
+
+def test_cos_sin_op():
+    from zoo_attention.mixer import cos_sin
+    angles = torch.randn(2, 5, 1, 4) * 100
+    torch.library.opcheck(cos_sin, (angles,))
+    cos, sin = cos_sin(angles)
+    assert torch.equal(cos, angles.cos()) and torch.equal(sin, angles.sin())

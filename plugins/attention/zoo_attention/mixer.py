@@ -148,6 +148,20 @@ class Attention(Mixer):
 # real form in an eager CPU training step (B 8, T 256, 4 x 64 heads). Under
 # torch.compile the real form stays: inductor fuses it, and has no complex codegen.
 
+@torch.library.custom_op("zoo_attention::cos_sin", mutates_args=())
+def cos_sin(angles: Tensor) -> tuple[Tensor, Tensor]:
+    """cos and sin as an opaque op: left to itself, inductor inlines them into every
+    consumer, and takes them per element of q and k (and again in the backward) rather
+    than once per (position, frequency): 32x the trig, 40% of a compiled CPU step at
+    batch 8 x 4 heads. Positions carry no gradient, so neither does this."""
+    return angles.cos(), angles.sin()
+
+
+@cos_sin.register_fake
+def _(angles):
+    return torch.empty_like(angles), torch.empty_like(angles)
+
+
 def rope_cis(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype):
     """exp(i * pos * theta^(-2j/hd)) as (B, T, 1, hd/2), at least complex64; under
     torch.compile its (cos, sin) pair instead."""
@@ -155,7 +169,7 @@ def rope_cis(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype)
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
     angles = (positions.to(work)[:, :, None] * inv_freq.to(work))[:, :, None]
     if torch.compiler.is_compiling():
-        return angles.cos(), angles.sin()
+        return cos_sin(angles)
     return torch.polar(torch.ones_like(angles), angles)
 
 
