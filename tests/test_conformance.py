@@ -13,6 +13,7 @@ from zoo_core.interfaces import HeadOutput
 from zoo_core.registry import Registry
 from zoo_core.testing import check_data_source, check_loss, check_mixer
 from zoo_core.testing.build import ProbeConfig, ProbeMixer
+from zoo_core.testing.sequence import CHECKS
 
 FAST = dict(skip=["fsdp"])  # fsdp has its own test below
 
@@ -24,7 +25,7 @@ def failed(report):
 def test_a_correct_mixer_passes_every_check():
     report = check_mixer(ProbeMixer, ProbeConfig())
     assert report.ok, str(report)
-    assert {r.status for r in report.results} == {"pass"} and len(report.results) == 11
+    assert {r.status for r in report.results} == {"pass"} and len(report.results) == len(CHECKS)
 
 
 class Leaky(ProbeMixer):
@@ -32,6 +33,19 @@ class Leaky(ProbeMixer):
     def forward(self, x, state=None, return_state=False):
         y, s = super().forward(x, state, return_state)
         return y + torch.roll(x, -1, dims=1), s
+
+
+class DiffersCompiled(ProbeMixer):
+    """Takes another path under torch.compile (as a fast path with a bug would)."""
+    def forward(self, x, state=None, return_state=False):
+        y, s = super().forward(x, state, return_state)
+        return (y * 1.01 if torch.compiler.is_compiling() else y), s
+
+
+class BreaksGraph(ProbeMixer):
+    def forward(self, x, state=None, return_state=False):
+        torch._dynamo.graph_break()
+        return super().forward(x, state, return_state)
 
 
 class WrongStep(ProbeMixer):
@@ -96,11 +110,18 @@ class DtypeConfig:
     (InitInConstructor, "meta-init", "reset_parameters"),
     (Upcasts, "shape+dtype bf16", "output dtype torch.float32"),
     (NoAccounting, "flops/state accounting", "must be positive"),
+    (DiffersCompiled, "compile", "torch.compile changes the output"),
 ])
 def test_broken_mixers_fail_the_right_check_with_a_reason(cls, check, reason):
     report = check_mixer(cls, ProbeConfig(), **FAST)
     assert check in failed(report), str(report)
     assert reason in failed(report)[check]
+
+
+def test_compile_check_reports_graph_breaks_without_failing():
+    report = check_mixer(BreaksGraph, ProbeConfig(), **FAST)
+    assert report.ok, str(report)
+    assert "1 graph break" in next(r.reason for r in report.results if r.check == "compile")
 
 
 def test_state_size_must_match_the_state_forward_returns():
@@ -194,7 +215,7 @@ def test_zoo_check_exit_codes_and_table(registry_with, capsys):
     registry_with(good=ProbeMixer, leaky=Leaky)
     assert main(["check", "good", "--skip", "fsdp"]) == 0
     out = capsys.readouterr().out
-    assert "mixer good" in out and "causality" in out and "10 passed, 0 failed, 1 skipped" in out
+    assert "mixer good" in out and "causality" in out and f"{len(CHECKS) - 1} passed, 0 failed, 1 skipped" in out
     assert main(["check", "zoo-testplug", "--skip", "fsdp"]) == 1  # a distribution: both mixers
     captured = capsys.readouterr()
     assert "FAIL" in captured.out and "changed outputs before it" in captured.out
