@@ -34,3 +34,18 @@ def test_rerun_resumes_and_extends(tmp_path, tiny_overrides):
     out = train(str(tmp_path / "t"), ["train.steps=6"])
     steps = [r["step"] for r in records(tmp_path / "t") if "loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6] and out["step"] == 6
+
+
+def test_compiled_training_matches_eager(tmp_path, tiny_overrides):
+    """parallel.compile=true (torch.compile per block, inductor) trains the same model to the same losses."""
+    from torch._dynamo.utils import counters
+
+    short = ["train.steps=3", "train.sample_tokens=0"]
+    train(None, tiny_overrides + short + ["name=eager"])
+    graphs = counters["stats"]["unique_graphs"]
+    train(None, tiny_overrides + short + ["name=compiled", "parallel.compile=true"])
+    assert counters["stats"]["unique_graphs"] > graphs, "nothing was compiled"
+    eager, compiled = ([r["loss"] for r in records(tmp_path / n) if "loss" in r] for n in ("eager", "compiled"))
+    assert len(eager) == len(compiled) == 3
+    for a, b in zip(eager, compiled):
+        assert abs(a - b) < 1e-4 * abs(a), (eager, compiled)
