@@ -1,0 +1,362 @@
+"""Triton kernels for Mamba-2's chunked SSD (Dao & Gu 2024, arXiv 2405.21060, section 6).
+
+Imported only when the triton backend runs (`import triton` here is the package, not
+this module: there are no implicit relative imports). Per (batch, head), with chunks
+of L steps, u_s = dt_s x_s and a_l = sum_{j<=l} dt_j A (the chunk's cumulative decay):
+
+  1. the chunk cumulative sum a (recomputed from dt inside every kernel: L numbers);
+  2. `_chunk_state`: each chunk's end state from a zero start, sum_s exp(a_last - a_s) u_s B_s^T;
+  3. `_state_pass`: h_c = exp(a_last_c) h_{c-1} + state_c, storing the state entering each
+     chunk (one program per (batch, head, block of P*N), a loop over chunks);
+  4. `_chunk_scan_fwd`: y_l = sum_{s<=l} (C_l . B_s) exp(a_l - a_s) u_s    (intra-chunk)
+                            + exp(a_l) h_in C_l                             (chunk output).
+Every exponent is a sum of dt * A <= 0 over a causal span, so nothing overflows.
+
+The backward reruns 2-3 for the entering states (nothing but the inputs is saved), then
+  - `_chunk_state` again, on (gy, C) with weights exp(a_l): D_c = dL/dh_in_c from chunk c's y;
+  - `_state_pass` in reverse: gH_c = dL/dh_out_c = D_{c+1} + exp(a_last_{c+1}) gH_{c+1},
+    starting from the gradient of h_T; what is left at the front is dL/dh0;
+  - `_chunk_scan_bwd`: dx, ddt, dB, dC and dA from the closed forms (with S = CB * M * GU,
+    M_ls = exp(a_l - a_s) [s <= l], GU = gy u^T):
+        du = (CB * M)^T gy + exp(a_last - a) * (B gH^T)
+        dC = (GU * M) B + exp(a) * (gy h_in)
+        dB = (GU * M)^T C + exp(a_last - a) * (u gH)
+        da_l = rowsum(S)_l - colsum(S)_l + exp(a_l) gy_l . (h_in C_l) - Q_l
+               + [l = last] (sum_s Q_s + exp(a_last) <gH, h_in>),   Q_s = exp(a_last - a_s) u_s . (gH B_s)
+        d(dt_j A) = sum_{l>=j} da_l (a reverse cumsum), so ddt = x . du + A d(dt A), dA = sum dt d(dt A).
+    dB, dC come back per head and dA per (batch, chunk, head); the host sums them over the heads
+    of a group and over batch and chunks (deterministic; no atomics).
+
+Padding (a tail shorter than L, block sizes rounded up to powers of two >= 16 for tl.dot) loads
+dt = x = B = C = gy = 0: decay 1 and no input, so a padded step leaves everything unchanged.
+Arithmetic is float32 (float64 for float64 inputs; the interpreter tests run both). Products of
+float32 operands use IEEE precision; bf16/fp16 inputs use TF32. Block sizes are NOT tuned: no GPU
+timing of these kernels exists yet (benchmarks/kernels/test_ssd_benchmarks.py is ready for one).
+Under TRITON_INTERPRET=1 the kernels also run on CPU tensors (slowly).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .naive import acc_dtype
+
+NUM_WARPS = 4
+BLOCK_N_MAX = 64   # state columns per N block (loops over N)
+BLOCK_P_MAX = 64   # head channels per program of the forward chunk scan
+BLOCK_S = 1024     # state entries (P*N) per program of the state passing
+
+
+def _pow2(n: int, floor: int = 16) -> int:
+    return max(floor, triton.next_power_of_2(n))
+
+
+def blocks(P: int, N: int, L: int) -> dict:
+    """Block sizes for head dim P, state N, chunk L (tl.dot wants every side >= 16)."""
+    return {"BL": _pow2(L), "BP": _pow2(P), "BN": min(BLOCK_N_MAX, _pow2(N)), "BPF": min(BLOCK_P_MAX, _pow2(P))}
+
+
+# ---- pieces shared by the kernels --------------------------------------------------------
+
+
+@triton.jit
+def _acc(v, F64: tl.constexpr):
+    if F64:
+        return v.to(tl.float64)
+    else:
+        return v.to(tl.float32)
+
+
+@triton.jit
+def _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64: tl.constexpr, BL: tl.constexpr):
+    """Step 1: positions t of chunk c, their mask, dt and a = cumsum(dt * A) (padding: dt = 0)."""
+    l = tl.arange(0, BL)
+    t = c * L + l
+    tm = (l < L) & (t < T)
+    dt = _acc(tl.load(DT + bi * sdb + t * sdt + h * sdh, mask=tm, other=0.0), F64)
+    dA = dt * _acc(tl.load(A + h), F64)
+    return l, t, tm, dt, tl.cumsum(dA, 0), tl.sum(dA, 0)
+
+
+@triton.jit
+def _tile(PTR, bi, t, tm, head, cols, cm, s_b, s_t, s_h, s_c, F64: tl.constexpr):
+    """A (BL, cols) tile of a (batch, T, heads or groups, cols) tensor; padding is 0."""
+    v = tl.load(PTR + bi * s_b + t[:, None] * s_t + head * s_h + cols[None, :] * s_c,
+                mask=tm[:, None] & cm[None, :], other=0.0)
+    return _acc(v, F64)
+
+
+# ---- 2. chunk states (and, in the backward, the gradient entering each chunk's state) ----
+
+
+@triton.jit
+def _chunk_state(
+    X, DT, A, Y, OUT,
+    T, H, P, N, L, NC, HPG,
+    sxb, sxt, sxh, sxp, sdb, sdt, sdh, syb, syt, syg, syn,
+    GRAD: tl.constexpr, F64: tl.constexpr, PREC: tl.constexpr,
+    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+):
+    """OUT[b, c, h] (P, N) = sum_l w_l X_l Y_l^T, contiguous (batch, NC, H, P, N).
+    Forward (GRAD=False): X = x, Y = B, w = exp(a_last - a_l) dt_l: the chunk's end state.
+    Backward (GRAD=True): X = gy, Y = C, w = exp(a_l): dL/dh_in from the chunk's outputs."""
+    pid = tl.program_id(0)
+    bi = (pid // H).to(tl.int64)
+    h = pid % H
+    c = tl.program_id(1)
+    n = tl.program_id(2) * BN + tl.arange(0, BN)
+    p = tl.arange(0, BP)
+    l, t, tm, dt, a, a_last = _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64, BL)
+    if GRAD:
+        w = tl.exp(a)
+    else:
+        w = tl.exp(a_last - a) * dt
+    xs = _tile(X, bi, t, tm, h, p, p < P, sxb, sxt, sxh, sxp, F64) * w[:, None]
+    ys = _tile(Y, bi, t, tm, h // HPG, n, n < N, syb, syt, syg, syn, F64)
+    st = tl.dot(tl.trans(xs), ys, input_precision=PREC)
+    off = (((bi * NC + c) * H + h) * P + p[:, None]) * N + n[None, :]
+    tl.store(OUT + off, st, mask=(p < P)[:, None] & (n < N)[None, :])
+
+
+# ---- 3. state passing between chunks (reversed in the backward) --------------------------
+
+
+@triton.jit
+def _state_pass(
+    S, DT, A, H0, HIN, HL,
+    T, H, L, NC, PN, sdb, sdt, sdh,
+    HAS_H0: tl.constexpr, REVERSE: tl.constexpr, F64: tl.constexpr,
+    BL: tl.constexpr, BS: tl.constexpr,
+):
+    """h <- exp(a_last_c) h + S[c] over the chunks, storing HIN[c] = h before each update.
+    Forward: S = chunk states, H0 = h0, HL = h_T. Reverse: S = D (gradients from each
+    chunk's y), H0 = dL/dh_T, HIN = dL/dh_out per chunk, HL = dL/dh0."""
+    pid = tl.program_id(0)
+    bi = (pid // H).to(tl.int64)
+    h = pid % H
+    s = tl.program_id(1) * BS + tl.arange(0, BS)
+    sm = s < PN
+    if HAS_H0:
+        st = _acc(tl.load(H0 + (bi * H + h) * PN + s, mask=sm, other=0.0), F64)
+    else:
+        st = _acc(tl.zeros((BS,), tl.float32), F64)
+    for i in range(0, NC):
+        if REVERSE:
+            c = NC - 1 - i
+        else:
+            c = i
+        _, _, _, _, _, a_last = _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64, BL)
+        off = ((bi * NC + c) * H + h) * PN + s
+        tl.store(HIN + off, st, mask=sm)
+        st = tl.exp(a_last) * st + tl.load(S + off, mask=sm, other=0.0)
+    tl.store(HL + (bi * H + h) * PN + s, st.to(HL.dtype.element_ty), mask=sm)
+
+
+# ---- 4. chunk outputs --------------------------------------------------------------------
+
+
+@triton.jit
+def _chunk_scan_fwd(
+    X, DT, A, B, C, HIN, Y,
+    T, H, P, N, L, NC, HPG,
+    sxb, sxt, sxh, sxp, sdb, sdt, sdh, sbb, sbt, sbg, sbn, scb, sct, scg, scn,
+    F64: tl.constexpr, PREC: tl.constexpr, BL: tl.constexpr, BPF: tl.constexpr, BN: tl.constexpr,
+):
+    """Y (batch, T, H, P) contiguous: the intra-chunk quadratic form plus the entering state's output."""
+    pid = tl.program_id(0)
+    bi = (pid // H).to(tl.int64)
+    h = pid % H
+    g = h // HPG
+    c = tl.program_id(1)
+    p = tl.program_id(2) * BPF + tl.arange(0, BPF)
+    pm = p < P
+    l, t, tm, dt, a, a_last = _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64, BL)
+    x = _tile(X, bi, t, tm, h, p, pm, sxb, sxt, sxh, sxp, F64)
+    cb = _acc(tl.zeros((BL, BL), tl.float32), F64)
+    y_in = _acc(tl.zeros((BL, BPF), tl.float32), F64)
+    for n0 in range(0, N, BN):
+        n = n0 + tl.arange(0, BN)
+        nm = n < N
+        bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
+        cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
+        hin = tl.load(HIN + (((bi * NC + c) * H + h) * P + p[:, None]) * N + n[None, :],
+                      mask=pm[:, None] & nm[None, :], other=0.0)
+        cb += tl.dot(cm, tl.trans(bm), input_precision=PREC)
+        y_in += tl.dot(cm, tl.trans(hin), input_precision=PREC)
+    causal = l[:, None] >= l[None, :]
+    decay = tl.exp(tl.where(causal, a[:, None] - a[None, :], float("-inf")))
+    scores = cb * decay * dt[None, :]
+    y = tl.dot(scores, x, input_precision=PREC) + tl.exp(a)[:, None] * y_in
+    tl.store(Y + ((bi * T + t[:, None]) * H + h) * P + p[None, :], y.to(Y.dtype.element_ty),
+             mask=tm[:, None] & pm[None, :])
+
+
+# ---- backward of the chunk outputs and states ----------------------------------------------
+
+
+@triton.jit
+def _chunk_scan_bwd(
+    X, DT, A, B, C, HIN, GY, GH, DX, DDT, DAP, DB, DC,
+    T, H, P, N, L, NC, HPG,
+    sxb, sxt, sxh, sxp, sdb, sdt, sdh, sbb, sbt, sbg, sbn, scb, sct, scg, scn, sgb, sgt, sgh, sgp,
+    F64: tl.constexpr, PREC: tl.constexpr, BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+):
+    """DX (batch, T, H, P), DDT (batch, T, H), DB, DC per head (batch, T, H, N), DAP (batch, NC, H):
+    all contiguous. GH = dL/dh_out and HIN = h_in per chunk, (batch, NC, H, P, N)."""
+    pid = tl.program_id(0)
+    bi = (pid // H).to(tl.int64)
+    h = pid % H
+    g = h // HPG
+    c = tl.program_id(1)
+    p = tl.arange(0, BP)
+    pm = p < P
+    l, t, tm, dt, a, a_last = _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64, BL)
+    x = _tile(X, bi, t, tm, h, p, pm, sxb, sxt, sxh, sxp, F64)
+    gy = _tile(GY, bi, t, tm, h, p, pm, sgb, sgt, sgh, sgp, F64)
+    u = x * dt[:, None]
+    gu = tl.dot(gy, tl.trans(u), input_precision=PREC)              # (l, s): gy_l . u_s
+    causal = l[:, None] >= l[None, :]
+    m = tl.exp(tl.where(causal, a[:, None] - a[None, :], float("-inf")))
+    to_end = tl.exp(a_last - a)
+    from_start = tl.exp(a)
+
+    cb = _acc(tl.zeros((BL, BL), tl.float32), F64)
+    du_state = _acc(tl.zeros((BL, BP), tl.float32), F64)            # B_s gH^T
+    y_in = _acc(tl.zeros((BL, BP), tl.float32), F64)                # C_l h_in^T
+    r = _acc(tl.zeros((BP,), tl.float32), F64)                      # <gH, h_in> by rows
+    st = ((bi * NC + c) * H + h) * P
+    for n0 in range(0, N, BN):
+        n = n0 + tl.arange(0, BN)
+        nm = n < N
+        bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
+        cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
+        pn = (st + p[:, None]) * N + n[None, :]
+        pnm = pm[:, None] & nm[None, :]
+        gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
+        hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+        cb += tl.dot(cm, tl.trans(bm), input_precision=PREC)
+        du_state += tl.dot(bm, tl.trans(gh), input_precision=PREC)
+        y_in += tl.dot(cm, tl.trans(hin), input_precision=PREC)
+        r += tl.sum(gh * hin, 1)
+
+    cbm = cb * m
+    du = tl.dot(tl.trans(cbm), gy, input_precision=PREC) + to_end[:, None] * du_state
+    s_ = cbm * gu
+    q = to_end * tl.sum(u * du_state, 1)
+    da = tl.sum(s_, 1) - tl.sum(s_, 0) + from_start * tl.sum(gy * y_in, 1) - q
+    da += tl.where(l == BL - 1, tl.sum(q, 0) + tl.exp(a_last) * tl.sum(r, 0), 0.0)
+    d_dta = tl.cumsum(da, 0, reverse=True)                          # dL/d(dt_j A)
+    ddt = tl.sum(x * du, 1) + _acc(tl.load(A + h), F64) * d_dta
+    th = (bi * T + t) * H + h
+    tl.store(DX + th[:, None] * P + p[None, :], (du * dt[:, None]).to(DX.dtype.element_ty),
+             mask=tm[:, None] & pm[None, :])
+    tl.store(DDT + th, ddt.to(DDT.dtype.element_ty), mask=tm)
+    tl.store(DAP + (bi * NC + c) * H + h, tl.sum(dt * d_dta, 0))
+
+    gum = gu * m
+    for n0 in range(0, N, BN):
+        n = n0 + tl.arange(0, BN)
+        nm = n < N
+        bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
+        cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
+        pn = (st + p[:, None]) * N + n[None, :]
+        pnm = pm[:, None] & nm[None, :]
+        gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
+        hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+        dc = tl.dot(gum, bm, input_precision=PREC) + from_start[:, None] * tl.dot(gy, hin, input_precision=PREC)
+        db = tl.dot(tl.trans(gum), cm, input_precision=PREC) + to_end[:, None] * tl.dot(u, gh, input_precision=PREC)
+        tn = th[:, None] * N + n[None, :]
+        tl.store(DC + tn, dc, mask=tm[:, None] & nm[None, :])
+        tl.store(DB + tn, db, mask=tm[:, None] & nm[None, :])
+
+
+# ---- host wrappers (called by the custom ops in ssd/__init__.py) ----------------------------
+
+
+def _check_device(t: torch.Tensor) -> None:
+    import os
+
+    if not t.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError("zoo_kernels Triton SSD: CUDA tensors needed (or TRITON_INTERPRET=1 for CPU tensors)")
+
+
+def _plan(x, B, chunk_size):
+    b, T, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    L = min(chunk_size, T)
+    f64 = x.dtype == torch.float64
+    prec = "ieee" if x.dtype in (torch.float32, torch.float64) else "tf32"
+    return b, T, H, P, G, N, L, triton.cdiv(T, L), f64, prec, blocks(P, N, L)
+
+
+def _states(x, dt, A, B, h0, plan):
+    """Steps 2-3: the state entering every chunk (batch, NC, H, P, N) and h_T."""
+    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    acc = acc_dtype(x)
+    dev = x.device
+    states = torch.empty((b, nc, H, P, N), dtype=acc, device=dev)
+    _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
+        x, dt, A, B, states, T, H, P, N, L, nc, H // G,
+        *x.stride(), *dt.stride(), *B.stride(),
+        GRAD=False, F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
+    )
+    h_in = torch.empty_like(states)
+    h_last = torch.empty((b, H, P, N), dtype=acc, device=dev)
+    h0c = h0.contiguous() if h0 is not None else h_last  # dummy pointer when absent
+    _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
+        states, dt, A, h0c, h_in, h_last, T, H, L, nc, P * N, *dt.stride(),
+        HAS_H0=h0 is not None, REVERSE=False, F64=f64, BL=bs["BL"], BS=BLOCK_S, num_warps=NUM_WARPS,
+    )
+    return h_in, h_last
+
+
+def ssd_fwd(x, dt, A, B, C, chunk_size, h0):
+    """Returns y (x's dtype) and h_T (float32; float64 for float64 x)."""
+    _check_device(x)
+    plan = _plan(x, B, chunk_size)
+    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    h_in, h_last = _states(x, dt, A, B, h0, plan)
+    y = torch.empty((b, T, H, P), dtype=x.dtype, device=x.device)
+    _chunk_scan_fwd[(b * H, nc, triton.cdiv(P, bs["BPF"]))](
+        x, dt, A, B, C, h_in, y, T, H, P, N, L, nc, H // G,
+        *x.stride(), *dt.stride(), *B.stride(), *C.stride(),
+        F64=f64, PREC=prec, BL=bs["BL"], BPF=bs["BPF"], BN=bs["BN"], num_warps=NUM_WARPS,
+    )
+    return y, h_last
+
+
+def ssd_bwd(x, dt, A, B, C, chunk_size, h0, gy, gh):
+    """Returns dx, ddt, dA, dB, dC in their inputs' dtypes and dh0 (h_T's dtype)."""
+    _check_device(x)
+    plan = _plan(x, B, chunk_size)
+    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    acc = acc_dtype(x)
+    dev = x.device
+    h_in, _ = _states(x, dt, A, B, h0, plan)
+    d_in = torch.empty((b, nc, H, P, N), dtype=acc, device=dev)
+    _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
+        gy, dt, A, C, d_in, T, H, P, N, L, nc, H // G,
+        *gy.stride(), *dt.stride(), *C.stride(),
+        GRAD=True, F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
+    )
+    g_out = torch.empty_like(d_in)
+    dh0 = torch.empty((b, H, P, N), dtype=acc, device=dev)
+    _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
+        d_in, dt, A, gh.contiguous(), g_out, dh0, T, H, L, nc, P * N, *dt.stride(),
+        HAS_H0=True, REVERSE=True, F64=f64, BL=bs["BL"], BS=BLOCK_S, num_warps=NUM_WARPS,
+    )
+    dx = torch.empty((b, T, H, P), dtype=x.dtype, device=dev)
+    ddt = torch.empty((b, T, H), dtype=dt.dtype, device=dev)
+    da_part = torch.empty((b, nc, H), dtype=acc, device=dev)
+    db = torch.empty((b, T, H, N), dtype=acc, device=dev)
+    dc = torch.empty((b, T, H, N), dtype=acc, device=dev)
+    _chunk_scan_bwd[(b * H, nc)](
+        x, dt, A, B, C, h_in, gy, g_out, dx, ddt, da_part, db, dc, T, H, P, N, L, nc, H // G,
+        *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *gy.stride(),
+        F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
+    )
+    per_group = lambda d: d.view(b, T, G, H // G, N).sum(3)  # noqa: E731  heads of a group share B, C
+    return (dx, ddt, da_part.sum((0, 1)).to(A.dtype), per_group(db).to(B.dtype), per_group(dc).to(C.dtype),
+            dh0)
