@@ -1,4 +1,5 @@
-"""The Triton kernels compile to a Hopper (sm_90) binary, no GPU needed.
+"""The Triton kernels (scans, Mamba-1's selective scan, Mamba-2's SSD) compile to a Hopper
+(sm_90) binary, no GPU needed.
 
 The interpreter checks what the kernels compute but not that the real compiler
 accepts them. This compiles each kernel ahead of time with triton's bundled
@@ -25,6 +26,7 @@ except ImportError as err:
     print("SKIP no ahead-of-time compile API:", err); sys.exit(0)
 from zoo_kernels import triton_scan as ts
 from zoo_kernels import triton_selective as tsel
+from zoo_kernels.ssd import triton as tssd
 
 SCALARS = {"T": "i32", "D": "i32", "c": "fp32", "N": "i32", "NT": "i32", "NB": "i32"}
 SCAN = {"BT": ts.BLOCK_T, "BD": ts.BLOCK_D, "num_warps": ts.NUM_WARPS}
@@ -43,14 +45,33 @@ CASES = [
     (tsel._ss_bwd_kernel, {**BF16_SEL, "GY": "*bf16", "DU": "*bf16", "DDT": "*bf16"}, {"HAS_DH0": True}, SEL),
     (tsel._ss_bwd_kernel, {}, {"HAS_DH0": False}, SEL_BIG_N),
 ]
+# the Mamba-2 SSD at its defaults (headdim 64, d_state 128 in two N blocks, chunk 64), in bf16 with
+# fp32 dt (what the mixer passes; TF32 dots), and fp64 for the state kernels (fp64 dots). The fp32 and
+# fp64 (IEEE) chunk scans compile too, but take 10-50 s each on the 2-core VM: not in the suite.
+SSD_SCALARS = {n: "i32" for n in ("T", "H", "P", "N", "L", "NC", "HPG", "PN")}
+SSD = {**tssd.blocks(64, 128, 64), "BS": tssd.BLOCK_S, "num_warps": tssd.NUM_WARPS}
+BF16_SSD = {n: "*bf16" for n in ("X", "B", "C", "Y", "GY", "DX")}
+F64_SSD = {n: "*fp64" for n in ("X", "DT", "A", "Y", "OUT", "S", "H0", "HIN", "HL")}
+TF32 = {"F64": False, "PREC": "tf32"}
+SSD_CASES = [
+    (tssd._chunk_state, BF16_SSD, {"GRAD": False, **TF32}, SSD),
+    (tssd._chunk_state, F64_SSD, {"GRAD": True, "F64": True, "PREC": "ieee"}, SSD),
+    (tssd._state_pass, {}, {"HAS_H0": True, "REVERSE": False, "F64": False}, SSD),
+    (tssd._state_pass, F64_SSD, {"HAS_H0": False, "REVERSE": True, "F64": True}, SSD),
+    (tssd._chunk_scan_fwd, BF16_SSD, TF32, SSD),
+    (tssd._chunk_scan_bwd, BF16_SSD, TF32, SSD),
+]
+SSD_KERNELS = {case[0] for case in SSD_CASES}
+CASES += SSD_CASES
 for kernel, pointers, flags, blocks in CASES:
-    consts = {**flags, **{k: v for k, v in blocks.items() if k != "num_warps"}}
+    consts = {**flags, **{k: v for k, v in blocks.items() if k != "num_warps" and k in kernel.arg_names}}
+    scalars = SSD_SCALARS if kernel in SSD_KERNELS else SCALARS
     sig = {}
     for name in kernel.arg_names:
         if name in consts:
             sig[name] = "constexpr"
-        elif name in SCALARS or name.islower():  # strides are lower-case ints
-            sig[name] = SCALARS.get(name, "i32")
+        elif name in scalars or name.islower():  # strides are lower-case ints
+            sig[name] = scalars.get(name, "i32")
         else:
             sig[name] = pointers.get(name, "*fp32")
     try:
@@ -70,4 +91,4 @@ def test_kernels_compile_for_sm90():
     assert done.returncode == 0, done.stderr[-3000:]
     if done.stdout.startswith("SKIP"):
         pytest.skip(done.stdout.strip())
-    assert done.stdout.count("compiled") == 9, done.stdout
+    assert done.stdout.count("compiled") == 15, done.stdout

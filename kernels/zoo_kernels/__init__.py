@@ -2,6 +2,7 @@
 
 All tensors are (batch, time, channels); every op scans over dim 1 and returns
 (states, last_state) with last_state in float32 (float64 for float64 inputs).
+Mamba-2's SSD (`ssd_scan`, zoo_kernels/ssd/) takes per-head tensors, (batch, time, heads, ...).
 The implementation is picked per call: see zoo_kernels.backends.
 """
 
@@ -15,9 +16,10 @@ from . import ops
 from .backends import available_backends, select as _select
 from .conv import CausalConv, causal_conv1d
 from .selective import selective_scan
+from .ssd import ssd_scan
 
-__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "selective_scan", "available_backends", "CausalConv",
-           "causal_conv1d"]
+__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "selective_scan", "ssd_scan", "available_backends",
+           "CausalConv", "causal_conv1d"]
 __version__ = "0.1.0"
 
 

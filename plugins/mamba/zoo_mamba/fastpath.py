@@ -2,7 +2,8 @@
 wrapped as torch.library custom ops so torch.compile traces them as single nodes.
 
 They are imported lazily, only for CUDA tensors; when one is missing the mixer
-says so once, in one line, and runs the PyTorch path (same function, slower).
+says so once, in one line, and runs its fallback: for Mamba-2's SSD on CUDA that is
+zoo-kernels' Triton SSD (`ssd_path`), elsewhere the PyTorch path (same function, slower).
 
 Every op takes `impl`: "cuda" calls the library, "torch" calls our PyTorch path.
 The "torch" impl exists so the wrapper itself (fake kernels, autograd, compile)
@@ -25,8 +26,9 @@ import torch
 from torch import Tensor
 
 from zoo_kernels import selective_scan as zoo_selective_scan
+from zoo_kernels.backends import triton_installed
+from zoo_kernels.ssd import ssd_chunked
 from zoo_mamba.common import acc_dtype, causal_conv, causal_conv_step
-from zoo_mamba.ssd import ssd_chunked
 
 # -- lazy imports ------------------------------------------------------------------
 
@@ -35,11 +37,18 @@ _LIBS = {  # module -> what to pip install
     "causal_conv1d": "causal-conv1d",
 }
 _found: Dict[str, bool] = {}
+_said: set = set()  # (lib, fallback) lines already printed
 
 
-def usable(lib: str, t: Tensor) -> bool:
-    """Whether `lib` can run on `t`: CUDA tensors only, and the package imports."""
-    if not t.is_cuda:
+def _on_cuda(t: Tensor) -> bool:
+    """The device check of every dispatch below (one place, so a CPU test can stand in for CUDA)."""
+    return t.is_cuda
+
+
+def usable(lib: str, t: Tensor, instead: Optional[str] = None) -> bool:
+    """Whether `lib` can run on `t`: CUDA tensors only, and the package imports. When it does
+    not, says once, in one line, what runs `instead`."""
+    if not _on_cuda(t):
         return False
     if lib not in _found:
         try:
@@ -47,10 +56,22 @@ def usable(lib: str, t: Tensor) -> bool:
             _found[lib] = True
         except ImportError:  # also raised for ABI-broken builds (mamba issues 97, 237, 317)
             _found[lib] = False
-            what = "the PyTorch chunked scan" if lib == "mamba_ssm" else "the PyTorch conv1d"
+    if not _found[lib]:
+        what = instead or ("the PyTorch chunked scan" if lib == "mamba_ssm" else "the PyTorch conv1d")
+        if (lib, what) not in _said:
+            _said.add((lib, what))
             warnings.warn(f"zoo-mamba: {_LIBS[lib]} is not installed; using {what} "
                           f"(pip install 'zoo-mamba[cuda]')", stacklevel=3)
     return _found[lib]
+
+
+def ssd_path(x: Tensor) -> str:
+    """Where Mamba-2's SSD runs under backend=auto: "cuda" (mamba-ssm's kernel), "triton"
+    (zoo-kernels' Triton SSD: CUDA tensors without mamba-ssm) or "chunked" (PyTorch)."""
+    triton = _on_cuda(x) and triton_installed()
+    if usable("mamba_ssm", x, "zoo-kernels' Triton SSD" if triton else "the PyTorch chunked scan"):
+        return "cuda"
+    return "triton" if triton else "chunked"
 
 
 def _chunk_scan_combined():

@@ -6,8 +6,8 @@
     out_proj(GatedRMSNorm(y, z))
 
 Three paths: naive (`reference.ssd_ref`, one step per token), chunked SSD
-(`ssd.ssd_chunked` on CPU; mamba-ssm's Triton kernel on CUDA when installed),
-and the recurrent `step` used for generation.
+(`ssd.ssd_chunked` on CPU; on CUDA mamba-ssm's kernel when installed, else
+zoo-kernels' Triton SSD), and the recurrent `step` used for generation.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from zoo_core.cpu_linear import linear
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
+from zoo_kernels.ssd import ssd_triton
 from zoo_mamba import fastpath
 from zoo_mamba.common import (GatedRMSNorm, acc_dtype, causal_conv, causal_conv_step, check_backend,
                               check_dt_range, init_dt_bias)
@@ -52,7 +53,7 @@ class Mamba2Config:
     A_init_max: float = 16.0
     conv_bias: bool = True
     norm_eps: float = 1e-5
-    #: auto (mamba-ssm on CUDA if installed, else chunked) | chunked | naive
+    #: auto (on CUDA: mamba-ssm if installed, else zoo-kernels' Triton SSD; chunked on CPU) | chunked | naive
     backend: str = "auto"
 
 
@@ -120,6 +121,8 @@ class Mamba2(Mixer):
     def _backend(self, x: Tensor, lib: str) -> str:
         b = self.config.backend
         if b == "auto":
+            if lib == "mamba_ssm":
+                return fastpath.ssd_path(x)  # cuda | triton | chunked
             return "cuda" if fastpath.usable(lib, x) else "chunked"
         return b
 
@@ -144,6 +147,8 @@ class Mamba2(Mixer):
             y, h = ssd_ref(xs, dt, A, B, C, h0)
         elif backend == "cuda":
             y, h = fastpath.ssd_scan(xs, dt, A, B, C, self.config.chunk_size, h0, "cuda")
+        elif backend == "triton":
+            y, h = ssd_triton(xs, dt, A, B, C, self.config.chunk_size, h0)
         else:
             y, h = ssd_chunked(xs, dt, A, B, C, self.config.chunk_size, h0)
         y = y + xs * self.D.to(xs.dtype)[:, None]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo_kernels.selective import selective_scan_naive
+from zoo_kernels.ssd import ssd_naive
 from zoo_mamba.common import acc_dtype
 
 
@@ -41,26 +42,13 @@ def causal_conv_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_stat
 selective_scan_ref = selective_scan_naive
 
 
-def ssd_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-            h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    """Mamba-2's SSM (Dao & Gu 2024, section 7): a scalar decay per head.
-
-        h_t = exp(dt_t * A_h) * h_{t-1} + dt_t * x_t B_t^T     h: (P, N) per head
-        y_t = h_t C_t
-
-    x (batch, T, H, P); dt (batch, T, H); A (H,) negative; B, C (batch, T, G, N)
-    with H a multiple of G (heads share their group's B and C); h0 (batch, H, P, N).
-    Returns y (batch, T, H, P) and h_T (batch, H, P, N); D*x is added by the mixer."""
-    b, T, H, P = x.shape
-    rep = H // B.shape[2]
-    acc = acc_dtype(x)
-    h = x.new_zeros(b, H, P, B.shape[3], dtype=acc) if h0 is None else h0.to(acc)
-    ys = []
-    for t in range(T):
-        dt_t = dt[:, t].to(acc)                                            # (b, H)
-        B_t = B[:, t].repeat_interleave(rep, 1).to(acc)                    # (b, H, N)
-        C_t = C[:, t].repeat_interleave(rep, 1).to(acc)
-        decay = torch.exp(dt_t * A)[:, :, None, None]
-        h = decay * h + (dt_t[:, :, None] * x[:, t].to(acc))[..., None] * B_t[:, :, None, :]
-        ys.append(torch.einsum("bhpn,bhn->bhp", h, C_t))
-    return torch.stack(ys, 1).to(x.dtype), h
+# Mamba-2 (Dao & Gu 2024, section 7), a scalar decay per head:
+#
+#     h_t = exp(dt_t * A_h) * h_{t-1} + dt_t * x_t B_t^T     h: (P, N) per head
+#     y_t = h_t C_t
+#
+# x (batch, T, H, P); dt (batch, T, H); A (H,) negative; B, C (batch, T, G, N) with H a
+# multiple of G (heads share their group's B and C); h0 (batch, H, P, N). Returns y
+# (batch, T, H, P) and h_T (batch, H, P, N); D*x is added by the mixer. The loop lives in
+# zoo-kernels (zoo_kernels/ssd/naive.py) beside the chunked and Triton paths it specifies.
+ssd_ref = ssd_naive
