@@ -1,0 +1,71 @@
+"""Mamba-2 on CUDA without mamba-ssm runs zoo-kernels' Triton SSD, and says so in one line, once.
+
+There is no GPU here: the device check of the dispatch (fastpath._on_cuda) answers True for CPU
+tensors, and mamba-ssm / causal-conv1d fail to import, so the mixer takes its CUDA-without-
+mamba-ssm branch. Nothing else is faked: the Triton kernels really run (under TRITON_INTERPRET=1,
+on the CPU tensors) and their outputs, states and gradients are compared with the naive path's.
+"""
+import os
+import sys
+import warnings
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # before triton is imported: the kernels run interpreted
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import zoo_mamba.mamba2 as mamba2  # noqa: E402
+from zoo_kernels.backends import triton_installed  # noqa: E402
+from zoo_mamba import Mamba2, Mamba2Config, fastpath  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not triton_installed(), reason="triton is not importable (pip install "
+                                "'zoo-kernels[triton]'); the Triton SSD dispatch is not tested")
+
+
+@pytest.fixture
+def cuda_without_mamba_ssm(monkeypatch):
+    monkeypatch.setattr(fastpath, "_on_cuda", lambda t: True)
+    for lib in ("mamba_ssm", "causal_conv1d"):
+        monkeypatch.setitem(sys.modules, lib, None)  # `import lib` raises ImportError
+    monkeypatch.setattr(fastpath, "_found", {})
+    monkeypatch.setattr(fastpath, "_said", set())
+
+
+def test_mamba2_cuda_dispatch_takes_the_ssd_triton_kernels_without_mamba_ssm(cuda_without_mamba_ssm, monkeypatch):
+    calls = []
+    real = mamba2.ssd_triton
+    monkeypatch.setattr(mamba2, "ssd_triton", lambda *a: calls.append(a[0].shape) or real(*a))
+    torch.manual_seed(0)
+    cfg = dict(d_state=4, headdim=4, ngroups=2, chunk_size=4)  # 4 heads in 2 groups
+    fast = Mamba2(8, Mamba2Config(**cfg)).double()
+    ref = Mamba2(8, Mamba2Config(**cfg, backend="naive")).double()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        y, state = fast(x.requires_grad_(), return_state=True)
+        fast(x.detach())
+    lines = [str(w.message) for w in said if "mamba-ssm" in str(w.message)]
+    assert lines == ["zoo-mamba: mamba-ssm is not installed; using zoo-kernels' Triton SSD "
+                     "(pip install 'zoo-mamba[cuda]')"]
+    assert calls == [(2, 7, 4, 4)] * 2
+
+    y_ref, state_ref = ref(x, return_state=True)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)  # float64 both: round-off only
+    torch.testing.assert_close(state["ssm"], state_ref["ssm"], rtol=1e-10, atol=1e-10)
+    w = torch.randn_like(y)
+    got = torch.autograd.grad((y * w).sum(), [x, *fast.parameters()])
+    want = torch.autograd.grad((y_ref * w).sum(), [x, *ref.parameters()])
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+def test_mamba2_cpu_dispatch_stays_on_the_chunked_path(monkeypatch):
+    """On CPU tensors (the real device check) the SSD is the PyTorch chunked path, silently."""
+    monkeypatch.setattr(mamba2, "ssd_triton", lambda *a: pytest.fail("Triton SSD taken for a CPU tensor"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fastpath.ssd_path(torch.zeros(1)) == "chunked"
+        Mamba2(8, Mamba2Config(d_state=4, headdim=4))(torch.randn(1, 5, 8))
