@@ -2,6 +2,7 @@
 # One call of the device tool on a bare GPU machine: install, then run the named steps.
 #
 #   bash benchmarks/gpu/session.sh tests tune bench peers-a peers-b
+#   bash benchmarks/gpu/session.sh ssd-tests ssd peers-mamba2     # the Mamba-2 / Triton SSD table
 #
 # The machine has torch, triton, transformers and pytest-benchmark but no omegaconf and
 # no network: carry the pure-Python wheels in .whl/ (see benchmarks/gpu/README.md).
@@ -28,8 +29,19 @@ for step in "$@"; do
         bench|bench=*)  # bench=EXPR: only the cases pytest's -k EXPR selects
             sel=(); [[ $step == bench=* ]] && sel=(-k "${step#bench=}")
             timeout 420 python3 -m pytest -q -p no:cacheprovider benchmarks/kernels --benchmark-only "${sel[@]}" \
+                --ignore=benchmarks/kernels/test_ssd_benchmarks.py \
                 --benchmark-json="$OUT/kernels.json" >"$OUT/bench.log" 2>&1; tail -3 "$OUT/bench.log"
             python3 benchmarks/kernels/report.py "$OUT/kernels.json" >"$OUT/kernels.md" && grep -E "triton|^machine" "$OUT/kernels.md" | head -40 ;;
+        ssd-tests)  # the Triton SSD compiled for the GPU against the loop, and Mamba-2's dispatch to it
+            timeout 300 python3 -m pytest -q -p no:cacheprovider kernels/tests/test_ssd_triton.py \
+                kernels/tests/test_ssd_chunked.py plugins/mamba/tests/test_ssd_triton_dispatch.py 2>&1 \
+                | tee "$OUT/ssd-tests.log" | tail -15 ;;
+        ssd|ssd=*)  # the SSD microbenchmark: triton vs torch-chunked (vs mamba-ssm where it imports)
+            sel=(); [[ $step == ssd=* ]] && sel=(-k "${step#ssd=}")
+            timeout 360 python3 -m pytest -q -p no:cacheprovider benchmarks/kernels/test_ssd_benchmarks.py \
+                --benchmark-only "${sel[@]}" --benchmark-json="$OUT/ssd.json" >"$OUT/ssd-bench.log" 2>&1
+            tail -3 "$OUT/ssd-bench.log"
+            python3 benchmarks/kernels/report.py "$OUT/ssd.json" | tee "$OUT/ssd.md" ;;
         peers-*)  # a subset of rows per call: the whole table takes longer than one call may run
             rows=${step#peers-}
             timeout 540 python3 benchmarks/peers/gpu_step.py --append --timeout "${PEER_TIMEOUT:-300}" \
