@@ -50,10 +50,15 @@ def small_blocks(monkeypatch):
 
 
 def inputs(b, T, H, P, G, N, with_h0=True, seed=0):
+    """float64 CPU tensors (outputs_and_grads moves them to DEVICE)."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     return [r(b, T, H, P), F.softplus(r(b, T, H)), -torch.exp(r(H)), r(b, T, G, N), r(b, T, G, N),
             r(b, H, P, N) if with_h0 else None]
+
+
+def on_device(b, T, H, P, G, N, dtype=torch.float32):
+    return [t.to(DEVICE, dtype) for t in inputs(b, T, H, P, G, N)]
 
 
 def outputs_and_grads(fn, args, dtype, use=("y", "h")):
@@ -130,9 +135,10 @@ def test_ssd_triton_noncontiguous_inputs():
     b, T, H, P, G, N = 2, 7, 2, 3, 2, 4
     args = inputs(b, T, H, P, G, N)
     contiguous = outputs_and_grads(lambda *a: ssd_triton(*a[:5], 4, a[5]), args, torch.float32)
-    fused = torch.cat([args[0].flatten(2), args[3].flatten(2), args[4].flatten(2)], -1)
+    dev = [t.to(DEVICE, torch.float32) for t in args]  # float32 already: outputs_and_grads keeps the strides
+    fused = torch.cat([dev[0].flatten(2), dev[3].flatten(2), dev[4].flatten(2)], -1)
     x, B, C = torch.split(fused, [H * P, G * N, G * N], -1)
-    views = [x.unflatten(-1, (H, P)), args[1], args[2], B.unflatten(-1, (G, N)), C.unflatten(-1, (G, N)), args[5]]
+    views = [x.unflatten(-1, (H, P)), dev[1], dev[2], B.unflatten(-1, (G, N)), C.unflatten(-1, (G, N)), dev[5]]
     assert not any(views[i].is_contiguous() for i in (0, 3, 4))
     got = outputs_and_grads(lambda *a: ssd_triton(*a[:5], 4, a[5]), views, torch.float32)
     for a, c in zip(got, contiguous):
@@ -143,7 +149,7 @@ def test_ssd_triton_noncontiguous_inputs():
 def test_ssd_triton_state_carries_across_calls():
     """h_T of the first half as h0 of the second gives the whole sequence's outputs and state
     (what generation after a prompt, or a document reset, relies on)."""
-    x, dt, A, B, C, h0 = (t.float() for t in inputs(1, 10, 2, 3, 1, 4))
+    x, dt, A, B, C, h0 = on_device(1, 10, 2, 3, 1, 4)
     y, h = ssd_triton(x, dt, A, B, C, 4, h0)
     y1, h1 = ssd_triton(x[:, :6], dt[:, :6], A, B[:, :6], C[:, :6], 4, h0)
     y2, h2 = ssd_triton(x[:, 6:], dt[:, 6:], A, B[:, 6:], C[:, 6:], 4, h1)
@@ -171,15 +177,15 @@ def test_ssd_triton_bf16_inputs():
 
 
 def test_ssd_triton_dispatch(monkeypatch):
-    """ssd_scan: ZOO_KERNELS=triton (the default for CUDA tensors) takes the Triton kernels; an explicit
-    backend wins; a CPU tensor defaults to the torch chunked path."""
+    """ssd_scan: an explicit backend wins; ZOO_KERNELS=triton takes the Triton kernels; by default a
+    CUDA tensor takes them too and a CPU tensor the torch chunked path."""
     import zoo_kernels.ssd as ssd
 
     calls = []
     for name in ("ssd_triton", "ssd_chunked", "ssd_naive"):
         real = getattr(ssd, name)
         monkeypatch.setattr(ssd, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
-    x, dt, A, B, C, h0 = (t.float() for t in inputs(1, 5, 1, 3, 1, 4))
+    x, dt, A, B, C, h0 = on_device(1, 5, 1, 3, 1, 4)
     want = ssd_naive(*(t.double() for t in (x, dt, A, B, C, h0)))
     got = {}
     for backend in ("naive", "torch", "triton"):
@@ -188,7 +194,8 @@ def test_ssd_triton_dispatch(monkeypatch):
     got["env"] = ssd_scan(x, dt, A, B, C, 4, h0)
     monkeypatch.delenv("ZOO_KERNELS")
     got["default"] = ssd_scan(x, dt, A, B, C, 4, h0)
-    assert calls == ["ssd_naive", "ssd_chunked", "ssd_triton", "ssd_triton", "ssd_chunked"]
+    default = "ssd_triton" if DEVICE == "cuda" else "ssd_chunked"
+    assert calls == ["ssd_naive", "ssd_chunked", "ssd_triton", "ssd_triton", default]
     for y, h in got.values():
         assert rel(y, want[0]) < F32_TOL and rel(h, want[1]) < F32_TOL
     with pytest.raises(ValueError, match="G dividing H"):
@@ -196,7 +203,7 @@ def test_ssd_triton_dispatch(monkeypatch):
 
 
 def test_ssd_triton_custom_ops_pass_opcheck():
-    x, dt, A, B, C, h0 = (t.float() for t in inputs(1, 3, 1, 2, 1, 2))
+    x, dt, A, B, C, h0 = on_device(1, 3, 1, 2, 1, 2)
     torch.library.opcheck(_ssd_op, tuple(t.clone().requires_grad_() for t in (x, dt, A, B, C)) + (4, h0))
     gy, gh = torch.randn_like(x), torch.randn_like(h0)
     torch.library.opcheck(_ssd_bwd_op, (x, dt, A, B, C, 4, h0, gy, gh))
@@ -209,7 +216,7 @@ def test_ssd_triton_compiles_without_graph_breaks():
         y, h = ssd_triton(*args[:5], 4, args[5])
         return (y * y).sum() + h.sum()
 
-    args = [t.float() for t in inputs(1, 6, 1, 3, 1, 4)]
+    args = on_device(1, 6, 1, 3, 1, 4)
     eager_in = [t.clone().requires_grad_() for t in args]
     comp_in = [t.clone().requires_grad_() for t in args]
     want = loss(*eager_in)
