@@ -120,7 +120,7 @@ def test_ssd_triton_one_output_used(use):
 
 
 def test_ssd_triton_extreme_decays():
-    """dt * A from about -20 (decay 2e-9) to -1e-3 (decay 0.999): nothing overflows, nothing is lost."""
+    """dt * A from -10 (a step's decay 5e-5; far less over a chunk) to -4e-3 (0.996): nothing overflows."""
     args = inputs(2, 12, 2, 3, 1, 4)
     g = torch.Generator().manual_seed(2)
     args[1] = 10 ** (torch.rand(2, 12, 2, generator=g, dtype=torch.float64) * 2.3 - 1.5)   # dt in [0.03, 6.3]
