@@ -2,24 +2,20 @@
 
 mamba-ssm and causal-conv1d are made to fail to import. Without a GPU, the device check of the
 dispatch (fastpath._on_cuda) also answers True for CPU tensors, so the mixer takes its CUDA
-branch; nothing else is faked: the Triton kernels really run (under TRITON_INTERPRET=1, on the
-CPU tensors) and their outputs, states and gradients are compared with the naive path's, in
-float64 (round-off only: 1e-10). On a GPU the test runs on CUDA tensors with the real device
+branch; nothing else is faked: the Triton kernels really run (under TRITON_INTERPRET=1, which
+conftest.py sets, on the CPU tensors) and their outputs, states and gradients are compared with
+the naive path's, in float64 (round-off only: 1e-10). On a GPU the test runs on CUDA tensors with the real device
 check, in float32 (1e-3: the naive loop's einsums may run in TF32 there).
 """
-import os
 import sys
 import warnings
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # before triton is imported: the kernels run interpreted
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import zoo_mamba.mamba2 as mamba2  # noqa: E402
-from zoo_kernels.backends import triton_installed  # noqa: E402
-from zoo_mamba import Mamba2, Mamba2Config, fastpath  # noqa: E402
+import zoo_mamba.mamba2 as mamba2
+from zoo_kernels.backends import triton_installed
+from zoo_mamba import Mamba2, Mamba2Config, fastpath
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason="triton is not importable (pip install "
                                 "'zoo-kernels[triton]'); the Triton SSD dispatch is not tested")

@@ -38,6 +38,7 @@ _LIBS = {  # module -> what to pip install
 }
 _found: Dict[str, bool] = {}
 _said: set = set()  # (lib, fallback) lines already printed
+_TRITON = triton_installed()  # looked up once (find_spec, no import): torch.compile traces ssd_path
 
 
 def _on_cuda(t: Tensor) -> bool:
@@ -68,7 +69,7 @@ def usable(lib: str, t: Tensor, instead: Optional[str] = None) -> bool:
 def ssd_path(x: Tensor) -> str:
     """Where Mamba-2's SSD runs under backend=auto: "cuda" (mamba-ssm's kernel), "triton"
     (zoo-kernels' Triton SSD: CUDA tensors without mamba-ssm) or "chunked" (PyTorch)."""
-    triton = _on_cuda(x) and triton_installed()
+    triton = _on_cuda(x) and _TRITON
     if usable("mamba_ssm", x, "zoo-kernels' Triton SSD" if triton else "the PyTorch chunked scan"):
         return "cuda"
     return "triton" if triton else "chunked"
