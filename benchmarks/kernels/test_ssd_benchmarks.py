@@ -7,9 +7,10 @@ Implementations: `torch-chunked` (zoo_kernels/ssd/chunk.py, the CPU path and the
 triton), `triton` (zoo_kernels/ssd/triton.py; GPU only: the CPU interpreter is for tests) and
 `mamba-ssm` (mamba_chunk_scan_combined; GPU only, when installed).
 
-Shapes (batch, T, heads H, headdim P, ngroups G, d_state N, chunk L): on GPU Mamba-2 at 125M
-(d_model 768, expand 2: 24 heads of 64, N 128) at seq 2048 and 8192; on CPU a smaller one that
-the torch path times in seconds.
+Shapes (batch, T, heads H, headdim P, ngroups G, d_state N, chunk L): on GPU the SSD of the peers
+benchmark's Mamba-2 at 125M (benchmarks/peers/models.py: d_model 768, expand 2, so 24 heads of 64,
+d_state 64, chunk 64) at batch 8 x seq 2048, the same at 2 x 8192, and with d_state 128 (mamba-ssm's
+Mamba2 default); on CPU a smaller one that the torch path times in seconds.
 
 Each case reports median ms and, in extra_info:
 - GB/s: every input read once and every output written once (fwd+bwd adds the upstream
@@ -37,7 +38,8 @@ DEVICE = "cuda" if CUDA else "cpu"
 HAS_MAMBA_SSM = CUDA and importlib.util.find_spec("mamba_ssm") is not None
 TARGET_SECONDS = float(os.environ.get("ZOO_BENCH_SECONDS", 0.3 if CUDA else 1.5))
 # (batch, T, H, P, G, N, L)
-SHAPES = [(8, 2048, 24, 64, 1, 128, 64), (2, 8192, 24, 64, 1, 128, 64)] if CUDA else [(2, 512, 8, 64, 1, 64, 64)]
+SHAPES = ([(8, 2048, 24, 64, 1, 64, 64), (2, 8192, 24, 64, 1, 64, 64), (8, 2048, 24, 64, 1, 128, 64)] if CUDA
+          else [(2, 512, 8, 64, 1, 64, 64)])
 IMPLS = ["torch-chunked", "triton", "mamba-ssm"]
 
 

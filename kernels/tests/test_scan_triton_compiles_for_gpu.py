@@ -45,7 +45,7 @@ CASES = [
     (tsel._ss_bwd_kernel, {**BF16_SEL, "GY": "*bf16", "DU": "*bf16", "DDT": "*bf16"}, {"HAS_DH0": True}, SEL),
     (tsel._ss_bwd_kernel, {}, {"HAS_DH0": False}, SEL_BIG_N),
 ]
-# the Mamba-2 SSD at its defaults (headdim 64, d_state 128 in two N blocks, chunk 64), in bf16 with
+# the Mamba-2 SSD at headdim 64, chunk 64 and d_state 128 (two N blocks: the loops over N), in bf16 with
 # fp32 dt (what the mixer passes; TF32 dots), and fp64 for the state kernels (fp64 dots). The fp32 and
 # fp64 (IEEE) chunk scans compile too, but take 10-50 s each on the 2-core VM: not in the suite.
 SSD_SCALARS = {n: "i32" for n in ("T", "H", "P", "N", "L", "NC", "HPG", "PN")}
