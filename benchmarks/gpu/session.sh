@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu/session.sh tests tune bench peers-a peers-b
 #   bash benchmarks/gpu/session.sh ssd-tests ssd peers-mamba2     # the Mamba-2 / Triton SSD table
+#   bash benchmarks/gpu/session.sh attn-1b                        # attention's MFU at ~1B, eager and compiled
 #
 # The machine has torch, triton, transformers and pytest-benchmark but no omegaconf and
 # no network: carry the pure-Python wheels in .whl/ (see benchmarks/gpu/README.md).
@@ -42,6 +43,9 @@ for step in "$@"; do
                 --benchmark-only "${sel[@]}" --benchmark-json="$OUT/ssd.json" >"$OUT/ssd-bench.log" 2>&1
             tail -3 "$OUT/ssd-bench.log"
             python3 benchmarks/kernels/report.py "$OUT/ssd.json" | tee "$OUT/ssd.md" ;;
+        attn-1b)  # zoo attention (and HF Llama) at ~1.0B, eager and torch.compile: the MFU row
+            timeout 560 python3 benchmarks/peers/gpu_step.py --shape 1b --rows attention --zoo-modes eager compiled \
+                --timeout "${PEER_TIMEOUT:-240}" --out "$OUT/peers-train-gpu-1b.md" 2>&1 | tail -30 ;;
         peers-*)  # a subset of rows per call: the whole table takes longer than one call may run
             rows=${step#peers-}
             timeout 540 python3 benchmarks/peers/gpu_step.py --append --timeout "${PEER_TIMEOUT:-300}" \

@@ -2,9 +2,11 @@
 
     python benchmarks/peers/gpu_step.py                     # every row; writes benchmarks/results/
     python benchmarks/peers/gpu_step.py --rows attention mingru --no-write
+    python benchmarks/peers/gpu_step.py --shape 1b --rows attention --zoo-modes eager compiled
 
 Shape `models.GPU_125M`: dim 768, 12 layers (Mamba-1/2: 24 mixers, no MLPs), vocab 50304; seq 2048,
-batch 8. bf16 autocast over fp32 weights for every model (zoo's parallel.mixed_precision=bf16), AdamW,
+batch 8. `--shape 1b` (`models.GPU_1B`, dim 2048, 18 layers: about 1.0B parameters for attention) is
+for attention's MFU; its results go to a file of their own (`...-1b.md`). bf16 autocast over fp32 weights for every model (zoo's parallel.mixed_precision=bf16), AdamW,
 forward + backward + step on random tokens; warm-up steps, then the median of timed steps, each
 closed by a CUDA synchronize. One fresh subprocess per model, so its peak memory
 (torch.cuda.max_memory_allocated) is its own; a model that runs out of memory is retried at half
@@ -49,7 +51,7 @@ def worker(args) -> None:
 
     import models
     dev = "cpu" if args.smoke else "cuda"
-    shape = models.CPU if args.smoke else models.GPU_125M
+    shape = models.CPU if args.smoke else models.GPU_SHAPES[args.shape]
     sync = (lambda: None) if args.smoke else torch.cuda.synchronize
     torch.manual_seed(0)
     rows = {row: (mixer, fn) for row, mixer, _, fn in models.ROWS}
@@ -107,7 +109,8 @@ def run_one(row: str, side: str, args) -> dict:
     while True:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--row", row, "--side", side,
                "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--budget", str(args.budget),
-               "--seq", str(args.seq), "--batch", str(batch)] + (["--compile"] if args.compile else [])
+               "--seq", str(args.seq), "--batch", str(batch), "--shape", args.shape] \
+            + (["--compile"] if args.compile else [])
         cmd += ["--smoke"] if args.smoke else []
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -141,6 +144,8 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=20.0, help="stop timing a model after this many seconds")
     p.add_argument("--seq", type=int, default=2048)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--shape", default="125m", choices=sorted(models.GPU_SHAPES),
+                   help="model size (models.GPU_SHAPES); 1b is sized for the attention row")
     p.add_argument("--zoo-modes", nargs="*", default=["eager"], choices=["eager", "compiled"])
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--out", type=Path, default=None)
@@ -164,7 +169,8 @@ def main() -> None:
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
     peer_of = {row: peer for row, _, peer, _ in models.ROWS}
     slug = "gpu-" + "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
-    out = args.out or common.RESULTS / f"peers-train-{slug}.md"
+    size = "" if args.shape == "125m" else f"-{args.shape}"
+    out = args.out or common.RESULTS / f"peers-train-{slug}{size}.md"
     raw = out.with_suffix(".json")
     zoo, peers = {}, {}
     if args.append and raw.exists():  # rows measured by an earlier call (a device call is limited in time)
@@ -212,7 +218,8 @@ def report(args, device, peak, zoo, peers) -> str:
         "CUDA fast paths importable here: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in found.items())
         + ".",
         "",
-        f"Command: `python benchmarks/peers/gpu_step.py`. Seq {args.seq}, batch {args.batch} (halved where a model "
+        f"Command: `python benchmarks/peers/gpu_step.py{'' if args.shape == '125m' else ' --shape ' + args.shape}`"
+        f" (shape `models.GPU_SHAPES[{args.shape!r}]`). Seq {args.seq}, batch {args.batch} (halved where a model "
         "ran out of memory: see the batch column), bf16 autocast over fp32 weights for every model, AdamW, "
         f"forward + backward + optimizer step on random tokens; {args.warmup} warm-up steps, then the median of "
         f"up to {args.repeats} timed steps (fewer once they pass {args.budget:.0f} s; a first step over "
@@ -244,8 +251,9 @@ def report(args, device, peak, zoo, peers) -> str:
             lines.append(f"| {row} | {side} | {r['batch']} | {r['peak_gb']:.1f} | {r['steps']}, {r['spread']} | "
                          f"{r['first_step_s']:.1f} | {r['params']:,} | {'; '.join(r['fallbacks']) or '-'} |")
     lines += ["", "## Shapes and builds", ""]
-    lines += [f"- **{k}**: {v}" for k, v in models.shape_notes(models.GPU_125M).items()]
-    lines += [f"- {models.peer_lm_note(models.GPU_125M)}", ""]
+    shape = models.GPU_SHAPES[args.shape]
+    lines += [f"- **{k}**: {v}" for k, v in models.shape_notes(shape).items()]
+    lines += [f"- {models.peer_lm_note(shape)}", ""]
     for row, p in peers.items():
         lines.append(f"- {row}: " + " | ".join(zoo[mixer_of[row], md].get("note", "") for md in modes)
                      + f" | {p.get('note', p.get('error'))}")

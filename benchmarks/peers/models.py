@@ -45,6 +45,10 @@ CPU = Shape()
 #: without MLPs, as the Mamba papers' 130M models do. RG-LRU width 1.5 x dim divides into 12 blocks.
 GPU_125M = replace(CPU, dim=768, layers=12, vocab=50304, heads=12, mlp_hidden=2048, hawk_width=1152,
                    ssm_layers=24)
+#: About 1.0B parameters (dim 2048, 18 layers, 32 heads of 64, SwiGLU 5472 = zoo's swiglu_hidden(2048)),
+#: for attention's MFU; the other rows are not sized for it.
+GPU_1B = replace(GPU_125M, dim=2048, layers=18, heads=32, mlp_hidden=5472, hawk_width=3072, ssm_layers=36)
+GPU_SHAPES = {"125m": GPU_125M, "1b": GPU_1B}
 
 DIM, LAYERS, VOCAB = CPU.dim, CPU.layers, CPU.vocab  # the CPU harness's names
 LR, BETAS, EPS, WD = 3e-3, (0.9, 0.95), 1e-8, 0.1  # zoo's OptimConfig defaults, used for every model

@@ -14,7 +14,6 @@ from torch import Tensor
 
 from zoo_kernels.selective import selective_scan_naive
 from zoo_kernels.ssd import ssd_naive
-from zoo_mamba.common import acc_dtype
 
 
 def causal_conv_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Optional[Tensor]
