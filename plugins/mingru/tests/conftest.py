@@ -1,5 +1,13 @@
+import os
+
 import pytest
 import torch
+
+# zoo-kernels' Triton scans run on CPU tensors through the interpreter when there is no GPU
+# (test_oracle_mingru_pytorch.py's scan-triton path). TRITON_INTERPRET must be set before triton
+# is imported: here, before any test module is collected.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)
