@@ -14,6 +14,8 @@ the recurrence h_t = a_t h_{t-1} + w_t g(h~_t) written out. Its parallel path (H
 agrees with it everywhere except minLSTM with a carried state (see
 test_peer_minlstm_parallel_path_misreads_prev_hidden); zoo follows the recurrence there.
 """
+import os
+
 import pytest
 import torch
 
@@ -33,7 +35,8 @@ PEER = {"mingru": peer_mingru.minGRU, "minlstm": peer_minlstm.minLSTM}
 #: (expansion, peer proj_out): the peer's default (no output projection at expansion 1) and an expanded one
 WIDTHS = [(1.0, False), (2.0, True)]
 #: zoo's paths: the paper's loop, the mixer's scan on each zoo-kernels CPU backend, and step
-PATHS = ["reference", "scan-naive", "scan-chunked", "scan-compiled-c", "scan-triton", "step"]
+#: (the Triton scan has its own, shorter test below: it is slow under the interpreter)
+PATHS = ["reference", "scan-naive", "scan-chunked", "scan-compiled-c", "step"]
 SCAN_ENV = {"scan-naive": {"ZOO_KERNELS": "naive"},
             "scan-chunked": {"ZOO_KERNELS": "torch", "ZOO_KERNELS_CPP": "0"},
             "scan-compiled-c": {"ZOO_KERNELS": "torch", "ZOO_KERNELS_CPP": "1"},
@@ -41,6 +44,7 @@ SCAN_ENV = {"scan-naive": {"ZOO_KERNELS": "naive"},
 
 
 def rel(a, b):
+    a, b = a.detach().cpu(), b.detach().cpu()
     return ((a - b).norm() / b.norm()).item()
 
 
@@ -89,6 +93,12 @@ def zoo_run(path, zoo, x, state, monkeypatch):
         pytest.skip("triton not installed, or no GPU and TRITON_INTERPRET unset")
     for k, v in SCAN_ENV[path].items():
         monkeypatch.setenv(k, v)
+    if path == "scan-triton" and torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        # compiled Triton runs on CUDA tensors only: move zoo there (same Parameter objects)
+        zoo.cuda()
+        state = None if state is None else {"h": state["h"].cuda()}
+        y, st = zoo(x.cuda(), state, return_state=True)
+        return y.cpu(), st["h"].cpu()
     y, st = zoo(x, state, return_state=True)
     return y, st["h"]
 
@@ -98,11 +108,7 @@ def grads(y, g, x, h0, params):
     return dict(zip(["x", *range(len(params)), "h0"], torch.autograd.grad(y, leaves, g)))
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("carried", [False, True], ids=["h0=none", "h0=carried"])
-@pytest.mark.parametrize("expand,proj_out", WIDTHS, ids=["expand1", "expand2-proj"])
-@pytest.mark.parametrize("kind", ZOO)
-def test_zoo_matches_mingru_pytorch(kind, expand, proj_out, carried, path, monkeypatch):
+def check_against_peer(kind, expand, proj_out, carried, path, monkeypatch, T=T, tol=1e-10):
     peer, zoo, fused = pair(kind, expand, proj_out)
     H = zoo.hidden
     torch.manual_seed(1)
@@ -118,9 +124,9 @@ def test_zoo_matches_mingru_pytorch(kind, expand, proj_out, carried, path, monke
 
     y, h_last = zoo_run(path, zoo, x, None if h0 is None else {"h": h0[:, 0]}, monkeypatch)
     for name, (y_ref, h_ref) in oracles.items():
-        assert rel(y, y_ref) < 1e-10, name
+        assert rel(y, y_ref) < tol, name
         if h_last is not None:
-            assert rel(h_last, h_ref) < 1e-10, name
+            assert rel(h_last, h_ref) < tol, name
 
     # gradients: the peer's fused weight against zoo's in_proj with the same row permutation
     peer_params = [fused.weight] + ([peer.to_out.weight] if proj_out else [])
@@ -131,7 +137,21 @@ def test_zoo_matches_mingru_pytorch(kind, expand, proj_out, carried, path, monke
     for name, (y_ref, _) in oracles.items():
         want = grads(y_ref, g, x, h0, peer_params)
         for key in want:
-            assert rel(got[key], want[key]) < 1e-9, (name, key)
+            assert rel(got[key], want[key]) < 10 * tol, (name, key)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("carried", [False, True], ids=["h0=none", "h0=carried"])
+@pytest.mark.parametrize("expand,proj_out", WIDTHS, ids=["expand1", "expand2-proj"])
+@pytest.mark.parametrize("kind", ZOO)
+def test_zoo_matches_mingru_pytorch(kind, expand, proj_out, carried, path, monkeypatch):
+    check_against_peer(kind, expand, proj_out, carried, path, monkeypatch)
+
+
+@pytest.mark.parametrize("kind", ZOO)
+def test_triton_scan_matches_mingru_pytorch(kind, monkeypatch):
+    # Triton's scans accumulate in float32 whatever the input dtype: float32 tolerances.
+    check_against_peer(kind, 2.0, True, True, "scan-triton", monkeypatch, T=12, tol=1e-5)
 
 
 def test_peer_minlstm_parallel_path_misreads_prev_hidden():
@@ -156,3 +176,17 @@ def test_peer_minlstm_parallel_path_misreads_prev_hidden():
     assert rel(y_par, y_seq) > 1e-3  # a real disagreement, not rounding
     assert rel(y_par, y_par_explained) < 1e-10  # diagnosis: the peer's parallel path applied g to h0
     assert rel(y_zoo, y_seq) < 1e-10 and rel(y_zoo, y_par) > 1e-3  # zoo follows the recurrence
+
+
+@pytest.mark.parametrize("kind", ZOO)
+def test_float32_scan_on_large_inputs_matches_float64_recurrence(kind):
+    # gates saturate (pre-activations ~ +-30) over a long sequence: zoo's float32 scan against the
+    # peer's float64 recurrence, with a carried state
+    peer, zoo, _ = pair(kind, 1.0, False)
+    torch.manual_seed(2)
+    x = torch.randn(B, 300, DIM, dtype=torch.float64) * 10
+    h0 = torch.rand(B, 1, zoo.hidden, dtype=torch.float64) + 0.1
+    with torch.no_grad():
+        y_ref, h_ref = peer_sequential(peer, x, h0)
+        y, st = zoo.float()(x.float(), {"h": h0[:, 0].float()}, return_state=True)
+    assert rel(y.double(), y_ref) < 1e-5 and rel(st["h"].double(), h_ref) < 1e-5
