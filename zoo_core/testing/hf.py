@@ -48,3 +48,31 @@ def hf_float64() -> Iterator[None]:
         yield
     finally:
         torch.Tensor.float, torch.Tensor.to = orig_float, orig_to
+
+
+def make_run(runs_dir, name: str, overrides=(), seed: int = 0, perturb: float = 0.0):
+    """A run directory with a step-1 checkpoint of a freshly built model (no training):
+    the quick way to get many tiny runs for export tests. `perturb` adds noise to every
+    parameter so that norms, biases and gates are far from their initial values."""
+    from pathlib import Path
+
+    from zoo_core import checkpoint
+    from zoo_core.config import load_config, resolve, save_config
+    from zoo_core.distributed import World
+    from zoo_core.model import build_model
+    from zoo_core.registry import get_registry
+    registry = get_registry()
+    cfg = resolve(load_config(None, [f"name={name}", f"runs_dir={runs_dir}", *overrides]), registry)
+    if cfg.model.vocab_size is None:
+        cfg.model.vocab_size = 264  # the byte tokenizer's 259, padded to a multiple of 8
+    torch.manual_seed(seed)
+    model = build_model(cfg, registry, cfg.model.vocab_size)
+    if perturb:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * perturb)
+    run_dir = Path(runs_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(run_dir / "checkpoints", 1, model, None, World(), {"step": 1}, {}, meta={})
+    save_config(cfg, run_dir / "config.yaml")
+    return run_dir
