@@ -5,7 +5,7 @@
         out = hf_module(x)
 
 transformers' reference (non-CUDA) paths cast to float32 in places (`A_log.float()`,
-the chunked scan's `.float()`, norms' `.to(torch.float32)`), which would cap a float64
+the chunked scan's `.float()`, norms' `.to(torch.float32)`, the RG-LRU's `.type(float32)`), which would cap a float64
 comparison at float32 rounding. `hf_float64` keeps float64 tensors float64 through
 those casts while it is active, so module-level comparisons can be held to ~1e-12.
 """
@@ -31,7 +31,7 @@ def require_transformers() -> Any:
 @contextlib.contextmanager
 def hf_float64() -> Iterator[None]:
     f64, f32 = torch.float64, torch.float32
-    orig_float, orig_to = torch.Tensor.float, torch.Tensor.to
+    orig_float, orig_to, orig_type = torch.Tensor.float, torch.Tensor.to, torch.Tensor.type
 
     def float_(self, *args, **kwargs):
         return self if self.dtype == f64 else orig_float(self, *args, **kwargs)
@@ -43,11 +43,16 @@ def hf_float64() -> Iterator[None]:
                 kwargs["dtype"] = f64
         return orig_to(self, *args, **kwargs)
 
-    torch.Tensor.float, torch.Tensor.to = float_, to
+    def type_(self, *args, **kwargs):
+        if self.dtype == f64 and args and args[0] is f32:
+            args = (f64,) + args[1:]
+        return orig_type(self, *args, **kwargs)
+
+    torch.Tensor.float, torch.Tensor.to, torch.Tensor.type = float_, to, type_
     try:
         yield
     finally:
-        torch.Tensor.float, torch.Tensor.to = orig_float, orig_to
+        torch.Tensor.float, torch.Tensor.to, torch.Tensor.type = orig_float, orig_to, orig_type
 
 
 def make_run(runs_dir, name: str, overrides=(), seed: int = 0, perturb: float = 0.0):

@@ -1,0 +1,180 @@
+"""Hugging Face interop, checked against transformers itself: `zoo export --format hf`
+loads in AutoModelForCausalLM with equal logits (float32 and float64) and greedy
+generation; `zoo import` brings it back (and any checkpoint built from a transformers
+config) with equal logits, as a run zoo eval / generate / train accept; what does not
+map is refused in one line before anything is written."""
+import json
+
+import pytest
+import torch
+
+from zoo_core.cli import main
+from zoo_core.testing.hf import hf_float64, make_run, require_transformers
+
+tf = require_transformers()
+
+BASE = ["model.dim=32", "model.n_layers=2"]
+HAWK = ["model.mixer.name=hawk", "model.mixer.expand=1.0", "model.mixer.gate_heads=4",
+        "model.mixer.reset_at_start=true", "model.block.mlp_act=gelu_tanh", "model.loss.logit_softcap=30"]
+FAMILIES = {
+    "llama-gqa-tied": ["model.mixer.name=attention", "model.mixer.head_dim=8", "model.mixer.n_kv_heads=2",
+                       "model.mixer.rope_theta=500"],
+    "llama-untied": ["model.mixer.name=attention", "model.mixer.head_dim=16", "model.tie_embeddings=false",
+                     "model.block.mlp_bias=true"],
+    "mamba": ["model.mixer.name=mamba", "model.mixer.d_state=4"],
+    "mamba2-groups": ["model.mixer.name=mamba2", "model.mixer.headdim=8", "model.mixer.ngroups=2",
+                      "model.mixer.d_state=8", "model.tie_embeddings=false"],
+    "hawk": HAWK + ["model.mixer.bias=true", "model.block.mlp_bias=true"],
+    "griffin": HAWK + ["model.n_layers=3", "model.pattern=[hawk, hawk, {name: attention, window: 4, head_dim: 8, "
+                                          "n_kv_heads: 1}]"],
+}
+HF_CLASS = {"llama-gqa-tied": "LlamaForCausalLM", "llama-untied": "LlamaForCausalLM", "mamba": "MambaForCausalLM",
+            "mamba2-groups": "Mamba2ForCausalLM", "hawk": "RecurrentGemmaForCausalLM",
+            "griffin": "RecurrentGemmaForCausalLM"}
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def tokens(T=24, B=2, seed=0):
+    return torch.randint(0, 259, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def hf_logits(model, x):
+    return model(input_ids=x, use_cache=False).logits
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every family: a run (random weights, moved off init) exported with the CLI."""
+    root = tmp_path_factory.mktemp("hf")
+    out = {}
+    for i, (name, overrides) in enumerate(FAMILIES.items()):
+        run = make_run(root / "runs", name, BASE + overrides, seed=i, perturb=0.1)
+        assert main(["export", str(run), "--format", "hf", "--out", str(root / f"{name}-hf")]) == 0
+        out[name] = (run, root / f"{name}-hf")
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_loads_in_transformers_with_equal_logits(family, exported):
+    from zoo_core.runs import load_run
+    run, out = exported[family]
+    assert json.loads((out / "config.json").read_text())["architectures"] == [HF_CLASS[family]]
+    zoo = load_run(run, device="cpu").model
+    x = tokens()
+    hf = tf.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(hf).__name__ == HF_CLASS[family]
+    with torch.no_grad():
+        assert rel(hf_logits(hf, x), zoo.logits(x)[0]) < 1e-4
+        # float64: the same stored numbers on both sides, transformers kept in float64 throughout
+        hf64 = tf.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float64).eval()
+        with hf_float64():
+            h = hf_logits(hf64, x)
+        # RoPE angles: transformers computes them from float32 positions even here; RecurrentGemma
+        # keeps another float32 rounding (~5e-8) that hf_float64 does not reach
+        assert rel(h, zoo.double().logits(x)[0]) < (1e-9 if family.startswith("mamba") else 1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_import_of_the_export_gives_back_the_same_logits(family, exported, tmp_path):
+    from zoo_core.runs import load_run
+    run, out = exported[family]
+    assert main(["import", str(out), "--name", "back", "--runs-dir", str(tmp_path)]) == 0
+    x = tokens(seed=1)
+    with torch.no_grad():
+        back = load_run(tmp_path / "back", device="cpu").model.logits(x)[0]
+        assert rel(back, load_run(run, device="cpu").model.logits(x)[0]) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["llama-gqa-tied", "mamba2-groups", "griffin"])
+def test_greedy_generation_in_transformers_gives_zoos_tokens(family, exported):
+    from zoo_core.generate import generate
+    from zoo_core.runs import load_run
+    run, out = exported[family]
+    zoo = load_run(run, device="cpu", dtype=torch.float64).model
+    prompt = tokens(T=6, B=1, seed=2)
+    ours = generate(zoo, prompt.tolist(), max_new_tokens=10, temperature=0.0)[0]
+    hf = tf.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float64).eval()
+    with hf_float64():
+        theirs = hf.generate(prompt, max_new_tokens=10, do_sample=False, min_new_tokens=10)[0, 6:].tolist()
+    assert theirs == ours
+
+
+def test_bundled_byte_tokenizer_encodes_as_zoo(exported):
+    from zoo_core.tokenizers import ByteTokenizer
+    text = "ROMEO: But soft! What light — ünïcödé\n\tthrough yonder window"
+    hf = tf.AutoTokenizer.from_pretrained(exported["mamba"][1])
+    ids = hf.encode(text, add_special_tokens=False)
+    assert ids == ByteTokenizer().encode(text)
+    assert hf.decode(ids) == text
+    assert hf.eos_token_id == 257 and hf.bos_token_id == 256
+
+
+def hf_from_config(family):
+    """A transformers model built from a config (no hub), its biases and norms moved off init."""
+    common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if family == "llama":
+        cfg = tf.LlamaConfig(**common, num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40,
+                             tie_word_embeddings=False)
+    elif family == "mamba":
+        cfg = tf.MambaConfig(**common, state_size=4, expand=2, conv_kernel=3, use_bias=True)
+    elif family == "mamba2":
+        cfg = tf.Mamba2Config(**common, state_size=4, expand=2, head_dim=8, num_heads=8, n_groups=4, chunk_size=4)
+    else:
+        cfg = tf.RecurrentGemmaConfig(**common, num_attention_heads=4, num_key_value_heads=1, lru_width=48,
+                                      intermediate_size=80, attention_window_size=5, partial_rotary_factor=1.0,
+                                      block_types=["recurrent", "attention", "recurrent"])
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.dim() == 1 and "o_proj" not in n:  # zoo attention has no output bias: that one stays zero
+                p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", ["llama", "mamba", "mamba2", "recurrent_gemma"])
+def test_import_of_a_transformers_model_built_from_a_config(family, tmp_path):
+    from zoo_core.runs import load_run
+    hf = hf_from_config(family)
+    hf.save_pretrained(tmp_path / "src")
+    assert main(["import", str(tmp_path / "src"), "--name", "imp", "--runs-dir", str(tmp_path / "runs")]) == 0
+    x = torch.randint(3, 64, (2, 17))
+    with torch.no_grad():
+        ref = hf_logits(hf, x)
+        assert rel(load_run(tmp_path / "runs" / "imp", device="cpu").model.logits(x)[0], ref) < 1e-5
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["model.mixer.name=mingru"], "mingru"),
+    (["model.mixer.name=hawk"], "gate_heads"),
+    (["model.mixer.name=attention", "model.mixer.window=8"], "window"),
+    (["model.mixer.name=mamba", "model.loss.name=mtp"], "mtp"),
+    (HAWK + ["model.mixer.reset_at_start=false"], "reset_at_start"),
+])
+def test_what_does_not_map_is_refused_in_one_line_before_writing(overrides, words, tmp_path, capsys):
+    run = make_run(tmp_path / "runs", "r", BASE + overrides)
+    out = tmp_path / "out"
+    assert main(["export", str(run), "--format", "hf", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_an_imported_run_evaluates_and_trains_on(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    from zoo_core.train import train
+    run = make_run(runs, "base", BASE + FAMILIES["mamba"], perturb=0.1)
+    assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["import", str(tmp_path / "hf"), "data.seq_len=32", "--name", "ft", "--runs-dir", str(runs)]) == 0
+    result = train(str(runs / "ft"), ["train.steps=2", "train.global_batch=2", "data.seq_len=32",
+                                      "train.eval_every=0", "train.ckpt_every=2", "train.sample_tokens=0",
+                                      "train.progress=false", "train.eval_batches=1"])
+    assert result["step"] == 2 and (runs / "ft" / "checkpoints" / "step-00000002").is_dir()
+    capsys.readouterr()
+    assert main(["eval", str(runs / "ft"), "--batches", "1", "--batch-size", "1", "--seq-len", "32",
+                 "--splits", "val", "--json", "-", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["step"] == 2 and report["splits"]["val"]["loss"] > 0
