@@ -156,8 +156,8 @@ def export_hf(run_dir: Path, out_dir: Optional[Path] = None, dtype: Optional[tor
     mapping = choose(cfg.model, registry)  # refuses before anything is loaded or written
     tf = require_transformers()
     run = load_run(run_dir, device="cpu")
-    weights = {k: v.detach().to(torch.float64 if dtype is None else torch.float32).clone()
-               for k, v in run.model.state_dict().items()}
+    # mapped in float64 (the RecurrentGemma scale, norm offsets), rounded once to the output dtype
+    weights = {k: v.detach().to(torch.float64).clone() for k, v in run.model.state_dict().items()}
     hf_kwargs, hf_weights = mapping.to_hf(run.cfg.model, weights)
     tok = run.tokenizer
     for key, value in (("bos_token_id", getattr(tok, "bos_id", None)), ("eos_token_id", getattr(tok, "eos_id", None)),
@@ -165,15 +165,14 @@ def export_hf(run_dir: Path, out_dir: Optional[Path] = None, dtype: Optional[tor
         hf_kwargs.setdefault(key, value)
     config = tf.AutoConfig.for_model(mapping.model_types[0], **hf_kwargs)
     config.architectures = [mapping.architecture]
-    model = getattr(tf, mapping.architecture)(config)
     out_dtype = dtype or torch.float32
+    model = getattr(tf, mapping.architecture)(config).to(out_dtype)  # before loading: no float32 detour
     missing, unexpected = model.load_state_dict({k: v.to(out_dtype) for k, v in hf_weights.items()}, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or ()) if config.tie_word_embeddings else set()
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:  # a mapping bug, not a user error
         raise RuntimeError(f"{type(mapping).__name__} wrote keys transformers does not expect: missing {missing[:4]}, "
                            f"unexpected {unexpected[:4]}")
-    model.to(out_dtype)
     out_dir = Path(out_dir) if out_dir else run_dir / "hf"
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -5,7 +5,7 @@ hf: a transformers directory (config.json, model.safetensors, tokenizer) that
 `transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads with no remote code;
 the mapping comes from the plugin that owns the mixer (docs/interop.md)."""
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 def run(args) -> None:

@@ -7,7 +7,7 @@
 transformers' reference (non-CUDA) paths cast to float32 in places (`A_log.float()`,
 the chunked scan's `.float()`, norms' `.to(torch.float32)`, the RG-LRU's `.type(float32)`), which would cap a float64
 comparison at float32 rounding. `hf_float64` keeps float64 tensors float64 through
-those casts while it is active, so module-level comparisons can be held to ~1e-12.
+those casts (and turns integer tensors, RoPE's positions, into float64) while it is active, so module-level comparisons can be held to ~1e-12.
 """
 from __future__ import annotations
 
@@ -34,7 +34,11 @@ def hf_float64() -> Iterator[None]:
     orig_float, orig_to, orig_type = torch.Tensor.float, torch.Tensor.to, torch.Tensor.type
 
     def float_(self, *args, **kwargs):
-        return self if self.dtype == f64 else orig_float(self, *args, **kwargs)
+        if self.dtype == f64:
+            return self
+        if not self.is_floating_point() and not self.is_complex():  # positions for RoPE angles
+            return orig_to(self, f64)
+        return orig_float(self, *args, **kwargs)
 
     def to(self, *args, **kwargs):
         if self.dtype == f64:
