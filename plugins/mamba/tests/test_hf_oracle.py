@@ -88,3 +88,30 @@ def test_mamba2_gated_norm_is_per_group():
     out = zoo.norm(y, z)
     alone = zoo.norm(torch.cat([y[:, :16], y[:, :16]], -1), torch.cat([z[:, :16], z[:, :16]], -1))
     assert torch.allclose(out[:, :16], alone[:, :16], rtol=1e-13, atol=0)
+
+
+def mamba1_pair(dim=16, d_state=4, dt_rank=3, bias=True, path="chunked"):
+    backend = "naive" if path == "naive" else "chunked"
+    zoo = randomize(Mamba(dim, MambaConfig(d_state=d_state, dt_rank=dt_rank, bias=bias, backend=backend)).to(f64))
+    with torch.no_grad():  # A = -exp(A_log) near the S4D init: a decay that matters, not one that vanishes
+        zoo.A_log.copy_(torch.log(torch.arange(1, d_state + 1, dtype=f64)).repeat(zoo.d_inner) * 0.5)
+    cfg = transformers.MambaConfig(hidden_size=dim, state_size=d_state, expand=2, conv_kernel=4,
+                                   time_step_rank=dt_rank, use_bias=bias, use_conv_bias=True,
+                                   num_hidden_layers=1, vocab_size=8)
+    from transformers.models.mamba.modeling_mamba import MambaMixer
+    hf = MambaMixer(cfg, 0).to(f64).eval()
+    pairs = [(zoo.in_proj.weight, hf.in_proj.weight), (zoo.in_proj.bias, hf.in_proj.bias),
+             (zoo.conv_weight, hf.conv1d.weight), (zoo.conv_bias, hf.conv1d.bias),
+             (zoo.x_proj.weight, hf.x_proj.weight), (zoo.dt_proj.weight, hf.dt_proj.weight),
+             (zoo.dt_proj.bias, hf.dt_proj.bias), (zoo.A_log, hf.A_log), (zoo.D, hf.D),
+             (zoo.out_proj.weight, hf.out_proj.weight), (zoo.out_proj.bias, hf.out_proj.bias)]
+    with torch.no_grad():
+        for p, q in pairs:
+            q.copy_(p.reshape(q.shape))
+    return zoo, hf, pairs
+
+
+@pytest.mark.parametrize("path", ["naive", "chunked", "step"])
+def test_mamba_equals_transformers_mamba_mixer(path):
+    zoo, hf, pairs = mamba1_pair(path=path)
+    compare(zoo, hf, pairs, path)
