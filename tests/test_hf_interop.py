@@ -26,7 +26,7 @@ FAMILIES = {
                       "model.mixer.d_state=8", "model.tie_embeddings=false"],
     "hawk": HAWK + ["model.mixer.bias=true", "model.block.mlp_bias=true"],
     "griffin": HAWK + ["model.n_layers=3", "model.pattern=[hawk, hawk, {name: attention, window: 4, head_dim: 8, "
-                                          "n_kv_heads: 1}]"],
+                                          "n_kv_heads: 1, rope_fraction: 0.5, out_bias: true}]"],
 }
 HF_CLASS = {"llama-gqa-tied": "LlamaForCausalLM", "llama-untied": "LlamaForCausalLM", "mamba": "MambaForCausalLM",
             "mamba2-groups": "Mamba2ForCausalLM", "hawk": "RecurrentGemmaForCausalLM",
@@ -134,13 +134,13 @@ def hf_from_config(family):
         cfg = tf.Mamba2Config(**common, state_size=4, expand=2, head_dim=8, num_heads=8, n_groups=4, chunk_size=4)
     else:
         cfg = tf.RecurrentGemmaConfig(**common, num_attention_heads=4, num_key_value_heads=1, lru_width=48,
-                                      intermediate_size=80, attention_window_size=5, partial_rotary_factor=1.0,
+                                      intermediate_size=80, attention_window_size=5,  # partial RoPE (0.5), its default
                                       block_types=["recurrent", "attention", "recurrent"])
     torch.manual_seed(0)
     model = tf.AutoModelForCausalLM.from_config(cfg)
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if p.dim() == 1 and "o_proj" not in n:  # zoo attention has no output bias: that one stays zero
+            if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
 

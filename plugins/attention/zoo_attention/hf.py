@@ -19,17 +19,19 @@ from zoo_core.interop import (HFMapping, Weights, head_weights, mixer_options, r
 ACTS = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}  # zoo block.mlp_act -> transformers hidden_act
 
 
-def rope_rows(head_dim: int) -> Tensor:
-    """Llama's row order for one head, as zoo rows: [0, 2, 4, ..., 1, 3, 5, ...]."""
-    return torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
+def rope_rows(head_dim: int, rotated: Optional[int] = None) -> Tensor:
+    """Llama's row order for one head, as zoo rows: [0, 2, 4, ..., 1, 3, 5, ...] over the
+    `rotated` first dims (all by default), the rest in place."""
+    r = head_dim if rotated is None else rotated
+    return torch.cat([torch.arange(0, r, 2), torch.arange(1, r, 2), torch.arange(r, head_dim)])
 
 
-def to_halves(w: Tensor, head_dim: int) -> Tensor:
-    return w.view(-1, head_dim, w.shape[-1])[:, rope_rows(head_dim)].reshape(w.shape)
+def to_halves(w: Tensor, head_dim: int, rotated: Optional[int] = None) -> Tensor:
+    return w.view(-1, head_dim, w.shape[-1])[:, rope_rows(head_dim, rotated)].reshape(w.shape)
 
 
-def to_pairs(w: Tensor, head_dim: int) -> Tensor:
-    return w.view(-1, head_dim, w.shape[-1])[:, torch.argsort(rope_rows(head_dim))].reshape(w.shape)
+def to_pairs(w: Tensor, head_dim: int, rotated: Optional[int] = None) -> Tensor:
+    return w.view(-1, head_dim, w.shape[-1])[:, torch.argsort(rope_rows(head_dim, rotated))].reshape(w.shape)
 
 
 def attention_shape(dim: int, opts: Dict[str, Any]) -> Tuple[int, int, int]:
@@ -59,8 +61,10 @@ class LlamaMapping(HFMapping):
             return f"model.block.mlp_act={block.get('mlp_act')} has no Llama hidden_act; silu or gelu_tanh maps"
         if loss.get("logit_softcap"):
             return f"model.loss.logit_softcap={loss['logit_softcap']} has no Llama counterpart; 0 (off) maps"
-        if dict(opts[0]).get("head_dim", 0) % 2:
-            return "model.mixer.head_dim must be even for RoPE"
+        if opts[0].get("rope_fraction", 1.0) != 1.0:
+            return f"model.mixer.rope_fraction={opts[0]['rope_fraction']} (partial RoPE) has no Llama counterpart; 1.0 maps"
+        if opts[0].get("out_bias"):
+            return "model.mixer.out_bias=true has no Llama counterpart (its attention_bias covers q, k, v and o); false maps"
         return None
 
     def to_hf(self, m: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:

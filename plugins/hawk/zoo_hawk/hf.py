@@ -31,9 +31,9 @@ def residual_scale(dim: int) -> float:
     return torch.tensor(dim ** 0.5, dtype=torch.bfloat16).item()
 
 
-def _halves(w, hd: int, inverse: bool = False):
+def _halves(w, hd: int, rotated: int, inverse: bool = False):
     from zoo_attention.hf import to_halves, to_pairs
-    return (to_pairs if inverse else to_halves)(w, hd)
+    return (to_pairs if inverse else to_halves)(w, hd, rotated)
 
 
 class RecurrentGemmaMapping(HFMapping):
@@ -94,9 +94,9 @@ class RecurrentGemmaMapping(HFMapping):
                       logits_soft_cap=float(loss["logit_softcap"]), rms_norm_eps=float(m.norm_eps) * s * s,
                       hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=bool(m.tie_embeddings),
                       block_types=["recurrent" if o["name"] == "hawk" else "attention" for o in opts],
-                      attention_bias=False, partial_rotary_factor=1.0,
+                      attention_bias=False, partial_rotary_factor=float((attn or {}).get("rope_fraction", 1.0)),
                       rope_parameters={"rope_type": "default", "rope_theta": float((attn or {}).get("rope_theta", 1e4)),
-                                       "partial_rotary_factor": 1.0})
+                                       "partial_rotary_factor": float((attn or {}).get("rope_fraction", 1.0))})
         if attn is not None:
             config.update(num_key_value_heads=attn.get("n_kv_heads") or n, attention_window_size=attn["window"])
         out = {"model.embed_tokens.weight": w["embed.weight"], "model.final_norm.weight": w["norm.weight"] - 1,
@@ -127,11 +127,12 @@ class RecurrentGemmaMapping(HFMapping):
                             t + "rg_lru.input_gate_weight": gw[1], t + "rg_lru.input_gate_bias": gb[1]})
             else:
                 t, zm, hd = p + "temporal_block.", z + "mixer.", attn["head_dim"]
-                kv = config["num_key_value_heads"]
+                kv, rot = config["num_key_value_heads"], int(hd * attn["rope_fraction"])
                 k, v = w[zm + "wkv.weight"].split(kv * hd)
-                out.update({t + "q_proj.weight": _halves(w[zm + "wq.weight"], hd), t + "k_proj.weight": _halves(k, hd),
+                out.update({t + "q_proj.weight": _halves(w[zm + "wq.weight"], hd, rot),
+                            t + "k_proj.weight": _halves(k, hd, rot),
                             t + "v_proj.weight": v, t + "o_proj.weight": s * w[zm + "wo.weight"],
-                            t + "o_proj.bias": torch.zeros(m.dim)})
+                            t + "o_proj.bias": s * w.get(zm + "wo.bias", torch.zeros(m.dim))})
         return config, out
 
     def from_hf(self, c: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
@@ -141,9 +142,7 @@ class RecurrentGemmaMapping(HFMapping):
         rope = dict(getattr(c, "rope_parameters", None) or {})
         kinds: List[str] = list(c.layers_block_type)
         has_attn = "sliding_attention" in kinds
-        if has_attn and rope.get("partial_rotary_factor", 1.0) != 1.0:
-            raise UserError(f"RecurrentGemma partial_rotary_factor={rope.get('partial_rotary_factor')} (RoPE on part "
-                            f"of each head) has no zoo counterpart; 1.0 maps")
+        fraction = float(rope.get("partial_rotary_factor", getattr(c, "partial_rotary_factor", 1.0)))
         if has_attn and getattr(c, "attention_bias", False):
             raise UserError("RecurrentGemma attention_bias=true has no zoo counterpart (zoo attention has no biases)")
         s = residual_scale(c.hidden_size)
@@ -152,7 +151,8 @@ class RecurrentGemmaMapping(HFMapping):
         hawk = {"name": "hawk", "expand": H / dim, "conv": c.conv1d_width, "c": 8.0, "gate_heads": n, "bias": True,
                 "reset_at_start": True}
         attn = {"name": "attention", "n_heads": n, "head_dim": c.head_dim, "n_kv_heads": c.num_key_value_heads,
-                "window": c.attention_window_size, "rope_theta": float(rope.get("rope_theta", 10000.0))}
+                "window": c.attention_window_size, "rope_theta": float(rope.get("rope_theta", 10000.0)),
+                "rope_fraction": fraction, "out_bias": True}
         tied = bool(c.tie_word_embeddings)
         model = {"dim": dim, "n_layers": c.num_hidden_layers, "vocab_size": c.vocab_size, "tie_embeddings": tied,
                  "norm_eps": eps, "mixer": hawk,
@@ -187,12 +187,10 @@ class RecurrentGemmaMapping(HFMapping):
                             zm + "gate_bias": torch.cat([w[r + "recurrent_gate_bias"].flatten(),
                                                          w[r + "input_gate_bias"].flatten()])})
             else:
-                if w[t + "o_proj.bias"].abs().max() > 0:
-                    raise UserError(f"layer {i}: RecurrentGemma attention o_proj.bias is nonzero; zoo attention has "
-                                    f"no output bias, so this checkpoint does not map exactly")
                 hd = c.head_dim
-                out.update({zm + "wq.weight": _halves(w[t + "q_proj.weight"], hd, inverse=True),
-                            zm + "wkv.weight": torch.cat([_halves(w[t + "k_proj.weight"], hd, inverse=True),
+                rot = int(hd * fraction)
+                out.update({zm + "wq.weight": _halves(w[t + "q_proj.weight"], hd, rot, inverse=True),
+                            zm + "wkv.weight": torch.cat([_halves(w[t + "k_proj.weight"], hd, rot, inverse=True),
                                                           w[t + "v_proj.weight"]]),
-                            zm + "wo.weight": w[t + "o_proj.weight"] / s})
+                            zm + "wo.weight": w[t + "o_proj.weight"] / s, zm + "wo.bias": w[t + "o_proj.bias"] / s})
         return model, out
