@@ -98,7 +98,7 @@ def test_import_of_the_export_gives_back_the_same_logits(family, exported, tmp_p
         assert rel(back, load_run(run, device="cpu").model.logits(x)[0]) < 1e-5
 
 
-@pytest.mark.parametrize("family", ["llama-gqa-tied", "mamba2-groups", "griffin"])
+@pytest.mark.parametrize("family", ["llama-gqa-tied", "mamba", "mamba2-groups", "hawk", "griffin"])
 def test_greedy_generation_in_transformers_gives_zoos_tokens(family, exported):
     from zoo_core.generate import generate
     from zoo_core.runs import load_run
@@ -108,7 +108,9 @@ def test_greedy_generation_in_transformers_gives_zoos_tokens(family, exported):
     ours = generate(zoo, prompt.tolist(), max_new_tokens=10, temperature=0.0)[0]
     hf = tf.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float64).eval()
     with hf_float64():
-        theirs = hf.generate(prompt, max_new_tokens=10, do_sample=False, min_new_tokens=10)[0, 6:].tolist()
+        # transformers 5.24: RecurrentGemma with recurrent blocks only fails with its cache on
+        cache = {"use_cache": False} if family == "hawk" else {}
+        theirs = hf.generate(prompt, max_new_tokens=10, do_sample=False, min_new_tokens=10, **cache)[0, 6:].tolist()
     assert theirs == ours
 
 
@@ -120,6 +122,39 @@ def test_bundled_byte_tokenizer_encodes_as_zoo(exported):
     assert ids == ByteTokenizer().encode(text)
     assert hf.decode(ids) == text
     assert hf.eos_token_id == 257 and hf.bos_token_id == 256
+
+
+def test_bundled_hf_tokenizer_encodes_as_zoo(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from zoo_core.runs import load_run
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun. " * 4
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(tmp_path / "tok.json"))
+    run = make_run(tmp_path / "runs", "t", BASE + FAMILIES["mamba"] + ["data.tokenizer.name=hf",
+                                                                      f"data.tokenizer.path={tmp_path / 'tok.json'}",
+                                                                      "model.vocab_size=304"])
+    assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    hf = tf.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    sample = "Juliet is the sun; what light breaks? ünïcödé"
+    zoo_tok = load_run(run, device="cpu").tokenizer
+    assert hf.encode(sample, add_special_tokens=False) == zoo_tok.encode(sample)
+    assert hf.eos_token == "<|endoftext|>"
+    # and back: the imported run tokenizes with the bundled file
+    assert main(["import", str(tmp_path / "hf"), "--name", "back", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert load_run(tmp_path / "runs" / "back", device="cpu").tokenizer.encode(sample) == zoo_tok.encode(sample)
+
+
+def test_tokenizers_without_an_hf_form_are_not_bundled_and_say_so(tmp_path):
+    from omegaconf import OmegaConf
+
+    from zoo_core.interop import bundle_tokenizer
+    cfg = OmegaConf.create({"data": {"tokenizer": {"name": "sentencepiece", "path": "m.model"}}})
+    note = bundle_tokenizer(cfg, None, tmp_path, tf)
+    assert note.startswith("tokenizer 'sentencepiece' was not bundled") and not (tmp_path / "tokenizer.json").exists()
 
 
 def hf_from_config(family):
