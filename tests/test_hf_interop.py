@@ -157,6 +157,48 @@ def test_tokenizers_without_an_hf_form_are_not_bundled_and_say_so(tmp_path):
     assert note.startswith("tokenizer 'sentencepiece' was not bundled") and not (tmp_path / "tokenizer.json").exists()
 
 
+def tiny_tokenizer_json(vocab: int) -> str:
+    """A `tokenizers` file with `vocab` ids (the checkpoints built from configs have none)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())[:vocab - 1]
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[], unk_token=alphabet[0]))
+    tok.add_special_tokens(["<eos>"])
+    return tok.to_str()
+
+
+def test_import_without_a_tokenizer_that_fits_is_refused(tmp_path, capsys):
+    hf_from_config("mamba").save_pretrained(tmp_path / "src")  # vocab 64, no tokenizer.json: bytes do not fit
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "src"), "--name", "x", "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tokenizer" in err and not (tmp_path / "runs" / "x").exists()
+
+
+def test_a_third_party_plugin_adds_its_own_export():
+    import types
+
+    from zoo_core import hookimpl
+    from zoo_core.config import load_config, resolve
+    from zoo_core.interop import HFMapping, choose
+    from zoo_core.registry import build_registry
+
+    class MinGRUMapping(HFMapping):
+        mixers, model_types, architecture = ("mingru",), ("my_mingru",), "MyMinGRUForCausalLM"
+
+        def refuse(self, model_cfg):
+            return None
+
+    plugin = types.ModuleType("my_plugin")
+    plugin.register_exports = hookimpl(lambda register: register("my_mingru", MinGRUMapping, None, "mine"))
+    reg = build_registry()
+    with pytest.raises(Exception, match="mingru"):  # nothing installed maps mingru
+        choose(resolve(load_config(None, ["model.mixer.name=mingru"]), reg).model, reg)
+    reg.add_plugin(plugin, "my-plugin", "my-plugin", "0")
+    plugin.register_exports(register=reg._registrar("exports", reg.plugins["my-plugin"]))  # what collect() does
+    cfg = resolve(load_config(None, ["model.mixer.name=mingru"]), reg)
+    assert isinstance(choose(cfg.model, reg), MinGRUMapping)
+
+
 def hf_from_config(family):
     """A transformers model built from a config (no hub), its biases and norms moved off init."""
     common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, pad_token_id=0, bos_token_id=1, eos_token_id=2)
@@ -185,6 +227,7 @@ def test_import_of_a_transformers_model_built_from_a_config(family, tmp_path):
     from zoo_core.runs import load_run
     hf = hf_from_config(family)
     hf.save_pretrained(tmp_path / "src")
+    (tmp_path / "src" / "tokenizer.json").write_text(tiny_tokenizer_json(64))
     assert main(["import", str(tmp_path / "src"), "--name", "imp", "--runs-dir", str(tmp_path / "runs")]) == 0
     x = torch.randint(3, 64, (2, 17))
     with torch.no_grad():

@@ -138,6 +138,7 @@ def require_transformers() -> Any:
     except ImportError:
         raise UserError("Hugging Face interop needs transformers: pip install 'zoo-core[hf]'") from None
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # zoo prints its own one line
     return transformers
 
 
@@ -265,16 +266,22 @@ def import_hf(src: Path, name: Optional[str] = None, runs_dir: str = "runs", ove
     if (run_dir / "config.yaml").exists():
         raise UserError(f"run '{run_dir}' already exists; pick another --name or delete it")
     data: Dict[str, Any] = {}
-    if (src / "tokenizer.json").is_file():
-        data["tokenizer"] = {"name": "hf", "path": str((run_dir / "tokenizer.json").resolve())}
+    if (src / "tokenizer.json").is_file():  # checked from the source; the run gets its own copy below
+        data["tokenizer"] = {"name": "hf", "path": str((src / "tokenizer.json").resolve())}
     cfg = merge([{"name": name, "runs_dir": str(runs_dir), "model": model_section, "data": data},
                  parse_overrides(overrides)])
     cfg = resolve(cfg, registry)
+    from zoo_core.components import build_tokenizer
+    tok_vocab = build_tokenizer(cfg, registry).vocab_size
+    if tok_vocab > cfg.model.vocab_size:
+        raise UserError(f"'{src}' has no tokenizer.json and its vocabulary ({cfg.model.vocab_size}) is smaller than "
+                        f"the run's tokenizer's ({tok_vocab}); pass data.tokenizer.name=... options that fit it")
     model = build_model(cfg, registry, cfg.model.vocab_size)
     model.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()}, strict=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if "tokenizer" in data:
         shutil.copyfile(src / "tokenizer.json", run_dir / "tokenizer.json")
+        cfg.data.tokenizer.path = str((run_dir / "tokenizer.json").resolve())
     checkpoint.save(run_dir / "checkpoints", 0, model, None, World(), {"step": 0, "imported_from": str(src)}, {},
                     meta={"weights_only": True, "imported_from": str(src), "model_type": model_type})
     save_config(cfg, run_dir / "config.yaml")
