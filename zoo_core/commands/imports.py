@@ -1,4 +1,4 @@
-"""zoo import DIR [--name RUN] [--runs-dir runs] [key=value ...]: a Hugging Face transformers
+"""zoo import DIR [key=value ...] [--name RUN] [--runs-dir runs]: a Hugging Face transformers
 directory (LlamaForCausalLM, MambaForCausalLM, Mamba2ForCausalLM, RecurrentGemmaForCausalLM, or
 any family a plugin maps) becomes a zoo run that zoo eval, zoo generate and zoo train accept."""
 
