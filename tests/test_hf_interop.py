@@ -266,3 +266,5 @@ def test_an_imported_run_evaluates_and_trains_on(tmp_path, capsys):
                  "--splits", "val", "--json", "-", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["step"] == 2 and report["splits"]["val"]["loss"] > 0
+    assert main(["generate", str(runs / "ft"), "--prompt", "ROMEO:", "--max-tokens", "4", "--temperature", "0"]) == 0
+    assert "ROMEO:" in capsys.readouterr().out
