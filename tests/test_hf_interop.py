@@ -268,3 +268,19 @@ def test_an_imported_run_evaluates_and_trains_on(tmp_path, capsys):
     assert report["step"] == 2 and report["splits"]["val"]["loss"] > 0
     assert main(["generate", str(runs / "ft"), "--prompt", "ROMEO:", "--max-tokens", "4", "--temperature", "0"]) == 0
     assert "ROMEO:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", ["llama-gqa-tied", "mamba", "mamba2-groups", "griffin"])
+def test_a_trained_run_exports_with_equal_logits(family, tmp_path):
+    """The issue's end to end: zoo train (two steps), export, transformers, the same logits."""
+    from zoo_core.runs import load_run
+    from zoo_core.train import train
+    overrides = [f"runs_dir={tmp_path}", "name=t", *BASE, *FAMILIES[family], "train.steps=2", "train.global_batch=2",
+                 "data.seq_len=32", "train.eval_every=0", "train.ckpt_every=2", "train.sample_tokens=0",
+                 "train.progress=false", "train.eval_batches=1"]
+    train(None, overrides)
+    assert main(["export", str(tmp_path / "t"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    hf = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    x = tokens(T=32)
+    with torch.no_grad():
+        assert rel(hf_logits(hf, x), load_run(tmp_path / "t", device="cpu").model.logits(x)[0]) < 1e-4
