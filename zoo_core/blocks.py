@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_core.errors import UserError
 from zoo_core.interfaces import Block, Mixer
 
 
@@ -90,15 +91,26 @@ class _SiLUGate(torch.autograd.Function):
         return grad
 
 
+MLP_ACTS = ("silu", "gelu_tanh")
+
+
 class SwiGLU(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    """act(W_gate x) * (W_value x), projected back: SwiGLU with act=silu, GeGLU (tanh GeLU,
+    as Griffin / RecurrentGemma) with act=gelu_tanh."""
+
+    def __init__(self, dim: int, hidden: int, act: str = "silu", bias: bool = False) -> None:
         super().__init__()
-        self.w_in = nn.Linear(dim, 2 * hidden, bias=False)  # gate and value in one matmul
-        self.w_out = nn.Linear(hidden, dim, bias=False)
-        self.hidden = hidden
+        if act not in MLP_ACTS:
+            raise UserError(f"model.block.mlp_act={act} is not one of {', '.join(MLP_ACTS)}")
+        self.w_in = nn.Linear(dim, 2 * hidden, bias=bias)  # gate and value in one matmul
+        self.w_out = nn.Linear(hidden, dim, bias=bias)
+        self.hidden, self.act = hidden, act
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.w_in(x)
+        if self.act == "gelu_tanh":
+            gate, value = h.chunk(2, dim=-1)
+            return self.w_out(F.gelu(gate, approximate="tanh") * value)
         if torch.compiler.is_compiling():  # inductor fuses the plain form, forward and backward, into one loop each
             gate, value = h.chunk(2, dim=-1)
             return self.w_out(F.silu(gate) * value)
@@ -118,6 +130,12 @@ class PreNormBlockConfig:
     mlp: Optional[bool] = None
     #: SwiGLU hidden size as a multiple of dim (8/3 keeps the params of a 4x GeLU MLP).
     mlp_mult: float = 2.6667
+    #: The MLP's hidden width exactly (overrides mlp_mult), e.g. an imported model's.
+    mlp_hidden: Optional[int] = None
+    #: silu (SwiGLU) | gelu_tanh (GeGLU with tanh GeLU, as Griffin / RecurrentGemma).
+    mlp_act: str = "silu"
+    #: Biases on the MLP's projections (RecurrentGemma has them).
+    mlp_bias: bool = False
     norm_eps: float = 1e-5
 
 
@@ -127,7 +145,8 @@ class PreNormBlock(Block):
         self.mixer_norm = RMSNorm(dim, config.norm_eps)
         use_mlp = mixer.wants_mlp if config.mlp is None else config.mlp
         self.mlp_norm = RMSNorm(dim, config.norm_eps) if use_mlp else None
-        self.mlp = SwiGLU(dim, swiglu_hidden(dim, config.mlp_mult)) if use_mlp else None
+        hidden = config.mlp_hidden or swiglu_hidden(dim, config.mlp_mult)
+        self.mlp = SwiGLU(dim, hidden, config.mlp_act, config.mlp_bias) if use_mlp else None
 
     def forward(self, x: Tensor, state: Any = None, return_state: bool = False):
         y, state = self.mixer(self.mixer_norm(x), state, return_state=return_state)

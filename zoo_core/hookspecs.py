@@ -42,3 +42,10 @@ def register_tokenizers(register):
 def register_presets(register):
     """Named model presets: `factory` is a dict of `model.*` overrides
     (for example a hybrid `pattern`), applied under the user's own settings."""
+
+
+@hookspec
+def register_exports(register):
+    """Mappings to and from another library's checkpoint format: `zoo_core.interop.HFMapping`
+    subclasses, registered by the plugin that owns the mixers they map, under the
+    transformers `model_type` they write (`zoo export RUN --format hf`, `zoo import DIR`)."""

@@ -28,9 +28,10 @@ KINDS = {
     "data": "register_data_sources",
     "tokenizers": "register_tokenizers",
     "presets": "register_presets",
+    "exports": "register_exports",
 }
 SINGULAR = {"mixers": "mixer", "blocks": "block", "losses": "loss", "data": "data source",
-            "tokenizers": "tokenizer", "presets": "preset"}
+            "tokenizers": "tokenizer", "presets": "preset", "exports": "export"}
 ENTRY_POINT_GROUP = "zoo"
 
 

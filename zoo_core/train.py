@@ -173,6 +173,11 @@ class Trainer:
         if info is None:
             return
         path, meta = Path(info[0]), info[1]
+        if meta.get("weights_only"):  # `zoo import`: weights, no training state; a fresh optimizer
+            checkpoint.load_model(path, self.model)
+            if self.world.is_main:
+                tqdm.write(f"{self.run_dir}: training from the imported weights in {path.name}")
+            return
         written_by = meta.get("world_size")
         if written_by != self.world.size:
             raise UserError(f"{path} was written by {written_by} ranks and this run has {self.world.size}; "

@@ -16,7 +16,8 @@ def rel(a, b):
 
 
 @pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 5}, {"n_kv_heads": 1, "window": 3},
-                                {"window": 12}, {"window": 13}, {"n_kv_heads": 1, "window": 64}])  # T = 13
+                                {"window": 12}, {"window": 13}, {"n_kv_heads": 1, "window": 64},
+                                {"rope_fraction": 0.5, "out_bias": True}])  # T = 13
 def test_sdpa_equals_naive_with_gradients(kw):
     fast, naive = make(**kw), make(**kw, backend="naive")
     x = torch.randn(2, 13, 32, dtype=torch.float64, requires_grad=True)
@@ -31,7 +32,7 @@ def test_sdpa_equals_naive_with_gradients(kw):
     assert all(rel(a, b) < 1e-10 for a, b in zip(gp_fast, gp_naive))
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}, {"rope_fraction": 0.25, "out_bias": True}])
 def test_step_equals_parallel(kw):
     m = make(**kw)
     x = torch.randn(3, 11, 32, dtype=torch.float64)
@@ -98,3 +99,12 @@ def test_cos_sin_op():
     torch.library.opcheck(cos_sin, (angles,))
     cos, sin = cos_sin(angles)
     assert torch.equal(cos, angles.cos()) and torch.equal(sin, angles.sin())
+
+
+def test_partial_rope_leaves_the_last_dims_unrotated():
+    m = make(rope_fraction=0.5, backend="naive")
+    x = torch.randn(1, 6, 32, dtype=torch.float64)
+    q, k, _ = m._qkv(x, torch.arange(6)[None])
+    raw = m.wq(x).view(1, 6, m.n_heads, m.head_dim).transpose(1, 2)
+    half = m.head_dim // 2
+    assert torch.equal(q[..., half:], raw[..., half:]) and not torch.allclose(q[..., :half], raw[..., :half])

@@ -30,6 +30,10 @@ class AttentionConfig:
     #: Sliding window (local attention): each query sees this many positions, itself included.
     window: Optional[int] = None
     rope_theta: float = 10000.0
+    #: The fraction of each head's dims RoPE rotates (the first ones; RecurrentGemma: 0.5); the rest pass.
+    rope_fraction: float = 1.0
+    #: A bias on the output projection (RecurrentGemma's o_proj has one).
+    out_bias: bool = False
     #: auto (flash-attn on CUDA if installed, else SDPA) | sdpa | naive
     backend: str = "auto"
 
@@ -45,9 +49,13 @@ class Attention(Mixer):
         if config.backend not in ("auto", "sdpa", "naive"):
             raise ValueError(f"attention backend '{config.backend}' is not one of auto, sdpa, naive")
         self.window = config.window
+        self.rope_dim = int(self.head_dim * config.rope_fraction)
+        if not 0 < config.rope_fraction <= 1 or self.rope_dim % 2:
+            raise ValueError(f"attention rope_fraction={config.rope_fraction} must be in (0, 1] and give an even "
+                             f"number of dims of head_dim={self.head_dim}")
         self.wq = nn.Linear(dim, self.n_heads * self.head_dim, bias=False)
         self.wkv = nn.Linear(dim, 2 * self.n_kv_heads * self.head_dim, bias=False)
-        self.wo = nn.Linear(self.n_heads * self.head_dim, dim, bias=False)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, dim, bias=config.out_bias)
 
     # -- projections ------------------------------------------------------------
     def _qkv(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -55,12 +63,12 @@ class Attention(Mixer):
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k, v = self.wkv(x).view(B, T, 2, self.n_kv_heads, self.head_dim).unbind(2)
-        theta = self.config.rope_theta
+        theta, rot = self.config.rope_theta, self.rope_dim
         if self.config.backend == "naive":
-            q, k = (rope(t.transpose(1, 2), positions, theta) for t in (q, k))
+            q, k = (_first_dims(lambda u: rope(u, positions, theta), t.transpose(1, 2), rot) for t in (q, k))
         else:
-            cis = rope_cis(positions, self.head_dim, theta, x.dtype)
-            q, k = (rotate(t, cis).transpose(1, 2) for t in (q, k))
+            cis = rope_cis(positions, rot, theta, x.dtype)
+            q, k = (_first_dims(lambda u: rotate(u, cis), t, rot).transpose(1, 2) for t in (q, k))
         return q, k, v.transpose(1, 2)
 
     def _out(self, o: Tensor) -> Tensor:
@@ -140,6 +148,11 @@ class Attention(Mixer):
     def state_size(self, seq_len: int) -> int:
         kept = min(seq_len, self.window - 1) if self.window else seq_len
         return 2 * self.n_kv_heads * self.head_dim * kept * self.wq.weight.element_size()
+
+
+def _first_dims(fn, t: Tensor, n: int) -> Tensor:
+    """fn on the first n dims of t's last axis, the rest passed through (partial RoPE)."""
+    return fn(t) if n == t.shape[-1] else torch.cat([fn(t[..., :n]), t[..., n:]], dim=-1)
 
 
 # -- RoPE as one complex multiplication -------------------------------------------------

@@ -24,18 +24,23 @@ def make(dtype=torch.float64, dim=DIM, **kw):
 
 def random_state(m, batch):
     st = m.init_state(batch, dtype=torch.float64)
-    return {k: torch.randn_like(v) for k, v in st.items()}
+    # "start" (reset_at_start): a random mix of rows that begin a document and rows that go on
+    return {k: torch.randn_like(v) if v.is_floating_point() else torch.rand(v.shape) < 0.5 for k, v in st.items()}
 
 
 def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
+    if a.dtype == torch.bool:
+        return float((a != b).any())
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
 def grads(m, x, y, g):
     return torch.autograd.grad(y, [x, *m.parameters()], g)
 
 
-@pytest.mark.parametrize("T,kw", [(70, {}), (13, {"conv": 2, "expand": 2.0})])
+@pytest.mark.parametrize("T,kw", [(70, {}), (13, {"conv": 2, "expand": 2.0}),
+                                  (13, {"gate_heads": 4, "expand": 1.5, "bias": True}),
+                                  (13, {"reset_at_start": True, "gate_heads": 2, "expand": 1.0}), (1, {"reset_at_start": True})])
 def test_scan_equals_step_and_naive_with_gradients(T, kw):
     m = make(**kw)
     x = torch.randn(2, T, DIM, dtype=torch.float64, requires_grad=True)
@@ -174,6 +179,26 @@ def test_conformance_kit_with_other_options():
     # The core's suite runs the kit on the defaults.
     from zoo_core.testing import check_mixer
     check_mixer(Hawk, HawkConfig(conv=2, expand=1.0), name="hawk").raise_for_failures()
+    check_mixer(Hawk, HawkConfig(gate_heads=4, expand=1.0, bias=True, reset_at_start=True), name="hawk").raise_for_failures()
+
+
+def test_reset_at_start_is_a_first_token_with_multiplier_one():
+    m = make(reset_at_start=True)
+    x = torch.randn(2, 9, DIM, dtype=torch.float64)
+    y, _ = m(x)
+    plain = make()  # the same weights (same seed), without the reset
+    plain.load_state_dict(m.state_dict())
+    y_plain, _ = plain(x)
+    assert rel(y[:, 0], y_plain[:, 0]) > 1e-3  # h_0 = i_0 u_0, not sqrt(1 - a_0^2) i_0 u_0
+    # from a state carried over (no document start) it is the ordinary RG-LRU
+    st = random_state(m, 2)
+    st["start"][:] = False
+    assert rel(m(x, st)[0], plain(x, {k: v for k, v in st.items() if k != "start"})[0]) < 1e-12
+
+
+def test_gate_heads_must_divide_the_width():
+    with pytest.raises(UserError, match="gate_heads"):
+        make(gate_heads=5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),

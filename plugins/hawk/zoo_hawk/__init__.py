@@ -1,4 +1,5 @@
-"""zoo-hawk: registers the `hawk` mixer and the `griffin` preset."""
+"""zoo-hawk: registers the `hawk` mixer, the `griffin` preset and the Hugging Face mapping
+(RecurrentGemmaForCausalLM)."""
 from zoo_core import hookimpl
 
 from zoo_hawk.mixer import Hawk, HawkConfig
@@ -20,3 +21,10 @@ def register_mixers(register):
 def register_presets(register):
     register("griffin", GRIFFIN, None,
              "Griffin hybrid: [hawk, hawk, local MQA attention (window 1024)] repeated (needs zoo-attention)")
+
+
+@hookimpl
+def register_exports(register):
+    from zoo_hawk.hf import RecurrentGemmaMapping
+    register("recurrent_gemma", RecurrentGemmaMapping, None,
+             "hawk (+ local attention, griffin) <-> transformers RecurrentGemmaForCausalLM")

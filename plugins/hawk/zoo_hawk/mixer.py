@@ -44,6 +44,14 @@ class HawkConfig:
     #: Range of the base decay sigmoid(Lambda) at initialisation.
     decay_min: float = 0.9
     decay_max: float = 0.999
+    #: Block-diagonal r and i gate projections in this many blocks (RecurrentGemma's, one per
+    #: attention head); None: dense, as the paper's equations.
+    gate_heads: Optional[int] = None
+    #: Biases on the in and out projections (RecurrentGemma has them).
+    bias: bool = False
+    #: A stream's first token (no carried state: a document start) enters with multiplier 1,
+    #: h_0 = i_0 u_0, instead of sqrt(1 - a_0^2) i_0 u_0: RecurrentGemma's reset at position 0.
+    reset_at_start: bool = False
 
 
 def init_decay_param(n: int, lo: float, hi: float, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -64,11 +72,19 @@ class Hawk(Mixer):
             raise UserError(f"hawk decay range [{config.decay_min}, {config.decay_max}] must satisfy "
                             f"0 < decay_min <= decay_max < 1, e.g. decay_min=0.9 decay_max=0.999")
         self.hidden = H = max(1, round(config.expand * dim))
-        self.in_proj = nn.Linear(dim, 2 * H, bias=False)  # gate branch and recurrent branch
+        n = config.gate_heads
+        if n is not None and (n < 1 or H % n):
+            raise UserError(f"hawk gate_heads={n} must divide the RNN width {H} (expand * dim); "
+                            f"pick a divisor or set model.mixer.expand so that it divides")
+        self.in_proj = nn.Linear(dim, 2 * H, bias=config.bias)  # gate branch and recurrent branch
         self.conv = CausalConv(H, config.conv, bias=True)
-        self.gate_proj = nn.Linear(H, 2 * H, bias=True)  # r and i pre-activations
+        if n is None:
+            self.gate_proj = nn.Linear(H, 2 * H, bias=True)  # r and i pre-activations
+        else:  # per block (input, output), r then i: RecurrentGemma's recurrent/input_gate_weight
+            self.gate_weight = nn.Parameter(torch.empty(2, n, H // n, H // n))
+            self.gate_bias = nn.Parameter(torch.empty(2 * H))
         self.a_param = nn.Parameter(torch.empty(H))  # Lambda
-        self.out_proj = nn.Linear(H, dim, bias=False)
+        self.out_proj = nn.Linear(H, dim, bias=config.bias)
         self._init_decay()
 
     def reset_parameters(self) -> None:
@@ -80,22 +96,61 @@ class Hawk(Mixer):
         cfg = self.config
         lam = init_decay_param(self.hidden, cfg.decay_min, cfg.decay_max)
         self.a_param.copy_(lam.to(self.a_param.dtype))
+        if cfg.gate_heads is not None:  # nn.Linear's default bound, per block
+            bound = 1 / math.sqrt(self.gate_weight.shape[-2])
+            nn.init.uniform_(self.gate_weight, -bound, bound)
+            nn.init.uniform_(self.gate_bias, -bound, bound)
+
+    def gates(self, u: Tensor):
+        """The r and i pre-activations from the conv output u (..., H)."""
+        if self.config.gate_heads is None:
+            return self.gate_proj(u).chunk(2, dim=-1)
+        blocks = u.unflatten(-1, self.gate_weight.shape[1:3])                  # (..., n, H/n)
+        out = torch.einsum("...nk,gnkj->g...nj", blocks, self.gate_weight.to(u.dtype)).flatten(-2)
+        r, i = out + self.gate_bias.to(u.dtype).view(2, *([1] * (u.dim() - 1)), -1)
+        return r, i
+
+    def _first(self, u: Tensor, r_pre: Tensor, i_pre: Tensor, h0: Optional[Tensor], start: Tensor) -> Tensor:
+        """h after one token; rows where `start` is set begin a document: no decay of h0 and
+        input multiplier 1 (RecurrentGemma's reset), the others the ordinary RG-LRU step."""
+        acc = torch.promote_types(u.dtype, torch.float32)
+        r, i = torch.sigmoid(r_pre.to(acc)), torch.sigmoid(i_pre.to(acc))
+        log_a = -self.config.c * r * F.softplus(-self.a_param.to(acc))
+        x = i * u.to(acc)
+        h_prev = torch.zeros_like(x) if h0 is None else h0.to(acc)
+        stepped = log_a.exp() * h_prev + torch.sqrt(-torch.expm1(2 * log_a)) * x
+        return torch.where(start[:, None], x, stepped)
 
     # -- fast path ----------------------------------------------------------------------------
     def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
         gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
         u, conv_state = self.conv(u, None if state is None else state["conv"])
-        r_pre, i_pre = self.gate_proj(u).chunk(2, dim=-1)
+        r_pre, i_pre = self.gates(u)
         h0 = None if state is None else state["h"]
-        h, h_last = rg_lru(u, r_pre, i_pre, self.a_param, self.config.c, h0)
+        new = {}
+        if self.config.reset_at_start:
+            start = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if state is None else state["start"]
+            h = h_last = self._first(u[:, 0], r_pre[:, 0], i_pre[:, 0], h0, start)[:, None]
+            if x.shape[1] > 1:  # the rest of the segment is the ordinary scan from h_0
+                h_rest, h_last = rg_lru(u[:, 1:], r_pre[:, 1:], i_pre[:, 1:], self.a_param, self.config.c, h[:, 0])
+                h = torch.cat([h.to(h_rest.dtype), h_rest], 1)
+            else:
+                h_last = h[:, 0]
+            new["start"] = torch.zeros_like(start)
+        else:
+            h, h_last = rg_lru(u, r_pre, i_pre, self.a_param, self.config.c, h0)
         y = self.out_proj(F.gelu(gate_pre, approximate="tanh") * h.to(x.dtype))
-        return y, ({"h": h_last, "conv": conv_state} if return_state else None)
+        return y, ({"h": h_last, "conv": conv_state, **new} if return_state else None)
 
     # -- recurrent step ------------------------------------------------------------------------------
     def step(self, x: Tensor, state: Dict[str, Tensor]):
         gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
         u, conv_state = self.conv.step(u, state["conv"])
-        r_pre, i_pre = self.gate_proj(u).chunk(2, dim=-1)
+        r_pre, i_pre = self.gates(u)
+        if self.config.reset_at_start:
+            h = self._first(u, r_pre, i_pre, state["h"], state["start"])
+            y = self.out_proj(F.gelu(gate_pre, approximate="tanh") * h.to(x.dtype))
+            return y, {"h": h, "conv": conv_state, "start": torch.zeros_like(state["start"])}
         acc = torch.promote_types(x.dtype, torch.float32)
         r, i = torch.sigmoid(r_pre.to(acc)), torch.sigmoid(i_pre.to(acc))
         log_a = -self.config.c * r * F.softplus(-self.a_param.to(acc))  # c r log sigmoid(Lambda)
@@ -107,7 +162,10 @@ class Hawk(Mixer):
         w = self.in_proj.weight
         device, dtype = device or w.device, dtype or w.dtype
         h = torch.zeros(batch_size, self.hidden, device=device, dtype=torch.promote_types(dtype, torch.float32))
-        return {"h": h, "conv": self.conv.init_state(batch_size, device, dtype)}
+        state = {"h": h, "conv": self.conv.init_state(batch_size, device, dtype)}
+        if self.config.reset_at_start:  # per row: the next token starts a document
+            state["start"] = torch.ones(batch_size, dtype=torch.bool, device=device)
+        return state
 
     # -- accounting ------------------------------------------------------------------------------------
     def flops_per_token(self, seq_len: int) -> float:

@@ -33,17 +33,30 @@ def naive_hawk(m: Hawk, x: Tensor, state: Optional[Dict[str, Tensor]] = None) ->
     H, c = m.hidden, m.config.c
     state = state if state is not None else m.init_state(B, x.device, x.dtype)
     w_gate, w_u = m.in_proj.weight[:H], m.in_proj.weight[H:]
-    gate = gelu(x @ w_gate.t())                                            # branch 1
-    u = naive_conv(x @ w_u.t(), m.conv.weight, m.conv.bias, state["conv"].to(x.dtype))  # branch 2
-    w_a, w_x = m.gate_proj.weight[:H], m.gate_proj.weight[H:]
-    b_a, b_x = m.gate_proj.bias[:H], m.gate_proj.bias[H:]
+    b_gate, b_u = (None, None) if m.in_proj.bias is None else (m.in_proj.bias[:H], m.in_proj.bias[H:])
+    gate = gelu(x @ w_gate.t() + (0 if b_gate is None else b_gate))        # branch 1
+    u = naive_conv(x @ w_u.t() + (0 if b_u is None else b_u), m.conv.weight, m.conv.bias,
+                   state["conv"].to(x.dtype))                                # branch 2
+    if m.config.gate_heads is None:
+        w_a, w_x = m.gate_proj.weight[:H], m.gate_proj.weight[H:]
+        b_a, b_x = m.gate_proj.bias[:H], m.gate_proj.bias[H:]
+    else:  # the block-diagonal gates written out as the dense matrices they are
+        w_a, w_x = (torch.block_diag(*m.gate_weight[g].transpose(-1, -2)) for g in (0, 1))
+        b_a, b_x = m.gate_bias[:H], m.gate_bias[H:]
     base = torch.sigmoid(m.a_param)                                        # sigmoid(Lambda)
     h = state["h"].to(x.dtype)
+    start = state.get("start", torch.zeros(B, dtype=torch.bool)) if m.config.reset_at_start else None
     hs = []
     for t in range(T):
         r = torch.sigmoid(u[:, t] @ w_a.t() + b_a)
         i = torch.sigmoid(u[:, t] @ w_x.t() + b_x)
         a = base ** (c * r)
-        h = a * h + torch.sqrt(1 - a ** 2) * (i * u[:, t])
+        if start is not None and t == 0:  # a document start: h_0 = i_0 u_0
+            a = torch.where(start[:, None], torch.zeros_like(a), a)
+            mult = torch.where(start[:, None], torch.ones_like(a), torch.sqrt(1 - a ** 2))
+        else:
+            mult = torch.sqrt(1 - a ** 2)
+        h = a * h + mult * (i * u[:, t])
         hs.append(h)
-    return (gate * torch.stack(hs, dim=1)) @ m.out_proj.weight.t()
+    y = (gate * torch.stack(hs, dim=1)) @ m.out_proj.weight.t()
+    return y if m.out_proj.bias is None else y + m.out_proj.bias

@@ -66,18 +66,26 @@ def causal_conv_step(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_sta
 
 
 class GatedRMSNorm(nn.Module):
-    """Mamba-2's output norm: RMSNorm(y * SiLU(z)) * weight, normalised in float32."""
+    """Mamba-2's output norm: RMSNorm(y * SiLU(z)) * weight, normalised in float32 (float64 for float64) over
+    each group of `group_size` channels (mamba-ssm's RMSNormGated with
+    group_size = d_inner // ngroups: one norm per group of heads sharing B and C)."""
 
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, group_size: Optional[int] = None) -> None:
         super().__init__()
         self.eps = eps
+        self.group_size = group_size or dim
+        if dim % self.group_size:
+            raise UserError(f"gated norm: group size {self.group_size} does not divide the width {dim}")
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:
-        g = y.float() * F.silu(z.float())
-        if g.dtype == self.weight.dtype:  # one fused op: the same values in fewer passes
-            return F.rms_norm(g, (g.shape[-1],), self.weight, self.eps).to(y.dtype)
-        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        acc = acc_dtype(y)  # float32, or float64 for float64 inputs
+        g = y.to(acc) * F.silu(z.to(acc))
+        gs = self.group_size
+        if gs == g.shape[-1] and g.dtype == self.weight.dtype:  # one fused op: the same values in fewer passes
+            return F.rms_norm(g, (gs,), self.weight, self.eps).to(y.dtype)
+        g = g.unflatten(-1, (-1, gs))
+        g = (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2)
         return g.to(y.dtype) * self.weight
 
     def reset_parameters(self) -> None:

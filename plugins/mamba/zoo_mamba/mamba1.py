@@ -100,7 +100,7 @@ class Mamba(Mixer):
 
     @property
     def A(self) -> Tensor:
-        return -torch.exp(self.A_log.float().view(self.d_inner, self.d_state))
+        return -torch.exp(self.A_log.to(acc_dtype(self.A_log)).view(self.d_inner, self.d_state))  # float64 stays
 
     # -- the three paths ----------------------------------------------------------------
     def _ssm_inputs(self, x: Tensor):

@@ -82,7 +82,7 @@ class Mamba2(Mixer):
         self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
         self.A_log = nn.Parameter(torch.empty(self.n_heads))
         self.D = nn.Parameter(torch.empty(self.n_heads))
-        self.norm = GatedRMSNorm(self.d_inner, c.norm_eps)
+        self.norm = GatedRMSNorm(self.d_inner, c.norm_eps, group_size=self.d_inner // c.ngroups)  # per group
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
         self._init_own()
 
