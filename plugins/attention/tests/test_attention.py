@@ -7,8 +7,9 @@ from zoo_attention import Attention, AttentionConfig
 
 def make(dim=32, **kw):
     torch.manual_seed(0)
-    m = Attention(dim, AttentionConfig(head_dim=8, **kw)).double()
-    return m
+    m = Attention(dim, AttentionConfig(head_dim=8, **kw))
+    m.reset_parameters()
+    return m.double()
 
 
 def rel(a, b):
@@ -16,7 +17,8 @@ def rel(a, b):
 
 
 @pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 5}, {"n_kv_heads": 1, "window": 3},
-                                {"window": 12}, {"window": 13}, {"n_kv_heads": 1, "window": 64}])  # T = 13
+                                {"window": 12}, {"window": 13}, {"n_kv_heads": 1, "window": 64},
+                                {"position": "learned"}, {"position": "none", "window": 5}])  # T = 13
 def test_sdpa_equals_naive_with_gradients(kw):
     fast, naive = make(**kw), make(**kw, backend="naive")
     x = torch.randn(2, 13, 32, dtype=torch.float64, requires_grad=True)
@@ -31,7 +33,7 @@ def test_sdpa_equals_naive_with_gradients(kw):
     assert all(rel(a, b) < 1e-10 for a, b in zip(gp_fast, gp_naive))
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}, {"position": "learned"}, {"position": "none"}])
 def test_step_equals_parallel(kw):
     m = make(**kw)
     x = torch.randn(3, 11, 32, dtype=torch.float64)
@@ -44,7 +46,7 @@ def test_step_equals_parallel(kw):
     assert rel(torch.stack(outs, 1), y) < 1e-10
 
 
-@pytest.mark.parametrize("kw", [{}, {"window": 4}])
+@pytest.mark.parametrize("kw", [{}, {"window": 4}, {"position": "learned", "window": 4}])
 def test_state_carry_equals_whole_sequence(kw):
     m = make(**kw)
     x = torch.randn(2, 16, 32, dtype=torch.float64)
@@ -98,3 +100,23 @@ def test_cos_sin_op():
     torch.library.opcheck(cos_sin, (angles,))
     cos, sin = cos_sin(angles)
     assert torch.equal(cos, angles.cos()) and torch.equal(sin, angles.sin())
+
+
+@pytest.mark.parametrize("position, order_matters", [("rope", True), ("learned", True), ("none", False)])
+def test_position_option_is_what_tells_order(position, order_matters):
+    """Without a position signal the last query sees its context as a set: swapping two
+    earlier tokens leaves its output unchanged; rope and learned positions change it."""
+    m = make(position=position, max_positions=16)
+    x = torch.randn(1, 8, 32, dtype=torch.float64)
+    swapped = x.clone()
+    swapped[:, [1, 4]] = x[:, [4, 1]]
+    same = torch.allclose(m(x)[0][:, -1], m(swapped)[0][:, -1], atol=1e-12)
+    assert same != order_matters
+    if position == "learned":
+        with pytest.raises(ValueError, match="max_positions"):
+            m(torch.randn(1, 17, 32, dtype=torch.float64))
+
+
+def test_unknown_position_is_refused():
+    with pytest.raises(ValueError, match="rope, learned, none"):
+        make(position="alibi")

@@ -1,4 +1,4 @@
-"""Causal multi-head attention: GQA, RoPE, optional sliding window, KV-cache step.
+"""Causal multi-head attention: GQA, RoPE or learned absolute positions, optional sliding window, KV-cache step.
 
 Three paths, as every zoo mixer has:
 * naive (`reference.naive_attention`): the softmax equation, materialised;
@@ -30,6 +30,11 @@ class AttentionConfig:
     #: Sliding window (local attention): each query sees this many positions, itself included.
     window: Optional[int] = None
     rope_theta: float = 10000.0
+    #: rope (rotary q/k) | learned (absolute position embeddings added to the mixer's input, as in
+    #: Zoology's attention) | none (no position signal: causal masking alone).
+    position: str = "rope"
+    #: learned: positions 0 .. max_positions - 1 have an embedding.
+    max_positions: int = 2048
     #: auto (flash-attn on CUDA if installed, else SDPA) | sdpa | naive
     backend: str = "auto"
 
@@ -44,7 +49,10 @@ class Attention(Mixer):
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
         if config.backend not in ("auto", "sdpa", "naive"):
             raise ValueError(f"attention backend '{config.backend}' is not one of auto, sdpa, naive")
+        if config.position not in ("rope", "learned", "none"):
+            raise ValueError(f"attention position '{config.position}' is not one of rope, learned, none")
         self.window = config.window
+        self.pos_embed = nn.Parameter(torch.empty(config.max_positions, dim)) if config.position == "learned" else None
         self.wq = nn.Linear(dim, self.n_heads * self.head_dim, bias=False)
         self.wkv = nn.Linear(dim, 2 * self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, dim, bias=False)
@@ -53,9 +61,16 @@ class Attention(Mixer):
     def _qkv(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """q, k, v as (B, heads, T, head_dim), with RoPE on q and k."""
         B, T, _ = x.shape
+        if self.pos_embed is not None:
+            if int(positions.max()) >= self.pos_embed.shape[0]:
+                raise ValueError(f"attention position {int(positions.max())} is past max_positions="
+                                 f"{self.pos_embed.shape[0]}; raise model.mixer.max_positions")
+            x = x + self.pos_embed[positions].to(x.dtype)
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k, v = self.wkv(x).view(B, T, 2, self.n_kv_heads, self.head_dim).unbind(2)
         theta = self.config.rope_theta
+        if self.config.position != "rope":
+            return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.config.backend == "naive":
             q, k = (rope(t.transpose(1, 2), positions, theta) for t in (q, k))
         else:
@@ -122,6 +137,11 @@ class Attention(Mixer):
         empty = torch.zeros(batch_size, self.n_kv_heads, 0, self.head_dim, device=device, dtype=dtype)
         return {"k": empty, "v": empty.clone(), "pos": torch.zeros(batch_size, 0, dtype=torch.long, device=device),
                 "next": torch.zeros(batch_size, dtype=torch.long, device=device)}
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.pos_embed is not None:
+            nn.init.normal_(self.pos_embed, std=0.02)
 
     # -- accounting ----------------------------------------------------------------------
     def context(self, seq_len: int) -> float:
