@@ -18,7 +18,8 @@ def rel(a, b):
 
 @pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 5}, {"n_kv_heads": 1, "window": 3},
                                 {"window": 12}, {"window": 13}, {"n_kv_heads": 1, "window": 64},
-                                {"position": "learned"}, {"position": "none", "window": 5}])  # T = 13
+                                {"position": "learned"}, {"position": "none", "window": 5},
+                                {"conv": 3, "position": "none"}])  # T = 13
 def test_sdpa_equals_naive_with_gradients(kw):
     fast, naive = make(**kw), make(**kw, backend="naive")
     x = torch.randn(2, 13, 32, dtype=torch.float64, requires_grad=True)
@@ -33,7 +34,8 @@ def test_sdpa_equals_naive_with_gradients(kw):
     assert all(rel(a, b) < 1e-10 for a, b in zip(gp_fast, gp_naive))
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}, {"position": "learned"}, {"position": "none"}])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}, {"position": "learned"}, {"position": "none"},
+                                {"conv": 3, "position": "learned", "window": 4}])
 def test_step_equals_parallel(kw):
     m = make(**kw)
     x = torch.randn(3, 11, 32, dtype=torch.float64)
@@ -46,7 +48,7 @@ def test_step_equals_parallel(kw):
     assert rel(torch.stack(outs, 1), y) < 1e-10
 
 
-@pytest.mark.parametrize("kw", [{}, {"window": 4}, {"position": "learned", "window": 4}])
+@pytest.mark.parametrize("kw", [{}, {"window": 4}, {"position": "learned", "window": 4}, {"conv": 4}])
 def test_state_carry_equals_whole_sequence(kw):
     m = make(**kw)
     x = torch.randn(2, 16, 32, dtype=torch.float64)
@@ -120,3 +122,15 @@ def test_position_option_is_what_tells_order(position, order_matters):
 def test_unknown_position_is_refused():
     with pytest.raises(ValueError, match="rope, learned, none"):
         make(position="alibi")
+
+
+def test_short_conv_is_causal_and_counted_in_the_state():
+    m, plain = make(conv=3, position="none"), make(position="none")
+    x = torch.randn(1, 10, 32, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 6] += 1.0
+    y1, y2 = m(x)[0], m(x2)[0]
+    assert torch.allclose(y1[:, :6], y2[:, :6]) and not torch.allclose(y1[:, 6:], y2[:, 6:])
+    assert m.state_size(100) - plain.state_size(100) == 2 * 32 * 8  # the last 2 inputs, float64
+    with pytest.raises(ValueError, match="conv"):
+        make(conv=1)
