@@ -165,3 +165,29 @@ def test_compare_end_to_end_reuses_only_identical_runs(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "reused 2 of 2 finished runs" in said and said.count("reused") == 1
     assert all((p / "metrics.jsonl").read_text() == m for p, m in metrics.items())
+
+
+def test_tasks_cross_the_cells_and_may_limit_sizes(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("budget: 1k tokens\narchitectures: {attention: {}, hawk: {model.mixer.name: hawk, lr: [1e-3, 2e-3]}}\n"
+                 "sizes: {s: {model.dim: 16}, m: {model.dim: 32}}\n"
+                 "tasks: {a: {data.seq_len: 32}, b: {data.seq_len: 64, sizes: [m]}}\n")
+    spec = load_spec(str(p))
+    runs = plan(spec, get_registry())
+    cells = [(r.task, r.arch, r.size, r.lr) for r in runs]
+    assert cells == [("a", "attention", "s", None), ("a", "attention", "m", None), ("a", "hawk", "s", 1e-3),
+                     ("a", "hawk", "s", 2e-3), ("a", "hawk", "m", 1e-3), ("a", "hawk", "m", 2e-3),
+                     ("b", "attention", "m", None), ("b", "hawk", "m", 1e-3), ("b", "hawk", "m", 2e-3)]
+    assert runs[0].name.startswith("a-attention-s-") and len({r.identity for r in runs}) == len(runs)
+    p.write_text(p.read_text().replace("sizes: [m]", "sizes: [xl]"))
+    with pytest.raises(UserError, match="tasks.b.sizes"):
+        load_spec(str(p))
+
+
+def test_report_only_trains_nothing_and_names_what_is_missing(tmp_path, capsys):
+    from zoo_core.compare import run_spec
+    spec = _plan(tmp_path)
+    with pytest.raises(UserError, match="no finished runs"):
+        run_spec(spec, get_registry(), progress=False, report_only=True)
+    assert "4 of 4 runs not finished" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

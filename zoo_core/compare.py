@@ -100,6 +100,8 @@ class Spec:
     select: str = "val_loss"
     test_split: Optional[str] = None
     machine: Optional[str] = None
+    #: The sizes each task runs at (a task may list `sizes: [...]`); default every size.
+    task_sizes: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def budget_s(self) -> Optional[float]:
@@ -162,7 +164,14 @@ def load_spec(path: str) -> Spec:
         archs[str(k)] = _overrides(v, f"architectures.{k}")
         lrs[str(k)] = _lr_grid(lr, f"architectures.{k}.lr") if lr is not None else default_lr
     sizes = {str(k): _overrides(v, f"sizes.{k}") for k, v in (data.get("sizes") or {"default": {}}).items()}
-    tasks = {str(k): _overrides(v, f"tasks.{k}") for k, v in (data.get("tasks") or {"": {}}).items()}
+    tasks, task_sizes = {}, {}
+    for k, v in (data.get("tasks") or {"": {}}).items():
+        v = dict(v) if isinstance(v, dict) else v
+        only_sizes = v.pop("sizes", None) if isinstance(v, dict) else None
+        if only_sizes is not None and (not isinstance(only_sizes, list) or set(only_sizes) - set(sizes)):
+            raise UserError(f"tasks.{k}.sizes must list sizes of the spec ({', '.join(sizes)}), got {only_sizes}")
+        tasks[str(k)] = _overrides(v, f"tasks.{k}")
+        task_sizes[str(k)] = [str(x) for x in only_sizes] if only_sizes is not None else list(sizes)
     select = data.get("select", "val_loss")
     if select not in SELECT:
         raise UserError(f"select: {select} is not one of {', '.join(SELECT)}")
@@ -172,7 +181,7 @@ def load_spec(path: str) -> Spec:
     name = data.get("name") or p.stem
     return Spec(name, budgets, _overrides(data.get("base"), "base"), archs, sizes,
                 data.get("runs_dir") or f"runs/compare/{name}", int(data.get("throughput_repeats", 5)),
-                tasks, lrs, seeds, select, data.get("test_split"), data.get("machine"))
+                tasks, lrs, seeds, select, data.get("test_split"), data.get("machine"), task_sizes)
 
 
 # -- planning: one run per (task, arch, size, budget, lr, seed) ---------------------
@@ -206,6 +215,8 @@ def plan(spec: Spec, registry: Any, only: Sequence[str] = ()) -> List[Run]:
             if only and arch not in only:
                 continue
             for size, size_ov in spec.sizes.items():
+                if size not in spec.task_sizes.get(task, spec.sizes):
+                    continue
                 base = spec.base + task_ov + arch_ov + size_ov
                 first_seed = int(resolve(load_config(None, base), registry).train.seed)
                 for budget in spec.budgets:
@@ -274,10 +285,9 @@ def run_one(spec: Spec, run: Run, registry: Any, progress: bool) -> Dict[str, An
     from zoo_core.train import train
     run_dir = Path(spec.runs_dir) / run.name
     result_file = run_dir / "compare.json"
-    if result_file.exists():
-        done = json.loads(result_file.read_text())
-        if done.get("identity") == run.identity:
-            return {**done, "reused": True}
+    done = finished(spec, run)
+    if done is not None:
+        return done
     extra = [f"name={run.name}", f"runs_dir={spec.runs_dir}"]
     cfg = resolve(load_config(None, run.overrides + extra), registry)
     steps, tp = _steps(run, cfg, registry, run_dir, spec.throughput_repeats)
@@ -327,10 +337,29 @@ def _device() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()} threads"
 
 
+def finished(spec: Spec, run: Run) -> Optional[Dict[str, Any]]:
+    """The run's recorded row when it finished with this identity, else None."""
+    path = Path(spec.runs_dir) / run.name / "compare.json"
+    if path.exists():
+        done = json.loads(path.read_text())
+        if done.get("identity") == run.identity:
+            return {**done, "reused": True}
+    return None
+
+
 def run_spec(spec: Spec, registry: Any, out_dir: Optional[Path] = None, only: Sequence[str] = (),
-             progress: bool = True) -> List[Dict[str, Any]]:
+             progress: bool = True, report_only: bool = False) -> List[Dict[str, Any]]:
     runs = plan(spec, registry, only)
     rows = []
+    if report_only:  # tables from the finished runs only; train nothing
+        rows = [r for r in (finished(spec, run) for run in runs) if r is not None]
+        missing = [run.name for run in runs if finished(spec, run) is None]
+        if missing:
+            print(f"zoo compare: {len(missing)} of {len(runs)} runs not finished, left out of the tables: "
+                  f"{', '.join(missing)}")
+        if not rows:
+            raise UserError(f"no finished runs of {spec.name} in {spec.runs_dir}; run without --report-only first")
+        runs = []
     for run in tqdm(runs, desc=f"compare {spec.name}", unit="run", disable=not progress):
         if progress:
             tqdm.write(f"-- {run.name}: {run.budget.label}, lr {run.lr if run.lr is not None else 'from config'}, "

@@ -12,7 +12,7 @@ def run(args) -> None:
     if unknown:
         from zoo_core.errors import UserError
         raise UserError(f"--only names {', '.join(unknown)}, not in the spec (architectures: {', '.join(spec.architectures)})")
-    run_spec(spec, get_registry(), args.out, only, progress=not args.quiet)
+    run_spec(spec, get_registry(), args.out, only, progress=not args.quiet, report_only=args.report_only)
     out = args.out or spec.runs_dir
     print(open(f"{out}/results.md").read())
     print(f"wrote {out}/results.csv (best lr per cell), sweep.csv (every lr), runs.csv (every run), "
@@ -26,5 +26,7 @@ def add_parser(sub) -> None:
     s.add_argument("--budget", default=None,
                    help="replace the spec's budgets: 30s, 2m, 2M tokens, 3e12 FLOPs (comma-separated for several)")
     s.add_argument("--out", default=None, help="where results go (default: the spec's runs_dir)")
+    s.add_argument("--report-only", action="store_true",
+                   help="write the tables and plots from the runs already finished; train nothing")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=run)
