@@ -191,3 +191,21 @@ def test_report_only_trains_nothing_and_names_what_is_missing(tmp_path, capsys):
         run_spec(spec, get_registry(), progress=False, report_only=True)
     assert "4 of 4 runs not finished" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_flop_and_second_budgets_become_steps(tmp_path):
+    """FLOPs: steps = budget / (3 x declared forward FLOPs per token x tokens per step);
+    seconds: steps = measured tokens/s x seconds / tokens per step, the measurement kept."""
+    import json
+    from zoo_core.compare import Run, _steps, _train_flops_per_token
+    from zoo_core.config import load_config, resolve
+    reg = get_registry()
+    cfg = resolve(load_config(None, ["model.dim=16", "model.n_layers=1", "data.seq_len=16", "train.global_batch=2"]), reg)
+    per_token = _train_flops_per_token(cfg, reg)
+    assert per_token > 0
+    flops = Run("", "a", "s", Budget(10 * per_token * 32, "flops"), None, 0, [])
+    assert _steps(flops, cfg, reg, tmp_path / "f", 1) == (10, {})
+    secs = Run("", "a", "s", Budget(2.0, "seconds"), None, 0, [])
+    steps, tp = _steps(secs, cfg, reg, tmp_path / "s", 1)
+    assert steps == max(1, int(tp["tokens_per_s"] * 2.0 / 32))
+    assert json.loads((tmp_path / "s" / "throughput.json").read_text()) == tp  # a resumed run keeps its steps
