@@ -209,3 +209,14 @@ def test_flop_and_second_budgets_become_steps(tmp_path):
     steps, tp = _steps(secs, cfg, reg, tmp_path / "s", 1)
     assert steps == max(1, int(tp["tokens_per_s"] * 2.0 / 32))
     assert json.loads((tmp_path / "s" / "throughput.json").read_text()) == tp  # a resumed run keeps its steps
+
+
+def test_a_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeypatch):
+    import zoo_core.train
+    from zoo_core.compare import Interrupted, finished, run_one
+    spec = _plan(tmp_path)
+    run = plan(spec, get_registry())[0]
+    monkeypatch.setattr(zoo_core.train, "train", lambda *a, **k: {"step": 1, "interrupted": True})
+    with pytest.raises(Interrupted, match="run the same command again"):
+        run_one(spec, run, get_registry(), progress=False)
+    assert finished(spec, run) is None and not (tmp_path / "runs" / run.name / "compare.json").exists()

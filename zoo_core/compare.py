@@ -38,6 +38,12 @@ _BUDGET = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMGBTP]?)\s
 IDENTITY_VERSION = 2
 
 
+class Interrupted(UserError):
+    """A signal stopped a run; nothing was recorded as finished."""
+
+    exit_code = 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """What a run may spend: `amount` device-seconds, tokens or training FLOPs."""
@@ -292,6 +298,9 @@ def run_one(spec: Spec, run: Run, registry: Any, progress: bool) -> Dict[str, An
     cfg = resolve(load_config(None, run.overrides + extra), registry)
     steps, tp = _steps(run, cfg, registry, run_dir, spec.throughput_repeats)
     out = train(None, run.overrides + extra + [f"train.steps={steps}", f"train.progress={str(progress).lower()}"])
+    if out.get("interrupted"):  # a signal stopped training: the run is not finished, and neither is the compare
+        raise Interrupted(f"{run.name} stopped at step {out['step']} of {steps} (checkpoint saved); "
+                          f"run the same command again to resume it")
     model = _meta_model(cfg, registry)
     tokens = steps * cfg.train.global_batch * cfg.data.seq_len
     flops_per_token = _train_flops_per_token(cfg, registry)
