@@ -314,7 +314,7 @@ def run_one(spec: Spec, run: Run, registry: Any, progress: bool) -> Dict[str, An
            "state_bytes": model.state_size(cfg.data.seq_len),
            "val_loss": val.get("loss"), "val_bpb": val.get("bpb"), "val_accuracy": val.get("accuracy"),
            "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
-           "device": tp.get("device") or _device(), "run_dir": str(run_dir), "identity": run.identity}
+           "device": tp.get("device") or _device(cfg.train.threads), "run_dir": str(run_dir), "identity": run.identity}
     result_file.write_text(json.dumps(row, indent=2))
     return {**row, "reused": False}
 
@@ -341,9 +341,11 @@ def _logged_speed(run_dir: Path) -> Optional[float]:
     return statistics.median(speeds) if speeds else None
 
 
-def _device() -> str:
+def _device(threads: int = 0) -> str:
     import torch
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu x{threads or torch.get_num_threads()} threads"  # the run's train.threads, else torch's default
 
 
 def finished(spec: Spec, run: Run) -> Optional[Dict[str, Any]]:
