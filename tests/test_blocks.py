@@ -105,3 +105,19 @@ def test_block_mlp_options_hidden_act_bias():
     assert torch.allclose(block(x)[0], want, rtol=1e-12, atol=1e-12)
     with pytest.raises(UserError, match="mlp_act"):
         PreNormBlock(16, Zero(), PreNormBlockConfig(mlp_act="relu"), 0, 1)
+
+
+def test_block_mlp_false_drops_the_channel_mlp():
+    """model.block.mlp=false: norm + mixer + residual only (Zoology's state_mixer: Identity);
+    null follows the mixer's wants_mlp."""
+    from zoo_core.config import load_config, resolve
+    from zoo_core.model import build_model
+    from zoo_core.registry import get_registry
+    reg = get_registry()
+    sizes = {}
+    for mlp in ("null", "false", "true"):
+        cfg = resolve(load_config(None, ["model.dim=16", "model.n_layers=2", f"model.block.mlp={mlp}"]), reg)
+        model = build_model(cfg, reg, 64)
+        sizes[mlp] = (model.num_params(), all(layer.mlp is None for layer in model.layers), model.flops_per_token(8))
+    assert sizes["false"][1] and not sizes["true"][1] and sizes["null"] == sizes["true"]  # attention wants one
+    assert sizes["false"][0] < sizes["true"][0] and sizes["false"][2] < sizes["true"][2]

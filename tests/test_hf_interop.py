@@ -239,6 +239,8 @@ def test_import_of_a_transformers_model_built_from_a_config(family, tmp_path):
     (["model.mixer.name=mingru"], "mingru"),
     (["model.mixer.name=hawk"], "gate_heads"),
     (["model.mixer.name=attention", "model.mixer.window=8"], "window"),
+    (["model.mixer.name=attention", "model.mixer.position=learned"], "position"),
+    (["model.mixer.name=attention", "model.mixer.conv=3"], "conv"),
     (["model.mixer.name=mamba", "model.loss.name=mtp"], "mtp"),
     (HAWK + ["model.mixer.reset_at_start=false"], "reset_at_start"),
 ])

@@ -166,6 +166,9 @@ class DataSource(abc.ABC):
       Targets of -100 are ignored by the loss.
     * `state_dict()` / `load_state_dict(d)`: JSON-serialisable position.
     * `bytes_per_token`: average UTF-8 bytes per target token, for bits/byte.
+    * optional `declared_vocab(config)` (a staticmethod): for a source whose token ids are its
+      own rather than the tokenizer's (a synthetic task), one more than the largest id it emits;
+      the model's embedding then covers max(tokenizer, source) ids.
     """
 
     bytes_per_token: float = 1.0

@@ -19,7 +19,7 @@ import torch
 from zoo_core.metrics import peak_memory_mb
 from zoo_core.model import build_model, padded_vocab
 from zoo_core.parallelize import use_cpu_linear
-from zoo_core.components import build_tokenizer
+from zoo_core.components import build_tokenizer, model_vocab
 from zoo_core.optim import build_optimizer
 from zoo_core.config import layer_mixers
 
@@ -64,7 +64,7 @@ def measure(cfg: Any, registry: Any, micro_batch: int, warmup: int = 3, repeats:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    vocab = cfg.model.vocab_size or padded_vocab(build_tokenizer(cfg, registry).vocab_size)
+    vocab = model_vocab(cfg, registry, build_tokenizer(cfg, registry))
     model = build_model(cfg, registry, vocab, device)
     if device.type == "cpu":
         use_cpu_linear(model, cfg.parallel.cpu_linear)

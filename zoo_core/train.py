@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from zoo_core import checkpoint
-from zoo_core.components import build_source, build_tokenizer
+from zoo_core.components import build_source, build_tokenizer, source_vocab
 from zoo_core.config import load_config, resolve, save_config
 from zoo_core.cpu_memory import keep_freed_memory
 from zoo_core.distributed import World, close_world, init_world
@@ -84,11 +84,12 @@ class Trainer:
         self.ckpt_root = self.run_dir / "checkpoints"
 
         self.tokenizer = build_tokenizer(cfg, registry)
+        needed = max(self.tokenizer.vocab_size, source_vocab(cfg, registry))  # a synthetic source's own ids
         if cfg.model.vocab_size is None:
-            cfg.model.vocab_size = padded_vocab(self.tokenizer.vocab_size)
-        elif cfg.model.vocab_size < self.tokenizer.vocab_size:
-            raise UserError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
-                            f"{self.tokenizer.vocab_size}; leave it unset to derive it")
+            cfg.model.vocab_size = padded_vocab(needed)
+        elif cfg.model.vocab_size < needed:
+            raise UserError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {needed} token ids of "
+                            f"the tokenizer and data source; leave it unset to derive it")
 
         # Batch layout: which streams this rank and each micro-batch owns.
         G, W = t.global_batch, world.size

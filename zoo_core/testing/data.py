@@ -29,7 +29,9 @@ class DataChecks:
                             seed=self.seed, cache_dir=self.cache_dir, progress=False)
 
     def batches(self) -> str:
-        vocab = self.tok.vocab_size
+        # A synthetic source may declare its own ids (`declared_vocab`); the model is sized to cover both.
+        declared = getattr(self.factory, "declared_vocab", None)
+        vocab = max(self.tok.vocab_size, int(declared(self.config)) if callable(declared) else 0)
         for split in ("train", "val"):
             src = self.source(split)
             for _ in range(2):

@@ -7,8 +7,9 @@ from zoo_attention import Attention, AttentionConfig
 
 def make(dim=32, **kw):
     torch.manual_seed(0)
-    m = Attention(dim, AttentionConfig(head_dim=8, **kw)).double()
-    return m
+    m = Attention(dim, AttentionConfig(head_dim=8, **kw))
+    m.reset_parameters()
+    return m.double()
 
 
 def rel(a, b):
@@ -17,7 +18,9 @@ def rel(a, b):
 
 @pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 5}, {"n_kv_heads": 1, "window": 3},
                                 {"window": 12}, {"window": 13}, {"n_kv_heads": 1, "window": 64},
-                                {"rope_fraction": 0.5, "out_bias": True}])  # T = 13
+                                {"rope_fraction": 0.5, "out_bias": True},
+                                {"position": "learned"}, {"position": "none", "window": 5},
+                                {"conv": 3, "position": "none"}])  # T = 13
 def test_sdpa_equals_naive_with_gradients(kw):
     fast, naive = make(**kw), make(**kw, backend="naive")
     x = torch.randn(2, 13, 32, dtype=torch.float64, requires_grad=True)
@@ -32,7 +35,9 @@ def test_sdpa_equals_naive_with_gradients(kw):
     assert all(rel(a, b) < 1e-10 for a, b in zip(gp_fast, gp_naive))
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}, {"rope_fraction": 0.25, "out_bias": True}])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}, {"rope_fraction": 0.25, "out_bias": True},
+                                {"position": "learned"}, {"position": "none"},
+                                {"conv": 3, "position": "learned", "window": 4}])
 def test_step_equals_parallel(kw):
     m = make(**kw)
     x = torch.randn(3, 11, 32, dtype=torch.float64)
@@ -45,7 +50,7 @@ def test_step_equals_parallel(kw):
     assert rel(torch.stack(outs, 1), y) < 1e-10
 
 
-@pytest.mark.parametrize("kw", [{}, {"window": 4}])
+@pytest.mark.parametrize("kw", [{}, {"window": 4}, {"position": "learned", "window": 4}, {"conv": 4}])
 def test_state_carry_equals_whole_sequence(kw):
     m = make(**kw)
     x = torch.randn(2, 16, 32, dtype=torch.float64)
@@ -108,3 +113,35 @@ def test_partial_rope_leaves_the_last_dims_unrotated():
     raw = m.wq(x).view(1, 6, m.n_heads, m.head_dim).transpose(1, 2)
     half = m.head_dim // 2
     assert torch.equal(q[..., half:], raw[..., half:]) and not torch.allclose(q[..., :half], raw[..., :half])
+
+
+@pytest.mark.parametrize("position, order_matters", [("rope", True), ("learned", True), ("none", False)])
+def test_position_option_is_what_tells_order(position, order_matters):
+    """Without a position signal the last query sees its context as a set: swapping two
+    earlier tokens leaves its output unchanged; rope and learned positions change it."""
+    m = make(position=position, max_positions=16)
+    x = torch.randn(1, 8, 32, dtype=torch.float64)
+    swapped = x.clone()
+    swapped[:, [1, 4]] = x[:, [4, 1]]
+    same = torch.allclose(m(x)[0][:, -1], m(swapped)[0][:, -1], atol=1e-12)
+    assert same != order_matters
+    if position == "learned":
+        with pytest.raises(ValueError, match="max_positions"):
+            m(torch.randn(1, 17, 32, dtype=torch.float64))
+
+
+def test_unknown_position_is_refused():
+    with pytest.raises(ValueError, match="rope, learned, none"):
+        make(position="alibi")
+
+
+def test_short_conv_is_causal_and_counted_in_the_state():
+    m, plain = make(conv=3, position="none"), make(position="none")
+    x = torch.randn(1, 10, 32, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 6] += 1.0
+    y1, y2 = m(x)[0], m(x2)[0]
+    assert torch.allclose(y1[:, :6], y2[:, :6]) and not torch.allclose(y1[:, 6:], y2[:, 6:])
+    assert m.state_size(100) - plain.state_size(100) == 2 * 32 * 8  # the last 2 inputs, float64
+    with pytest.raises(ValueError, match="conv"):
+        make(conv=1)

@@ -34,6 +34,15 @@ def to_pairs(w: Tensor, head_dim: int, rotated: Optional[int] = None) -> Tensor:
     return w.view(-1, head_dim, w.shape[-1])[:, torch.argsort(rope_rows(head_dim, rotated))].reshape(w.shape)
 
 
+def unmapped_position(a: Dict[str, Any]) -> Optional[str]:
+    """Attention options that neither Llama nor RecurrentGemma has (both rotate q and k, no input conv)."""
+    if a.get("position", "rope") != "rope":
+        return f"model.mixer.position={a['position']}: the HF attentions use RoPE only; position=rope maps"
+    if a.get("conv"):
+        return f"model.mixer.conv={a['conv']} (a short conv before q, k, v) has no HF attention counterpart; conv=0 maps"
+    return None
+
+
 def attention_shape(dim: int, opts: Dict[str, Any]) -> Tuple[int, int, int]:
     hd = opts["head_dim"]
     heads = opts.get("n_heads") or max(1, dim // hd)
@@ -61,6 +70,8 @@ class LlamaMapping(HFMapping):
             return f"model.block.mlp_act={block.get('mlp_act')} has no Llama hidden_act; silu or gelu_tanh maps"
         if loss.get("logit_softcap"):
             return f"model.loss.logit_softcap={loss['logit_softcap']} has no Llama counterpart; 0 (off) maps"
+        if unmapped_position(opts[0]):
+            return unmapped_position(opts[0])
         if opts[0].get("rope_fraction", 1.0) != 1.0:
             return f"model.mixer.rope_fraction={opts[0]['rope_fraction']} (partial RoPE) has no Llama counterpart; 1.0 maps"
         if opts[0].get("out_bias"):

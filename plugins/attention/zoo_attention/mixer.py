@@ -1,4 +1,4 @@
-"""Causal multi-head attention: GQA, RoPE, optional sliding window, KV-cache step.
+"""Causal multi-head attention: GQA, RoPE or learned absolute positions, optional sliding window, KV-cache step.
 
 Three paths, as every zoo mixer has:
 * naive (`reference.naive_attention`): the softmax equation, materialised;
@@ -34,6 +34,15 @@ class AttentionConfig:
     rope_fraction: float = 1.0
     #: A bias on the output projection (RecurrentGemma's o_proj has one).
     out_bias: bool = False
+    #: rope (rotary q/k) | learned (absolute position embeddings added to the mixer's input, as in
+    #: Zoology's attention) | none (no position signal: causal masking alone).
+    position: str = "rope"
+    #: learned: positions 0 .. max_positions - 1 have an embedding.
+    max_positions: int = 2048
+    #: Kernel of a short causal depthwise convolution over the input before q, k, v (0: none).
+    #: Zoology's attention baselines run one first (Hybrid[BaseConv, MHA]); it hands each
+    #: position its predecessors, which recall tasks need.
+    conv: int = 0
     #: auto (flash-attn on CUDA if installed, else SDPA) | sdpa | naive
     backend: str = "auto"
 
@@ -48,11 +57,17 @@ class Attention(Mixer):
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
         if config.backend not in ("auto", "sdpa", "naive"):
             raise ValueError(f"attention backend '{config.backend}' is not one of auto, sdpa, naive")
+        if config.position not in ("rope", "learned", "none"):
+            raise ValueError(f"attention position '{config.position}' is not one of rope, learned, none")
         self.window = config.window
         self.rope_dim = int(self.head_dim * config.rope_fraction)
         if not 0 < config.rope_fraction <= 1 or self.rope_dim % 2:
             raise ValueError(f"attention rope_fraction={config.rope_fraction} must be in (0, 1] and give an even "
                              f"number of dims of head_dim={self.head_dim}")
+        self.pos_embed = nn.Parameter(torch.empty(config.max_positions, dim)) if config.position == "learned" else None
+        if config.conv < 0 or config.conv == 1:
+            raise ValueError(f"attention conv={config.conv}: give a kernel of 2 or more, or 0 for none")
+        self.conv = nn.Conv1d(dim, dim, config.conv, groups=dim) if config.conv else None
         self.wq = nn.Linear(dim, self.n_heads * self.head_dim, bias=False)
         self.wkv = nn.Linear(dim, 2 * self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, dim, bias=config.out_bias)
@@ -61,9 +76,16 @@ class Attention(Mixer):
     def _qkv(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """q, k, v as (B, heads, T, head_dim), with RoPE on q and k."""
         B, T, _ = x.shape
+        if self.pos_embed is not None:
+            if int(positions.max()) >= self.pos_embed.shape[0]:
+                raise ValueError(f"attention position {int(positions.max())} is past max_positions="
+                                 f"{self.pos_embed.shape[0]}; raise model.mixer.max_positions")
+            x = x + self.pos_embed[positions].to(x.dtype)
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k, v = self.wkv(x).view(B, T, 2, self.n_kv_heads, self.head_dim).unbind(2)
         theta, rot = self.config.rope_theta, self.rope_dim
+        if self.config.position != "rope":
+            return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.config.backend == "naive":
             q, k = (_first_dims(lambda u: rope(u, positions, theta), t.transpose(1, 2), rot) for t in (q, k))
         else:
@@ -76,8 +98,20 @@ class Attention(Mixer):
         return self.wo(o.transpose(1, 2).reshape(B, T, H * hd))
 
     # -- the three paths -------------------------------------------------------------
+    def _short_conv(self, x: Tensor, state: Optional[Dict[str, Tensor]]) -> Tuple[Tensor, Optional[Tensor]]:
+        """y_t = b + sum_j w_j * x_{t-k+1+j} per channel, with the last k-1 inputs of the
+        previous segment (zeros at the start); returns y and the new last k-1 inputs."""
+        if self.conv is None:
+            return x, None
+        k = self.conv.kernel_size[0]
+        prev = state["conv"] if state is not None else x.new_zeros(x.shape[0], k - 1, x.shape[2])
+        xx = torch.cat([prev.to(x.dtype), x], dim=1)
+        y = F.conv1d(xx.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.dim).transpose(1, 2)
+        return y, xx[:, xx.shape[1] - (k - 1):]
+
     def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
         B, T, _ = x.shape
+        x, conv_state = self._short_conv(x, state)
         start = state["next"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
         q_pos = start[:, None] + torch.arange(T, device=x.device)
         q, k, v = self._qkv(x, q_pos)
@@ -87,7 +121,7 @@ class Attention(Mixer):
             v = torch.cat([state["v"], v], dim=2)
             k_pos = torch.cat([state["pos"], q_pos], dim=1)
         o = self._attend(q, k, v, q_pos, k_pos, plain_causal=state is None or state["k"].shape[2] == 0)
-        new_state = self._trim(k, v, k_pos, q_pos[:, -1] + 1) if return_state else None
+        new_state = self._trim(k, v, k_pos, q_pos[:, -1] + 1, conv_state) if return_state else None
         return self._out(o), new_state
 
     def _attend(self, q, k, v, q_pos, k_pos, plain_causal: bool) -> Tensor:
@@ -106,7 +140,8 @@ class Attention(Mixer):
 
     def step(self, x: Tensor, state: Dict[str, Tensor]):
         pos = state["next"][:, None]
-        q, k, v = self._qkv(x[:, None], pos)
+        xc, conv_state = self._short_conv(x[:, None], state)
+        q, k, v = self._qkv(xc, pos)
         k = torch.cat([state["k"], k], dim=2)
         v = torch.cat([state["v"], v], dim=2)
         k_pos = torch.cat([state["pos"], pos], dim=1)
@@ -115,21 +150,33 @@ class Attention(Mixer):
         scores = (q @ kr.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, 1, S)
         scores = scores.masked_fill(~allowed(pos, k_pos, self.window)[:, None], float("-inf"))
         o = scores.softmax(-1) @ vr
-        return self._out(o)[:, 0], self._trim(k, v, k_pos, pos[:, 0] + 1)
+        return self._out(o)[:, 0], self._trim(k, v, k_pos, pos[:, 0] + 1, conv_state)
 
-    def _trim(self, k: Tensor, v: Tensor, k_pos: Tensor, next_pos: Tensor) -> Dict[str, Tensor]:
+    def _trim(self, k: Tensor, v: Tensor, k_pos: Tensor, next_pos: Tensor,
+              conv_state: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """With a window, later queries never see keys older than window - 1 steps."""
         if self.window and k.shape[2] > self.window - 1:
             keep = max(self.window - 1, 0)
             k, v, k_pos = k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:], k_pos[:, k_pos.shape[1] - keep:]
-        return {"k": k, "v": v, "pos": k_pos, "next": next_pos}
+        state = {"k": k, "v": v, "pos": k_pos, "next": next_pos}
+        if conv_state is not None:
+            state["conv"] = conv_state
+        return state
 
     def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
         dtype = dtype or self.wq.weight.dtype
         device = device or self.wq.weight.device
         empty = torch.zeros(batch_size, self.n_kv_heads, 0, self.head_dim, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone(), "pos": torch.zeros(batch_size, 0, dtype=torch.long, device=device),
-                "next": torch.zeros(batch_size, dtype=torch.long, device=device)}
+        state = {"k": empty, "v": empty.clone(), "pos": torch.zeros(batch_size, 0, dtype=torch.long, device=device),
+                 "next": torch.zeros(batch_size, dtype=torch.long, device=device)}
+        if self.conv is not None:
+            state["conv"] = torch.zeros(batch_size, self.conv.kernel_size[0] - 1, self.dim, device=device, dtype=dtype)
+        return state
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.pos_embed is not None:
+            nn.init.normal_(self.pos_embed, std=0.02)
 
     # -- accounting ----------------------------------------------------------------------
     def context(self, seq_len: int) -> float:
@@ -143,11 +190,13 @@ class Attention(Mixer):
         q, kv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         projections = 2 * self.dim * (q + 2 * kv + q)
         scores_and_values = 4 * q * self.context(seq_len)
-        return float(projections + scores_and_values)
+        conv = 2 * self.dim * self.conv.kernel_size[0] if self.conv is not None else 0
+        return float(projections + scores_and_values + conv)
 
     def state_size(self, seq_len: int) -> int:
         kept = min(seq_len, self.window - 1) if self.window else seq_len
-        return 2 * self.n_kv_heads * self.head_dim * kept * self.wq.weight.element_size()
+        conv = (self.conv.kernel_size[0] - 1) * self.dim if self.conv is not None else 0
+        return (2 * self.n_kv_heads * self.head_dim * kept + conv) * self.wq.weight.element_size()
 
 
 def _first_dims(fn, t: Tensor, n: int) -> Tensor:

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from zoo_attention.hf import unmapped_position
 from zoo_core.errors import UserError
 from zoo_core.interop import (HFMapping, Weights, head_weights, mixer_options, refuse_eps, refuse_unless_prenorm,
                               same_options, section)
@@ -73,6 +74,8 @@ class RecurrentGemmaMapping(HFMapping):
             return f"model.mixer.gate_heads={h['gate_heads']} does not divide the RNN width {hidden}"
         if attns:
             a = attns[0]
+            if unmapped_position(a):
+                return unmapped_position(a)
             heads = a.get("n_heads") or max(1, m.dim // a["head_dim"])
             if heads != h["gate_heads"] or a["head_dim"] * heads != m.dim:
                 return (f"attention n_heads={heads}, head_dim={a['head_dim']}: RecurrentGemma uses num_attention_heads "
