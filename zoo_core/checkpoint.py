@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
@@ -90,14 +91,25 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer: Optional
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     world.barrier()
-    if optimizer is not None:
-        msd, osd = get_state_dict(model, optimizer)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))  # fsyncs its files
-    else:
-        dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=str(tmp))
+    try:
+        if optimizer is not None:
+            msd, osd = get_state_dict(model, optimizer)
+            dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))  # fsyncs its files
+        else:
+            dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=str(tmp))
+    except CheckpointException as exc:  # a BaseException: unwrap the rank's own error
+        raise _unwrap(exc, tmp) from None
     _write(tmp / f"extra-r{world.rank}.json", json.dumps({**extra, "world_size": world.size}).encode())
     tensor_file = tmp / f"extra-r{world.rank}.safetensors"
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tensor_file))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tensor_file))
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors reports the OS error as text: "... (os error 28) ..."
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(tensor_file)) from None
     with tensor_file.open("rb") as fh:
         os.fsync(fh.fileno())
     world.barrier()  # every rank's files are on disk
@@ -138,10 +150,21 @@ def load(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Opt
         tensors = load_file(str(path / f"extra-r{world.rank}.safetensors"))
     except UserError:
         raise
-    except Exception as exc:  # truncated shards, a torn JSON, another model's tensors
+    except (Exception, CheckpointException) as exc:  # truncated shards, a torn JSON, another model's tensors
         raise UserError(f"{path} cannot be loaded ({_first_line(exc)}): it is damaged or belongs to another "
                         f"model; {_move_away(path)}") from None
     return extra, tensors
+
+
+def _unwrap(exc: BaseException, where: Path) -> Exception:
+    """The OSError (or other error) a rank hit inside DCP, as an ordinary exception."""
+    from zoo_core.errors import find_disk_error
+    disk = find_disk_error(exc)
+    if disk is not None:
+        if not disk.filename:
+            disk.filename = str(where)
+        return disk
+    return RuntimeError(f"writing {where} failed: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -155,7 +178,7 @@ def load_model(path: Path, model: torch.nn.Module) -> None:
     try:
         dcp.load(state, checkpoint_id=str(path))  # reads only the model's keys, resharded to this process
         set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
-    except Exception as exc:
+    except (Exception, CheckpointException) as exc:
         raise UserError(f"{path} cannot be loaded ({_first_line(exc)}): it is damaged or belongs to another "
                         f"model; {_move_away(path)}") from None
 

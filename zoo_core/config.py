@@ -180,8 +180,9 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
             raise UserError(f"override '{item}' is not key=value; write it like model.dim=128")
     try:
         return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as exc:
-        raise UserError(f"could not parse overrides: {_first_line(exc)}") from None
+    except Exception as exc:  # OmegaConf's own errors, and YAML's on a value like {
+        raise UserError(f"could not parse overrides {' '.join(overrides)}: {_first_line(exc)}; "
+                        f"quote YAML values, e.g. 'model.pattern=[attention, hawk]'") from None
 
 
 def read_yaml(path: str | Path) -> DictConfig:
@@ -230,6 +231,9 @@ def merge(layers: Sequence[Any]) -> DictConfig:
             if isinstance(new, str):  # shorthand: model.mixer=hawk
                 layer[section][key] = {"name": new}
                 new = layer[section][key]
+            if new is not None and not isinstance(new, DictConfig):
+                raise UserError(f"{section}.{key}={new} is neither a name nor {{name: ..., options}}; "
+                                f"write it like {section}.{key}.name=<name>")
             if new is not None and "name" in new and new.name != cfg[section][key].get("name"):
                 cfg[section][key] = {}
         try:

@@ -63,9 +63,9 @@ def find_disk_error(exc: BaseException) -> Optional[OSError]:
             return e
         todo += [e.__cause__, e.__context__, getattr(e, "exc", None)]
         failures = getattr(e, "failures", None)
-        if isinstance(failures, dict):
-            todo += [getattr(f, "exc", f) for f in failures.values() if isinstance(f, BaseException)
-                     or isinstance(getattr(f, "exc", None), BaseException)]
+        if isinstance(failures, dict):  # DCP: {rank: (exception, stack summary)}
+            for f in failures.values():
+                todo += [x for x in (f if isinstance(f, tuple) else (f,)) if isinstance(x, BaseException)]
     return None
 
 
