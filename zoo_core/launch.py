@@ -75,9 +75,13 @@ def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> in
         saved_env = dict(os.environ)
         os.environ.update(env or {})
         os.environ[STATUS_ENV] = str(status)
-        quiet = logging.getLogger("torch.distributed")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # torchrun's banner and "shutting down workers" lines
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun sets anyway, without its banner
+        # torchrun's "shutting down workers" and similar lines: the ranks say what happened, in one line.
+        quiet = [logging.getLogger(n) for n in ["torch.distributed"] + list(logging.root.manager.loggerDict)
+                 if n.startswith("torch.distributed")]
+        levels = [q.level for q in quiet]
+        for q in quiet:
+            q.setLevel(logging.ERROR)
         handlers = {s: signal.getsignal(s) for s in _signals(FORWARDED_SIGNALS)}
         code, got_signal = 0, None
         try:
@@ -95,7 +99,8 @@ def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> in
         finally:
             os.environ.clear()
             os.environ.update(saved_env)
-            quiet.setLevel(level)
+            for q, lvl in zip(quiet, levels):
+                q.setLevel(lvl)
             for s, h in handlers.items():
                 signal.signal(s, h)
         if status.exists() and json.loads(status.read_text()).get("preempted"):
@@ -234,3 +239,17 @@ def sweep_configs(cfg_layers: Any, sweep_file: str, registry: Any) -> List[Any]:
             cfg.name = f"{cfg.name}-{i}"
         out.append(resolve(cfg, registry))
     return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m zoo_core.launch [torchrun options] -m zoo_core.train ...`: torchrun itself, with
+    zoo's signal handling: the signals are forwarded (SIGUSR1 too), and a stop on a signal exits
+    EXIT_PREEMPTED (75) with no traceback. `zoo train --nproc N` runs the same thing."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.startswith(("--signals-to-handle", "--signals_to_handle")) for a in argv):
+        argv.insert(0, f"--signals-to-handle={FORWARDED_SIGNALS}")
+    return run_torchrun([sys.executable, "-m", "torch.distributed.run"] + argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -367,9 +367,9 @@ class Trainer:
                 self.save()
             message = ""
             if world.is_main:
-                name = signal.Signals(self.signal_seen).name if self.signal_seen else "a signal on another rank"
+                name = signal.Signals(self.signal_seen).name if self.signal_seen else "sent to another rank"
                 nproc = f" --nproc {world.size}" if world.size > 1 else ""
-                message = (f"preempted: stopped by signal {name} at step {self.step}; checkpoint saved in "
+                message = (f"preempted: stopped by signal at step {self.step} ({name}); checkpoint saved in "
                            f"{self.ckpt_root / f'step-{self.step:08d}'}; resume with: zoo train {self.run_dir}{nproc}")
                 print(f"zoo: {message}", file=sys.stderr, flush=True)
                 _report_preempted(self.run_dir, self.step)
