@@ -253,3 +253,10 @@ def test_missing_or_corrupted_shards_are_one_line(damage, prepared, tmp_path, ca
                            "data.source.verify=full"]), 2)
     assert snapshot(prepared) == before
     assert not (tmp_path / "runs" / "t" / "checkpoints").exists()
+
+
+def test_docs_list_every_range():
+    from zoo_core.config import _range_text
+    text = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    for key in RANGES:
+        assert f"| `{key}` | {_range_text(key)} |" in text, key
