@@ -260,3 +260,37 @@ def test_docs_list_every_range():
     text = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
     for key in RANGES:
         assert f"| `{key}` | {_range_text(key)} |" in text, key
+
+
+@pytest.mark.parametrize("text", ["- [optim.lr=1e-3\n", "just text\n", "- 5\n", "- [optim.lr=-1]\n",
+                                  "- [model.dimm=3]\n"])
+def test_bad_sweep_files_are_one_line_and_write_nothing(text, tmp_path, capsys):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(text)
+    one_line(capsys, main(["launch", f"runs_dir={tmp_path / 'runs'}", *TINY, "--sweep", str(sweep)]), 2)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_throughput_refuses_a_model_that_does_not_fit(capsys):
+    one_line(capsys, main(["throughput", "model.dim=1048576", "model.n_layers=64"]), 2, "does not fit")
+
+
+def test_duplicate_plugin_name_fails_only_the_commands_that_resolve_it(monkeypatch, tmp_path, capsys):
+    from zoo_core.registry import Entry
+    reg = get_registry()
+    a = Entry("mixers", "twin", object, None, "", "pa", "zoo-twin-a", "1")
+    b = Entry("mixers", "twin", object, None, "", "pb", "zoo-twin-b", "1")
+    monkeypatch.setitem(reg._conflicts["mixers"], "twin", [a, b])
+    assert main(["list", "mixers"]) == 0  # a command that does not resolve it works
+    capsys.readouterr()
+    line = one_line(capsys, main(["train", f"runs_dir={tmp_path}", *TINY, "model.mixer.name=twin"]), 2)
+    assert "zoo-twin-a and zoo-twin-b" in line and "ZOO_PREFER" in line
+    one_line(capsys, main(["check", "twin"]), 2, "zoo-twin-a and zoo-twin-b")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_with_every_check_skipped_exits_1_saying_why(capsys):
+    from zoo_core.testing import check_names
+    code = main(["check", "attention", "--quiet", "--skip", ",".join(check_names())])
+    err = capsys.readouterr().err
+    assert code == 1 and "no check ran" in err and "skipped on request" in err and "Traceback" not in err

@@ -227,13 +227,21 @@ def launch_local(cfg: Any, nproc: int) -> int:
 def sweep_configs(cfg_layers: Any, sweep_file: str, registry: Any) -> List[Any]:
     """A YAML list of override sets -> one resolved config per set, named <name>-<i> unless it sets a name."""
     from zoo_core.config import merge, parse_overrides, read_yaml
-    data = OmegaConf.load(sweep_file)
+    if not Path(sweep_file).is_file():
+        raise UserError(f"sweep file '{sweep_file}' does not exist; give a YAML list of override sets")
+    try:
+        data = OmegaConf.load(sweep_file)
+    except Exception as exc:
+        raise UserError(f"sweep file '{sweep_file}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, (list,)) and not OmegaConf.is_list(data):
         raise UserError(f"sweep file '{sweep_file}' must be a YAML list of override sets, e.g. - [optim.lr=1e-3]")
     out = []
     for i, item in enumerate(data):
         items = OmegaConf.to_container(item) if OmegaConf.is_config(item) else item
-        overrides = items if isinstance(items, list) else [f"{k}={v}" for k, v in items.items()]
+        if not isinstance(items, (list, dict)):
+            raise UserError(f"sweep file '{sweep_file}' entry {i} is {items!r}; each entry is a list of "
+                            f"key=value overrides or a mapping, e.g. - [optim.lr=1e-3]")
+        overrides = [str(o) for o in items] if isinstance(items, list) else [f"{k}={v}" for k, v in items.items()]
         cfg = merge(cfg_layers + [parse_overrides(overrides)])
         if not any(str(o).startswith("name=") for o in overrides):
             cfg.name = f"{cfg.name}-{i}"

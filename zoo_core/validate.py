@@ -87,6 +87,12 @@ def _gb(n: float) -> str:
 
 def check_request(cfg: Any, registry: Any, world_size: int = 1) -> None:
     """Everything a training run needs to hold, before the run directory is touched."""
+    check_buildable(cfg, registry, world_size)
+    check_existing_run(cfg, world_size)
+
+
+def check_buildable(cfg: Any, registry: Any, world_size: int = 1) -> None:
+    """The batch layout, the tokenizer, and a model that builds and fits."""
     from zoo_core.components import build_tokenizer
     from zoo_core.model import padded_vocab
     t = cfg.train
@@ -99,7 +105,6 @@ def check_request(cfg: Any, registry: Any, world_size: int = 1) -> None:
         raise UserError(f"model.vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}; "
                         f"leave it unset to derive it")
     check_model_fits(cfg, registry, vocab, world_size, micro)
-    check_existing_run(cfg, world_size)
 
 
 def check_existing_run(cfg: Any, world_size: int) -> None:
