@@ -43,7 +43,7 @@ def one_line(capsys, code, expected_code=2, contains=""):
 
 def _cases():
     for key, (low, high, _) in RANGES.items():
-        for value in ("0", "-1", "1000000000000000000000000000000", "1e300", "nan", "inf"):
+        for value in ("0", "-1", "1000000000000000000000000000000", "nan"):
             yield key, value
 
 
@@ -294,3 +294,15 @@ def test_check_with_every_check_skipped_exits_1_saying_why(capsys):
     code = main(["check", "attention", "--quiet", "--skip", ",".join(check_names())])
     err = capsys.readouterr().err
     assert code == 1 and "no check ran" in err and "skipped on request" in err and "Traceback" not in err
+
+
+def test_every_torch_load_in_the_source_is_weights_only():
+    """docs/guarantees.md: zoo never unpickles with torch.load(weights_only=False)."""
+    import re
+    root = Path(__file__).resolve().parents[1]
+    calls = []
+    for path in list(root.glob("zoo_core/**/*.py")) + list(root.glob("plugins/*/zoo_*/**/*.py")) + \
+            list(root.glob("kernels/zoo_kernels/**/*.py")):
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", path.read_text()):
+            calls.append((path, m.group(1)))
+    assert all("weights_only=True" in args for _, args in calls), calls

@@ -137,3 +137,29 @@ def test_kill_9_of_the_launcher_leaves_no_orphan(env, tmp_path):
     latest = checkpoint.latest(run / "checkpoints")
     assert latest is not None and latest.name == f"step-{max(steps(run)):08d}"
     assert {p.name for p in latest.glob("extra-r*.json")} == {"extra-r0.json", "extra-r1.json"}
+
+
+def test_kill_9_at_a_random_step_resumes_to_the_same_losses(env, tmp_path):
+    """One process, killed with SIGKILL at a step drawn at random (seeded, so a failure reproduces)."""
+    import random
+
+    from zoo_core.cli import main
+    args = [f"runs_dir={tmp_path}"] + RUN + ["train.steps=8", "train.ckpt_every=2", "train.deterministic=true"]
+    assert main(["train", *args, "name=ref"]) == 0
+    reference = [json.loads(line)["loss"] for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+                 if '"loss"' in line]
+    kill_at = random.Random(os.environ.get("ZOO_FAULT_SEED", "21")).randint(1, 7)
+    run = tmp_path / "k"
+    proc = subprocess.Popen(zoo("train", *args, "name=k"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline and (not steps(run) or max(steps(run)) < kill_at):
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"finished before step {kill_at}"
+    done = subprocess.run(zoo("train", str(run)), env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert steps(run) == list(range(1, 9))
+    assert [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+            if '"loss"' in line] == reference
