@@ -85,13 +85,15 @@ def _gb(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
 
-def check_request(cfg: Any, registry: Any, world_size: int = 1) -> None:
-    """Everything a training run needs to hold, before the run directory is touched."""
-    check_buildable(cfg, registry, world_size)
+def check_request(cfg: Any, registry: Any, world_size: int = 1, memory: bool = True) -> None:
+    """Everything a training run needs to hold, before the run directory is touched.
+    `memory=False` (a Slurm submission: this machine's memory says nothing about the
+    compute nodes') still builds the model on the meta device; each rank checks the fit."""
+    check_buildable(cfg, registry, world_size, memory)
     check_existing_run(cfg, world_size)
 
 
-def check_buildable(cfg: Any, registry: Any, world_size: int = 1) -> None:
+def check_buildable(cfg: Any, registry: Any, world_size: int = 1, memory: bool = True) -> None:
     """The batch layout, the tokenizer, and a model that builds and fits."""
     from zoo_core.components import build_tokenizer
     from zoo_core.model import padded_vocab
@@ -104,7 +106,10 @@ def check_buildable(cfg: Any, registry: Any, world_size: int = 1) -> None:
     elif vocab < tokenizer.vocab_size:
         raise UserError(f"model.vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}; "
                         f"leave it unset to derive it")
-    check_model_fits(cfg, registry, vocab, world_size, micro)
+    if memory:
+        check_model_fits(cfg, registry, vocab, world_size, micro)
+    else:
+        count_params(cfg, registry, vocab)
 
 
 def check_existing_run(cfg: Any, world_size: int) -> None:

@@ -34,7 +34,7 @@ def run(args) -> None:
         layers = ([read_yaml(config)] if config and not Path(config).is_dir() else []) + [parse_overrides(overrides)]
         array = sweep_configs(layers, args.sweep, registry)
     for c in array or [cfg]:
-        check_request(c, registry, world)
+        check_request(c, registry, world, memory=False)  # each rank checks the fit on its own node
     bad = [kv for kv in args.slurm if "=" not in kv]
     if bad:
         raise UserError(f"--slurm {bad[0]} is not KEY=VALUE; write it like --slurm account=myproject")
