@@ -163,3 +163,13 @@ def test_kill_9_at_a_random_step_resumes_to_the_same_losses(env, tmp_path):
     assert steps(run) == list(range(1, 9))
     assert [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
             if '"loss"' in line] == reference
+
+
+def test_bad_data_at_2_ranks_is_one_line_and_writes_nothing(env, tmp_path):
+    """Rank 0 refuses the corpus while preparing it; rank 1 learns so and stops quietly."""
+    r = subprocess.run(zoo("train", "--nproc", "2", f"runs_dir={tmp_path}", "name=b", *RUN,
+                           "data.source.path=/nonexistent/corpus"), env=env, capture_output=True, text=True,
+                       timeout=240)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "/nonexistent/corpus" in lines[0], r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()

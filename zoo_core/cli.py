@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -46,11 +47,25 @@ def run_guarded(fn: Callable[[], object]) -> int:
             print(f"zoo: {disk_error_message(disk)}", file=sys.stderr)
             return EXIT_FAILED
         code = getattr(exc, "exit_code", None)
+        if code is None and _lost_peer(exc):
+            rank = os.environ.get("RANK", "?")
+            print(f"zoo: rank {rank} stopped: another rank failed first (its message says why)", file=sys.stderr)
+            return EXIT_FAILED
         if code is None:
             raise
         if str(exc):  # a collective stop prints its line once, on rank 0
             print(f"zoo: {exc}", file=sys.stderr)
         return code
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    """Under torchrun: a collective that failed because another rank exited."""
+    if "RANK" not in os.environ:
+        return False
+    import torch.distributed as dist
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "remote worker"))
 
 
 def table(rows: List[List[str]], header: List[str]) -> str:

@@ -81,7 +81,7 @@ def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> in
                  if n.startswith("torch.distributed")]
         levels = [q.level for q in quiet]
         for q in quiet:
-            q.setLevel(logging.ERROR)
+            q.setLevel(logging.CRITICAL)
         handlers = {s: signal.getsignal(s) for s in _signals(FORWARDED_SIGNALS)}
         code, got_signal = 0, None
         try:

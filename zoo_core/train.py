@@ -105,9 +105,19 @@ class Trainer:
 
         # Prepare the data once (rank 0), then everyone maps it.
         progress = t.progress and world.is_main
+        # A refusal on rank 0 (a missing corpus, a damaged shard) reaches every rank, so the
+        # others stop quietly instead of losing their peer in the middle of a collective.
+        refused = None
         if world.is_main:
-            build_source(cfg, registry, self.tokenizer, "train", G, progress=progress)
-        world.barrier()
+            try:
+                build_source(cfg, registry, self.tokenizer, "train", G, progress=progress)
+            except UserError as exc:
+                refused = exc
+        why = world.broadcast_object(None if refused is None else str(refused))
+        if refused is not None:
+            raise refused
+        if why is not None:
+            raise UserError("")  # rank 0 prints the line
         self.train_source = build_source(cfg, registry, self.tokenizer, "train", G, progress=False)
 
         self.model = self._build_model()
