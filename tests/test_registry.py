@@ -32,12 +32,36 @@ def test_installed_attention_plugin_is_found_with_its_distribution():
     assert entry.distribution == "zoo-attention" and entry.config_cls is not None and entry.description
 
 
-def test_duplicate_names_name_both_distributions():
+def other_mixer(name):
+    mod = types.ModuleType(name)
+
+    @hookimpl
+    def register_mixers(register):
+        register("other", object, None, "a mixer nobody else registers")
+    mod.register_mixers = register_mixers
+    return mod
+
+
+def test_duplicate_names_fail_only_where_resolved_naming_both_distributions(monkeypatch):
+    monkeypatch.delenv("ZOO_PREFER", raising=False)
     reg = Registry()
     reg.add_plugin(plugin("a"), "a", "dist-a", "1")
     reg.add_plugin(plugin("b"), "b", "dist-b", "1")
-    with pytest.raises(RegistryError, match="dist-a.*dist-b"):
-        reg.collect()
+    reg.add_plugin(other_mixer("c"), "c", "dist-c", "1")
+    reg.collect()  # loading does not fail
+    assert reg.get("mixers", "other").distribution == "dist-c"  # other names still resolve
+    with pytest.raises(RegistryError, match="dist-a and dist-b.*pip uninstall dist-b.*ZOO_PREFER=dist-a"):
+        reg.get("mixers", "same")
+    assert "same" not in reg.names("mixers") and set(reg.conflicts("mixers")) == {"same"}
+
+
+def test_zoo_prefer_picks_one_of_the_duplicates(monkeypatch):
+    monkeypatch.setenv("ZOO_PREFER", "dist-b")
+    reg = Registry()
+    reg.add_plugin(plugin("a"), "a", "dist-a", "1")
+    reg.add_plugin(plugin("b"), "b", "dist-b", "1")
+    reg.collect()
+    assert reg.get("mixers", "same").distribution == "dist-b" and not reg.conflicts("mixers")
 
 
 def test_incompatible_api_is_refused_with_both_versions():

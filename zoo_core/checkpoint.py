@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
@@ -46,11 +47,21 @@ def latest(ckpt_root: Path) -> Optional[Path]:
 
 def read_meta(path: Path) -> Dict[str, Any]:
     path = Path(path)
-    if (path / "meta.json").exists():
-        return json.loads((path / "meta.json").read_text())
-    if (path / "extra-r0.json").exists():  # written before meta.json existed
-        return json.loads((path / "extra-r0.json").read_text())
+    for name in ("meta.json", "extra-r0.json"):  # extra-r0.json: written before meta.json existed
+        if (path / name).exists():
+            try:
+                meta = json.loads((path / name).read_text())
+                if isinstance(meta, dict) and isinstance(meta.get("step"), int):
+                    return meta
+            except (ValueError, UnicodeDecodeError):
+                pass
+            raise UserError(f"{path / name} is corrupted; {_move_away(path)}")
     raise UserError(f"{path} is not a zoo checkpoint (no meta.json); delete it or point at another run")
+
+
+def _move_away(path: Path) -> str:
+    return (f"move the checkpoint away (mv {path} {path.parent / ('bad-' + path.name)}) to resume from "
+            f"the one before it, or start again with another name=")
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -80,14 +91,25 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer: Optional
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     world.barrier()
-    if optimizer is not None:
-        msd, osd = get_state_dict(model, optimizer)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))  # fsyncs its files
-    else:
-        dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=str(tmp))
+    try:
+        if optimizer is not None:
+            msd, osd = get_state_dict(model, optimizer)
+            dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))  # fsyncs its files
+        else:
+            dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=str(tmp))
+    except CheckpointException as exc:  # a BaseException: unwrap the rank's own error
+        raise _unwrap(exc, tmp) from None
     _write(tmp / f"extra-r{world.rank}.json", json.dumps({**extra, "world_size": world.size}).encode())
     tensor_file = tmp / f"extra-r{world.rank}.safetensors"
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tensor_file))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tensor_file))
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors reports the OS error as text: "... (os error 28) ..."
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(tensor_file)) from None
     with tensor_file.open("rb") as fh:
         os.fsync(fh.fileno())
     world.barrier()  # every rank's files are on disk
@@ -116,23 +138,49 @@ def load(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Opt
     if not extra_json.exists():
         raise UserError(f"{path} has no training state for rank {world.rank}; resume with the world size "
                         f"that wrote it ({read_meta(path).get('world_size')} processes)")
-    if optimizer is not None:
-        msd, osd = get_state_dict(model, optimizer)
-        state = {"model": msd, "optim": osd}
-        dcp.load(state, checkpoint_id=str(path))
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    else:
-        load_model(path, model)
-    extra = json.loads(extra_json.read_text())
-    tensors = load_file(str(path / f"extra-r{world.rank}.safetensors"))
+    try:
+        if optimizer is not None:
+            msd, osd = get_state_dict(model, optimizer)
+            state = {"model": msd, "optim": osd}
+            dcp.load(state, checkpoint_id=str(path))
+            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        else:
+            load_model(path, model)
+        extra = json.loads(extra_json.read_text())
+        tensors = load_file(str(path / f"extra-r{world.rank}.safetensors"))
+    except UserError:
+        raise
+    except (Exception, CheckpointException) as exc:  # truncated shards, a torn JSON, another model's tensors
+        raise UserError(f"{path} cannot be loaded ({_first_line(exc)}): it is damaged or belongs to another "
+                        f"model; {_move_away(path)}") from None
     return extra, tensors
+
+
+def _unwrap(exc: BaseException, where: Path) -> Exception:
+    """The OSError (or other error) a rank hit inside DCP, as an ordinary exception."""
+    from zoo_core.errors import find_disk_error
+    disk = find_disk_error(exc)
+    if disk is not None:
+        if not disk.filename:
+            disk.filename = str(where)
+        return disk
+    return RuntimeError(f"writing {where} failed: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else type(exc).__name__)
 
 
 def load_model(path: Path, model: torch.nn.Module) -> None:
     """Model weights only, in any process count (DCP reshards on load)."""
     state = {"model": get_model_state_dict(model)}
-    dcp.load(state, checkpoint_id=str(path))  # reads only the model's keys, resharded to this process
-    set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
+    try:
+        dcp.load(state, checkpoint_id=str(path))  # reads only the model's keys, resharded to this process
+        set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
+    except (Exception, CheckpointException) as exc:
+        raise UserError(f"{path} cannot be loaded ({_first_line(exc)}): it is damaged or belongs to another "
+                        f"model; {_move_away(path)}") from None
 
 
 def clean_partial(ckpt_root: Path) -> None:

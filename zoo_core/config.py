@@ -133,6 +133,44 @@ CHOICES = {
     ("parallel", "cpu_linear"): ("auto", "onednn", "aten"),
 }
 
+#: The allowed range of every numeric field: (low, high, what it is). Both ends are
+#: inclusive; None leaves that side open (finite numbers only). docs/config.md lists the same ranges.
+#: The upper ends only catch typos (a size or count no run could reach), so that
+#: nothing impossible is ever allocated; the model as a whole is checked against
+#: the machine's memory before it is built (zoo_core/validate.py).
+MAX_COUNT = 10**9
+RANGES: Dict[str, tuple] = {
+    "model.dim": (1, 2**20, "the hidden size"),
+    "model.n_layers": (1, 10**5, "the number of blocks"),
+    "model.norm_eps": (0.0, 1.0, "the final RMSNorm epsilon"),
+    "model.init_std": (0.0, 10.0, "the embedding init std"),
+    "model.vocab_size": (1, 2**31 - 1, "the vocabulary size"),
+    "data.seq_len": (1, 2**24, "tokens per training window"),
+    "optim.lr": (0.0, None, "the peak learning rate (0 freezes the weights)"),
+    "optim.lr_min_ratio": (0.0, 1.0, "the final fraction of the peak learning rate"),
+    "optim.warmup_steps": (0, MAX_COUNT, "warmup steps"),
+    "optim.weight_decay": (0.0, None, "the weight decay"),
+    "optim.beta1": (0.0, 1.0, "AdamW's beta1"),
+    "optim.beta2": (0.0, 1.0, "AdamW's beta2"),
+    "optim.eps": (0.0, 1.0, "AdamW's epsilon"),
+    "optim.grad_clip": (0.0, None, "the gradient-norm clip (0 disables it)"),
+    "train.steps": (0, MAX_COUNT, "optimizer steps"),
+    "train.global_batch": (1, 2**24, "sequences per optimizer step"),
+    "train.micro_batch": (1, 2**24, "sequences per forward on one rank"),
+    "train.seed": (0, 2**63 - 1, "the random seed"),
+    "train.log_every": (1, MAX_COUNT, "steps between metrics records"),
+    "train.eval_every": (0, MAX_COUNT, "steps between validations (0: only at the end)"),
+    "train.eval_batches": (1, MAX_COUNT, "validation windows per stream"),
+    "train.eval_batch_size": (1, 2**24, "validation streams"),
+    "train.ckpt_every": (0, MAX_COUNT, "steps between checkpoints (0: only at the end)"),
+    "train.keep_checkpoints": (0, MAX_COUNT, "checkpoints kept (0 keeps all)"),
+    "train.sample_tokens": (0, 2**24, "tokens sampled at the end (0: none)"),
+    "train.threads": (0, 2**16, "torch CPU threads (0: torch's default)"),
+}
+#: Open ends: these must be strictly above their low end (a zero epsilon divides by zero).
+EXCLUSIVE_LOW = {"model.norm_eps", "optim.eps", "model.init_std"}
+EXCLUSIVE_HIGH = {"optim.beta1", "optim.beta2"}
+
 
 # -- reading -----------------------------------------------------------------
 
@@ -142,8 +180,9 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
             raise UserError(f"override '{item}' is not key=value; write it like model.dim=128")
     try:
         return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as exc:
-        raise UserError(f"could not parse overrides: {_first_line(exc)}") from None
+    except Exception as exc:  # OmegaConf's own errors, and YAML's on a value like {
+        raise UserError(f"could not parse overrides {' '.join(overrides)}: {_first_line(exc)}; "
+                        f"quote YAML values, e.g. 'model.pattern=[attention, hawk]'") from None
 
 
 def read_yaml(path: str | Path) -> DictConfig:
@@ -192,6 +231,9 @@ def merge(layers: Sequence[Any]) -> DictConfig:
             if isinstance(new, str):  # shorthand: model.mixer=hawk
                 layer[section][key] = {"name": new}
                 new = layer[section][key]
+            if new is not None and not isinstance(new, DictConfig):
+                raise UserError(f"{section}.{key}={new} is neither a name nor {{name: ..., options}}; "
+                                f"write it like {section}.{key}.name=<name>")
             if new is not None and "name" in new and new.name != cfg[section][key].get("name"):
                 cfg[section][key] = {}
         try:
@@ -203,7 +245,35 @@ def merge(layers: Sequence[Any]) -> DictConfig:
         if value not in allowed:
             raise UserError(f"{section}.{key}={value} is not one of {', '.join(allowed)}"
                             f"{did_you_mean(value, allowed)}")
+    check_ranges(cfg)
     return cfg
+
+
+def check_ranges(cfg: Any) -> None:
+    """Every numeric field inside its documented range, before anything uses it."""
+    import math
+    for key, (low, high, what) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{key}={value!r} is not a number; {key} is {what}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{key}={value} is not a finite number; {key} is {what} ({_range_text(key)})")
+        too_low = value <= low if key in EXCLUSIVE_LOW else value < low
+        too_high = high is not None and (value >= high if key in EXCLUSIVE_HIGH else value > high)
+        if too_low or too_high:
+            raise UserError(f"{key}={value} is out of range: {key} is {what} and must be {_range_text(key)} "
+                            f"(docs/config.md lists every range)")
+
+
+def _range_text(key: str) -> str:
+    low, high, _ = RANGES[key]
+    lo = f"> {low}" if key in EXCLUSIVE_LOW else f">= {low}"
+    if high is None:
+        return f"{lo} and finite"
+    hi = f"< {high}" if key in EXCLUSIVE_HIGH else f"<= {high:,}" if isinstance(high, int) else f"<= {high:g}"
+    return f"{lo} and {hi}"
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:

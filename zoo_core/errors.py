@@ -1,5 +1,6 @@
 """User-facing errors: one line that names the problem and the fix, exit status 2."""
 import difflib
+import errno
 from typing import Iterable, Optional
 
 
@@ -22,3 +23,54 @@ def nearest(word: str, choices: Iterable[str]) -> Optional[str]:
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     best = nearest(word, choices)
     return f"; did you mean '{best}'?" if best else ""
+
+
+#: Exit statuses of `zoo` (docs/guarantees.md): 0 done, 1 the run failed (diverged,
+#: a disk fault, failed checks), 2 bad input (nothing was changed), 75 preempted by a
+#: signal with a checkpoint saved (EX_TEMPFAIL: run the same command again to resume),
+#: 130 interrupted before training started (nothing saved, nothing to resume).
+EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED, EXIT_INTERRUPTED = 1, 2, 75, 130
+
+
+class Preempted(Exception):
+    """A signal stopped training after a checkpoint was saved; the message (rank 0 only) says
+    where to resume. The CLI exits with EXIT_PREEMPTED."""
+
+    exit_code = EXIT_PREEMPTED
+
+
+#: Disk faults, and what to do about each.
+DISK_FIXES = {
+    errno.ENOSPC: "the disk is full: free space there (or point runs_dir= at another disk)",
+    errno.EDQUOT: "your disk quota is used up: free space or ask for more quota (or point runs_dir= elsewhere)",
+    errno.EROFS: "the file system is read-only: point runs_dir= at a writable directory",
+    errno.EACCES: "permission denied: fix the directory's permissions or point runs_dir= at one you own",
+    errno.EPERM: "operation not permitted: fix the directory's permissions or point runs_dir= at one you own",
+}
+
+
+def find_disk_error(exc: BaseException) -> Optional[OSError]:
+    """The disk fault (ENOSPC, EDQUOT, EROFS, EACCES, EPERM) behind an exception, if any:
+    DCP wraps a rank's OSError in a CheckpointException, others chain it."""
+    seen = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_FIXES:
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "exc", None)]
+        failures = getattr(e, "failures", None)
+        if isinstance(failures, dict):  # DCP: {rank: (exception, stack summary)}
+            for f in failures.values():
+                todo += [x for x in (f if isinstance(f, tuple) else (f,)) if isinstance(x, BaseException)]
+    return None
+
+
+def disk_error_message(err: OSError) -> str:
+    path = err.filename or "a file"
+    name = errno.errorcode.get(err.errno, str(err.errno))
+    return (f"cannot write {path} ({name}): {DISK_FIXES[err.errno]}; then run the same command again: "
+            f"checkpoints and metrics.jsonl are written so that the previous checkpoint stays intact and resumable")

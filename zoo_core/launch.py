@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,99 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 
 from zoo_core.config import resolve, save_config
-from zoo_core.errors import UserError
+from zoo_core.errors import EXIT_FAILED, EXIT_PREEMPTED, UserError
 from zoo_core.registry import get_registry
 
 PREEMPT_SIGNAL = "USR1"
+#: Signals torchrun forwards to its workers. SIGUSR1 is not in torchrun's default list;
+#: the loop reads SIGTERM, SIGINT and SIGUSR1 as "checkpoint and stop".
+FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+#: Set by `run_torchrun` for its workers: rank 0 writes the preemption there, so the
+#: launcher can exit "preempted" while torchrun sees every worker succeed.
+STATUS_ENV = "ZOO_LAUNCH_STATUS"
+
+
+def torchrun_command(nproc: int, module: str, module_args: Sequence[str], nnodes: int = 1,
+                     node_rank: Optional[int] = None, rdzv_endpoint: Optional[str] = None,
+                     rdzv_id: str = "zoo") -> List[str]:
+    """The one torchrun command line, for `zoo train --nproc`, `zoo launch --local` and `zoo eval --nproc`.
+
+    (Slurm runs one task per GPU through submitit instead, and Slurm itself signals every task.)"""
+    if nproc < 1 or nnodes < 1:
+        raise UserError(f"--nproc ({nproc}) and --nnodes ({nnodes}) must be at least 1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           f"--signals-to-handle={FORWARDED_SIGNALS}"]
+    if nnodes > 1:
+        if not rdzv_endpoint:
+            raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node reaches, e.g. node 0)")
+        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+                f"--rdzv-id={rdzv_id}"]
+        if node_rank is not None:
+            cmd.append(f"--node-rank={node_rank}")
+    else:
+        cmd.append("--standalone")  # a free local port: several jobs can share a machine
+    return cmd + ["-m", module] + list(module_args)
+
+
+def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> int:
+    """Run a `torchrun_command` line in this process, so that a signal sent to `zoo` is a
+    signal to torchrun, which forwards it to every rank and waits for them to save
+    (for up to TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds, 30 by default). Returns the exit status:
+    0, EXIT_PREEMPTED when the ranks stopped on a signal with a checkpoint, or the
+    failing rank's status (its own one-line message is already printed)."""
+    import logging
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed import run as torchrun
+
+    cmd = list(cmd)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"], cmd
+    with tempfile.TemporaryDirectory(prefix="zoo-launch-") as tmp:
+        status = Path(tmp) / "status.json"
+        saved_env = dict(os.environ)
+        os.environ.update(env or {})
+        os.environ[STATUS_ENV] = str(status)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun sets anyway, without its banner
+        # torchrun's "shutting down workers" and similar lines: the ranks say what happened, in one line.
+        quiet = [logging.getLogger(n) for n in ["torch.distributed"] + list(logging.root.manager.loggerDict)
+                 if n.startswith("torch.distributed")]
+        levels = [q.level for q in quiet]
+        for q in quiet:
+            q.setLevel(logging.CRITICAL)
+        handlers = {s: signal.getsignal(s) for s in _signals(FORWARDED_SIGNALS)}
+        code, got_signal = 0, None
+        try:
+            torchrun.main(cmd[3:])
+        except SignalException as exc:
+            got_signal = exc.sigval
+        except ChildFailedError as exc:
+            rank, failure = exc.get_first_failure()
+            code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else EXIT_FAILED
+            if failure.exitcode and failure.exitcode < 0:
+                print(f"zoo: rank {rank} was killed by signal {-failure.exitcode}; the previous checkpoint is "
+                      f"intact, run the same command again to resume", file=sys.stderr)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+            for q, lvl in zip(quiet, levels):
+                q.setLevel(lvl)
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        if status.exists() and json.loads(status.read_text()).get("preempted"):
+            return EXIT_PREEMPTED
+        if got_signal is not None:
+            print(f"zoo: stopped by {signal.Signals(got_signal).name} before the ranks saved a checkpoint; "
+                  f"the previous checkpoint is intact, run the same command again to resume", file=sys.stderr)
+            return 128 + int(got_signal)
+        return code
+
+
+def _signals(names: str) -> List[signal.Signals]:
+    return [getattr(signal, n) for n in names.split(",")]
 
 
 def _submitit():
@@ -128,25 +218,46 @@ def submit(cfg: Any, nodes: int, gpus_per_node: int, tasks_per_node: Optional[in
 
 def launch_local(cfg: Any, nproc: int) -> int:
     """The same launch on this machine: torchrun, one process per device."""
+    cmd = torchrun_command(max(nproc, 1), "zoo_core.train", [str(Path(cfg.runs_dir) / cfg.name)])
     run_dir = prepare_run(cfg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={max(nproc, 1)}",
-           "-m", "zoo_core.train", str(run_dir)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(run_dir / "code"), os.environ.get("PYTHONPATH")]))}
-    return subprocess.call(cmd, env=env)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(run_dir / "code"), os.environ.get("PYTHONPATH")]))}
+    return run_torchrun(cmd, env)
 
 
 def sweep_configs(cfg_layers: Any, sweep_file: str, registry: Any) -> List[Any]:
     """A YAML list of override sets -> one resolved config per set, named <name>-<i> unless it sets a name."""
     from zoo_core.config import merge, parse_overrides, read_yaml
-    data = OmegaConf.load(sweep_file)
+    if not Path(sweep_file).is_file():
+        raise UserError(f"sweep file '{sweep_file}' does not exist; give a YAML list of override sets")
+    try:
+        data = OmegaConf.load(sweep_file)
+    except Exception as exc:
+        raise UserError(f"sweep file '{sweep_file}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, (list,)) and not OmegaConf.is_list(data):
         raise UserError(f"sweep file '{sweep_file}' must be a YAML list of override sets, e.g. - [optim.lr=1e-3]")
     out = []
     for i, item in enumerate(data):
         items = OmegaConf.to_container(item) if OmegaConf.is_config(item) else item
-        overrides = items if isinstance(items, list) else [f"{k}={v}" for k, v in items.items()]
+        if not isinstance(items, (list, dict)):
+            raise UserError(f"sweep file '{sweep_file}' entry {i} is {items!r}; each entry is a list of "
+                            f"key=value overrides or a mapping, e.g. - [optim.lr=1e-3]")
+        overrides = [str(o) for o in items] if isinstance(items, list) else [f"{k}={v}" for k, v in items.items()]
         cfg = merge(cfg_layers + [parse_overrides(overrides)])
         if not any(str(o).startswith("name=") for o in overrides):
             cfg.name = f"{cfg.name}-{i}"
         out.append(resolve(cfg, registry))
     return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m zoo_core.launch [torchrun options] -m zoo_core.train ...`: torchrun itself, with
+    zoo's signal handling: the signals are forwarded (SIGUSR1 too), and a stop on a signal exits
+    EXIT_PREEMPTED (75) with no traceback. `zoo train --nproc N` runs the same thing."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.startswith(("--signals-to-handle", "--signals_to_handle")) for a in argv):
+        argv.insert(0, f"--signals-to-handle={FORWARDED_SIGNALS}")
+    return run_torchrun([sys.executable, "-m", "torch.distributed.run"] + argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

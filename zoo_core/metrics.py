@@ -3,12 +3,19 @@
 Each optimizer-step record holds step, loss, accuracy, grad_norm, lr,
 tokens_per_s, tokens_seen and peak_mem_mb (CUDA: max allocated; CPU: max RSS);
 validation records hold val_* keys. Only rank 0 writes.
+
+Exactly one record per logged step: `open(step)` cuts every log we own back to
+the checkpoint's step before the run goes on (a torn last line, from a crash
+or a full disk, is dropped with a one-line warning), and TensorBoard purges its
+events past that step.
 """
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict
 
@@ -31,28 +38,43 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class MetricsLog:
     def __init__(self, run_dir: Path, cfg: Any, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        """Checks that the trackers asked for are installed; writes nothing until `open`."""
+        self.enabled, self.cfg, self.run_dir = enabled, cfg, Path(run_dir)
+        self.path = self.run_dir / "metrics.jsonl"
         self.tb = self.wandb = None
         if not enabled:
             return
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
         # Both are optional (pip install 'zoo-core[logging]') and imported only when asked for.
         if cfg.train.tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401
             except ImportError:
                 raise UserError("train.tensorboard=true needs TensorBoard: pip install 'zoo-core[logging]' "
                                 "(or tensorboard), or set train.tensorboard=false") from None
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
         if cfg.train.wandb:
             try:
-                import wandb
+                import wandb  # noqa: F401
             except ImportError:
                 raise UserError("train.wandb=true needs wandb: pip install 'zoo-core[logging]' (or wandb), "
                                 "or set train.wandb=false; WANDB_MODE=offline needs no account") from None
+
+    def open(self, step: int) -> None:
+        """Start logging after `step` (the checkpoint resumed from, 0 for a fresh start)."""
+        if not self.enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.truncate_after(step)
+        cfg, run_dir = self.cfg, self.run_dir
+        if cfg.train.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            # purge_step: events a crashed run wrote past the checkpoint are dropped.
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1 if step else None)
+        if cfg.train.wandb:
+            import wandb
             # One wandb run per zoo run: the id lives in the run directory, so a resume continues it.
-            id_file = Path(run_dir) / "wandb-id.txt"
+            # wandb keeps the steps it has; records past the checkpoint are logged again under the
+            # same step numbers, which wandb ignores (docs/guarantees.md).
+            id_file = run_dir / "wandb-id.txt"
             if not id_file.exists():
                 id_file.write_text(wandb.util.generate_id())
             self.wandb = wandb.init(project="zoo", name=cfg.name, id=id_file.read_text().strip(),
@@ -62,7 +84,7 @@ class MetricsLog:
         if not self.enabled:
             return
         clean = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
-        with self.path.open("a") as fh:
+        with self.path.open("a") as fh:  # one write per line: a crash tears at most the last one
             fh.write(json.dumps(clean) + "\n")
         step = clean.get("step", 0)
         numbers = {k: v for k, v in clean.items() if isinstance(v, (int, float)) and k != "step"}
@@ -73,9 +95,29 @@ class MetricsLog:
             self.wandb.log(numbers, step=step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records past the checkpoint so the log reads as one run."""
+        """Drop records past `step` so the log reads as one run; rewritten atomically."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept, torn = [], []
+        lines = self.path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError
+            except ValueError:
+                torn.append(i + 1)
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        if torn:
+            where = "its last line" if torn == [len(lines)] else f"line(s) {', '.join(map(str, torn[:5]))}"
+            warnings.warn(f"{self.path}: dropped {where}, which was not a whole JSON record "
+                          f"(a crash or a full disk in the middle of a write)")
+        if len(kept) == len(lines):
+            return  # nothing to change: leave the file as it is
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)

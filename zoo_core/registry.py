@@ -3,6 +3,10 @@
 Plugins are modules named by `[project.entry-points.zoo]`. Each implements
 hooks from `zoo_core.hookspecs`. The core's own defaults (`zoo_core.builtins`)
 register through the same hooks, as pytest's built-in plugins do.
+
+Two distributions registering the same name do not stop zoo: only a command
+that resolves that name fails, with one line naming both and how to choose
+(uninstall one, or set ZOO_PREFER=<distribution>[,<distribution>...]).
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ KINDS = {
 SINGULAR = {"mixers": "mixer", "blocks": "block", "losses": "loss", "data": "data source",
             "tokenizers": "tokenizer", "presets": "preset", "exports": "export"}
 ENTRY_POINT_GROUP = "zoo"
+#: Distributions that win a name registered twice (comma-separated).
+PREFER_ENV = "ZOO_PREFER"
 
 
 class PluginWarning(UserWarning):
@@ -68,6 +74,8 @@ class Registry:
         self.plugins: Dict[str, PluginInfo] = {}
         self.failed: Dict[str, str] = {}
         self._items: Dict[str, Dict[str, Entry]] = {k: {} for k in KINDS}
+        #: Names registered by more than one distribution, with every claimant.
+        self._conflicts: Dict[str, Dict[str, List[Entry]]] = {k: {} for k in KINDS}
 
     # -- loading ---------------------------------------------------------
     def add_plugin(self, module: Any, name: str, distribution: str, version: str) -> None:
@@ -94,22 +102,27 @@ class Registry:
                 info = self.plugins[impl.plugin_name]
                 try:
                     impl.function(register=self._registrar(kind, info))
-                except RegistryError:
-                    raise
                 except Exception as exc:  # a plugin bug must not take the others down
                     self._fail(info.name, info.distribution, f"{type(exc).__name__}: {exc}")
 
     def _registrar(self, kind: str, info: PluginInfo) -> Callable:
         def register(name: str, factory: Any, config_cls: Optional[type] = None,
                      description: str = "") -> None:
-            old = self._items[kind].get(name)
-            if old is not None:
-                raise RegistryError(
-                    f"{SINGULAR[kind]} '{name}' is registered twice: by {old.distribution} "
-                    f"and by {info.distribution}; uninstall one of them")
-            self._items[kind][name] = Entry(kind, name, factory, config_cls, description,
-                                            info.name, info.distribution, info.version)
+            entry = Entry(kind, name, factory, config_cls, description, info.name, info.distribution, info.version)
             info.registered.setdefault(kind, []).append(name)
+            claimants = self._conflicts[kind].get(name) or ([self._items[kind][name]] if name in self._items[kind]
+                                                            else [])
+            if not claimants:
+                self._items[kind][name] = entry
+                return
+            claimants = claimants + [entry]
+            preferred = [c for c in claimants if c.distribution in _preferred()]
+            if len(preferred) == 1:  # the user chose: the name is theirs, no conflict
+                self._items[kind][name] = preferred[0]
+                self._conflicts[kind].pop(name, None)
+            else:
+                self._items[kind].pop(name, None)
+                self._conflicts[kind][name] = claimants
         return register
 
     # -- queries ---------------------------------------------------------
@@ -120,13 +133,23 @@ class Registry:
         return [self._items[kind][n] for n in self.names(kind)]
 
     def has(self, kind: str, name: str) -> bool:
-        return name in self._items[kind]
+        return name in self._items[kind] or name in self._conflicts[kind]
+
+    def conflicts(self, kind: str) -> Dict[str, List[Entry]]:
+        return dict(self._conflicts[kind])
 
     def get(self, kind: str, name: str) -> Entry:
+        if name in self._conflicts[kind]:
+            raise RegistryError(self.conflict_message(kind, name))
         try:
             return self._items[kind][name]
         except KeyError:
             raise UserError(self.unknown_message(kind, name)) from None
+
+    def conflict_message(self, kind: str, name: str) -> str:
+        dists = [c.distribution for c in self._conflicts[kind][name]]
+        return (f"{SINGULAR[kind]} '{name}' is registered by {len(dists)} distributions: {' and '.join(dists)}; "
+                f"uninstall one (pip uninstall {dists[-1]}), or choose one with {PREFER_ENV}={dists[0]}")
 
     def unknown_message(self, kind: str, name: str) -> str:
         installed = self.names(kind)
@@ -139,6 +162,10 @@ class Registry:
         else:
             msg += "; install the plugin that provides it with pip (zoo plugins lists what is installed)"
         return msg
+
+
+def _preferred() -> List[str]:
+    return [d.strip() for d in os.environ.get(PREFER_ENV, "").split(",") if d.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,8 @@ Global batch = micro batch x accumulation steps x world size. The data comes
 as `global_batch` parallel streams; rank r owns a fixed slice of them and each
 micro-batch a fixed sub-slice, so W ranks and 1 rank with W x accumulation
 compute the same losses, and recurrent state carries per stream identically.
+
+What the loop guarantees on faults, NaN and signals is docs/guarantees.md.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from zoo_core.components import build_source, build_tokenizer, source_vocab
 from zoo_core.config import load_config, resolve, save_config
 from zoo_core.cpu_memory import keep_freed_memory
 from zoo_core.distributed import World, close_world, init_world
-from zoo_core.errors import UserError
+from zoo_core.errors import EXIT_FAILED, Preempted, UserError
 from zoo_core.evaluate import evaluate
 from zoo_core.generate import generate
 from zoo_core.metrics import MetricsLog, peak_memory_mb
@@ -39,12 +41,16 @@ from zoo_core.optim import build_optimizer, lr_at, set_lr
 from zoo_core.parallelize import materialize, parallelize
 from zoo_core.registry import get_registry
 from zoo_core.state import detach_state
+from zoo_core.validate import batch_layout, check_request
+
+#: The signals that mean "checkpoint and stop" (SIGUSR1: Slurm's warning before the time limit).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class Diverged(Exception):
-    """The loss became NaN or inf."""
+    """The loss, the gradients, the weights or the optimizer state became NaN or inf."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 def run_config(config: Optional[str], overrides: Sequence[str]):
@@ -93,19 +99,26 @@ class Trainer:
 
         # Batch layout: which streams this rank and each micro-batch owns.
         G, W = t.global_batch, world.size
-        micro = t.micro_batch or max(G // W, 1)
-        if G % (micro * W):
-            raise UserError(f"train.global_batch={G} is not a multiple of micro_batch ({micro}) x world size ({W}); "
-                            f"pick a global_batch divisible by {micro * W}")
+        micro = batch_layout(G, t.micro_batch, W)
         self.accum = G // (micro * W)
         first = world.rank * (G // W)
         self.micro_streams = [list(range(first + m * micro, first + (m + 1) * micro)) for m in range(self.accum)]
 
         # Prepare the data once (rank 0), then everyone maps it.
         progress = t.progress and world.is_main
+        # A refusal on rank 0 (a missing corpus, a damaged shard) reaches every rank, so the
+        # others stop quietly instead of losing their peer in the middle of a collective.
+        refused = None
         if world.is_main:
-            build_source(cfg, registry, self.tokenizer, "train", G, progress=progress)
-        world.barrier()
+            try:
+                build_source(cfg, registry, self.tokenizer, "train", G, progress=progress)
+            except UserError as exc:
+                refused = exc
+        why = world.broadcast_object(None if refused is None else str(refused))
+        if refused is not None:
+            raise refused
+        if why is not None:
+            raise UserError("")  # rank 0 prints the line
         self.train_source = build_source(cfg, registry, self.tokenizer, "train", G, progress=False)
 
         self.model = self._build_model()
@@ -114,8 +127,8 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.states: List[Any] = [None] * self.accum
-        self.log = MetricsLog(self.run_dir, cfg, enabled=world.is_main)
-        self.signal_seen = False  # set by the handler on this rank only
+        self.log = MetricsLog(self.run_dir, cfg, enabled=world.is_main)  # opened after the resume decision
+        self.signal_seen: Optional[int] = None  # set by the handler on this rank only
         self.stop_requested = False  # agreed by all ranks (all-reduced each step)
         self.saved_step = -1
 
@@ -147,7 +160,12 @@ class Trainer:
     def save(self) -> None:
         """Model, optimizer (DCP, resharding on load) and this rank's loader position,
         RNG states and carried recurrent state. The scheduler is a pure function of
-        the step (`optim.lr_at`), so the step is all of its state."""
+        the step (`optim.lr_at`), so the step is all of its state.
+
+        Only finite state is ever saved: a checkpoint is what the NaN guard names as
+        the place to resume from."""
+        if not self.state_is_finite():
+            self.diverged(f"the weights or optimizer state hold NaN or inf after step {self.step}")
         tensors = {"rng.cpu": torch.get_rng_state()}
         if self.world.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.world.device)
@@ -163,7 +181,32 @@ class Trainer:
                         keep=self.cfg.train.keep_checkpoints, meta=meta)
         self.saved_step = self.step
 
-    def maybe_resume(self) -> None:
+    def state_is_finite(self) -> bool:
+        """Every weight and every optimizer-state tensor finite, on every rank (collective)."""
+        bad = 0.0
+        tensors = list(self.model.parameters())
+        tensors += [v for st in self.optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+        for t in tensors:
+            local = t.to_local() if hasattr(t, "to_local") else t
+            if local.is_floating_point() and not bool(torch.isfinite(local).all()):
+                bad = 1.0
+                break
+        flag = self.world.all_reduce_sum(torch.tensor([bad], dtype=torch.float64))
+        return float(flag[0]) == 0.0
+
+    def diverged(self, what: str) -> None:
+        """Stop: one line naming the last finite checkpoint and how to go on from it."""
+        last = checkpoint.latest(self.ckpt_root)
+        lower = f"{self.cfg.optim.lr / 10:.3g}"
+        where = (f"the last finite checkpoint is {last} (step {int(last.name[5:])})" if last is not None
+                 else "no checkpoint was saved yet")
+        raise Diverged(f"{what}; nothing was saved, {where}; resume from it with a lower learning rate: "
+                       f"zoo train {self.run_dir} optim.lr={lower} (or raise optim.warmup_steps)"
+                       if self.world.is_main else "")
+
+    def maybe_resume(self) -> bool:
+        """Load the newest checkpoint, if any; cut the logs back to its step.
+        Returns False when the run is already finished (then nothing is written)."""
         # Rank 0 decides which checkpoint, so every rank loads the same one.
         if self.world.is_main:
             checkpoint.clean_partial(self.ckpt_root)
@@ -172,7 +215,15 @@ class Trainer:
         self.world.barrier()
         info = self.world.broadcast_object(info if self.world.is_main else None)
         if info is None:
-            return
+            self.log.open(0)  # a run killed before its first checkpoint starts its log again
+            return True
+        if info[1].get("step", 0) >= self.cfg.train.steps:
+            if self.world.is_main:
+                step = info[1].get("step")
+                print(f"zoo: {self.run_dir} is finished (step {step} of train.steps={self.cfg.train.steps}); "
+                      f"nothing was changed. To train it further: zoo train {self.run_dir} "
+                      f"train.steps={max(2 * step, step + 1)}")
+            return False
         path, meta = Path(info[0]), info[1]
         if meta.get("weights_only"):  # `zoo import`: weights, no training state; a fresh optimizer
             checkpoint.load_model(path, self.model)
@@ -185,6 +236,10 @@ class Trainer:
                             f"the data-loader position is per rank, so resume with --nproc {written_by} "
                             f"(eval, generate and export load it with any number of processes)")
         extra, tensors = checkpoint.load(path, self.model, self.optimizer, self.world)
+        if not self.state_is_finite():
+            raise UserError(f"{path} holds NaN or inf weights (it was saved before zoo checked); move it away "
+                            f"(mv {path} {path.parent / ('bad-' + path.name)}) to resume from the one before"
+                            if self.world.is_main else "")
         self.step, self.tokens_seen = extra["step"], extra["tokens_seen"]
         self.saved_step = self.step
         self.train_source.load_state_dict(extra["data"])
@@ -199,9 +254,10 @@ class Trainer:
             # A changed micro_batch regroups the same streams' rows.
             self.states = saved if saved_streams == self.micro_streams else \
                 _regroup(saved, saved_streams, self.micro_streams)
-        self.log.truncate_after(self.step)
+        self.log.open(self.step)
         if self.world.is_main:
             tqdm.write(f"resumed {self.run_dir} from step {self.step}")
+        return True
 
     def model_state_template(self, batch: int) -> Any:
         inner = self.model
@@ -238,7 +294,7 @@ class Trainer:
                     head_sums[key] = head_sums.get(key, 0.0) + float(value) * out.n_tokens
             sums += torch.tensor([float(out.loss.detach()) * out.n_tokens, out.n_tokens, acc * out.n_tokens, 0.0],
                                  dtype=torch.float64)
-        sums[3] = float(self.signal_seen)  # one rank's signal stops every rank at the same step
+        sums[3] = float(self.signal_seen is not None)  # one rank's signal stops every rank at the same step
         world.all_reduce_sum(sums)
         self.stop_requested = bool(sums[3] > 0)
         loss = float(sums[0] / max(sums[1], 1))
@@ -248,13 +304,13 @@ class Trainer:
             values = world.all_reduce_sum(torch.tensor([head_sums[k] for k in keys], dtype=torch.float64))
             head_metrics = {k: float(v / max(sums[1], 1)) for k, v in zip(keys, values)}
         if not math.isfinite(loss):
-            raise Diverged(f"loss is {loss} at step {self.step + 1}; stopped without saving, the last good "
-                           f"checkpoint is intact ({checkpoint.latest(self.ckpt_root) or 'none yet'}); "
-                           f"lower optim.lr or raise optim.warmup_steps")
+            self.diverged(f"loss is {loss} at step {self.step + 1}")
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or float("inf"), foreach=False)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
+        if not math.isfinite(float(grad_norm)):  # the same global norm on every rank
+            self.diverged(f"the gradient norm is {float(grad_norm)} at step {self.step + 1}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -282,16 +338,21 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
-        self.signal_seen = True
+        # Only a flag: the step finishes, every rank agrees to stop, then one checkpoint is saved.
+        # A repeated signal (torchrun forwarding the one the terminal sent) changes nothing.
+        if self.signal_seen is None:
+            self.signal_seen = signum
 
     def run(self) -> Dict[str, Any]:
         cfg, world, t = self.cfg, self.world, self.cfg.train
-        self.maybe_resume()  # before writing the config: a refused resume leaves the run as it was
+        # Signals first: one that comes while resuming is kept, and acted on after the next step.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+        if not self.maybe_resume():  # before writing the config: a refused resume leaves the run as it was
+            return {"step": self.step, "finished": True, "run_dir": str(self.run_dir)}
         if world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._on_signal)
         self.model.train()
         bar = tqdm(total=t.steps, initial=self.step, desc=cfg.name, unit="step",
                    disable=not (t.progress and world.is_main), dynamic_ncols=True)
@@ -320,9 +381,15 @@ class Trainer:
         if interrupted:
             if self.saved_step != self.step:
                 self.save()
+            message = ""
             if world.is_main:
-                print(f"zoo: stopped by signal at step {self.step}; checkpoint saved, run again to resume")
-            return {"step": self.step, "interrupted": True}
+                name = signal.Signals(self.signal_seen).name if self.signal_seen else "sent to another rank"
+                nproc = f" --nproc {world.size}" if world.size > 1 else ""
+                message = (f"preempted: stopped by signal at step {self.step} ({name}); checkpoint saved in "
+                           f"{self.ckpt_root / f'step-{self.step:08d}'}; resume with: zoo train {self.run_dir}{nproc}")
+                print(f"zoo: {message}", file=sys.stderr, flush=True)
+                _report_preempted(self.run_dir, self.step)
+            return {"step": self.step, "interrupted": True, "preempted": message, "run_dir": str(self.run_dir)}
         if self.step >= t.steps and not last_val.get("final"):
             last_val = self._log_validation(None)
         if self.saved_step != self.step:
@@ -335,12 +402,24 @@ class Trainer:
                 print("sample: " + text)
         return {"step": self.step, "val": last_val, "sample": text, "run_dir": str(self.run_dir)}
 
+
     def _log_validation(self, bar) -> Dict[str, float]:
         val = self.validate()
         self.log.write({"step": self.step, **{f"val_{k}": v for k, v in val.items()}})
         if bar is not None and self.world.is_main:
             tqdm.write(f"step {self.step}: val bits/byte {val['bpb']:.4f}")
         return {**val, "final": self.step >= self.cfg.train.steps}
+
+
+def _report_preempted(run_dir: Path, step: int) -> None:
+    """Tell `run_torchrun` (zoo's launcher) that the ranks stopped on a signal, so it exits
+    "preempted" while torchrun sees its workers succeed (any other status is a failure to it)."""
+    import json
+
+    from zoo_core.launch import STATUS_ENV
+    status = os.environ.get(STATUS_ENV)
+    if status:
+        Path(status).write_text(json.dumps({"preempted": True, "step": step, "run_dir": str(run_dir)}))
 
 
 def _flatten(state: Any, prefix: str) -> Dict[str, torch.Tensor]:
@@ -382,8 +461,9 @@ def train(config: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[s
     world = init_world(cfg.train.device)
     # The Trainer sets these process-wide; put them back for in-process callers (tests, notebooks).
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
+        check_request(cfg, registry, world.size)  # the whole request, before anything is allocated or written
         return Trainer(cfg, registry, world).run()
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -393,12 +473,37 @@ def train(config: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[s
         close_world()
 
 
+def train_cli(config: Optional[str], overrides: Sequence[str]) -> Dict[str, Any]:
+    """`train` for a command line: a stop on a signal becomes the "preempted" exit status."""
+    result = train(config, overrides)
+    # The Trainer has printed the one line (rank 0). Under torchrun a worker exits 0: torchrun
+    # reports any other status as a failure of the job, and zoo's own launcher (run_torchrun)
+    # learns of the preemption from its status file and exits "preempted" itself.
+    if result.get("interrupted") and "TORCHELASTIC_RUN_ID" not in os.environ:
+        raise Preempted("")
+    return result
+
+
+def _die_with_parent() -> None:
+    """Under torchrun: if the launcher dies (even by SIGKILL), this rank gets SIGTERM, so it
+    checkpoints and stops instead of running on as an orphan (Linux; elsewhere a no-op)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point for `python -m zoo_core.train` (what torchrun launches)."""
     from zoo_core.cli import run_guarded
     argv = list(sys.argv[1:] if argv is None else argv)
     config = argv.pop(0) if argv and "=" not in argv[0] else None
-    return run_guarded(lambda: train(config, argv))
+    _die_with_parent()
+    return run_guarded(lambda: train_cli(config, argv))
 
 
 if __name__ == "__main__":

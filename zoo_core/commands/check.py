@@ -2,7 +2,8 @@
 
 NAME is a mixer/block/loss/data name, a plugin (entry-point) name or a
 distribution; without it, everything installed is checked. Exit status:
-0 all passed, 1 some check failed, 2 unknown name or bad options.
+0 all passed, 1 some check failed or no check ran at all (every one skipped,
+with the reasons), 2 unknown name or bad options.
 """
 
 
@@ -40,6 +41,11 @@ def run(args) -> None:
         if not args.quiet:
             print(part.table(), end="\n\n", flush=True)
     print(report.summary())
+    ran = [r for r in report.results if r.status != "skip"]
+    if not ran:
+        reasons = sorted({r.reason for r in report.results if r.reason}) or ["nothing to check"]
+        raise ChecksFailed(f"no check ran ({len(report.results)} skipped): {'; '.join(reasons)[:300]}; "
+                           f"pass the options the component needs, or drop --skip")
     if not report.ok:
         raise ChecksFailed(f"{len(report.failures)} conformance check(s) failed: "
                            + "; ".join(f"{r.component}: {r.check}" for r in report.failures))

@@ -10,7 +10,6 @@ streams are split over ranks and the sums all-reduced:
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -93,9 +92,8 @@ def to_argv(args) -> List[str]:
 def run(args) -> None:
     if args.nproc and args.nproc > 1:
         # The same evaluation under torchrun: each rank reads its share of the streams.
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}",
-               "-m", "zoo_core.commands.eval"] + to_argv(args)
-        code = subprocess.call(cmd)
+        from zoo_core.launch import run_torchrun, torchrun_command
+        code = run_torchrun(torchrun_command(args.nproc, "zoo_core.commands.eval", to_argv(args)))
         if code:
             raise SystemExit(code)
         return

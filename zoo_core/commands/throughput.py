@@ -10,6 +10,8 @@ def run(args) -> None:
     config, overrides = split_config(args.args)
     registry = get_registry()
     cfg = resolve(run_config(config, overrides), registry)
+    from zoo_core.validate import check_buildable
+    check_buildable(cfg, registry)  # a model that cannot be built or held: one line, nothing allocated
     micro = args.micro_batch or cfg.train.micro_batch or cfg.train.global_batch
     kw = {"warmup": args.warmup, "repeats": args.repeats}
     results = sweep(cfg, registry, **kw) if args.sweep else [measure(cfg, registry, micro, **kw)]

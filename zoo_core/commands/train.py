@@ -1,39 +1,40 @@
-"""zoo train [CONFIG|RUN_DIR] [key=value ...] [--nproc N] [--nnodes M --node-rank R --rdzv-endpoint HOST:PORT]"""
-import subprocess
-import sys
+"""zoo train [CONFIG|RUN_DIR] [key=value ...] [--nproc N] [--nnodes M --node-rank R --rdzv-endpoint HOST:PORT]
 
+Options and overrides may come in any order. Exit status: 0 done (or already
+finished), 1 failed (diverged, disk fault), 2 bad input, 75 preempted with a
+checkpoint saved (run the same command again to resume).
+"""
 from zoo_core.cli import split_config
 from zoo_core.errors import UserError
 
 
 def torchrun_command(args, config, overrides):
     """The torchrun line `zoo train --nproc N` runs: the same loop, one process per device."""
-    # SIGUSR1 is forwarded too (torchrun's default list lacks it): it means "checkpoint and stop".
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}",
-           "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"]
-    if args.nnodes > 1:
-        if not args.rdzv_endpoint:
-            raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node reaches, e.g. node 0)")
-        cmd += [f"--nnodes={args.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}",
-                f"--rdzv-id={args.rdzv_id}"]
-        if args.node_rank is not None:
-            cmd.append(f"--node-rank={args.node_rank}")
-    else:
-        cmd.append("--standalone")  # a free local port: several jobs can share a machine
-    return cmd + ["-m", "zoo_core.train"] + ([config] if config else []) + overrides
+    from zoo_core.launch import torchrun_command as build
+    return build(args.nproc, "zoo_core.train", ([config] if config else []) + list(overrides),
+                 nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint,
+                 rdzv_id=args.rdzv_id)
 
 
 def run(args) -> None:
     config, overrides = split_config(args.args)
-    if args.nproc < 0 or args.nnodes < 1:
-        raise UserError("--nproc and --nnodes must be positive")
+    if args.nproc < 1 or args.nnodes < 1:
+        raise UserError(f"--nproc ({args.nproc}) and --nnodes ({args.nnodes}) must be at least 1")
     if args.nproc > 1 or args.nnodes > 1:
-        code = subprocess.call(torchrun_command(args, config, overrides))
+        from zoo_core.config import resolve
+        from zoo_core.launch import run_torchrun
+        from zoo_core.registry import get_registry
+        from zoo_core.train import run_config
+        from zoo_core.validate import check_request
+        # The whole request is checked here, once, before any rank starts.
+        check_request(resolve(run_config(config, overrides), get_registry()), get_registry(),
+                      args.nproc * args.nnodes)
+        code = run_torchrun(torchrun_command(args, config, overrides))
         if code:
             raise SystemExit(code)
         return
-    from zoo_core.train import train
-    train(config, overrides)
+    from zoo_core.train import train_cli
+    train_cli(config, overrides)
 
 
 def add_parser(sub) -> None:

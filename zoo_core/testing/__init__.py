@@ -115,6 +115,9 @@ def check_target(target: Optional[str], registry: Any = None) -> List[Tuple[str,
     by_name = [(k, n) for k, n in everything if n == target]
     if by_name:
         return by_name
+    for k in CHECKED_KINDS:
+        if target in reg.conflicts(k):
+            reg.get(k, target)  # raises: registered twice, naming both distributions
     norm = lambda s: s.lower().replace("_", "-")  # noqa: E731  (PyPI names compare this way)
     for info in reg.plugins.values():
         if target == info.name or norm(target) == norm(info.distribution):
