@@ -34,8 +34,8 @@ def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
 
 
 def use_cpu_linear(model: nn.Module, mode: str, say: bool = True) -> None:
-    """oneDNN for CPU float32 linears (zoo_core/cpu_linear.py); one line when it cannot."""
-    why_not = apply_cpu_linear(model, mode)
+    """oneDNN or aten for CPU float32 linears (zoo_core/cpu_linear.py); one line when oneDNN cannot run."""
+    why_not = apply_cpu_linear(model, mode, say)
     if why_not and say:
         print(f"zoo: parallel.cpu_linear={mode}: {why_not}; linear layers use torch's BLAS", file=sys.stderr)
 
