@@ -119,8 +119,9 @@ def forget() -> None:
 
 
 def paired_medians(candidates: Dict[str, Callable[[], Any]], rounds: int = 7, budget_s: float = 0.5,
-                   min_rounds: int = 3) -> Dict[str, float]:
-    """Median seconds of each candidate, timed in interleaved rounds (A, B, A, B, ...).
+                   min_rounds: int = 3, reducer: Callable[[List[float]], float] = statistics.median
+                   ) -> Dict[str, float]:
+    """Median (or `reducer`) seconds of each candidate, timed in interleaved rounds (A, B, A, B, ...).
 
     One untimed call of each first. Interleaving puts a slow spell of a shared
     machine on every candidate alike; the budget caps the timing at big shapes.
@@ -136,7 +137,7 @@ def paired_medians(candidates: Dict[str, Callable[[], Any]], rounds: int = 7, bu
             times[name].append(time.perf_counter() - t0)
         if r + 1 >= min_rounds and time.perf_counter() - start > budget_s:
             break
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: reducer(ts) for name, ts in times.items()}
 
 
 def describe(info: Optional[Dict[str, Any]] = None) -> str:
