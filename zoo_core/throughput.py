@@ -19,7 +19,7 @@ import torch
 
 from zoo_core.metrics import peak_memory_mb
 from zoo_core.model import build_model, padded_vocab
-from zoo_core.parallelize import use_cpu_linear
+from zoo_core.parallelize import use_cpu_linear, warn_cpu_bf16
 from zoo_core.components import build_tokenizer
 from zoo_core.optim import build_optimizer
 from zoo_core.config import layer_mixers
@@ -73,6 +73,8 @@ def measure(cfg: Any, registry: Any, micro_batch: int, warmup: int = 3, repeats:
     model = build_model(cfg, registry, vocab, device)
     if device.type == "cpu":
         use_cpu_linear(model, cfg.parallel.cpu_linear)
+        if cfg.parallel.mixed_precision == "bf16":
+            warn_cpu_bf16()
     model.train()
     optimizer = build_optimizer(model, cfg.optim)
     T = cfg.data.seq_len
