@@ -6,8 +6,8 @@ inside the wheel) gets at the same shapes (benchmarks/results/peers-linear-*.md)
 on an Intel Xeon with AVX-512 MKL is as fast or faster (0.62-1.01x for oneDNN,
 benchmarks/results/peers-train-cpu2-intel-xeon-amx.md). So
 `parallel.cpu_linear=auto` times both routes at each linear shape the model
-runs (forward, input gradient and weight gradient together, interleaved
-rounds) and takes oneDNN only where it measured at least 5% faster; the
+runs (forward, input gradient and weight gradient together, the best of
+interleaved rounds) and takes oneDNN only where it measured at least 5% faster; the
 choice is cached on disk per CPU model, flags, torch version, threads and
 shape (zoo_core/cpu_tune.py), so later runs do not measure again. Shapes
 under TINY_MACS multiply-adds take aten untimed. `onednn` and `aten` force
@@ -82,7 +82,7 @@ def _aten_mm(a: Tensor, b_t: Tensor, bias: Optional[Tensor]) -> Tensor:
 # -- choosing by measurement ---------------------------------------------------
 
 def _time_routes(m: int, k: int, n: int, bias: bool) -> Dict[str, float]:
-    """Seconds per forward + backward of each route at (m, k) @ (k, n), the three matmuls as the
+    """Best seconds per forward + backward of each route at (m, k) @ (k, n), the three matmuls as the
     autograd functions run them (no autograd here: this also runs inside a compiled graph's op)."""
     gen = torch.Generator().manual_seed(0)
     x, w = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen)
@@ -99,8 +99,8 @@ def _time_routes(m: int, k: int, n: int, bias: bool) -> Dict[str, float]:
         torch.mm(gy, w)
         torch.mm(gy.t(), x)
 
-    with torch.no_grad():
-        return cpu_tune.paired_medians({"aten": aten, "onednn": onednn})
+    with torch.no_grad():  # the best round of each: a busy machine only ever adds time
+        return cpu_tune.paired_medians({"aten": aten, "onednn": onednn}, reducer=min)
 
 
 def _measure(m: int, k: int, n: int, bias: bool) -> dict:
