@@ -192,8 +192,17 @@ def main() -> None:
             msg = "  ".join(f"zoo {md} {fmt_tps(zoo_rounds[mixer_of[row], md][-1])} "
                             f"({_ratio(zoo_rounds[mixer_of[row], md][-1], peer)})" for md in args.zoo_modes)
             print(f"round {r + 1} {row:24s} {peer_of[row]:34s} {fmt_tps(peer):>8s} tok/s | {msg}", flush=True)
+        _write(zoo_rounds, peer_rounds, args, load_before, done=r + 1)
+
+
+def _write(zoo_rounds, peer_rounds, args, load_before, done: int) -> None:
+    """The report of the rounds so far: written after every round, so a run cut short keeps them."""
+    import models
+    mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
+    final = done == args.rounds
     load_after = common.load()
-    print(f"load average after: {load_after}")
+    if final:
+        print(f"load average after: {load_after}")
     zoo_runs = {key: _median_run(runs) for key, runs in zoo_rounds.items()}
     results = {row: ({md: zoo_runs[mixer_of[row], md] for md in args.zoo_modes}, _median_run(peer_rounds[row]))
                for row in args.rows}
@@ -204,7 +213,11 @@ def main() -> None:
     if extra:
         head, sep, tail = text.partition("\n## Ratio in each round")
         text = head + "\n".join(extra) + "\n" + sep + tail
-    print(text)
+    if not final:
+        title, _, rest = text.partition("\n")
+        text = f"{title}\n\nPartial: written after round {done} of {args.rounds}.\n{rest}"
+    if final:
+        print(text)
     if not args.no_write:
         common.write_report(text, args.out, "train")
         raw = (args.out or common.RESULTS / f"peers-train-{common.machine_slug()}.md").with_suffix(".json")
