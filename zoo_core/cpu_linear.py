@@ -22,6 +22,7 @@ float64 tests) takes `F.linear` as before.
 """
 from __future__ import annotations
 
+import atexit
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -41,6 +42,7 @@ _mode = "aten"
 _say = True
 _routes: Dict[Tuple[int, int, int, bool], bool] = {}  # this process's decisions: True = oneDNN
 _pending: List[str] = []  # decisions not yet logged
+_pending_ptr = 0  # the weight whose shape opened them: seen again, the step's shapes are all decided
 
 
 def onednn_available() -> Optional[str]:
@@ -110,10 +112,17 @@ def _measure(m: int, k: int, n: int, bias: bool) -> dict:
             "aten_ms": round(1e3 * t["aten"], 4), "onednn_ms": round(1e3 * t["onednn"], 4)}
 
 
-def choose(m: int, k: int, n: int, bias: bool) -> bool:
-    """True if oneDNN serves this shape under `auto` (measured once per machine and shape, then cached)."""
+def choose(m: int, k: int, n: int, bias: bool, weight_ptr: int = 0) -> bool:
+    """True if oneDNN serves this shape under `auto` (measured once per machine and shape, then cached).
+
+    `weight_ptr` (the weight's data pointer) only times the log line: the decisions since the
+    last line are printed when the weight that opened them comes round again (its backward under
+    compile, the next step eager), so one line holds every shape of a step."""
+    global _pending_ptr
     key = (m, k, n, bias)
     route = _routes.get(key)
+    if _pending and weight_ptr and weight_ptr == _pending_ptr:
+        _flush()
     if route is None:
         if m * k * n < TINY_MACS:
             route = False
@@ -125,17 +134,17 @@ def choose(m: int, k: int, n: int, bias: bool) -> bool:
                 entry, how = _measure(m, k, n, bias), "measured"
                 cpu_tune.store("linear", skey, entry)
             route = entry["route"] == "onednn"
+            if not _pending:
+                _pending_ptr = weight_ptr
             _pending.append(f"{skey} {entry['route']} ({entry['onednn_vs_aten']:.2f}x, {how})")
         _routes[key] = route
-    elif _pending:
-        _flush()
     return route
 
 
+@atexit.register
 def _flush() -> None:
-    # One line for the shapes decided since the last one: printed when a decided
-    # shape comes round again, i.e. after the first step's forward.
-    if _say:
+    # One line for the shapes decided since the last one (at exit, if no step came round).
+    if _say and _pending:
         print(f"zoo: parallel.cpu_linear=auto: oneDNN/aten per linear shape, M x K -> N: {'; '.join(_pending)} "
               f"[{cpu_tune.cache_path()}]", file=sys.stderr)
     _pending.clear()
@@ -154,7 +163,7 @@ def _linear_op(a: Tensor, b_t: Tensor, bias: Optional[Tensor], m: int, k: int, n
     # expects the weight prepacked by its freezing pass). m, k, n, b (bias) name
     # the linear this matmul belongs to: m = 0 forces oneDNN, else `choose`
     # decides at run time, when the shapes are concrete.
-    if m == 0 or choose(m, k, n, bool(b)):
+    if m == 0 or choose(m, k, n, bool(b), b_t.data_ptr()):
         return _onednn_mm(a, b_t, bias)
     return _aten_mm(a, b_t, bias)
 
@@ -209,7 +218,7 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
         m = x.numel() // k
         if torch.compiler.is_compiling():  # decided inside the op, where m is concrete
             return _OneDNNLinear.apply(x, weight, bias, (m, k, n, int(bias is not None)))
-        if choose(m, k, n, bias is not None):
+        if choose(m, k, n, bias is not None, weight.data_ptr()):
             return _OneDNNLinear.apply(x, weight, bias, (0, 0, 0, 0))
     return F.linear(x, weight, bias)
 
