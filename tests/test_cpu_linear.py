@@ -171,6 +171,7 @@ def test_cache_is_written_read_and_keyed_by_machine(tmp_path, monkeypatch):
 @pytest.mark.parametrize("aten_s,onednn_s,route", [(2.0, 1.0, "onednn"), (1.0, 2.0, "aten"),
                                                     (1.0, 0.97, "aten")])  # within the margin: aten
 def test_auto_takes_the_faster_route_and_caches_it(aten_s, onednn_s, route, monkeypatch):
+    monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)  # small shapes, timed as big ones would be
     calls = []
     monkeypatch.setattr(cpu_linear, "_time_routes", _fake_timing(aten_s, onednn_s, calls))
     set_cpu_linear("auto")
@@ -195,6 +196,7 @@ def test_tiny_shapes_take_aten_untimed(monkeypatch):
 @pytest.mark.parametrize("route", ["onednn", "aten"])
 def test_picked_route_matches_float64_reference(route, monkeypatch):
     """Whichever route auto picks, outputs and gradients are F.linear's in float64 up to fp32 rounding."""
+    monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)  # small shapes, timed as big ones would be
     fast = {"onednn": (2.0, 1.0), "aten": (1.0, 2.0)}[route]
     monkeypatch.setattr(cpu_linear, "_time_routes", _fake_timing(*fast, []))
     used = []
@@ -202,7 +204,7 @@ def test_picked_route_matches_float64_reference(route, monkeypatch):
     monkeypatch.setattr(cpu_linear, "_onednn_mm", lambda *a: used.append(1) or real(*a))
     set_cpu_linear("auto")
     torch.manual_seed(0)
-    x = torch.randn(4, 64, 96, requires_grad=True)  # 256 x 96 -> 64: above TINY_MACS
+    x = torch.randn(4, 64, 96, requires_grad=True)  # 256 x 96 -> 64
     w = torch.randn(64, 96, requires_grad=True)
     b = torch.randn(64, requires_grad=True)
     g = torch.randn(4, 64, 64)
@@ -219,6 +221,7 @@ def test_picked_route_matches_float64_reference(route, monkeypatch):
 
 @needs_onednn
 def test_auto_logs_its_choices_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)  # small shapes, timed as big ones would be
     monkeypatch.setattr(cpu_linear, "_time_routes", _fake_timing(2.0, 1.0, []))
     # two layers of one shape (as attention's wq and wo): the line waits for the next step
     layer = nn.Sequential(nn.Linear(96, 64), nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 80, bias=False))

@@ -34,8 +34,8 @@ from zoo_core import cpu_tune
 
 MODES = ("auto", "onednn", "aten")
 #: Below this many multiply-adds (M * K * N) a linear takes aten without timing:
-#: call overhead dominates and a timing would be noise.
-TINY_MACS = 1 << 20
+#: a call takes well under a millisecond, so the route hardly matters and a timing would be noise.
+TINY_MACS = 1 << 22
 #: oneDNN is chosen only where it measured this much faster than aten.
 MARGIN = 1.05
 _mode = "aten"
