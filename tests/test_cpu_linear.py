@@ -1,10 +1,13 @@
-"""parallel.cpu_linear: oneDNN linears agree with F.linear, gradients included, and fall back cleanly."""
+"""parallel.cpu_linear: oneDNN linears agree with F.linear, gradients included, and fall back cleanly;
+`auto` picks the route by a cached measurement."""
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo_core import cpu_linear
+from zoo_core import cpu_linear, cpu_tune
 from zoo_core.cpu_linear import Linear, apply_cpu_linear, linear, set_cpu_linear
 
 needs_onednn = pytest.mark.skipif(cpu_linear.onednn_available() is not None,
@@ -12,10 +15,17 @@ needs_onednn = pytest.mark.skipif(cpu_linear.onednn_available() is not None,
 
 
 @pytest.fixture(autouse=True)
-def _restore_mode():
-    before = cpu_linear._use_onednn
+def _restore_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CPU_TUNE", str(tmp_path / "cpu-tune.json"))
+    cpu_tune.forget()
+    before = cpu_linear._mode, dict(cpu_linear._routes)
+    cpu_linear._routes.clear()
     yield
-    cpu_linear._use_onednn = before
+    cpu_linear._mode = before[0]
+    cpu_linear._routes.clear()
+    cpu_linear._routes.update(before[1])
+    cpu_linear._pending.clear()
+    cpu_tune.forget()
 
 
 def _grads(fn, x, w, b, g):
@@ -95,8 +105,11 @@ def test_unavailable_onednn_says_why_in_one_line(monkeypatch, capsys):
 
 
 @needs_onednn
-def test_compiles_fullgraph():
-    set_cpu_linear("onednn")
+@pytest.mark.parametrize("mode", ["onednn", "auto"])
+def test_compiles_fullgraph(mode, monkeypatch):
+    set_cpu_linear(mode)
+    monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)  # auto: decided inside the compiled graph's op
+    monkeypatch.setattr(cpu_linear, "_time_routes", lambda *shape: {"aten": 2.0, "onednn": 1.0})
     layer = Linear(6, 5)
     x = torch.randn(2, 3, 6, requires_grad=True)
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
@@ -109,6 +122,8 @@ def test_compiles_fullgraph():
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx, x.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gw, layer.weight.grad, rtol=1e-5, atol=1e-5)
+    if mode == "auto":
+        assert cpu_linear.choices() == {"6x6->5+bias": "onednn"}
 
 
 def test_config_rejects_unknown_backend():
@@ -117,3 +132,113 @@ def test_config_rejects_unknown_backend():
     from zoo_core.registry import get_registry
     with pytest.raises(UserError, match="cpu_linear"):
         resolve(load_config(None, ["parallel.cpu_linear=mkl"]), get_registry())
+
+
+# -- auto: chosen by measurement, cached -------------------------------------------
+
+def _fake_timing(aten_s, onednn_s, calls):
+    def time_routes(m, k, n, bias):
+        calls.append((m, k, n, bias))
+        return {"aten": aten_s, "onednn": onednn_s}
+    return time_routes
+
+
+def test_cache_is_written_read_and_keyed_by_machine(tmp_path, monkeypatch):
+    path = tmp_path / "cpu-tune.json"
+    cpu_tune.store("linear", "8x8->8", {"route": "onednn"})
+    data = json.loads(path.read_text())
+    (key, entries), = data["entries"].items()
+    info = cpu_tune.cpu_info()
+    assert info["model"] in key and torch.__version__ in key and f"{torch.get_num_threads()} threads" in key
+    assert all(f in key for f in info["flags"])
+    assert entries == {"8x8->8": {"route": "onednn"}}
+    cpu_tune.forget()  # a new process reads the file
+    assert cpu_tune.lookup("linear", "8x8->8") == {"route": "onednn"}
+    assert cpu_tune.lookup("linear", "8x8->9") is None
+    for change in ({"model": "Another CPU", "flags": info["flags"]},
+                   {"model": info["model"], "flags": [*info["flags"], "amx_bf16"]}):
+        cpu_tune.forget()
+        monkeypatch.setattr(cpu_tune, "cpu_info", lambda change=change: change)
+        assert cpu_tune.lookup("linear", "8x8->8") is None  # another CPU measures for itself
+    monkeypatch.undo()
+    monkeypatch.setenv("ZOO_CPU_TUNE", str(path))
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    cpu_tune.forget()
+    assert cpu_tune.lookup("linear", "8x8->8") is None  # and so does another torch
+
+
+@needs_onednn
+@pytest.mark.parametrize("aten_s,onednn_s,route", [(2.0, 1.0, "onednn"), (1.0, 2.0, "aten"),
+                                                    (1.0, 0.97, "aten")])  # within the margin: aten
+def test_auto_takes_the_faster_route_and_caches_it(aten_s, onednn_s, route, monkeypatch):
+    monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)  # small shapes, timed as big ones would be
+    calls = []
+    monkeypatch.setattr(cpu_linear, "_time_routes", _fake_timing(aten_s, onednn_s, calls))
+    set_cpu_linear("auto")
+    assert cpu_linear.choose(256, 64, 128, True) is (route == "onednn")
+    assert calls == [(256, 64, 128, True)]
+    cpu_linear.choose(256, 64, 128, True)
+    assert len(calls) == 1  # decided once per process
+    cpu_linear._routes.clear()
+    cpu_tune.forget()
+    monkeypatch.setattr(cpu_linear, "_time_routes", lambda *a: pytest.fail("measured again despite the cache"))
+    assert cpu_linear.choose(256, 64, 128, True) is (route == "onednn")
+    assert cpu_tune.lookup("linear", "256x64->128+bias")["route"] == route
+
+
+def test_tiny_shapes_take_aten_untimed(monkeypatch):
+    monkeypatch.setattr(cpu_linear, "_time_routes", lambda *a: pytest.fail("timed a tiny shape"))
+    set_cpu_linear("auto")
+    assert cpu_linear.choose(4, 8, 8, False) is False
+
+
+@needs_onednn
+@pytest.mark.parametrize("route", ["onednn", "aten"])
+def test_picked_route_matches_float64_reference(route, monkeypatch):
+    """Whichever route auto picks, outputs and gradients are F.linear's in float64 up to fp32 rounding."""
+    monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)  # small shapes, timed as big ones would be
+    fast = {"onednn": (2.0, 1.0), "aten": (1.0, 2.0)}[route]
+    monkeypatch.setattr(cpu_linear, "_time_routes", _fake_timing(*fast, []))
+    used = []
+    real = cpu_linear._onednn_mm
+    monkeypatch.setattr(cpu_linear, "_onednn_mm", lambda *a: used.append(1) or real(*a))
+    set_cpu_linear("auto")
+    torch.manual_seed(0)
+    x = torch.randn(4, 64, 96, requires_grad=True)  # 256 x 96 -> 64
+    w = torch.randn(64, 96, requires_grad=True)
+    b = torch.randn(64, requires_grad=True)
+    g = torch.randn(4, 64, 64)
+    ours = _grads(linear, x, w, b, g)
+    assert bool(used) is (route == "onednn")
+    ref = _grads(F.linear, *(t.double().detach().requires_grad_() for t in (x, w, b)), g.double())
+    aten = _grads(F.linear, x, w, b, g)
+    for a, r, t in zip(ours, ref, aten):
+        assert a.dtype == torch.float32
+        err, aten_err = (a.double() - r).abs().max().item(), (t.double() - r).abs().max().item()
+        assert err <= 4 * aten_err + 1e-6, (err, aten_err)  # as close to float64 as aten's own fp32
+        torch.testing.assert_close(a.double(), r, rtol=1e-4, atol=1e-4)
+
+
+@needs_onednn
+def test_auto_logs_its_choices_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)  # small shapes, timed as big ones would be
+    monkeypatch.setattr(cpu_linear, "_time_routes", _fake_timing(2.0, 1.0, []))
+    # two layers of one shape (as attention's wq and wo): the line waits for the next step
+    layer = nn.Sequential(nn.Linear(96, 64), nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 80, bias=False))
+    apply_cpu_linear(layer, "auto")
+    x = torch.randn(256, 96)
+    layer(x)
+    assert capsys.readouterr().err == ""
+    layer(x)  # the first layer's weight comes round again: every shape of the step is decided
+    layer(x)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("zoo: parallel.cpu_linear=auto: ")
+    assert "256x96->64+bias onednn (2.00x, measured)" in err[0] and "256x64->80 onednn" in err[0]
+    assert err[0].count("256x64->64+bias") == 1
+
+
+@needs_onednn
+def test_measured_timing_runs_both_routes():
+    t = cpu_linear._time_routes(128, 64, 96, True)
+    assert set(t) == {"aten", "onednn"} and all(v > 0 for v in t.values())

@@ -103,7 +103,8 @@ class ParallelConfig:
     compile: bool = False
     #: none | full | selective (every other block).
     activation_checkpointing: str = "none"
-    #: CPU float32 linear layers: auto/onednn (oneDNN, see zoo_core/cpu_linear.py) | aten (torch's BLAS).
+    #: CPU float32 linear layers: auto (oneDNN or aten per shape, by a cached measurement,
+    #: zoo_core/cpu_linear.py) | onednn | aten.
     cpu_linear: str = "auto"
 
 

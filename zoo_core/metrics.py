@@ -1,7 +1,8 @@
 """metrics.jsonl, plus optional TensorBoard and wandb (offline works) mirrors.
 
 Each optimizer-step record holds step, loss, accuracy, grad_norm, lr,
-tokens_per_s, tokens_seen and peak_mem_mb (CUDA: max allocated; CPU: max RSS);
+tokens_per_s, tokens_seen, peak_mem_mb (CUDA: max allocated; CPU: max RSS) and mfu
+(where the peak is known: zoo_core/throughput.device_peak);
 validation records hold val_* keys. Only rank 0 writes.
 
 Exactly one record per logged step: `open(step)` cuts every log we own back to

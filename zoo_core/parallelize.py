@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -34,10 +34,33 @@ def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
 
 
 def use_cpu_linear(model: nn.Module, mode: str, say: bool = True) -> None:
-    """oneDNN for CPU float32 linears (zoo_core/cpu_linear.py); one line when it cannot."""
-    why_not = apply_cpu_linear(model, mode)
+    """oneDNN or aten for CPU float32 linears (zoo_core/cpu_linear.py); one line when oneDNN cannot run."""
+    why_not = apply_cpu_linear(model, mode, say)
     if why_not and say:
         print(f"zoo: parallel.cpu_linear={mode}: {why_not}; linear layers use torch's BLAS", file=sys.stderr)
+
+
+def cpu_bf16_note() -> Optional[str]:
+    """One line when bf16 on this CPU will be slower than fp32 (no AMX, no AVX512-BF16), else None."""
+    from zoo_core.cpu_tune import cpu_info, describe, has_bf16_units
+    info = cpu_info()
+    if has_bf16_units(info):
+        return None
+    return (f"zoo: parallel.mixed_precision=bf16 on a CPU without bf16 matrix units ({describe(info)}; no AMX, "
+            "no AVX512-BF16): bf16 matmuls are converted to fp32 and back, slower than fp32; "
+            "parallel.mixed_precision=none is faster here")
+
+
+_bf16_warned = False
+
+
+def warn_cpu_bf16(say: bool = True) -> None:
+    """Print `cpu_bf16_note` once per process, where there is one."""
+    global _bf16_warned
+    note = cpu_bf16_note()
+    if note and say and not _bf16_warned:
+        print(note, file=sys.stderr)
+        _bf16_warned = True
 
 
 def apply_compile(model: nn.Module) -> None:
@@ -82,6 +105,8 @@ def parallelize(model: nn.Module, cfg: Any, world: World) -> nn.Module:
     """Wrap a model still on the meta device; `materialize` allocates and initialises it."""
     if world.device.type == "cpu":
         use_cpu_linear(model, cfg.cpu_linear, say=world.is_main)
+        if cfg.mixed_precision == "bf16":
+            warn_cpu_bf16(say=world.is_main)
     apply_activation_checkpointing(model, cfg.activation_checkpointing)
     if cfg.compile:
         apply_compile(model)

@@ -2,8 +2,9 @@
 
 Random tokens; forward + backward + optimizer step; warm-up steps first, then
 the median of repeated timed steps. FLOPs per token come from the mixers' own
-counts (training = 3 x forward); MFU is reported against the device's peak
-where it is known.
+counts (training = 3 x forward); MFU is reported against the device's peak:
+a GPU's datasheet dense bf16 figure where it is known, a CPU's measured GEMM
+peak in the step's dtype (zoo_core/cpu_peak.py).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 
 from zoo_core.metrics import peak_memory_mb
 from zoo_core.model import build_model, padded_vocab
-from zoo_core.parallelize import use_cpu_linear
+from zoo_core.parallelize import use_cpu_linear, warn_cpu_bf16
 from zoo_core.components import build_tokenizer, model_vocab
 from zoo_core.optim import build_optimizer
 from zoo_core.config import layer_mixers
@@ -30,7 +31,11 @@ PEAK_FLOPS = {
 }
 
 
-def device_peak(device: torch.device) -> Optional[float]:
+def device_peak(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> Optional[float]:
+    """Peak FLOP/s: CPU, the measured GEMM peak in `dtype`; CUDA, the datasheet's dense bf16 figure."""
+    if device.type == "cpu":
+        from zoo_core.cpu_peak import gemm_peak
+        return gemm_peak(dtype)
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -68,6 +73,8 @@ def measure(cfg: Any, registry: Any, micro_batch: int, warmup: int = 3, repeats:
     model = build_model(cfg, registry, vocab, device)
     if device.type == "cpu":
         use_cpu_linear(model, cfg.parallel.cpu_linear)
+        if cfg.parallel.mixed_precision == "bf16":
+            warn_cpu_bf16()
     model.train()
     optimizer = build_optimizer(model, cfg.optim)
     T = cfg.data.seq_len
@@ -90,7 +97,7 @@ def measure(cfg: Any, registry: Any, micro_batch: int, warmup: int = 3, repeats:
     step = statistics.median(times)
     tps = micro_batch * T / step
     flops = 3.0 * model.flops_per_token(T)
-    peak = device_peak(device)
+    peak = device_peak(device, compute_dtype(cfg))
     return Throughput(tps, step, micro_batch, T, model.num_params(), flops,
                       flops * tps / peak if peak else None, peak_memory_mb(device), _device_name(device))
 
@@ -111,6 +118,11 @@ def sweep(cfg: Any, registry: Any, start: int = 1, limit: int = 4096, max_mem_fr
             break
         batch *= 2
     return results
+
+
+def compute_dtype(cfg: Any) -> torch.dtype:
+    """The matmuls' dtype: bf16 under parallel.mixed_precision=bf16, else fp32 (the CPU peak to compare with)."""
+    return torch.bfloat16 if cfg.parallel.mixed_precision == "bf16" else torch.float32
 
 
 def append_csv(path: Path, rows: List[Dict[str, Any]]) -> None:

@@ -124,6 +124,7 @@ class Trainer:
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.autocast = self._autocast()
+        self.train_flops, self.peak_flops = self._flops()
         self.step = 0
         self.tokens_seen = 0
         self.states: List[Any] = [None] * self.accum
@@ -155,6 +156,14 @@ class Trainer:
         if self.cfg.parallel.mixed_precision == "bf16" and not self.world.distributed:
             return lambda: torch.autocast(self.world.device.type, dtype=torch.bfloat16)
         return None  # under FSDP, MixedPrecisionPolicy does the casting
+
+    def _flops(self):
+        """Training FLOPs per token and the peak they are measured against (MFU in the log)."""
+        from zoo_core.throughput import compute_dtype, device_peak
+        peak = device_peak(self.world.device, compute_dtype(self.cfg)) if self.world.is_main else None
+        if self.world.distributed:  # rank 0 calibrates a CPU alone, the others wait
+            peak = self.world.broadcast_object(peak)
+        return 3.0 * self.model.flops_per_token(self.cfg.data.seq_len), peak
 
     # -- checkpoints -------------------------------------------------------------
     def save(self) -> None:
@@ -368,6 +377,8 @@ class Trainer:
                 timer, tokens_at_timer = time.perf_counter(), self.tokens_seen
                 record = {"step": self.step, **metrics, "tokens_per_s": tps, "tokens_seen": self.tokens_seen,
                           "peak_mem_mb": peak_memory_mb(world.device)}
+                if self.peak_flops:  # tokens_per_s counts every rank's tokens: against every rank's peak
+                    record["mfu"] = self.train_flops * tps / (self.peak_flops * world.size)
                 self.log.write(record)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
             if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:

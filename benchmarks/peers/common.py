@@ -22,6 +22,8 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--row", help=argparse.SUPPRESS)
     p.add_argument("--side", help=argparse.SUPPRESS)
     p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cpu-linear", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
 
 
 def pin_threads(n: int) -> None:
@@ -49,10 +51,20 @@ def cpu_name() -> str:
     return platform.processor() or "unknown cpu"
 
 
+def cpu_flags() -> str:
+    """The SIMD/matrix flags that decide CPU kernels (zoo_core.cpu_tune.FLAGS), and the notable absences."""
+    from zoo_core.cpu_tune import cpu_info
+    have = cpu_info()["flags"]
+    missing = [name for name, flag in (("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_tile"))
+               if flag not in have]
+    return " ".join(have) + ("; no " + ", no ".join(missing) if missing else "")
+
+
 def machine() -> Dict[str, str]:
     return {
         "host": platform.node(),
         "cpu": cpu_name(),
+        "flags": cpu_flags(),
         "cores": str(os.cpu_count()),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -63,7 +75,8 @@ def machine() -> Dict[str, str]:
 def machine_line() -> str:
     """The results files' "Machine:" line: hardware, software, zoo's revision, time."""
     m = machine()
-    return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}); {m['os']}; Python {m['python']}, "
+    return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}; flags {m['flags']}); {m['os']}; "
+            f"Python {m['python']}, "
             f"torch {m['torch']}; zoo at git {git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}.")
 
 

@@ -54,7 +54,16 @@ def worker(args) -> None:
     base = common.max_rss_mb()
     t_build = time.perf_counter()
     if args.side == "zoo":
-        model, loss_fn, opt, note = models.build_zoo(mixers[args.row], T, compile=args.compile)
+        extra = [f"parallel.cpu_linear={args.cpu_linear}"] + (["parallel.mixed_precision=bf16"] if args.bf16 else [])
+        model, loss_fn, opt, note = models.build_zoo(mixers[args.row], T, compile=args.compile, extra=extra)
+        if args.bf16:  # what zoo train does on one process: autocast over the fp32 weights
+            from zoo_core.parallelize import warn_cpu_bf16
+            warn_cpu_bf16()
+            fp32_loss = loss_fn
+
+            def loss_fn(m, x, y):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return fp32_loss(m, x, y)
     else:
         model, loss_fn, opt, note = builders[args.row](T)
     build_s = time.perf_counter() - t_build
@@ -73,11 +82,15 @@ def worker(args) -> None:
         warmup, repeats = min(warmup, 1), 3
     times = common.time_steps(step, warmup, repeats, args.budget)
     med = common.median(times)
+    routes = {}
+    if args.side == "zoo":
+        from zoo_core import cpu_linear
+        routes = {"mode": args.cpu_linear, "shapes": cpu_linear.choices()}
     print(json.dumps({
         "row": args.row, "side": args.side, "note": note, "params": sum(p.numel() for p in model.parameters()),
         "step_s": med, "tokens_per_s": B * T / med, "steps": len(times), "spread": common.spread(times),
         "first_step_s": first_s, "build_s": build_s, "peak_mb": common.max_rss_mb() - base,
-        "threads": torch.get_num_threads(), "freed_memory": freed,
+        "threads": torch.get_num_threads(), "freed_memory": freed, "cpu_linear": routes,
     }))
 
 
@@ -87,6 +100,8 @@ def run_one(row: str, side: str, args) -> dict:
            "--budget", str(args.budget), "--seq", str(args.seq), "--batch", str(args.batch)]
     if args.compile and side == "zoo":
         cmd.append("--compile")
+    if side == "zoo":
+        cmd += ["--cpu-linear", args.cpu_linear] + (["--bf16"] if args.bf16 else [])
     if args.glibc_default:
         cmd.append("--glibc-default")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -120,9 +135,13 @@ def main() -> None:
                    "(at least 3 timed steps): HF's Mamba reference path takes seconds per step")
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--zoo-modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"],
+    p.add_argument("--zoo-modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled", "aten", "bf16"],
                    help="zoo eager, and zoo with parallel.compile=true (torch.compile per block, as `zoo train` "
-                   "does); peers run as their users run them (eager)")
+                   "does); peers run as their users run them (eager). Both take parallel.cpu_linear=auto; `aten` "
+                   "is zoo eager with parallel.cpu_linear=aten, for auto against aten in the same rounds; `bf16` is zoo "
+                   "eager with parallel.mixed_precision=bf16 (CPU autocast)")
+    p.add_argument("--tune-cache", type=Path, default=None, help="the CPU choices cache the zoo runs share "
+                   "(ZOO_CPU_TUNE; default: a fresh file for this run, so cpu_linear=auto measures in it)")
     p.add_argument("--rounds", type=int, default=3, help="run every row this many times, zoo and peer back to "
                    "back; report the median run and the median paired ratio")
     p.add_argument("--glibc-default", action="store_true", help="leave glibc's allocator thresholds alone "
@@ -136,6 +155,10 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
+    if args.tune_cache is None:
+        import tempfile
+        args.tune_cache = Path(tempfile.mkdtemp(prefix="zoo-peers-")) / "cpu-tune.json"
+    os.environ["ZOO_CPU_TUNE"] = str(args.tune_cache)
     load_before = common.load()
     print(f"load average before: {load_before}; threads {args.threads}; batch {args.batch} x seq {args.seq}; "
           f"{args.rounds} rounds", flush=True)
@@ -155,6 +178,8 @@ def main() -> None:
                 if (mixer_of[row], mode) not in done:
                     done.add((mixer_of[row], mode))
                     args.compile = mode == "compiled"
+                    args.cpu_linear = "aten" if mode == "aten" else "auto"
+                    args.bf16 = mode == "bf16"
                     zoo_rounds.setdefault((mixer_of[row], mode), []).append(run_one(mixer_of[row], "zoo", args))
             if row not in args.rows:
                 continue
@@ -167,15 +192,32 @@ def main() -> None:
             msg = "  ".join(f"zoo {md} {fmt_tps(zoo_rounds[mixer_of[row], md][-1])} "
                             f"({_ratio(zoo_rounds[mixer_of[row], md][-1], peer)})" for md in args.zoo_modes)
             print(f"round {r + 1} {row:24s} {peer_of[row]:34s} {fmt_tps(peer):>8s} tok/s | {msg}", flush=True)
+        _write(zoo_rounds, peer_rounds, args, load_before, done=r + 1)
+
+
+def _write(zoo_rounds, peer_rounds, args, load_before, done: int) -> None:
+    """The report of the rounds so far: written after every round, so a run cut short keeps them."""
+    import models
+    mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
+    final = done == args.rounds
     load_after = common.load()
-    print(f"load average after: {load_after}")
+    if final:
+        print(f"load average after: {load_after}")
     zoo_runs = {key: _median_run(runs) for key, runs in zoo_rounds.items()}
     results = {row: ({md: zoo_runs[mixer_of[row], md] for md in args.zoo_modes}, _median_run(peer_rounds[row]))
                for row in args.rows}
     per_round = {(row, md): _round_ratios(zoo_rounds[mixer_of[row], md], peer_rounds[row])
                  for row in args.rows for md in args.zoo_modes}
     text = report(results, zoo_runs, per_round, args, load_before, load_after)
-    print(text)
+    extra = paired_modes(zoo_rounds, args)
+    if extra:
+        head, sep, tail = text.partition("\n## Ratio in each round")
+        text = head + "\n".join(extra) + "\n" + sep + tail
+    if not final:
+        title, _, rest = text.partition("\n")
+        text = f"{title}\n\nPartial: written after round {done} of {args.rounds}.\n{rest}"
+    if final:
+        print(text)
     if not args.no_write:
         common.write_report(text, args.out, "train")
         raw = (args.out or common.RESULTS / f"peers-train-{common.machine_slug()}.md").with_suffix(".json")
@@ -270,6 +312,7 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         cells += [", ".join(f"{zs[md].get('first_step_s', float('nan')):.1f}" for md in modes)]
         cells += [f"{z0.get('params', 0):,} / {p.get('params', 0):,}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _routes_section(zoo_runs, results, args)
     lines += ["", "## Shapes and choices", ""]
     for key, note in models.SHAPE_NOTES.items():
         lines.append(f"- **{key}**: {note}")
@@ -282,6 +325,48 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         lines.append(f"- {row}: " + " | ".join(z.get("note", z.get("error", "")) for z in zs.values())
                      + f" | {p.get('note', p.get('error'))}")
     return "\n".join(lines) + "\n"
+
+
+def _routes_section(zoo_runs, results, args) -> list:
+    """Which route cpu_linear=auto took per linear shape; auto against aten where both ran."""
+    import models
+    mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
+    lines = ["", "## cpu_linear: routes chosen", "",
+             f"`parallel.cpu_linear=auto` timed oneDNN against aten at each linear shape (M x K -> N; forward and both "
+             f"gradients, interleaved rounds) in the first zoo process of this run and cached the choice "
+             f"({args.tune_cache.name}, fresh for the run); oneDNN only where it measured >= 1.05x aten.", ""]
+    mixers = list(dict.fromkeys(mixer_of[row] for row in results))
+    for mixer in mixers:
+        for md in args.zoo_modes:
+            run = zoo_runs.get((mixer, md), {})
+            routes = run.get("cpu_linear", {})
+            if md == "eager" and routes.get("shapes") is not None:
+                shapes = routes["shapes"]
+                lines.append(f"- {mixer}: " + (", ".join(f"{k} {v}" for k, v in sorted(shapes.items()))
+                                               or "no float32 linear"))
+    return lines
+
+
+def paired_modes(zoo_rounds, args) -> list:
+    """Against zoo eager (fp32, cpu_linear=auto), paired per round: auto / aten and bf16 / fp32."""
+    lines = []
+    for other, title, num, den in (("aten", "cpu_linear=auto against aten", "auto", "aten"),
+                                   ("bf16", "bf16 autocast against fp32 (both cpu_linear=auto)", "bf16", "fp32")):
+        if not {"eager", other} <= set(args.zoo_modes):
+            continue
+        lines += ["", f"## {title} (same rounds)", "",
+                  f"| model | {num} tok/s | {den} tok/s | {num} / {den} (median of rounds) | each round |",
+                  "|---|---|---|---|---|"]
+        for (mixer, md), runs in zoo_rounds.items():
+            if md != "eager" or (mixer, other) not in zoo_rounds:
+                continue
+            b = zoo_rounds[mixer, other]
+            a, b = (runs, b) if other == "aten" else (b, runs)
+            ratios = _round_ratios(a, b)
+            lines.append(f"| {mixer} | {fmt_tps(_median_run(a))} | {fmt_tps(_median_run(b))} | "
+                         f"**{_median_ratio(ratios)}** | "
+                         + " / ".join("n/a" if r is None else f"{r:.2f}x" for r in ratios) + " |")
+    return lines
 
 
 if __name__ == "__main__":
