@@ -238,7 +238,8 @@ class Trainer:
             checkpoint.load_model(path, self.model)
             if self.world.is_main:
                 tqdm.write(f"{self.run_dir}: training from the imported weights in {path.name}")
-            return
+            self.log.open(0)  # step 0: nothing was logged before
+            return True
         written_by = meta.get("world_size")
         if written_by != self.world.size:
             raise UserError(f"{path} was written by {written_by} ranks and this run has {self.world.size}; "
