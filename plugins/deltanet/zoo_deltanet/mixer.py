@@ -225,12 +225,19 @@ class GatedDeltaNet(DeltaNet):
     def _log_decay(self, x: Tensor) -> Tensor:
         """log alpha_t = -exp(A_log) softplus(W_a x_t + dt_bias), (B, T, H), in float32 or wider."""
         acc = torch.promote_types(x.dtype, torch.float32)
-        return -self.A_log.to(acc).exp() * F.softplus(self.a_proj(x).to(acc) + self.dt_bias.to(acc))
+        return -self.A_log.to(acc).exp() * _softplus(self.a_proj(x).to(acc) + self.dt_bias.to(acc))
 
     def flops_per_token(self, seq_len: int) -> float:
         C = self.config.chunk_size
         decay = 2 * self.dim * self.n_heads + self.n_heads * (3 * C + 10)  # a_proj; Gamma (C x C a chunk)
         return super().flops_per_token(seq_len) + float(decay)
+
+
+def _softplus(z: Tensor) -> Tensor:
+    """F.softplus (threshold 20) in elementwise ops: under torch.compile, aten's softplus_backward
+    is traced as contiguous but returns the (transposed) layout of its gradient here, and the
+    a_proj backward's view of it fails (torch 2.13, aot_eager)."""
+    return torch.where(z > 20, z, torch.log1p(torch.exp(z.clamp(max=20))))
 
 
 def _l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:
