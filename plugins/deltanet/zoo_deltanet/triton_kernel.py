@@ -21,6 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+MAX_BV = 64  # state columns per program (untuned: no GPU timing exists)
+
 
 @triton.jit
 def chunk_delta_rule_fwd_kernel(q, k, v, beta, g, h0, o, ht, T, scale,
@@ -99,7 +101,7 @@ def launch(q, k, v, beta, g, h0, o, ht, scale: float, chunk: int) -> None:
     B, T, H, K = q.shape
     V = v.shape[-1]
     BK = max(16, triton.next_power_of_2(K))
-    BV = min(64, max(16, triton.next_power_of_2(V)))
+    BV = min(MAX_BV, max(16, triton.next_power_of_2(V)))
     dtype = tl.float64 if q.dtype == torch.float64 else tl.float32
     grid = (triton.cdiv(V, BV), B * H)
     chunk_delta_rule_fwd_kernel[grid](
