@@ -72,10 +72,15 @@ def chunk_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Optio
     U = Tinv @ (v * beta[..., None])
 
     h = q.new_zeros(B, Hh, Dk, Dv) if h0 is None else h0.to(acc)
+    # unbind once: indexing chunk n inside the loop would make the backward build a zero-filled
+    # full-size gradient per chunk and per tensor (quadratic in the number of chunks)
+    n_chunks = q.shape[2]
+    decays = [None] * n_chunks if chunk_decay is None else chunk_decay.unbind(2)
     outs = []
-    for n in range(q.shape[2]):
-        u_new = U[:, :, n] - W[:, :, n] @ h
-        outs.append(qg[:, :, n] @ h + P[:, :, n] @ u_new)
-        h = (h if chunk_decay is None else h * chunk_decay[:, :, n]) + kd[:, :, n].transpose(-1, -2) @ u_new
+    for U_n, W_n, qg_n, P_n, kd_n, a_n in zip(U.unbind(2), W.unbind(2), qg.unbind(2), P.unbind(2),
+                                              kd.transpose(-1, -2).unbind(2), decays):
+        u_new = U_n - W_n @ h
+        outs.append(qg_n @ h + P_n @ u_new)
+        h = (h if a_n is None else h * a_n) + kd_n @ u_new
     o = torch.stack(outs, 2).reshape(B, Hh, -1, Dv)[:, :, :T].transpose(1, 2)
     return o, h
