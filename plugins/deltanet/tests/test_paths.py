@@ -111,7 +111,15 @@ def test_state_size_is_the_bytes_of_the_state(cls):
 
 
 @pytest.mark.parametrize("kw,word", [({"backend": "fast"}, "backend"), ({"expand_v": 1.3}, "expand_v"),
-                                     ({"chunk_size": 0}, "chunk_size"), ({"dt_min": 0.5, "dt_max": 0.1}, "dt_min")])
+                                     ({"chunk_size": 0}, "chunk_size"), ({"dt_min": 0.5, "dt_max": 0.1}, "dt_min"),
+                                     ({"backend": "triton", "chunk_size": 24}, "power of two")])
 def test_bad_options_name_the_problem(kw, word):
     with pytest.raises(UserError, match=word):
         make(GatedDeltaNet, **kw)
+
+
+def test_triton_backend_on_cpu_without_the_interpreter_is_a_user_error(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    m = make(GatedDeltaNet, backend="triton", chunk_size=16)
+    with pytest.raises(UserError, match="backend=auto"):
+        m(torch.randn(1, 4, DIM, dtype=torch.float64))

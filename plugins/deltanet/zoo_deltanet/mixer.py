@@ -19,6 +19,7 @@ Three paths: naive (`reference.naive_delta_rule`, the equation per token), chunk
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -81,6 +82,9 @@ class DeltaNet(Mixer):
         if c.backend not in BACKENDS:
             raise UserError(f"{name} backend '{c.backend}' is not one of {', '.join(BACKENDS)}; "
                             f"set model.mixer.backend=auto")
+        if c.backend == "triton" and not triton_chunk.supported_chunk(c.chunk_size):
+            raise UserError(f"{name} backend=triton needs chunk_size a power of two >= 16 (got {c.chunk_size}); "
+                            f"set model.mixer.chunk_size=64")
         if c.n_heads < 1 or c.conv < 1 or c.chunk_size < 1 or c.head_k_dim < 0 or c.expand_v <= 0:
             raise UserError(f"{name}: need n_heads >= 1, conv >= 1, chunk_size >= 1, head_k_dim >= 0 "
                             f"and expand_v > 0 (got {c.n_heads}, {c.conv}, {c.chunk_size}, {c.head_k_dim}, "
@@ -132,9 +136,17 @@ class DeltaNet(Mixer):
         return self.out_proj(o.flatten(-2).to(x.dtype))
 
     def _backend(self, x: Tensor) -> str:
-        b = self.config.backend
+        b, chunk = self.config.backend, self.config.chunk_size
         if b == "auto":
-            return "triton" if x.is_cuda and triton_chunk.usable() else "chunked"
+            if x.is_cuda and triton_chunk.usable():
+                if triton_chunk.supported_chunk(chunk):
+                    return "triton"
+                triton_chunk.warn_once(f"zoo-deltanet: chunk_size={chunk} is not a power of two >= 16, so CUDA "
+                                       f"tensors take the chunked PyTorch path (set model.mixer.chunk_size=64)")
+            return "chunked"
+        if b == "triton" and not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+            raise UserError(f"{type(self).__name__} backend=triton needs CUDA tensors (or TRITON_INTERPRET=1); "
+                            f"set model.mixer.backend=auto")
         return b
 
     # -- the three paths ----------------------------------------------------------------------

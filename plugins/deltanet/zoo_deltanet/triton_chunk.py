@@ -20,6 +20,13 @@ from torch import Tensor
 from zoo_deltanet.chunked import chunk_delta_rule
 
 _warned = False
+_said = set()
+
+
+def warn_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        warnings.warn(message)
 
 
 def triton_installed() -> bool:
