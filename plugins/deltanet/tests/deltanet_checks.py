@@ -1,0 +1,33 @@
+"""Random delta-rule inputs shared by the tests (L2-normalised keys, as the mixers feed them)."""
+import torch
+import torch.nn.functional as F
+
+
+def rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def rule_inputs(B=2, T=37, H=3, K=5, V=7, gated=True, h0=True, seed=0, dtype=torch.float64):
+    """q, k, v, beta, log_a (or None), h0 (or None); log a_t in about [-2, 0]."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    q, k = F.normalize(r(B, T, H, K), dim=-1), F.normalize(r(B, T, H, K), dim=-1)
+    beta = torch.sigmoid(r(B, T, H))
+    log_a = -2 * torch.rand(B, T, H, generator=g, dtype=dtype) if gated else None
+    return [q, k, r(B, T, H, V), beta, log_a, r(B, H, K, V) if h0 else None]
+
+
+def leaves(args):
+    return [None if t is None else t.detach().clone().requires_grad_() for t in args]
+
+
+def outputs_and_grads(fn, args, seed=1):
+    """fn(*args) -> (o, h); returns o, h and the gradients of a random projection of both."""
+    xs = leaves(args)
+    o, h = fn(*xs)
+    g = torch.Generator().manual_seed(seed)
+    loss = (o.double() * torch.randn(o.shape, generator=g, dtype=torch.float64)).sum() \
+        + (h.double() * torch.randn(h.shape, generator=g, dtype=torch.float64)).sum()
+    used = [t for t in xs if t is not None]
+    return o, h, torch.autograd.grad(loss, used)
