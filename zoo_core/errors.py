@@ -39,6 +39,24 @@ class Preempted(Exception):
     exit_code = EXIT_PREEMPTED
 
 
+class StoppedBeforeStart(BaseException):
+    """SIGTERM or SIGUSR1 (a scheduler's preemption) before the training loop started: raised
+    out of whatever was running (imports, model build, data setup), like KeyboardInterrupt, so
+    it reaches the CLI past any `except Exception`. Nothing was saved; the CLI exits
+    EXIT_PREEMPTED, and the same command starts the run again as it would have."""
+
+    exit_code = EXIT_PREEMPTED
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_before_start(signum, frame) -> None:
+    """A signal handler for a single process before the loop runs (the loop installs its own)."""
+    raise StoppedBeforeStart(signum)
+
+
 #: Disk faults, and what to do about each.
 DISK_FIXES = {
     errno.ENOSPC: "the disk is full: free space there (or point runs_dir= at another disk)",
