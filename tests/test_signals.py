@@ -115,6 +115,25 @@ def test_signal_to_the_launcher_stops_both_ranks_with_one_checkpoint(launcher, s
     assert steps(run) == list(range(1, stopped + 3))
 
 
+def test_signal_to_a_bare_torchrun_saves_and_torchrun_exits_1(env, tmp_path):
+    """torchrun's own behaviour, as docs/guarantees.md states it: the ranks save and exit 0, torchrun
+    raises its SignalException (exit 1); `python -m zoo_core.launch` is what exits 75."""
+    run = tmp_path / "t"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+           "zoo_core.train", f"runs_dir={tmp_path}", "name=t", *RUN]
+    proc, workers = start_and_wait(cmd, env, run, 2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-3000:]
+    stopped = max(steps(run))
+    assert f"stopped by signal at step {stopped}" in err
+    latest = checkpoint.latest(run / "checkpoints")
+    assert latest.name == f"step-{stopped:08d}"
+    assert {p.name for p in latest.glob("extra-r*.json")} == {"extra-r0.json", "extra-r1.json"}
+    time.sleep(0.5)
+    assert not [w for w in workers if alive(w)], "a rank was left running"
+
+
 def test_ctrl_c_to_one_process_saves_and_exits_preempted(env, tmp_path):
     run = tmp_path / "c"
     proc, _ = start_and_wait(zoo("train", f"runs_dir={tmp_path}", "name=c", *RUN), env, run, 1)
