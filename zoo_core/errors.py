@@ -1,7 +1,7 @@
 """User-facing errors: one line that names the problem and the fix, exit status 2."""
 import difflib
 import errno
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 
 class UserError(Exception):
@@ -55,6 +55,18 @@ class StoppedBeforeStart(BaseException):
 def stop_before_start(signum, frame) -> None:
     """A signal handler for a single process before the loop runs (the loop installs its own)."""
     raise StoppedBeforeStart(signum)
+
+
+#: Under torchrun or in a Slurm task: a preemption signal that came before the loop ran.
+early_signal: List[int] = []
+
+
+def keep_for_the_loop(signum, frame) -> None:
+    """The handler for one of N ranks before the loop runs: every rank must stop after the same
+    step, so the signal is kept, and the loop sums it over ranks after its first step and saves
+    one checkpoint, as for a signal while training."""
+    if not early_signal:
+        early_signal.append(signum)
 
 
 #: Disk faults, and what to do about each.

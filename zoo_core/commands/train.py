@@ -2,7 +2,7 @@
 
 Options and overrides may come in any order. Exit status: 0 done (or already
 finished), 1 failed (diverged, disk fault), 2 bad input, 75 preempted with a
-checkpoint saved (run the same command again to resume), or stopped by SIGTERM/SIGUSR1
+checkpoint saved (run the same command again to resume), or stopped by SIGTERM/SIGUSR1/SIGUSR2
 before training started (nothing saved: the same command starts the run as it would have).
 """
 from zoo_core.cli import split_config
@@ -38,7 +38,7 @@ def run(args) -> None:
     # imported (train() and then the loop install their own handlers).
     import signal
     from zoo_core.errors import stop_before_start
-    before = {sig: signal.signal(sig, stop_before_start) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    before = {sig: signal.signal(sig, stop_before_start) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
     try:
         from zoo_core.train import train_cli
         train_cli(config, overrides)
