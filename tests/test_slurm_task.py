@@ -48,8 +48,18 @@ def tasks(controller):
     return found
 
 
-@pytest.mark.parametrize("sig,to", [(signal.SIGUSR2, [1]), (signal.SIGTERM, [0, 1])])
-def test_preemption_signal_to_a_task_saves_one_checkpoint_on_both_ranks(sig, to, tmp_path, monkeypatch):
+def torch_loaded(pid):
+    try:
+        return b"libtorch" in (Path("/proc") / str(pid) / "maps").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig,to,early", [(signal.SIGUSR2, [1], False), (signal.SIGTERM, [0, 1], False),
+                                          (signal.SIGUSR2, [1], True)])
+def test_preemption_signal_to_a_task_saves_one_checkpoint_on_both_ranks(sig, to, early, tmp_path, monkeypatch):
+    """early: the signal comes while the task imports torch (zoo's handler is set by then); it is kept,
+    and both ranks stop after the first step."""
     from zoo_core.config import resolve
     from zoo_core.launch import TrainTask, prepare_run
     from zoo_core.registry import get_registry
@@ -64,7 +74,12 @@ def test_preemption_signal_to_a_task_saves_one_checkpoint_on_both_ranks(sig, to,
     job = executor.submit(TrainTask(str(run), requeue=False))
     try:
         deadline = time.time() + 240
-        while len(steps(run)) < 2 and not job.done() and time.time() < deadline:
+        if early:
+            while not (len(pids := tasks(job._process.pid)) == 2 and all(map(torch_loaded, pids.values()))) \
+                    and not job.done() and time.time() < deadline:
+                time.sleep(0.005)
+            assert steps(run) == [], "training started before the signal"
+        while not early and len(steps(run)) < 2 and not job.done() and time.time() < deadline:
             time.sleep(0.05)
         pids = tasks(job._process.pid)
         assert sorted(pids) == [0, 1], (pids, job.state, job.stderr())
@@ -76,7 +91,7 @@ def test_preemption_signal_to_a_task_saves_one_checkpoint_on_both_ranks(sig, to,
             job.cancel()
     stopped = max(steps(run))
     assert [r["step"] for r in results] == [stopped, stopped] and all(r["interrupted"] for r in results)
-    assert stopped < 400
+    assert stopped == 1 if early else stopped < 400
     latest = checkpoint.latest(run / "checkpoints")
     assert latest.name == f"step-{stopped:08d}"
     assert {p.name for p in latest.glob("extra-r*.json")} == {"extra-r0.json", "extra-r1.json"}
