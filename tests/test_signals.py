@@ -115,11 +115,56 @@ def test_signal_to_the_launcher_stops_both_ranks_with_one_checkpoint(launcher, s
     assert steps(run) == list(range(1, stopped + 3))
 
 
+def test_signal_to_a_bare_torchrun_saves_and_torchrun_exits_1(env, tmp_path):
+    """torchrun's own behaviour, as docs/guarantees.md states it: the ranks save and exit 0, torchrun
+    raises its SignalException (exit 1); `python -m zoo_core.launch` is what exits 75."""
+    run = tmp_path / "t"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+           "zoo_core.train", f"runs_dir={tmp_path}", "name=t", *RUN]
+    proc, workers = start_and_wait(cmd, env, run, 2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-3000:]
+    stopped = max(steps(run))
+    assert f"stopped by signal at step {stopped}" in err
+    latest = checkpoint.latest(run / "checkpoints")
+    assert latest.name == f"step-{stopped:08d}"
+    assert {p.name for p in latest.glob("extra-r*.json")} == {"extra-r0.json", "extra-r1.json"}
+    time.sleep(0.5)
+    assert not [w for w in workers if alive(w)], "a rank was left running"
+
+
 def test_ctrl_c_to_one_process_saves_and_exits_preempted(env, tmp_path):
     run = tmp_path / "c"
     proc, _ = start_and_wait(zoo("train", f"runs_dir={tmp_path}", "name=c", *RUN), env, run, 1)
     proc.send_signal(signal.SIGINT)
     assert_preempted(proc, run, set(), 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_before_training_starts_is_one_line_and_changes_nothing(sig, env, tmp_path):
+    """SIGTERM/SIGUSR1 while `zoo train` imports torch and builds the run: exit 75, one line, no
+    checkpoint, no logged step; the same command then starts the run as it would have."""
+    run = tmp_path / "e"
+    cmd = zoo("train", f"runs_dir={tmp_path}", "name=e", *RUN)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path("/proc") / str(proc.pid) / "maps"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and b"libtorch" not in maps.read_bytes():
+        time.sleep(0.005)  # torch is being imported: the loop is seconds away
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
+    assert "Traceback" not in err and len(lines) == 1, err[-3000:]
+    assert f"stopped by {sig.name} before training started" in lines[0] and "nothing was saved" in lines[0]
+    assert steps(run) == [] and checkpoint.latest(run / "checkpoints") is None
+    if sig != signal.SIGTERM:
+        return
+    done = subprocess.run(cmd[:-len(RUN)] + RUN + ["train.steps=2"], env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert steps(run) == [1, 2]
 
 
 def test_kill_9_of_the_launcher_leaves_no_orphan(env, tmp_path):

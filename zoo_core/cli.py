@@ -14,8 +14,8 @@ import sys
 import warnings
 from typing import Callable, List, Optional, Sequence
 
-from zoo_core.errors import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, did_you_mean, disk_error_message,
-                             find_disk_error)
+from zoo_core.errors import (EXIT_FAILED, EXIT_INTERRUPTED, StoppedBeforeStart, UserError, did_you_mean,
+                             disk_error_message, find_disk_error)
 
 
 def _one_line_warnings() -> None:
@@ -39,6 +39,11 @@ def run_guarded(fn: Callable[[], object]) -> int:
     except KeyboardInterrupt:
         print("zoo: interrupted before training started; nothing was saved or changed", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StoppedBeforeStart as exc:
+        import signal
+        print(f"zoo: preempted: stopped by {signal.Signals(exc.signum).name} before training started; "
+              f"nothing was saved or changed; run the same command again to start the run as it is", file=sys.stderr)
+        return exc.exit_code
     except SystemExit:
         raise
     except Exception as exc:

@@ -1,7 +1,7 @@
 """User-facing errors: one line that names the problem and the fix, exit status 2."""
 import difflib
 import errno
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 
 class UserError(Exception):
@@ -37,6 +37,36 @@ class Preempted(Exception):
     where to resume. The CLI exits with EXIT_PREEMPTED."""
 
     exit_code = EXIT_PREEMPTED
+
+
+class StoppedBeforeStart(BaseException):
+    """SIGTERM or SIGUSR1 (a scheduler's preemption) before the training loop started: raised
+    out of whatever was running (imports, model build, data setup), like KeyboardInterrupt, so
+    it reaches the CLI past any `except Exception`. Nothing was saved; the CLI exits
+    EXIT_PREEMPTED, and the same command starts the run again as it would have."""
+
+    exit_code = EXIT_PREEMPTED
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_before_start(signum, frame) -> None:
+    """A signal handler for a single process before the loop runs (the loop installs its own)."""
+    raise StoppedBeforeStart(signum)
+
+
+#: Under torchrun or in a Slurm task: a preemption signal that came before the loop ran.
+early_signal: List[int] = []
+
+
+def keep_for_the_loop(signum, frame) -> None:
+    """The handler for one of N ranks before the loop runs: every rank must stop after the same
+    step, so the signal is kept, and the loop sums it over ranks after its first step and saves
+    one checkpoint, as for a signal while training."""
+    if not early_signal:
+        early_signal.append(signum)
 
 
 #: Disk faults, and what to do about each.

@@ -28,6 +28,10 @@ PREEMPT_SIGNAL = "USR1"
 #: Signals torchrun forwards to its workers. SIGUSR1 is not in torchrun's default list;
 #: the loop reads SIGTERM, SIGINT and SIGUSR1 as "checkpoint and stop".
 FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+#: What a Slurm task reads as "checkpoint and stop": SIGUSR1 (sbatch's warning before the time
+#: limit, asked for below), SIGUSR2 (submitit's preemption/timeout signal), SIGTERM (Slurm's own
+#: on preemption, scancel and the time limit).
+TASK_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 #: Set by `run_torchrun` for its workers: rank 0 writes the preemption there, so the
 #: launcher can exit "preempted" while torchrun sees every worker succeed.
 STATUS_ENV = "ZOO_LAUNCH_STATUS"
@@ -133,10 +137,21 @@ class TrainTask:
         self.run_dir, self.requeue = run_dir, requeue
 
     def __call__(self) -> Dict[str, Any]:
-        submitit = _submitit()
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        from zoo_core.train import train
-        result = train(self.run_dir, [])
+        # submitit's own handlers would requeue rank 0 without saving (SIGUSR2, its preemption
+        # and timeout signal) and ignore SIGTERM (what Slurm sends on preemption and at the time
+        # limit). Here every one of them takes the loop's path instead, on every task: kept until
+        # the loop runs, then each rank stops after the same step and saves its part of one checkpoint.
+        from zoo_core.errors import early_signal, keep_for_the_loop
+        early_signal.clear()
+        before = {sig: signal.signal(sig, keep_for_the_loop) for sig in TASK_SIGNALS}
+        try:
+            submitit = _submitit()
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            from zoo_core.train import train
+            result = train(self.run_dir, [])
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
         if result.get("interrupted") and self.requeue and os.environ.get("RANK", "0") == "0":
             job = os.environ.get("SLURM_ARRAY_JOB_ID") and \
                 f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}" or os.environ.get("SLURM_JOB_ID")

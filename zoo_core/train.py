@@ -32,7 +32,7 @@ from zoo_core.components import build_source, build_tokenizer, source_vocab
 from zoo_core.config import load_config, resolve, save_config
 from zoo_core.cpu_memory import keep_freed_memory
 from zoo_core.distributed import World, close_world, init_world
-from zoo_core.errors import EXIT_FAILED, Preempted, UserError
+from zoo_core.errors import EXIT_FAILED, Preempted, UserError, early_signal, keep_for_the_loop, stop_before_start
 from zoo_core.evaluate import evaluate
 from zoo_core.generate import generate
 from zoo_core.metrics import MetricsLog, peak_memory_mb
@@ -44,7 +44,10 @@ from zoo_core.state import detach_state
 from zoo_core.validate import batch_layout, check_request
 
 #: The signals that mean "checkpoint and stop" (SIGUSR1: Slurm's warning before the time limit).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+#: SIGUSR2 is submitit's preemption and timeout signal (what `job._interrupt()` sends).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+#: The preemption signals, before the loop runs (SIGINT there is KeyboardInterrupt: exit 130).
+EARLY_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Diverged(Exception):
@@ -358,6 +361,8 @@ class Trainer:
         # Signals first: one that comes while resuming is kept, and acted on after the next step.
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
+        if early_signal and self.signal_seen is None:
+            self.signal_seen = early_signal.pop()
         if not self.maybe_resume():  # before writing the config: a refused resume leaves the run as it was
             return {"step": self.step, "finished": True, "run_dir": str(self.run_dir)}
         if world.is_main:
@@ -468,13 +473,21 @@ def _unflatten(template: Any, tensors: Dict[str, torch.Tensor], prefix: str, dev
 
 
 def train(config: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    registry = get_registry()
-    cfg = resolve(run_config(config, overrides), registry)
-    world = init_world(cfg.train.device)
+    """Train (or resume) a run. SIGTERM, SIGUSR1 or SIGUSR2 before the loop starts raises
+    StoppedBeforeStart in a single process (nothing was written); on one of N ranks it is kept,
+    and every rank stops after the first step with one checkpoint."""
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    # One of N ranks (torchrun, or a Slurm task, which exports RANK) keeps the signal for the loop.
+    early = keep_for_the_loop if "RANK" in os.environ else stop_before_start
+    for sig in EARLY_SIGNALS:
+        signal.signal(sig, early)
     # The Trainer sets these process-wide; put them back for in-process callers (tests, notebooks).
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    world = None
     try:
+        registry = get_registry()
+        cfg = resolve(run_config(config, overrides), registry)
+        world = init_world(cfg.train.device)
         check_request(cfg, registry, world.size)  # the whole request, before anything is allocated or written
         return Trainer(cfg, registry, world).run()
     finally:
@@ -482,7 +495,9 @@ def train(config: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[s
         torch.set_num_threads(threads)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        close_world()
+        early_signal.clear()  # one that came too late for this run is not the next run's
+        if world is not None:
+            close_world()
 
 
 def train_cli(config: Optional[str], overrides: Sequence[str]) -> Dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Options and overrides may come in any order. Exit status: 0 done (or already
 finished), 1 failed (diverged, disk fault), 2 bad input, 75 preempted with a
-checkpoint saved (run the same command again to resume).
+checkpoint saved (run the same command again to resume), or stopped by SIGTERM/SIGUSR1/SIGUSR2
+before training started (nothing saved: the same command starts the run as it would have).
 """
 from zoo_core.cli import split_config
 from zoo_core.errors import UserError
@@ -33,8 +34,17 @@ def run(args) -> None:
         if code:
             raise SystemExit(code)
         return
-    from zoo_core.train import train_cli
-    train_cli(config, overrides)
+    # From here on a preemption signal ends in one line and exit 75, even while torch is
+    # imported (train() and then the loop install their own handlers).
+    import signal
+    from zoo_core.errors import stop_before_start
+    before = {sig: signal.signal(sig, stop_before_start) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    try:
+        from zoo_core.train import train_cli
+        train_cli(config, overrides)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def add_parser(sub) -> None:
