@@ -1,6 +1,23 @@
 """Random delta-rule inputs shared by the tests (L2-normalised keys, as the mixers feed them)."""
+import sys
+
 import torch
 import torch.nn.functional as F
+
+
+def import_qwen3_next():
+    """transformers' modeling_qwen3_next, imported with fla hidden: transformers binds fla's
+    kernels at import when fla is importable (they are Triton, CUDA only, and importing all of
+    fla.ops costs ~10 s). Skips the test when transformers has no Qwen3-Next (< 4.57)."""
+    import pytest
+    fla = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "fla" or n.startswith("fla.")}
+    sys.modules["fla"] = None
+    try:
+        return pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next",
+                                   reason="transformers with Qwen3-Next (>= 4.57) is not installed")
+    finally:
+        del sys.modules["fla"]
+        sys.modules.update(fla)
 
 
 def rel(a, b):

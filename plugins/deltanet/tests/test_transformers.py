@@ -2,26 +2,15 @@
 torch-only delta rule forced (transformers would take fla's Triton kernels, which do not run
 on CPU), with our weights copied in: the same outputs (float32: it computes the decay and
 the norm in float32)."""
-import sys
-
 import pytest
 import torch
 
-# transformers binds fla's kernels at import when fla is importable (they are Triton, CUDA only,
-# and importing all of fla.ops costs ~10 s): hide fla while its module loads.
-_fla = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "fla" or n.startswith("fla.")}
-sys.modules["fla"] = None
-try:
-    qwen3_next = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next",
-                                     reason="transformers with Qwen3-Next (>= 4.57) is not installed")
-finally:
-    del sys.modules["fla"]
-    sys.modules.update(_fla)
+from deltanet_checks import import_qwen3_next, rel
+
+qwen3_next = import_qwen3_next()
 
 from zoo_deltanet import GatedDeltaNet, GatedDeltaNetConfig  # noqa: E402
 from zoo_deltanet.hf import qwen3_next_config_kwargs, to_qwen3_next  # noqa: E402
-
-from deltanet_checks import rel  # noqa: E402
 
 
 @pytest.fixture

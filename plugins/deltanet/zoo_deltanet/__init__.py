@@ -1,4 +1,5 @@
-"""zoo-deltanet: registers the `deltanet` and `gated_deltanet` mixers and the `gdn-hybrid` preset."""
+"""zoo-deltanet: registers the `deltanet` and `gated_deltanet` mixers, the `gdn-hybrid` preset and
+the gated_deltanet <-> transformers Qwen3NextForCausalLM mapping (`zoo export --format hf`, `zoo import`)."""
 from zoo_core import hookimpl
 
 from zoo_deltanet.mixer import DeltaNet, DeltaNetConfig, GatedDeltaNet, GatedDeltaNetConfig
@@ -24,3 +25,10 @@ def register_mixers(register):
 def register_presets(register):
     register("gdn-hybrid", GDN_HYBRID, None,
              "Gated DeltaNet hybrid: [gated_deltanet x3, attention] repeated (needs zoo-attention)")
+
+
+@hookimpl
+def register_exports(register):
+    from zoo_deltanet.hf import Qwen3NextMapping
+    register("qwen3_next", Qwen3NextMapping, None,
+             "gated_deltanet (every layer, SwiGLU MLP) <-> transformers Qwen3NextForCausalLM (linear_attention, dense MLPs)")
