@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from zoo_mamba import Mamba, Mamba2, Mamba2Config, MambaConfig, fastpath
+from zoo_mamba import Mamba, Mamba2, Mamba2Config, MambaConfig, fastpath, paths
 from zoo_mamba.reference import causal_conv_ref, selective_scan_ref, ssd_ref
 
 f64 = torch.float64
@@ -98,7 +98,7 @@ def test_ssd_op_compiles_without_graph_breaks():
 def test_no_cuda_library_is_touched_on_cpu():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the missing-package line is for CUDA tensors only
-        assert not fastpath.usable("mamba_ssm", torch.zeros(1))
+        assert not paths.usable("mamba_ssm", torch.zeros(1))
         m = Mamba2(32, Mamba2Config(headdim=8))
         m(torch.randn(1, 4, 32))
 
