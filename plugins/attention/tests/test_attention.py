@@ -79,8 +79,7 @@ def test_window_bounds_state_size_and_flops():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_complex_rope_equals_reference_rope(dtype):
-    from zoo_attention.mixer import rope_cis, rotate
-    from zoo_attention.reference import rope
+    from zoo_attention.rope import rope, rope_cis, rotate
     x = torch.randn(2, 9, 3, 8).to(dtype)  # (B, T, H, hd)
     pos = torch.tensor([[5 + t for t in range(9)], list(range(9))])
     cis = rope_cis(pos, 8, 500.0, dtype)
@@ -99,7 +98,7 @@ def test_complex_rope_equals_reference_rope(dtype):
 
 
 def test_cos_sin_op():
-    from zoo_attention.mixer import cos_sin
+    from zoo_attention.rope import cos_sin
     angles = torch.randn(2, 5, 1, 4) * 100
     torch.library.opcheck(cos_sin, (angles,))
     cos, sin = cos_sin(angles)
