@@ -144,3 +144,17 @@ def test_short_conv_is_causal_and_counted_in_the_state():
     assert m.state_size(100) - plain.state_size(100) == 2 * 32 * 8  # the last 2 inputs, float64
     with pytest.raises(ValueError, match="conv"):
         make(conv=1)
+
+
+def test_attention_path_is_picked_once(monkeypatch):
+    """naive | flash | sdpa: flash-attn only under backend=auto with nothing cached, and only
+    where it is usable (CUDA half precision, installed); SDPA otherwise."""
+    from zoo_attention import flash
+    from zoo_attention.mixer import attention_path
+    q = torch.zeros(1, 2, 3, 8)
+    assert attention_path("naive", q, plain_causal=True) == "naive"
+    assert attention_path("auto", q, plain_causal=True) == "sdpa"  # a CPU tensor
+    monkeypatch.setattr(flash, "usable", lambda q: True)
+    assert attention_path("auto", q, plain_causal=True) == "flash"
+    assert attention_path("auto", q, plain_causal=False) == "sdpa"  # a KV cache: SDPA with a mask
+    assert attention_path("sdpa", q, plain_causal=True) == "sdpa"
