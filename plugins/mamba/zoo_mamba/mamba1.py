@@ -1,18 +1,19 @@
 """Mamba (Gu & Dao 2023, arXiv 2312.00752): the selective scan over a diagonal state.
 
-    x, z = in_proj(u)                                   two branches of width d_inner
-    x    = SiLU(Conv_W(x))                              causal depthwise conv, width d_conv
-    dt_r, B_t, C_t = x_proj(x_t)                        dt of rank R, B and C of size N
+    x, z = in_proj(input)                               two branches of width d_inner
+    u    = SiLU(Conv_W(x))                              causal depthwise conv, width d_conv
+    dt_r, B_t, C_t = x_proj(u_t)                        dt of rank R, B and C of size N
     dt_t = softplus(dt_proj(dt_r))                      (its bias is the dt bias)
     A    = -exp(A_log),  S4D-real init A[d, n] = -(n + 1)
-    h_t  = exp(dt_t A) h_{t-1} + dt_t B_t x_t           h: (d_inner, d_state), eq. 2a with ZOH A, Euler B
-    y_t  = C_t h_t + D x_t                              eq. 2b plus the skip
+    h_t  = exp(dt_t A) h_{t-1} + dt_t B_t u_t           h: (d_inner, d_state), eq. 2a with ZOH A, Euler B
+    y_t  = C_t h_t + D u_t                              eq. 2b plus the skip
     out  = out_proj(y * SiLU(z))
 
 Three paths, picked once per forward by `paths.pick`: naive (`reference.selective_scan_ref`,
 one step per token), fast (zoo-kernels' fused `selective_scan`, compiled C on CPU and Triton
-on CUDA, which never stores the (b, T, D, N) decays; mamba-ssm's `selective_scan_fn` and
-causal-conv1d on CUDA when installed and no state is carried) and the recurrent `step`.
+on CUDA, which never stores the (b, T, D, N) decays, else a linear scan over the flattened
+state; mamba-ssm's `selective_scan_fn` and causal-conv1d on CUDA when installed and no state
+is carried) and the recurrent `step`.
 """
 from __future__ import annotations
 

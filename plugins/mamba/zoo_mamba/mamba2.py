@@ -1,6 +1,6 @@
 """Mamba-2 (Dao & Gu 2024, arXiv 2405.21060): state-space duality (SSD), a scalar decay per head.
 
-    z, xBC, dt = in_proj(u)                             heads of headdim P; B, C in ngroups groups
+    z, xBC, dt = in_proj(input)                         heads of headdim P; B, C in ngroups groups
     x, B, C    = SiLU(Conv_W(xBC))                      causal depthwise conv over (x, B, C)
     dt_t = softplus(dt_t + dt_bias);  A = -exp(A_log)   one scalar per head
     h_t  = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T         h: (P, N) per head (section 7)
