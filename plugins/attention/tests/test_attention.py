@@ -79,8 +79,7 @@ def test_window_bounds_state_size_and_flops():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_complex_rope_equals_reference_rope(dtype):
-    from zoo_attention.mixer import rope_cis, rotate
-    from zoo_attention.reference import rope
+    from zoo_attention.rope import rope, rope_cis, rotate
     x = torch.randn(2, 9, 3, 8).to(dtype)  # (B, T, H, hd)
     pos = torch.tensor([[5 + t for t in range(9)], list(range(9))])
     cis = rope_cis(pos, 8, 500.0, dtype)
@@ -99,7 +98,7 @@ def test_complex_rope_equals_reference_rope(dtype):
 
 
 def test_cos_sin_op():
-    from zoo_attention.mixer import cos_sin
+    from zoo_attention.rope import cos_sin
     angles = torch.randn(2, 5, 1, 4) * 100
     torch.library.opcheck(cos_sin, (angles,))
     cos, sin = cos_sin(angles)
@@ -145,3 +144,17 @@ def test_short_conv_is_causal_and_counted_in_the_state():
     assert m.state_size(100) - plain.state_size(100) == 2 * 32 * 8  # the last 2 inputs, float64
     with pytest.raises(ValueError, match="conv"):
         make(conv=1)
+
+
+def test_attention_path_is_picked_once(monkeypatch):
+    """naive | flash | sdpa: flash-attn only under backend=auto with nothing cached, and only
+    where it is usable (CUDA half precision, installed); SDPA otherwise."""
+    from zoo_attention import flash
+    from zoo_attention.mixer import attention_path
+    q = torch.zeros(1, 2, 3, 8)
+    assert attention_path("naive", q, plain_causal=True) == "naive"
+    assert attention_path("auto", q, plain_causal=True) == "sdpa"  # a CPU tensor
+    monkeypatch.setattr(flash, "usable", lambda q: True)
+    assert attention_path("auto", q, plain_causal=True) == "flash"
+    assert attention_path("auto", q, plain_causal=False) == "sdpa"  # a KV cache: SDPA with a mask
+    assert attention_path("sdpa", q, plain_causal=True) == "sdpa"

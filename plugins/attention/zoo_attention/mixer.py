@@ -1,8 +1,17 @@
-"""Causal multi-head attention: GQA, RoPE or learned absolute positions, optional sliding window, KV-cache step.
+"""Causal multi-head attention (Vaswani et al. 2017) with grouped-query heads (Ainslie et al. 2023),
+RoPE (Su et al. 2021) or learned absolute positions, an optional sliding window and a KV-cache step.
 
-Three paths, as every zoo mixer has:
-* naive (`reference.naive_attention`): the softmax equation, materialised;
-* fast: flash-attn on CUDA when installed, else PyTorch SDPA;
+    x       <- Conv_k(x);  x <- x + P[pos]           optional: conv=k, position=learned (inputs.py)
+    q, k, v  = W_q x, W_k x, W_v x                   n_heads query heads, n_kv_heads key/value heads,
+                                                     each kv head shared by n_heads / n_kv_heads queries
+    q, k    <- RoPE(q, pos), RoPE(k, pos)            position=rope (rope.py), the first rope_fraction dims
+    o_i      = sum_j softmax_j(q_i . k_j / sqrt(d) + M_ij) v_j
+               M_ij = 0 if 0 <= pos_i - pos_j < window (window: None = no limit), else -inf
+    y        = W_o o
+
+Three paths, as every zoo mixer has, picked once per forward by `attention_path`:
+* naive (`reference.naive_attention`, with the reference RoPE): the softmax equation, materialised;
+* fast: flash-attn on CUDA when installed (`flash.py`), else PyTorch SDPA;
 * step: one token against the KV cache.
 """
 from __future__ import annotations
@@ -15,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo_attention.reference import allowed, naive_attention, rope
 from zoo_attention import flash
+from zoo_attention.inputs import add_positions, short_conv
+from zoo_attention.reference import allowed, naive_attention
+from zoo_attention.rope import rope_qk
 from zoo_core.interfaces import Mixer
 
 
@@ -72,72 +83,59 @@ class Attention(Mixer):
         self.wkv = nn.Linear(dim, 2 * self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, dim, bias=config.out_bias)
 
-    # -- projections ------------------------------------------------------------
-    def _qkv(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """q, k, v as (B, heads, T, head_dim), with RoPE on q and k."""
+    # -- q, k, v ---------------------------------------------------------------------
+    def _project(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """q, k, v as (B, T, heads, head_dim), learned positions added to x first."""
         B, T, _ = x.shape
         if self.pos_embed is not None:
-            if int(positions.max()) >= self.pos_embed.shape[0]:
-                raise ValueError(f"attention position {int(positions.max())} is past max_positions="
-                                 f"{self.pos_embed.shape[0]}; raise model.mixer.max_positions")
-            x = x + self.pos_embed[positions].to(x.dtype)
+            x = add_positions(x, self.pos_embed, positions)
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k, v = self.wkv(x).view(B, T, 2, self.n_kv_heads, self.head_dim).unbind(2)
-        theta, rot = self.config.rope_theta, self.rope_dim
+        return q, k, v
+
+    def _rope(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, dtype: torch.dtype, reference: bool
+              ) -> Tuple[Tensor, Tensor, Tensor]:
+        """RoPE on q and k (position=rope; `reference`: the equation's form, else the fast one);
+        q, k, v to (B, heads, T, head_dim)."""
         if self.config.position != "rope":
             return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if self.config.backend == "naive":
-            q, k = (_first_dims(lambda u: rope(u, positions, theta), t.transpose(1, 2), rot) for t in (q, k))
-        else:
-            cis = rope_cis(positions, rot, theta, x.dtype)
-            q, k = (_first_dims(lambda u: rotate(u, cis), t, rot).transpose(1, 2) for t in (q, k))
+        q, k = rope_qk(q, k, positions, self.rope_dim, self.config.rope_theta, dtype, reference)
         return q, k, v.transpose(1, 2)
+
+    def _qkv(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """q, k, v as (B, heads, T, head_dim) with the position signal; RoPE's form from the backend."""
+        q, k, v = self._project(x, positions)
+        return self._rope(q, k, v, positions, x.dtype, reference=self.config.backend == "naive")
 
     def _out(self, o: Tensor) -> Tensor:
         B, H, T, hd = o.shape
         return self.wo(o.transpose(1, 2).reshape(B, T, H * hd))
 
-    # -- the three paths -------------------------------------------------------------
     def _short_conv(self, x: Tensor, state: Optional[Dict[str, Tensor]]) -> Tuple[Tensor, Optional[Tensor]]:
-        """y_t = b + sum_j w_j * x_{t-k+1+j} per channel, with the last k-1 inputs of the
-        previous segment (zeros at the start); returns y and the new last k-1 inputs."""
         if self.conv is None:
             return x, None
-        k = self.conv.kernel_size[0]
-        prev = state["conv"] if state is not None else x.new_zeros(x.shape[0], k - 1, x.shape[2])
-        xx = torch.cat([prev.to(x.dtype), x], dim=1)
-        y = F.conv1d(xx.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.dim).transpose(1, 2)
-        return y, xx[:, xx.shape[1] - (k - 1):]
+        return short_conv(self.conv, x, None if state is None else state["conv"])
 
+    # -- forward: naive / flash-attn / SDPA, one pick -----------------------------------
     def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
         B, T, _ = x.shape
+        cached = state is not None and state["k"].shape[2] > 0
         x, conv_state = self._short_conv(x, state)
         start = state["next"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
         q_pos = start[:, None] + torch.arange(T, device=x.device)
-        q, k, v = self._qkv(x, q_pos)
+        q, k, v = self._project(x, q_pos)
+        path = attention_path(self.config.backend, q, plain_causal=not cached)
+        q, k, v = self._rope(q, k, v, q_pos, x.dtype, reference=path == "naive")
         k_pos = q_pos
-        if state is not None and state["k"].shape[2] > 0:
+        if cached:
             k = torch.cat([state["k"], k], dim=2)
             v = torch.cat([state["v"], v], dim=2)
             k_pos = torch.cat([state["pos"], q_pos], dim=1)
-        o = self._attend(q, k, v, q_pos, k_pos, plain_causal=state is None or state["k"].shape[2] == 0)
+        o = attend(path, q, k, v, q_pos, k_pos, self.window, plain_causal=not cached)
         new_state = self._trim(k, v, k_pos, q_pos[:, -1] + 1, conv_state) if return_state else None
         return self._out(o), new_state
 
-    def _attend(self, q, k, v, q_pos, k_pos, plain_causal: bool) -> Tensor:
-        backend = self.config.backend
-        if backend == "naive":
-            return naive_attention(q, k, v, q_pos, k_pos, self.window)
-        if backend == "auto" and plain_causal and flash.usable(q):
-            return flash.attention(q, k, v, self.window)
-        gqa = self.n_heads > self.n_kv_heads  # SDPA reads the shared kv heads in place, no copies
-        # A window that spans the whole segment is plain causal attention: take SDPA's
-        # fused causal kernel rather than materialising a (T, T) mask.
-        if plain_causal and (not self.window or self.window >= k.shape[2]):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        mask = allowed(q_pos, k_pos, self.window)[:, None]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-
+    # -- recurrent step: one token against the KV cache ---------------------------------
     def step(self, x: Tensor, state: Dict[str, Tensor]):
         pos = state["next"][:, None]
         xc, conv_state = self._short_conv(x[:, None], state)
@@ -199,47 +197,30 @@ class Attention(Mixer):
         return (2 * self.n_kv_heads * self.head_dim * kept + conv) * self.wq.weight.element_size()
 
 
-def _first_dims(fn, t: Tensor, n: int) -> Tensor:
-    """fn on the first n dims of t's last axis, the rest passed through (partial RoPE)."""
-    return fn(t) if n == t.shape[-1] else torch.cat([fn(t[..., :n]), t[..., n:]], dim=-1)
+
+# -- the paths of a forward -------------------------------------------------------------
+
+def attention_path(backend: str, q: Tensor, plain_causal: bool) -> str:
+    """naive | flash | sdpa. flash-attn (imported lazily; one line when it is missing on a GPU)
+    under backend=auto for CUDA half-precision q with nothing cached, else SDPA."""
+    if backend == "naive":
+        return "naive"
+    if backend == "auto" and plain_causal and flash.usable(q):
+        return "flash"
+    return "sdpa"
 
 
-# -- RoPE as one complex multiplication -------------------------------------------------
-# The same rotation as reference.rope (pairs (x[2i], x[2i+1])), but as one pass over
-# q and k with angles computed once per forward: 5x less time than the stacked
-# real form in an eager CPU training step (B 8, T 256, 4 x 64 heads). Under
-# torch.compile the real form stays: inductor fuses it, and has no complex codegen.
-
-@torch.library.custom_op("zoo_attention::cos_sin", mutates_args=())
-def cos_sin(angles: Tensor) -> tuple[Tensor, Tensor]:
-    """cos and sin as an opaque op: left to itself, inductor inlines them into every
-    consumer, and takes them per element of q and k (and again in the backward) rather
-    than once per (position, frequency): 32x the trig, 40% of a compiled CPU step at
-    batch 8 x 4 heads. Positions carry no gradient, so neither does this."""
-    return angles.cos(), angles.sin()
-
-
-@cos_sin.register_fake
-def _(angles):
-    return torch.empty_like(angles), torch.empty_like(angles)
-
-
-def rope_cis(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """exp(i * pos * theta^(-2j/hd)) as (B, T, 1, hd/2), at least complex64; under
-    torch.compile its (cos, sin) pair instead."""
-    work = torch.promote_types(dtype, torch.float32)
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = (positions.to(work)[:, :, None] * inv_freq.to(work))[:, :, None]
-    if torch.compiler.is_compiling():
-        return cos_sin(angles)
-    return torch.polar(torch.ones_like(angles), angles)
-
-
-def rotate(x: Tensor, cis) -> Tensor:
-    """x (B, T, H, hd) with each pair (x[2i], x[2i+1]) rotated; same dtype as x."""
-    if isinstance(cis, tuple):
-        cos, sin = cis
-        x1, x2 = x.to(cos.dtype)[..., 0::2], x.to(cos.dtype)[..., 1::2]
-        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
-    pairs = torch.view_as_complex(x.to(cis.real.dtype).unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * cis).flatten(-2).type_as(x)
+def attend(path: str, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, window: Optional[int],
+           plain_causal: bool) -> Tensor:
+    """o (B, H, Tq, hd) from q (B, H, Tq, hd) and k, v (B, H_kv, Tk, hd) on `path`."""
+    if path == "naive":
+        return naive_attention(q, k, v, q_pos, k_pos, window)
+    if path == "flash":
+        return flash.attention(q, k, v, window)
+    gqa = q.shape[1] > k.shape[1]  # SDPA reads the shared kv heads in place, no copies
+    # A window that spans the whole segment is plain causal attention: take SDPA's
+    # fused causal kernel rather than materialising a (T, T) mask.
+    if plain_causal and (not window or window >= k.shape[2]):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    mask = allowed(q_pos, k_pos, window)[:, None]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)

@@ -1,21 +1,11 @@
-"""Attention as the equations write it: the definition the fast path is tested against."""
+"""Attention as the equations write it: the definition the fast path is tested against.
+The reference RoPE sits with the fast one in rope.py (re-exported here as `rope`)."""
 import math
 
 import torch
 from torch import Tensor
 
-
-def rope(x: Tensor, positions: Tensor, theta: float) -> Tensor:
-    """Rotary embedding (Su et al. 2021) on (B, H, T, hd), positions (B, T).
-    Pairs (x[2i], x[2i+1]) are rotated by angle pos * theta^(-2i/hd)."""
-    hd = x.shape[-1]
-    inv_freq = theta ** (-torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd)
-    work = torch.promote_types(x.dtype, torch.float32)  # at least fp32, float64 stays float64
-    angles = positions.to(work)[:, None, :, None] * inv_freq.to(work)  # (B, 1, T, hd/2)
-    cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x.to(work)[..., 0::2], x.to(work)[..., 1::2]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    return out.type_as(x)
+from zoo_attention.rope import rope  # noqa: F401  (the reference rotation, beside its fast form)
 
 
 def allowed(q_pos: Tensor, k_pos: Tensor, window: int | None) -> Tensor:

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from zoo_mamba import Mamba, Mamba2, Mamba2Config, MambaConfig, fastpath
+from zoo_mamba import Mamba, Mamba2, Mamba2Config, MambaConfig, fastpath, paths
 from zoo_mamba.reference import causal_conv_ref, selective_scan_ref, ssd_ref
 
 f64 = torch.float64
@@ -98,9 +98,32 @@ def test_ssd_op_compiles_without_graph_breaks():
 def test_no_cuda_library_is_touched_on_cpu():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the missing-package line is for CUDA tensors only
-        assert not fastpath.usable("mamba_ssm", torch.zeros(1))
+        assert not paths.usable("mamba_ssm", torch.zeros(1))
         m = Mamba2(32, Mamba2Config(headdim=8))
         m(torch.randn(1, 4, 32))
+
+
+def test_pick_takes_the_libraries_only_where_they_serve(monkeypatch):
+    """The one choice per forward and per step (paths.pick, pick_step), with the libraries
+    answered as installed on a CUDA tensor: causal-conv1d's conv takes no carried state,
+    mamba-ssm's selective scan neither takes nor returns one, its SSD does both; the decode
+    kernels serve only without grad; a named backend is taken as is; off CUDA, chunked."""
+    monkeypatch.setattr(paths, "_on_cuda", lambda t: True)
+    monkeypatch.setattr(paths, "_found", {"mamba_ssm": True, "causal_conv1d": True})
+    x = torch.zeros(1)
+    pick = lambda backend="auto", **kw: tuple(paths.pick(backend, x, **kw))  # noqa: E731
+    assert pick(ssd=False, carried=False, return_state=False) == ("cuda", "cuda")
+    assert pick(ssd=False, carried=False, return_state=True) == ("cuda", "chunked")
+    assert pick(ssd=False, carried=True, return_state=True) == ("chunked", "chunked")
+    assert pick(ssd=True, carried=True, return_state=True) == ("chunked", "cuda")
+    assert pick("naive", ssd=True, carried=False, return_state=False) == ("naive", "naive")
+    assert pick("chunked", ssd=False, carried=False, return_state=False) == ("chunked", "chunked")
+    assert tuple(paths.pick_step("auto", x)) == ("torch", "torch")  # grad on: the differentiable step
+    with torch.no_grad():
+        assert tuple(paths.pick_step("auto", x)) == ("cuda", "cuda")
+        assert tuple(paths.pick_step("chunked", x)) == ("torch", "torch")
+    monkeypatch.setattr(paths, "_on_cuda", lambda t: False)
+    assert pick(ssd=True, carried=False, return_state=False) == ("chunked", "chunked")
 
 
 # -- CUDA: the kernels against the PyTorch path ---------------------------------------

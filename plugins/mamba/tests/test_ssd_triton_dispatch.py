@@ -1,7 +1,7 @@
 """Mamba-2 on CUDA without mamba-ssm runs zoo-kernels' Triton SSD, and says so in one line, once.
 
 mamba-ssm and causal-conv1d are made to fail to import. Without a GPU, the device check of the
-dispatch (fastpath._on_cuda) also answers True for CPU tensors, so the mixer takes its CUDA
+dispatch (paths._on_cuda) also answers True for CPU tensors, so the mixer takes its CUDA
 branch; nothing else is faked: the Triton kernels really run (under TRITON_INTERPRET=1, which
 conftest.py sets, on the CPU tensors) and their outputs, states and gradients are compared with
 the naive path's, in float64 (round-off only: 1e-10). On a GPU the test runs on CUDA tensors with the real device
@@ -13,9 +13,8 @@ import warnings
 import pytest
 import torch
 
-import zoo_mamba.mamba2 as mamba2
 from zoo_kernels.backends import triton_installed
-from zoo_mamba import Mamba2, Mamba2Config, fastpath
+from zoo_mamba import Mamba2, Mamba2Config, paths
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason="triton is not importable (pip install "
                                 "'zoo-kernels[triton]'); the Triton SSD dispatch is not tested")
@@ -28,17 +27,17 @@ DEVICE, DTYPE, TOL = ("cuda", torch.float32, 1e-3) if CUDA else ("cpu", torch.fl
 @pytest.fixture
 def cuda_without_mamba_ssm(monkeypatch):
     if not CUDA:
-        monkeypatch.setattr(fastpath, "_on_cuda", lambda t: True)
+        monkeypatch.setattr(paths, "_on_cuda", lambda t: True)
     for lib in ("mamba_ssm", "causal_conv1d"):
         monkeypatch.setitem(sys.modules, lib, None)  # `import lib` raises ImportError
-    monkeypatch.setattr(fastpath, "_found", {})
-    monkeypatch.setattr(fastpath, "_said", set())
+    monkeypatch.setattr(paths, "_found", {})
+    monkeypatch.setattr(paths, "_said", set())
 
 
 def test_mamba2_cuda_dispatch_takes_the_ssd_triton_kernels_without_mamba_ssm(cuda_without_mamba_ssm, monkeypatch):
     calls = []
-    real = mamba2.ssd_triton
-    monkeypatch.setattr(mamba2, "ssd_triton", lambda *a: calls.append(a[0].shape) or real(*a))
+    real = paths.ssd_triton
+    monkeypatch.setattr(paths, "ssd_triton", lambda *a: calls.append(a[0].shape) or real(*a))
     torch.manual_seed(0)
     cfg = dict(d_state=4, headdim=4, ngroups=2, chunk_size=4)  # 4 heads in 2 groups
     fast = Mamba2(8, Mamba2Config(**cfg)).to(DEVICE, DTYPE)
@@ -67,8 +66,8 @@ def test_mamba2_cuda_dispatch_takes_the_ssd_triton_kernels_without_mamba_ssm(cud
 
 def test_mamba2_cpu_dispatch_stays_on_the_chunked_path(monkeypatch):
     """On CPU tensors (the real device check) the SSD is the PyTorch chunked path, silently."""
-    monkeypatch.setattr(mamba2, "ssd_triton", lambda *a: pytest.fail("Triton SSD taken for a CPU tensor"))
+    monkeypatch.setattr(paths, "ssd_triton", lambda *a: pytest.fail("Triton SSD taken for a CPU tensor"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fastpath.ssd_path(torch.zeros(1)) == "chunked"
+        assert paths.ssd_path(torch.zeros(1)) == "chunked"
         Mamba2(8, Mamba2Config(d_state=4, headdim=4))(torch.randn(1, 5, 8))

@@ -1,5 +1,6 @@
-"""Pieces both mixers share: the dt initialisation, the causal depthwise conv
-(parallel and one-step, with its carried state) and Mamba-2's gated RMSNorm."""
+"""Pieces both mixers share: option checks, the dt initialisation, the causal depthwise conv
+(parallel and one-step, with its carried state), the one-token SSM recurrence and Mamba-2's
+gated RMSNorm."""
 from __future__ import annotations
 
 import math
@@ -64,6 +65,27 @@ def causal_conv_step(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_sta
         y = y + bias
     return F.silu(y), window[:, 1:]
 
+
+# -- one token of the SSM recurrence ---------------------------------------------------
+
+def ssm_step_torch(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tuple[Tensor, Tensor]:
+    """h_t = exp(dt A) h_{t-1} + dt x B^T, y = h_t C for one token, dt already softplus'ed; (y, new h).
+
+    Mamba-2: h (b, H, P, N), x (b, H, P), dt (b, H), A (H,), B, C (b, G, N).
+    Mamba-1: h (b, D, N), x (b, D), dt (b, D), A (D, N), B, C (b, N)."""
+    acc = h.dtype
+    if h.dim() == 4:
+        rep = h.shape[1] // B.shape[1]
+        Bh, Ch = B.repeat_interleave(rep, 1).to(acc), C.repeat_interleave(rep, 1).to(acc)
+        dt_ = dt.to(acc)[:, :, None, None]
+        new = torch.exp(dt_ * A.to(acc)[:, None, None]) * h + dt_ * x.to(acc)[..., None] * Bh[:, :, None, :]
+        return torch.einsum("bhpn,bhn->bhp", new, Ch).to(x.dtype), new
+    dt_ = dt.to(acc)[..., None]
+    new = torch.exp(dt_ * A.to(acc)) * h + dt_ * B.to(acc)[:, None, :] * x.to(acc)[..., None]
+    return torch.einsum("bdn,bn->bd", new, C.to(acc)).to(x.dtype), new
+
+
+# -- Mamba-2's output norm --------------------------------------------------------------
 
 class GatedRMSNorm(nn.Module):
     """Mamba-2's output norm: RMSNorm(y * SiLU(z)) * weight, normalised in float32 (float64 for float64) over

@@ -1,9 +1,8 @@
 """The CUDA kernels of mamba-ssm and causal-conv1d (`pip install 'zoo-mamba[cuda]'`),
 wrapped as torch.library custom ops so torch.compile traces them as single nodes.
 
-They are imported lazily, only for CUDA tensors; when one is missing the mixer
-says so once, in one line, and runs its fallback: for Mamba-2's SSD on CUDA that is
-zoo-kernels' Triton SSD (`ssd_path`), elsewhere the PyTorch path (same function, slower).
+They are imported lazily, inside the "cuda" impls; `paths.usable` decides whether they
+run and, when one is missing, says so once, in one line, and picks the fallback.
 
 Every op takes `impl`: "cuda" calls the library, "torch" calls our PyTorch path.
 The "torch" impl exists so the wrapper itself (fake kernels, autograd, compile)
@@ -19,61 +18,17 @@ and works across releases.
 from __future__ import annotations
 
 import contextlib
-import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from zoo_kernels import selective_scan as zoo_selective_scan
-from zoo_kernels.backends import triton_installed
 from zoo_kernels.ssd import ssd_chunked
-from zoo_mamba.common import acc_dtype, causal_conv, causal_conv_step
-
-# -- lazy imports ------------------------------------------------------------------
-
-_LIBS = {  # module -> what to pip install
-    "mamba_ssm": "mamba-ssm",
-    "causal_conv1d": "causal-conv1d",
-}
-_found: Dict[str, bool] = {}
-_said: set = set()  # (lib, fallback) lines already printed
-_TRITON = triton_installed()  # looked up once (find_spec, no import): torch.compile traces ssd_path
+from zoo_mamba.common import acc_dtype, causal_conv, causal_conv_step, ssm_step_torch
 
 
-def _on_cuda(t: Tensor) -> bool:
-    """The device check of every dispatch below (one place, so a CPU test can stand in for CUDA)."""
-    return t.is_cuda
-
-
-def usable(lib: str, t: Tensor, instead: Optional[str] = None) -> bool:
-    """Whether `lib` can run on `t`: CUDA tensors only, and the package imports. When it does
-    not, says once, in one line, what runs `instead`."""
-    if not _on_cuda(t):
-        return False
-    if lib not in _found:
-        try:
-            __import__(lib)
-            _found[lib] = True
-        except ImportError:  # also raised for ABI-broken builds (mamba issues 97, 237, 317)
-            _found[lib] = False
-    if not _found[lib]:
-        what = instead or ("the PyTorch chunked scan" if lib == "mamba_ssm" else "the PyTorch conv1d")
-        if (lib, what) not in _said:
-            _said.add((lib, what))
-            warnings.warn(f"zoo-mamba: {_LIBS[lib]} is not installed; using {what} "
-                          f"(pip install 'zoo-mamba[cuda]')", stacklevel=3)
-    return _found[lib]
-
-
-def ssd_path(x: Tensor) -> str:
-    """Where Mamba-2's SSD runs under backend=auto: "cuda" (mamba-ssm's kernel), "triton"
-    (zoo-kernels' Triton SSD: CUDA tensors without mamba-ssm) or "chunked" (PyTorch)."""
-    triton = _on_cuda(x) and _TRITON
-    if usable("mamba_ssm", x, "zoo-kernels' Triton SSD" if triton else "the PyTorch chunked scan"):
-        return "cuda"
-    return "triton" if triton else "chunked"
-
+# -- mamba-ssm's SSD, imported on first use ---------------------------------------------------
 
 def _chunk_scan_combined():
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
@@ -266,27 +221,8 @@ conv1d_silu.register_autograd(_conv_backward, setup_context=_conv_setup)
 
 
 # -- decoding: one token, functional wrappers of the in-place CUDA updates -------------------
-# Inference only (no autograd): the mixers call them when the kernels are usable
+# Inference only (no autograd): `paths.pick_step` takes them when the kernels are usable
 # and grad is off, and the differentiable PyTorch functions otherwise.
-
-def decode_impl(lib: str, x: Tensor, backend: str) -> str:
-    """"cuda" when `step` may use the library's decode kernel, else "torch"."""
-    fast = backend == "auto" and usable(lib, x) and not torch.is_grad_enabled()
-    return "cuda" if fast else "torch"
-
-
-def ssm_step_torch(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tuple[Tensor, Tensor]:
-    acc = h.dtype
-    if h.dim() == 4:
-        rep = h.shape[1] // B.shape[1]
-        Bh, Ch = B.repeat_interleave(rep, 1).to(acc), C.repeat_interleave(rep, 1).to(acc)
-        dt_ = dt.to(acc)[:, :, None, None]
-        new = torch.exp(dt_ * A.to(acc)[:, None, None]) * h + dt_ * x.to(acc)[..., None] * Bh[:, :, None, :]
-        return torch.einsum("bhpn,bhn->bhp", new, Ch).to(x.dtype), new
-    dt_ = dt.to(acc)[..., None]
-    new = torch.exp(dt_ * A.to(acc)) * h + dt_ * B.to(acc)[:, None, :] * x.to(acc)[..., None]
-    return torch.einsum("bdn,bn->bd", new, C.to(acc)).to(x.dtype), new
-
 
 @torch.library.custom_op("zoo_mamba::ssm_step", mutates_args=())
 def ssm_step(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, impl: str

@@ -1,16 +1,19 @@
 """Mamba (Gu & Dao 2023, arXiv 2312.00752): the selective scan over a diagonal state.
 
-    in_proj -> x, z;   x <- SiLU(causal depthwise conv(x))
-    x_proj(x) -> dt (rank R), B, C;   dt = softplus(dt_proj(dt))   (bias = dt bias)
-    A = -exp(A_log), S4D-real init A[d, n] = n + 1
-    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t;   y_t = C_t h_t + D x_t     h: (d_inner, d_state)
-    out_proj(y * SiLU(z))
+    x, z = in_proj(input)                               two branches of width d_inner
+    u    = SiLU(Conv_W(x))                              causal depthwise conv, width d_conv
+    dt_r, B_t, C_t = x_proj(u_t)                        dt of rank R, B and C of size N
+    dt_t = softplus(dt_proj(dt_r))                      (its bias is the dt bias)
+    A    = -exp(A_log),  S4D-real init A[d, n] = -(n + 1)
+    h_t  = exp(dt_t A) h_{t-1} + dt_t B_t u_t           h: (d_inner, d_state), eq. 2a with ZOH A, Euler B
+    y_t  = C_t h_t + D u_t                              eq. 2b plus the skip
+    out  = out_proj(y * SiLU(z))
 
-Three paths: naive (`reference.selective_scan_ref`), fast (`zoo_kernels.selective_scan`:
-fused kernels that never store the (b, T, D, N) decays, compiled C on CPU and Triton
-on CUDA; without a C compiler, zoo-kernels' linear scan over the flattened state;
-mamba-ssm's `selective_scan_fn` on CUDA when installed and no state is carried in or
-out), and the recurrent `step`.
+Three paths, picked once per forward by `paths.pick`: naive (`reference.selective_scan_ref`,
+one step per token), fast (zoo-kernels' fused `selective_scan`, compiled C on CPU and Triton
+on CUDA, which never stores the (b, T, D, N) decays, else a linear scan over the flattened
+state; mamba-ssm's `selective_scan_fn` and causal-conv1d on CUDA when installed and no state
+is carried) and the recurrent `step`.
 """
 from __future__ import annotations
 
@@ -24,12 +27,8 @@ from torch import Tensor, nn
 
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
-from zoo_kernels import selective_scan
-from zoo_mamba import fastpath
-from zoo_mamba.common import (acc_dtype, causal_conv, causal_conv_step, check_backend, check_dt_range,
-                              init_dt_bias)
-from zoo_mamba.mamba2 import _last_inputs
-from zoo_mamba.reference import causal_conv_ref, selective_scan_ref
+from zoo_mamba import paths
+from zoo_mamba.common import acc_dtype, check_backend, check_dt_range, init_dt_bias
 
 
 @dataclass
@@ -102,61 +101,32 @@ class Mamba(Mixer):
     def A(self) -> Tensor:
         return -torch.exp(self.A_log.to(acc_dtype(self.A_log)).view(self.d_inner, self.d_state))  # float64 stays
 
-    # -- the three paths ----------------------------------------------------------------
     def _ssm_inputs(self, x: Tensor):
+        """dt (softplus'ed, in the scan's dtype), B and C from the conv output x (..., d_inner)."""
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt).to(acc_dtype(x)))
         return dt, B, C
 
-    def _backend(self, x: Tensor, lib: str) -> str:
-        b = self.config.backend
-        if b == "auto":
-            return "cuda" if fastpath.usable(lib, x) else "chunked"
-        return b
-
+    # -- forward: naive / fast, one pick ------------------------------------------------
     def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+        path = paths.pick(self.config.backend, x, ssd=False, carried=state is not None, return_state=return_state)
+        conv_state, h0 = (None, None) if state is None else (state["conv"], state["ssm"])
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        conv_state = None if state is None else state["conv"]
-        h0 = None if state is None else state["ssm"]
-
-        backend = self._backend(x, "causal_conv1d")
-        if backend == "naive":
-            u, new_conv = causal_conv_ref(xs, self.conv_weight, self.conv_bias, conv_state)
-        elif backend == "cuda" and conv_state is None:
-            u = fastpath.conv1d_silu(xs, self.conv_weight, self.conv_bias, "cuda")
-            new_conv = _last_inputs(xs, self.config.d_conv) if return_state else None
-        else:
-            u, new_conv = causal_conv(xs, self.conv_weight, self.conv_bias, conv_state)
-
+        u, conv_state = paths.conv(path.conv, xs, self.conv_weight, self.conv_bias, conv_state, return_state)
         dt, B, C = self._ssm_inputs(u)
-        A = self.A.to(acc_dtype(u))
-        backend = self._backend(x, "mamba_ssm")
-        h = None
-        if backend == "naive":
-            y, h = selective_scan_ref(u, dt, A, B, C, h0)
-        elif backend == "cuda" and h0 is None and not return_state:
-            # selective_scan_fn takes no initial state and gives its last state no
-            # gradient, so it only serves plain training; zoo-kernels covers the rest.
-            y = fastpath.selective_scan(u, dt.to(u.dtype), A, B, C, "cuda")
-        else:
-            y, h = selective_scan(u, dt, A, B, C, h0)
+        y, h = paths.selective_scan(path.scan, u, dt, self.A.to(acc_dtype(u)), B, C, h0)
         y = (y + u * self.D.to(u.dtype)) * F.silu(z)
-        return self.out_proj(y), ({"conv": new_conv, "ssm": h} if return_state else None)
+        return self.out_proj(y), ({"conv": conv_state, "ssm": h} if return_state else None)
 
+    # -- recurrent step -----------------------------------------------------------------
     def step(self, x: Tensor, state: Dict[str, Tensor]):
+        path = paths.pick_step(self.config.backend, x)
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        backend = self.config.backend
-        if fastpath.decode_impl("causal_conv1d", x, backend) == "cuda":
-            u, new_conv = fastpath.conv_step(xs, state["conv"], self.conv_weight, self.conv_bias, "cuda")
-        else:
-            u, new_conv = causal_conv_step(xs, self.conv_weight, self.conv_bias, state["conv"])
+        u, conv_state = paths.conv_step(path.conv, xs, self.conv_weight, self.conv_bias, state["conv"])
         dt, B, C = self._ssm_inputs(u)
-        if fastpath.decode_impl("mamba_ssm", x, backend) == "cuda":
-            y, h = fastpath.ssm_step(state["ssm"], u, dt, self.A, B, C, "cuda")
-        else:
-            y, h = fastpath.ssm_step_torch(state["ssm"], u, dt, self.A, B, C)
+        y, h = paths.ssm_step(path.scan, state["ssm"], u, dt, self.A, B, C)
         y = (y + u * self.D.to(u.dtype)) * F.silu(z)
-        return self.out_proj(y), {"conv": new_conv, "ssm": h}
+        return self.out_proj(y), {"conv": conv_state, "ssm": h}
 
     def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
         device = device or self.in_proj.weight.device

@@ -1,19 +1,21 @@
-"""Mamba-2 (Dao & Gu 2024, arXiv 2405.21060): SSD with a scalar decay per head.
+"""Mamba-2 (Dao & Gu 2024, arXiv 2405.21060): state-space duality (SSD), a scalar decay per head.
 
-    in_proj -> z, x, B, C, dt;   (x, B, C) <- SiLU(causal depthwise conv(x, B, C))
-    dt = softplus(dt + dt_bias);  A = -exp(A_log)          (one scalar per head)
-    h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T;  y_t = h_t C_t + D x_t
-    out_proj(GatedRMSNorm(y, z))
+    z, xBC, dt = in_proj(input)                         heads of headdim P; B, C in ngroups groups
+    x, B, C    = SiLU(Conv_W(xBC))                      causal depthwise conv over (x, B, C)
+    dt_t = softplus(dt_t + dt_bias);  A = -exp(A_log)   one scalar per head
+    h_t  = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T         h: (P, N) per head (section 7)
+    y_t  = h_t C_t + D x_t
+    out  = out_proj(RMSNorm(y * SiLU(z)))               normalised per group of heads
 
-Three paths: naive (`reference.ssd_ref`, one step per token), chunked SSD
-(`ssd.ssd_chunked` on CPU; on CUDA mamba-ssm's kernel when installed, else
-zoo-kernels' Triton SSD), and the recurrent `step` used for generation.
+Three paths, picked once per forward by `paths.pick`: naive (`reference.ssd_ref`, one step per
+token), chunked SSD (zoo-kernels' `ssd_chunked` in PyTorch on CPU; on CUDA mamba-ssm's kernel
+and causal-conv1d when installed, else zoo-kernels' Triton SSD) and the recurrent `step`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +24,8 @@ from torch import Tensor, nn
 from zoo_core.cpu_linear import linear
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
-from zoo_kernels.ssd import ssd_triton
-from zoo_mamba import fastpath
-from zoo_mamba.common import (GatedRMSNorm, acc_dtype, causal_conv, causal_conv_step, check_backend,
-                              check_dt_range, init_dt_bias)
-from zoo_mamba.reference import causal_conv_ref, ssd_ref
-from zoo_mamba.ssd import ssd_chunked
+from zoo_mamba import paths
+from zoo_mamba.common import GatedRMSNorm, acc_dtype, check_backend, check_dt_range, init_dt_bias
 
 
 @dataclass
@@ -102,14 +100,14 @@ class Mamba2(Mixer):
         super().reset_parameters()
         self._init_own()
 
-    # -- the three paths ----------------------------------------------------------------
     def _split(self, x: Tensor):
-        # One product per part, from row blocks of in_proj's weight: splitting one big
-        # output would make backward gather the parts' gradients with a (B, T, 2.3 dim) cat.
+        """z, xBC, dt: one product per part, from row blocks of in_proj's weight. Splitting one big
+        output would make backward gather the parts' gradients with a (B, T, 2.3 dim) cat."""
         parts = self.in_proj.weight.split([self.d_inner, self.conv_dim, self.n_heads])
         return tuple(linear(x, w) for w in parts)
 
     def _ssm_inputs(self, xbc: Tensor, dt: Tensor):
+        """x as heads, dt (softplus'ed), A, and B, C as groups, from the conv output xBC."""
         G, N = self.ngroups, self.d_state
         xs, B, C = torch.split(xbc, [self.d_inner, G * N, G * N], dim=-1)
         xs = xs.unflatten(-1, (self.n_heads, self.headdim))
@@ -118,57 +116,29 @@ class Mamba2(Mixer):
         A = -torch.exp(self.A_log.to(acc_dtype(dt)))
         return xs, dt, A, B, C
 
-    def _backend(self, x: Tensor, lib: str) -> str:
-        b = self.config.backend
-        if b == "auto":
-            if lib == "mamba_ssm":
-                return fastpath.ssd_path(x)  # cuda | triton | chunked
-            return "cuda" if fastpath.usable(lib, x) else "chunked"
-        return b
+    def _output(self, y: Tensor, xs: Tensor, z: Tensor) -> Tensor:
+        y = y + xs * self.D.to(xs.dtype)[:, None]
+        return self.out_proj(self.norm(y.flatten(-2), z))
 
+    # -- forward: naive / chunked / CUDA, one pick ----------------------------------------
     def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
-        b, T, _ = x.shape
+        path = paths.pick(self.config.backend, x, ssd=True, carried=state is not None, return_state=return_state)
+        conv_state, h0 = (None, None) if state is None else (state["conv"], state["ssm"])
         z, xbc, dt = self._split(x)
-        conv_state = None if state is None else state["conv"]
-        h0 = None if state is None else state["ssm"]
-
-        backend = self._backend(x, "causal_conv1d")
-        if backend == "naive":
-            xbc_out, new_conv = causal_conv_ref(xbc, self.conv_weight, self.conv_bias, conv_state)
-        elif backend == "cuda" and conv_state is None:
-            xbc_out = fastpath.conv1d_silu(xbc, self.conv_weight, self.conv_bias, "cuda")
-            new_conv = _last_inputs(xbc, self.config.d_conv) if return_state else None
-        else:
-            xbc_out, new_conv = causal_conv(xbc, self.conv_weight, self.conv_bias, conv_state)
-
+        xbc_out, conv_state = paths.conv(path.conv, xbc, self.conv_weight, self.conv_bias, conv_state,
+                                         return_state)
         xs, dt, A, B, C = self._ssm_inputs(xbc_out, dt)
-        backend = self._backend(x, "mamba_ssm")
-        if backend == "naive":
-            y, h = ssd_ref(xs, dt, A, B, C, h0)
-        elif backend == "cuda":
-            y, h = fastpath.ssd_scan(xs, dt, A, B, C, self.config.chunk_size, h0, "cuda")
-        elif backend == "triton":
-            y, h = ssd_triton(xs, dt, A, B, C, self.config.chunk_size, h0)
-        else:
-            y, h = ssd_chunked(xs, dt, A, B, C, self.config.chunk_size, h0)
-        y = y + xs * self.D.to(xs.dtype)[:, None]
-        out = self.out_proj(self.norm(y.flatten(-2), z))
-        return out, ({"conv": new_conv, "ssm": h} if return_state else None)
+        y, h = paths.ssd(path.scan, xs, dt, A, B, C, self.config.chunk_size, h0)
+        return self._output(y, xs, z), ({"conv": conv_state, "ssm": h} if return_state else None)
 
+    # -- recurrent step -------------------------------------------------------------------
     def step(self, x: Tensor, state: Dict[str, Tensor]):
+        path = paths.pick_step(self.config.backend, x)
         z, xbc, dt = self._split(x)
-        backend = self.config.backend
-        if fastpath.decode_impl("causal_conv1d", x, backend) == "cuda":
-            xbc, new_conv = fastpath.conv_step(xbc, state["conv"], self.conv_weight, self.conv_bias, "cuda")
-        else:
-            xbc, new_conv = causal_conv_step(xbc, self.conv_weight, self.conv_bias, state["conv"])
+        xbc, conv_state = paths.conv_step(path.conv, xbc, self.conv_weight, self.conv_bias, state["conv"])
         xs, dt, A, B, C = self._ssm_inputs(xbc, dt)
-        if fastpath.decode_impl("mamba_ssm", x, backend) == "cuda":
-            y, h = fastpath.ssm_step(state["ssm"], xs, dt, A, B, C, "cuda")
-        else:
-            y, h = fastpath.ssm_step_torch(state["ssm"], xs, dt, A, B, C)
-        y = y + xs * self.D.to(xs.dtype)[:, None]
-        return self.out_proj(self.norm(y.flatten(-2), z)), {"conv": new_conv, "ssm": h}
+        y, h = paths.ssm_step(path.scan, state["ssm"], xs, dt, A, B, C)
+        return self._output(y, xs, z), {"conv": conv_state, "ssm": h}
 
     def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
         device = device or self.in_proj.weight.device
@@ -196,10 +166,3 @@ class Mamba2(Mixer):
         ssm = self.n_heads * self.headdim * self.d_state * 4  # float32
         return int(conv + ssm)
 
-
-def _last_inputs(x: Tensor, width: int) -> Tensor:
-    """The conv state after x from a zero state: its last width-1 inputs, zero-padded in front."""
-    keep = width - 1
-    if x.shape[1] >= keep:
-        return x[:, x.shape[1] - keep:]
-    return F.pad(x, (0, 0, keep - x.shape[1], 0))
