@@ -42,6 +42,7 @@ import triton
 import triton.language as tl
 
 from .._tensors import acc_dtype
+from ..backends import check_triton_device
 
 NUM_WARPS = 4
 BLOCK_N_MAX = 64   # state columns per N block (loops over N)
