@@ -2,7 +2,7 @@
 
     python benchmarks/kernels/tune_triton.py [--shape 8 65536 1536] [--full]
 
-Times zoo_kernels.triton_scan's linear-scan forward (fp32) for a grid of
+Times zoo_kernels.scan.triton's linear-scan forward (fp32) for a grid of
 (BLOCK_T, BLOCK_D, num_warps, num_stages), plus two loop variants written
 here: `prefetch` loads tile k+1 before scanning tile k, and `range` asks
 Triton to software-pipeline the time loop (tl.range num_stages). Every
@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from zoo_kernels import ops, triton_scan as ts
+import zoo_kernels
+from zoo_kernels.scan import triton as ts
 
 
 def copy_gbs(n: int = 2**28) -> float:
@@ -83,7 +84,7 @@ def main() -> None:
     a = 0.5 + 0.5 * torch.rand(b, t, d, device="cuda", generator=gen)
     x = torch.rand(b, t, d, device="cuda", generator=gen) - 0.5
     h0 = torch.rand(b, d, device="cuda", generator=gen)
-    ref, ref_last = ops.linear_scan(a, x, h0, backend="torch")
+    ref, ref_last = zoo_kernels.linear_scan(a, x, h0, backend="torch")
     moved = a.nbytes + x.nbytes + h0.nbytes + ref.nbytes + ref_last.nbytes
     bw = copy_gbs()
     print(f"{torch.cuda.get_device_name()}: copy {bw:.0f} GB/s; shape {tuple(args.shape)}; "

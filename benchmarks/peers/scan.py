@@ -64,7 +64,6 @@ def main() -> None:
         args.freed_memory = "glibc default (--glibc-default)"
     import torch
     import zoo_kernels
-    from zoo_kernels import ops
 
     try:
         from accelerated_scan.ref import scan as acc_scan
@@ -109,7 +108,7 @@ def main() -> None:
         entries.append(("zoo linear_scan (CPU path)", zoo, (a, x), grad))
         if cpp == "compiled":
             def zoo_chunked(a_, x_):
-                return _without_cpp(lambda: ops.linear_scan(a_, x_, None, backend="torch")[0])
+                return _without_cpp(lambda: zoo_kernels.linear_scan(a_, x_, None, backend="torch")[0])
             entries.append(("zoo chunked torch (ZOO_KERNELS_CPP=0)", zoo_chunked, (a, x), grad))
 
         # Python loop
@@ -169,10 +168,10 @@ def main() -> None:
 
 def _cpp_state() -> str:
     try:
-        from zoo_kernels import cpu_kernel
+        from zoo_kernels import cbuild
     except ImportError:
         return "not in this zoo-kernels"
-    return "compiled" if cpu_kernel.available() else f"unavailable ({cpu_kernel.why_unavailable()})"
+    return "compiled" if cbuild.available() else f"unavailable ({cbuild.why_unavailable()})"
 
 
 def _without_cpp(fn):

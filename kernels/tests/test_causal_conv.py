@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo_kernels import conv, cpu_kernel
+from zoo_kernels import cbuild
+from zoo_kernels.conv import cpu as conv_cpu
 from zoo_kernels.conv import _conv_op, causal_conv1d
 
-needs_kernel = pytest.mark.skipif(not cpu_kernel.available(),
-                                  reason=f"compiled CPU kernel not built here: {cpu_kernel.why_unavailable()}")
+needs_kernel = pytest.mark.skipif(not cbuild.available(),
+                                  reason=f"compiled CPU kernel not built here: {cbuild.why_unavailable()}")
 
 
 @pytest.fixture(params=[pytest.param("compiled", marks=needs_kernel), "torch"])
@@ -89,9 +90,9 @@ def test_thread_counts_and_noncontiguous_agree_bitwise():
 
 def test_fallback_gives_the_same_values(monkeypatch):
     calls = []
-    real = conv._call
-    monkeypatch.setattr(conv, "_call", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
-    args, have = inputs(2, 11, 24, 4, True, True), cpu_kernel.available()
+    real = conv_cpu._call
+    monkeypatch.setattr(conv_cpu, "_call", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    args, have = inputs(2, 11, 24, 4, True, True), cbuild.available()
     got = run(causal_conv1d, args, torch.float32, "silu")
     assert calls == ([0, 2] if have else [])  # the kernel's forward and backward ran
     monkeypatch.setenv("ZOO_KERNELS_CPP", "0")

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import zoo_kernels
-from zoo_kernels import cpu_kernel
-from zoo_kernels.selective import (CHECKPOINT_EVERY, _fused_op, selective_scan_flat, selective_scan_fused,
-                                        selective_scan_naive)
+from zoo_kernels import cbuild
+from zoo_kernels.selective import _fused_op, selective_scan_flat, selective_scan_fused, selective_scan_naive
+from zoo_kernels.selective.cpu import CHECKPOINT_EVERY
 
-needs_kernel = pytest.mark.skipif(not cpu_kernel.available(),
-                                  reason=f"compiled CPU kernel not built here: {cpu_kernel.why_unavailable()}")
+needs_kernel = pytest.mark.skipif(not cbuild.available(),
+                                  reason=f"compiled CPU kernel not built here: {cbuild.why_unavailable()}")
 PATHS = {"fused": selective_scan_fused, "flat": selective_scan_flat}
 
 
@@ -85,7 +85,7 @@ def test_noncontiguous_inputs_and_thread_counts_agree():
 @needs_kernel
 def test_scratch_cap_splits_channel_blocks(monkeypatch):
     """A large N * D caps the channel block (the backward's scratch); the blocks' dB/dC partials still sum right."""
-    import zoo_kernels.selective as ss
+    import zoo_kernels.selective.cpu as ss
     monkeypatch.setattr(ss, "SCRATCH_BYTES", (2 * CHECKPOINT_EVERY + 1) * 6 * 8 * 20)  # 20 channels of N=6 in f64
     args = inputs(3, 45, 40, 6, True)
     assert ss._plan(args[0], 6)[1] == 16  # three blocks, the last one partial
@@ -103,7 +103,7 @@ def test_dispatch_and_fallback(monkeypatch):
     for name in ("selective_scan_fused", "selective_scan_flat"):
         real = getattr(ss, name)
         monkeypatch.setattr(ss, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
-    expected_first = "selective_scan_fused" if cpu_kernel.available() else "selective_scan_flat"
+    expected_first = "selective_scan_fused" if cbuild.available() else "selective_scan_flat"
     y1, _ = zoo_kernels.selective_scan(*args)
     monkeypatch.setenv("ZOO_KERNELS_CPP", "0")
     y2, _ = zoo_kernels.selective_scan(*args)

@@ -1,4 +1,4 @@
-"""Mamba-1's fused Triton selective scan (triton_selective.py) against the float64 loop.
+"""Mamba-1's fused Triton selective scan (zoo_kernels/selective/triton.py) against the float64 loop.
 
 Without a GPU the kernels run under TRITON_INTERPRET=1 (set by conftest.py), so
 the shapes are tiny. The `small_blocks` fixture shrinks the tiles (BLOCK_T=8,
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not triton_installed(), reason=NO_TRITON)
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    from zoo_kernels import triton_selective
+    from zoo_kernels.selective import triton as triton_selective
 
     monkeypatch.setattr(triton_selective, "BLOCK_T", 8)
     monkeypatch.setattr(triton_selective, "BLOCK_D", 8)
@@ -92,7 +92,7 @@ def test_matches_the_loop_with_gradients(small_blocks, b, T, D, N, with_h0):
 
 def test_default_blocks_several_tiles():
     """The shipped BLOCK_T (checkpoint spacing): three tiles, the last partial."""
-    from zoo_kernels import triton_selective
+    from zoo_kernels.selective import triton as triton_selective
 
     T = 2 * triton_selective.BLOCK_T + 5
     against_the_loop(inputs(1, T, 5, 2, True))

@@ -17,10 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-
-def acc_dtype(t: Tensor) -> torch.dtype:
-    """States accumulate in float32 (float64 when the inputs are float64)."""
-    return torch.promote_types(t.dtype, torch.float32)
+from .._tensors import acc_dtype
 
 
 def ssd_naive(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,

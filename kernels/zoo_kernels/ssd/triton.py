@@ -41,7 +41,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .naive import acc_dtype
+from .._tensors import acc_dtype
+from ..backends import check_triton_device
 
 NUM_WARPS = 4
 BLOCK_N_MAX = 64   # state columns per N block (loops over N)
@@ -197,6 +198,22 @@ def _chunk_scan_fwd(
 
 
 @triton.jit
+def _bwd_n_block(B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm,
+                 sbb, sbt, sbg, sbn, scb, sct, scg, scn, F64: tl.constexpr, BN: tl.constexpr):
+    """The backward's operands on state columns n0 + [0, BN): the chunk's B and C tiles, and the
+    (P, BN) blocks of GH and HIN at state offset st."""
+    n = n0 + tl.arange(0, BN)
+    nm = n < N
+    bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
+    cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
+    pn = (st + p[:, None]) * N + n[None, :]
+    pnm = pm[:, None] & nm[None, :]
+    gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
+    hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+    return n, nm, bm, cm, gh, hin
+
+
+@triton.jit
 def _chunk_scan_bwd(
     X, DT, A, B, C, HIN, GY, GH, DX, DDT, DAP, DB, DC,
     T, H, P, N, L, NC, HPG,
@@ -228,14 +245,8 @@ def _chunk_scan_bwd(
     r = _acc(tl.zeros((BP,), tl.float32), F64)                      # <gH, h_in> by rows
     st = ((bi * NC + c) * H + h) * P
     for n0 in range(0, N, BN):
-        n = n0 + tl.arange(0, BN)
-        nm = n < N
-        bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
-        cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
-        pn = (st + p[:, None]) * N + n[None, :]
-        pnm = pm[:, None] & nm[None, :]
-        gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
-        hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+        n, nm, bm, cm, gh, hin = _bwd_n_block(B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm,
+                                              sbb, sbt, sbg, sbn, scb, sct, scg, scn, F64, BN)
         cb += tl.dot(cm, tl.trans(bm), input_precision=PREC)
         du_state += tl.dot(bm, tl.trans(gh), input_precision=PREC)
         y_in += tl.dot(cm, tl.trans(hin), input_precision=PREC)
@@ -257,14 +268,8 @@ def _chunk_scan_bwd(
 
     gum = gu * m
     for n0 in range(0, N, BN):
-        n = n0 + tl.arange(0, BN)
-        nm = n < N
-        bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
-        cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
-        pn = (st + p[:, None]) * N + n[None, :]
-        pnm = pm[:, None] & nm[None, :]
-        gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
-        hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+        n, nm, bm, cm, gh, hin = _bwd_n_block(B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm,
+                                              sbb, sbt, sbg, sbn, scb, sct, scg, scn, F64, BN)
         dc = tl.dot(gum, bm, input_precision=PREC) + from_start[:, None] * tl.dot(gy, hin, input_precision=PREC)
         db = tl.dot(tl.trans(gum), cm, input_precision=PREC) + to_end[:, None] * tl.dot(u, gh, input_precision=PREC)
         tn = th[:, None] * N + n[None, :]
@@ -273,13 +278,6 @@ def _chunk_scan_bwd(
 
 
 # ---- host wrappers (called by the custom ops in ssd/__init__.py) ----------------------------
-
-
-def _check_device(t: torch.Tensor) -> None:
-    import os
-
-    if not t.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("zoo_kernels Triton SSD: CUDA tensors needed (or TRITON_INTERPRET=1 for CPU tensors)")
 
 
 def _plan(x, B, chunk_size):
@@ -291,30 +289,40 @@ def _plan(x, B, chunk_size):
     return b, T, H, P, G, N, L, triton.cdiv(T, L), f64, prec, blocks(P, N, L)
 
 
+def _chunk_states(src, dt, A, M, grad, plan):
+    """Step 2 (_chunk_state) over every chunk: from x and B, or in the backward (grad) from gy and C."""
+    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    out = torch.empty((b, nc, H, P, N), dtype=torch.float64 if f64 else torch.float32, device=src.device)
+    _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
+        src, dt, A, M, out, T, H, P, N, L, nc, H // G,
+        *src.stride(), *dt.stride(), *M.stride(),
+        GRAD=grad, F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
+    )
+    return out
+
+
+def _pass_states(states, dt, A, init, reverse, plan):
+    """Step 3 (_state_pass): what enters every chunk and what leaves the last one, from `init`
+    (None: zeros); reversed in the backward."""
+    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    entering = torch.empty_like(states)
+    last = torch.empty((b, H, P, N), dtype=states.dtype, device=states.device)
+    _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
+        states, dt, A, last if init is None else init, entering, last, T, H, L, nc, P * N, *dt.stride(),
+        HAS_H0=init is not None, REVERSE=reverse, F64=f64, BL=bs["BL"], BS=BLOCK_S, num_warps=NUM_WARPS,
+    )
+    return entering, last
+
+
 def _states(x, dt, A, B, h0, plan):
     """Steps 2-3: the state entering every chunk (batch, NC, H, P, N) and h_T."""
-    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
-    acc = acc_dtype(x)
-    dev = x.device
-    states = torch.empty((b, nc, H, P, N), dtype=acc, device=dev)
-    _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
-        x, dt, A, B, states, T, H, P, N, L, nc, H // G,
-        *x.stride(), *dt.stride(), *B.stride(),
-        GRAD=False, F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
-    )
-    h_in = torch.empty_like(states)
-    h_last = torch.empty((b, H, P, N), dtype=acc, device=dev)
-    h0c = h0.contiguous() if h0 is not None else h_last  # dummy pointer when absent
-    _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
-        states, dt, A, h0c, h_in, h_last, T, H, L, nc, P * N, *dt.stride(),
-        HAS_H0=h0 is not None, REVERSE=False, F64=f64, BL=bs["BL"], BS=BLOCK_S, num_warps=NUM_WARPS,
-    )
-    return h_in, h_last
+    return _pass_states(_chunk_states(x, dt, A, B, False, plan), dt, A,
+                        None if h0 is None else h0.contiguous(), False, plan)
 
 
 def ssd_fwd(x, dt, A, B, C, chunk_size, h0):
     """Returns y (x's dtype) and h_T (float32; float64 for float64 x)."""
-    _check_device(x)
+    check_triton_device(x)
     plan = _plan(x, B, chunk_size)
     b, T, H, P, G, N, L, nc, f64, prec, bs = plan
     h_in, h_last = _states(x, dt, A, B, h0, plan)
@@ -329,24 +337,13 @@ def ssd_fwd(x, dt, A, B, C, chunk_size, h0):
 
 def ssd_bwd(x, dt, A, B, C, chunk_size, h0, gy, gh):
     """Returns dx, ddt, dA, dB, dC in their inputs' dtypes and dh0 (h_T's dtype)."""
-    _check_device(x)
+    check_triton_device(x)
     plan = _plan(x, B, chunk_size)
     b, T, H, P, G, N, L, nc, f64, prec, bs = plan
     acc = acc_dtype(x)
     dev = x.device
     h_in, _ = _states(x, dt, A, B, h0, plan)
-    d_in = torch.empty((b, nc, H, P, N), dtype=acc, device=dev)
-    _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
-        gy, dt, A, C, d_in, T, H, P, N, L, nc, H // G,
-        *gy.stride(), *dt.stride(), *C.stride(),
-        GRAD=True, F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
-    )
-    g_out = torch.empty_like(d_in)
-    dh0 = torch.empty((b, H, P, N), dtype=acc, device=dev)
-    _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
-        d_in, dt, A, gh.contiguous(), g_out, dh0, T, H, L, nc, P * N, *dt.stride(),
-        HAS_H0=True, REVERSE=True, F64=f64, BL=bs["BL"], BS=BLOCK_S, num_warps=NUM_WARPS,
-    )
+    g_out, dh0 = _pass_states(_chunk_states(gy, dt, A, C, True, plan), dt, A, gh.contiguous(), True, plan)
     dx = torch.empty((b, T, H, P), dtype=x.dtype, device=dev)
     ddt = torch.empty((b, T, H), dtype=dt.dtype, device=dev)
     da_part = torch.empty((b, nc, H), dtype=acc, device=dev)

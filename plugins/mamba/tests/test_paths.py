@@ -8,7 +8,7 @@ from zoo_core.errors import UserError
 from zoo_mamba import Mamba, Mamba2, Mamba2Config, MambaConfig
 from zoo_mamba.common import causal_conv
 from zoo_mamba.reference import causal_conv_ref, selective_scan_ref, ssd_ref
-from zoo_kernels import cpu_kernel, selective_scan
+from zoo_kernels import cbuild as cpu_kernel, selective_scan
 from zoo_mamba.ssd import ssd_chunked
 
 f64 = torch.float64

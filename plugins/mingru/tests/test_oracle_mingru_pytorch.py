@@ -24,7 +24,7 @@ peer_mingru = pytest.importorskip("minGRU_pytorch.minGRU", reason="mingru-pytorc
 peer_minlstm = pytest.importorskip("minGRU_pytorch.minLSTM", reason="mingru-pytorch has no minLSTM")
 
 from zoo_core.testing.build import step_through  # noqa: E402
-from zoo_kernels import available_backends, cpu_kernel  # noqa: E402
+from zoo_kernels import available_backends, cbuild as cpu_kernel  # noqa: E402
 from zoo_mingru import MinGRU, MinGRUConfig, MinLSTM, MinLSTMConfig  # noqa: E402
 from zoo_mingru.reference import naive_min_rnn  # noqa: E402
 

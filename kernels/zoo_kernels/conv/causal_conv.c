@@ -1,22 +1,23 @@
-"""C source of the fused causal depthwise conv1d (+ SiLU), compiled with the CPU scan in cpu_kernel.py.
+/* The fused causal depthwise conv1d (+ SiLU).
 
-    p_t = bias + sum_k w_k xpad_{t+k},   y_t = act(p_t),   xpad = cat(prev, x) over time
+       p_t = bias + sum_k w_k xpad_{t+k},   y_t = act(p_t),   xpad = cat(prev, x) over time
 
-One pass over time per (batch row, channel block), channels vectorised: each x
-row is read from memory once and from L1 by the next W-1 steps. The backward
-recomputes p (nothing is saved but the inputs), keeps the last W gradients
-gp_t = gy_t act'(p_t) in a ring, and writes d xpad_j = sum_k w_k gp_{j-k} as
-soon as j's last term is known, so dx and dprev are written once.
+   One pass over time per (batch row, channel block), channels vectorised: each x
+   row is read from memory once and from L1 by the next W-1 steps. The backward
+   recomputes p (nothing is saved but the inputs), keeps the last W gradients
+   gp_t = gy_t act'(p_t) in a ring, and writes d xpad_j = sum_k w_k gp_{j-k} as
+   soon as j's last term is known, so dx and dprev are written once.
 
-Layouts: x, prev with any batch/time strides, channels contiguous; wt (W, C)
-(the weight transposed, so channels are contiguous); bias (C), zeros without
-one; y, gy, dx (B, T, C), dprev (B, W-1, C); dw (B, W, C) and db (B, C) per
-batch row (Python sums the rows, so the result does not depend on the thread
-count).
-"""
+   Layouts: x, prev with any batch/time strides, channels contiguous; wt (W, C)
+   (the weight transposed, so channels are contiguous); bias (C), zeros without
+   one; y, gy, dx (B, T, C), dprev (B, W-1, C); dw (B, W, C) and db (B, C) per
+   batch row (Python sums the rows, so the result does not depend on the thread
+   count). */
 
-SOURCE = r"""
 #include <stdlib.h>
+
+#include "jobs.h"
+#include "vmath.h"
 
 typedef struct {
     const void *x, *prev, *wt, *bias, *gy;
@@ -198,4 +199,3 @@ int zoo_causal_conv(int kind, const void *x, const void *prev, const void *wt, c
     for (int k = 0; k < threads; k++) err |= jobs[k].err;
     return err;
 }
-"""

@@ -8,19 +8,14 @@ x[:, t] would make autograd build a full-size zero tensor per step (O(T^2)).
 
 from __future__ import annotations
 
-import functools
-
 import torch
-import torch.nn.functional as F
 
-
-def _acc_dtype(*ts):
-    return functools.reduce(torch.promote_types, [t.dtype for t in ts], torch.float32)
+from .._tensors import acc_dtype
 
 
 def linear_scan(a, x, h0=None):
     """h_t = a_t * h_{t-1} + x_t."""
-    acc = _acc_dtype(a, x)
+    acc = acc_dtype(a, x)
     h = torch.zeros_like(x[:, 0], dtype=acc) if h0 is None else h0.to(acc)
     hs = []
     for a_t, x_t in zip(a.to(acc).unbind(1), x.to(acc).unbind(1)):
@@ -31,27 +26,10 @@ def linear_scan(a, x, h0=None):
 
 def log_linear_scan(log_a, log_x, log_h0=None):
     """log_h_t = log(exp(log_a_t) * h_{t-1} + exp(log_x_t)), h_0 = exp(log_h0) or 0."""
-    acc = _acc_dtype(log_a, log_x)
+    acc = acc_dtype(log_a, log_x)
     log_h = None if log_h0 is None else log_h0.to(acc)
     out = []
     for la_t, lx_t in zip(log_a.to(acc).unbind(1), log_x.to(acc).unbind(1)):
         log_h = lx_t if log_h is None else torch.logaddexp(la_t + log_h, lx_t)
         out.append(log_h)
     return torch.stack(out, 1).to(log_x.dtype), log_h
-
-
-def rg_lru(x, r_pre, i_pre, a_param, c=8.0, h0=None):
-    """Griffin's RG-LRU (De et al. 2024, eqs. 1-4)."""
-    acc = _acc_dtype(x, r_pre, i_pre)
-    r = torch.sigmoid(r_pre.to(acc))  # recurrence gate
-    i = torch.sigmoid(i_pre.to(acc))  # input gate
-    log_a = -c * r * F.softplus(-a_param.to(acc))  # log(sigmoid(a_param) ** (c r))
-    a = torch.exp(log_a)
-    scale = torch.sqrt(-torch.expm1(2 * log_a))  # sqrt(1 - a^2) without cancellation
-    h = torch.zeros_like(x[:, 0], dtype=acc) if h0 is None else h0.to(acc)
-    u = scale * (i * x.to(acc))  # gated input
-    hs = []
-    for a_t, u_t in zip(a.unbind(1), u.unbind(1)):
-        h = a_t * h + u_t
-        hs.append(h)
-    return torch.stack(hs, 1).to(x.dtype), h

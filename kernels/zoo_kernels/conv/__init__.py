@@ -7,8 +7,8 @@ y_t = act(b + sum_j w_j * x_{t-k+1+j}) per channel; the state is the last k-1
 inputs (B, k-1, C), zeros before the first token.
 
 On CPU (float32/float64, one dtype) `causal_conv1d` runs the compiled kernel in
-cpu_conv_src.py: one pass that reads x and writes y, and a backward that
-recomputes the pre-activation. The torch path (shifted multiply-adds on CPU,
+conv/causal_conv.c (conv/cpu.py): one pass that reads x and writes y, and a backward that
+recomputes the pre-activation. The torch path (conv/naive.py: shifted multiply-adds on CPU,
 F.conv1d on CUDA) is the fallback and what other devices and dtypes run.
 
 Measured (2 threads, 2-core AMD EPYC VM shared with other work, load average
@@ -18,104 +18,40 @@ CausalConv (8, 256, 344), F.conv1d -> fused: 0.59 -> 0.24 ms, 3.1 -> 0.94 ms.
 """
 from __future__ import annotations
 
-import ctypes
 import math
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import cpu_kernel
+from .. import cbuild
+from .._custom_op import define, grad_or_zeros
+from .._tensors import channels_contiguous
+from . import cpu, naive
 
 ACTIVATIONS = ("none", "silu")
 
 
-# ---- the torch path: the definition, the fallback, and what CUDA runs ------------------------------
+# ---- the op: the compiled CPU kernel (cpu.py) or the torch path (naive.py), traced as one node ----
 
-def _conv_torch(x: Tensor, weight: Tensor, bias: Optional[Tensor], prev: Tensor, silu: bool) -> Tensor:
-    T, C = x.shape[1], x.shape[2]
-    xs = torch.cat([prev, x], dim=1)
-    if x.is_cuda:
-        y = F.conv1d(xs.transpose(1, 2), weight[:, None, :], bias, groups=C).transpose(1, 2)
-    else:  # W shifted multiply-adds: 1.5-5x faster than depthwise F.conv1d on CPU
-        y = xs[:, :T] * weight[:, 0]
-        for k in range(1, weight.shape[1]):
-            y = y + xs[:, k:k + T] * weight[:, k]
-        y = y if bias is None else y + bias
-    return F.silu(y) if silu else y
-
-
-def _conv_torch_backward(x, weight, bias, prev, gy, silu):
-    """The op's backward without the kernel, in closed form: (dx, dweight, dbias, dprev)."""
-    T, W = x.shape[1], weight.shape[1]
-    xs = torch.cat([prev, x], dim=1)
-    gp = gy
-    if silu:  # SiLU'(p) = s (1 + p (1 - s)), s = sigmoid(p)
-        p = _conv_torch(x, weight, bias, prev, False)
-        s = torch.sigmoid(p)
-        gp = gy * s * (1 + p * (1 - s))
-    dxs, dw = torch.zeros_like(xs), torch.empty_like(weight)
-    for k in range(W):
-        dxs[:, k:k + T] += gp * weight[:, k]
-        dw[:, k] = (gp * xs[:, k:k + T]).sum((0, 1))
-    return dxs[:, W - 1:].contiguous(), dw, gp.sum((0, 1)), dxs[:, :W - 1].clone()  # no aliases: W = 1
-
-
-# ---- the compiled CPU kernel as a custom op (torch.compile traces it as one node) ---------------
-
-def _compiled(x: Tensor) -> bool:
+def _impl():
     # read at every call, so ZOO_KERNELS_CPP=0 switches to the torch path inside the op
-    return cpu_kernel.enabled() and cpu_kernel.load() is not None
+    return cpu if cbuild.available() else naive
 
 
-def _call(kind, x, weight, bias, prev, silu, **out):
-    bsz, T, C = x.shape
-    threads = torch.get_num_threads() if x.numel() >= cpu_kernel.PARALLEL_MIN else 1
-    names = ["gy", "y", "dx", "dprev", "dw", "db"]
-    ptrs = [None if out.get(n) is None else out[n].data_ptr() for n in names]
-    st = (ctypes.c_int64 * 4)(x.stride(0), x.stride(1), prev.stride(0), prev.stride(1))
-    wt = weight.t().contiguous()  # (W, C): channels contiguous, like x
-    bias = x.new_zeros(C) if bias is None else bias.contiguous()  # the kernel always adds one
-    kind += 1 if x.dtype == torch.float64 else 0
-    err = cpu_kernel.load().zoo_causal_conv(
-        kind, x.data_ptr(), prev.data_ptr(), wt.data_ptr(), bias.data_ptr(), *ptrs,
-        st, bsz, T, C, weight.shape[1], cpu_kernel._block(bsz, C, threads), int(silu), threads)
-    if err:
-        raise MemoryError("zoo-kernels: the fused causal conv could not allocate its scratch buffer")
+def _conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], prev: Tensor, silu: bool) -> Tensor:
+    return _impl().conv(x, weight, bias, prev, silu)
 
 
-@torch.library.custom_op("zoo_kernels::causal_conv1d", mutates_args=())
-def _conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], prev: Tensor, silu: bool) -> Tensor:
-    if not _compiled(x):
-        return _conv_torch(x, weight, bias, prev, silu)
-    y = torch.empty(x.shape, dtype=x.dtype)
-    _call(0, x, weight, bias, prev, silu, y=y)
-    return y
-
-
-@_conv_op.register_fake
-def _(x, weight, bias, prev, silu):
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op("zoo_kernels::causal_conv1d_backward", mutates_args=())
-def _conv_bwd_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], prev: Tensor, gy: Tensor,
-                 silu: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _conv_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], prev: Tensor, gy: Tensor,
+              silu: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias, dprev); dbias is gy's act'-weighted sum even without a bias."""
-    if not _compiled(x):
-        return _conv_torch_backward(x, weight, bias, prev, gy, silu)
-    bsz, T, C = x.shape
-    W = weight.shape[1]
-    dx, dprev = torch.empty(x.shape, dtype=x.dtype), x.new_empty(bsz, W - 1, C)
-    dw, db = x.new_empty(bsz, W, C), x.new_empty(bsz, C)  # per batch row, summed here
-    _call(2, x, weight, bias, prev, silu, gy=gy, dx=dx, dprev=dprev, dw=dw, db=db)
-    return dx, dw.sum(0).t().contiguous(), db.sum(0), dprev
+    return _impl().conv_backward(x, weight, bias, prev, gy, silu)
 
 
-@_conv_bwd_op.register_fake
-def _(x, weight, bias, prev, gy, silu):
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), x.new_empty(x.shape[2]), prev.new_empty(prev.shape)
+_conv_bwd_op = define("causal_conv1d_backward", _conv_bwd,
+                      lambda x, weight, bias, prev, gy, silu: (x.new_empty(x.shape), weight.new_empty(weight.shape),
+                                                               x.new_empty(x.shape[2]), prev.new_empty(prev.shape)))
 
 
 def _conv_setup(ctx, inputs, output):
@@ -126,17 +62,13 @@ def _conv_setup(ctx, inputs, output):
 
 def _conv_backward(ctx, gy):
     x, weight, bias, prev = ctx.saved_tensors
-    gy = torch.zeros_like(x) if gy is None else gy.contiguous()
+    gy = grad_or_zeros(gy, x.shape, x).contiguous()
     dx, dw, db, dprev = _conv_bwd_op(x, weight, bias if ctx.has_bias else None, prev, gy, ctx.silu)
     return dx, dw, (db if ctx.has_bias else None), dprev, None
 
 
-_conv_op.register_autograd(_conv_backward, setup_context=_conv_setup)
-
-
-def _channels_contiguous(t: Tensor) -> Tensor:
-    # the kernel takes any batch/time strides (e.g. Mamba's slice of in_proj's output)
-    return t if t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous()
+_conv_op = define("causal_conv1d", _conv, lambda x, weight, bias, prev, silu: x.new_empty(x.shape),
+                  backward=_conv_backward, setup=_conv_setup)
 
 
 def _last_inputs(x: Tensor, prev: Tensor, keep: int) -> Tensor:
@@ -169,9 +101,9 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, prev
     tensors = (x, weight, prev) if bias is None else (x, weight, prev, bias)
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) \
             and all(t.dtype == x.dtype and t.device == x.device for t in tensors):
-        y = _conv_op(_channels_contiguous(x), weight, bias, _channels_contiguous(prev), silu)
+        y = _conv_op(*channels_contiguous(x), weight, bias, *channels_contiguous(prev), silu)
     else:
-        y = _conv_torch(x, weight, bias, prev, silu)
+        y = naive.conv(x, weight, bias, prev, silu)
     return y, _last_inputs(x, prev, W - 1)
 
 

@@ -22,7 +22,7 @@ gradient of any entry with a real memory, but not small relative to its own,
 nearly zero, value. dA comes back as per-batch-row partial sums and dB, dC as
 per-channel-block partial sums, which the host adds up (deterministic; no atomics).
 
-All arithmetic is fp32 (fp64 inputs are computed in fp32 here, as in triton_scan);
+All arithmetic is fp32 (fp64 inputs are computed in fp32 here, as in scan/triton.py);
 inputs may be bf16/fp16/fp32 with any strides. Block sizes are NOT tuned: no GPU
 timing of these kernels exists yet. (BLOCK_T, BLOCK_D, N padded to a power of
 two) is kept at most MAX_TILE elements so that a tile fits in registers; N above
@@ -39,8 +39,9 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from .chunked import acc_dtype
-from .triton_scan import _check_device, _lin_combine
+from .._tensors import acc_dtype
+from ..backends import check_triton_device
+from ..scan.triton import _lin_combine
 
 BLOCK_T = 32  # time steps per tile, and the spacing of the backward's checkpoints
 BLOCK_D = 16  # channels per program (shrunk when N is large)
@@ -80,13 +81,36 @@ def _row(tile, rows, R: tl.constexpr):
 
 
 @triton.jit
-def _load_tile(U, DT, B, C, b, t, d, n, m2, mn, sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn):
-    """u, dt (BT, BD) and B, C (BT, BN) of one tile in fp32; masked entries are 0 (dt = 0: an identity step)."""
+def _load_tile(U, DT, B, C, b, t, T, d, n, dmask, nmask,
+               sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn):
+    """u, dt (BT, BD) and B, C (BT, BN) of the tile of steps t in fp32, with the tile's masks
+    tm (steps), m2 (steps, channels) and mn (steps, state columns); masked entries are 0 (dt = 0:
+    an identity step)."""
+    tm = t < T
+    m2 = tm[:, None] & dmask[None, :]
+    mn = tm[:, None] & nmask[None, :]
     u = tl.load(U + b * sub + t[:, None] * sut + d[None, :] * sud, mask=m2, other=0.0).to(tl.float32)
     dt = tl.load(DT + b * sdb + t[:, None] * sdt + d[None, :] * sdd, mask=m2, other=0.0).to(tl.float32)
     bm = tl.load(B + b * sbb + t[:, None] * sbt + n[None, :] * sbn, mask=mn, other=0.0).to(tl.float32)
     cm = tl.load(C + b * scb + t[:, None] * sct + n[None, :] * scn, mask=mn, other=0.0).to(tl.float32)
-    return u, dt, bm, cm
+    return u, dt, bm, cm, tm, m2, mn
+
+
+@triton.jit
+def _program(A, D, N, sad, san, BT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr):
+    """This program's batch row b, channel block blk (channels d, state columns n, their masks),
+    a tile's rows, A on (d, n) and the offsets st of (d, n) into the (batch, D, N) states.
+    Padded channels and state entries get A = 0 (and B = 0), so their decay is 1, their input 0."""
+    b = tl.program_id(0).to(tl.int64)
+    blk = tl.program_id(1)
+    d = blk * BD + tl.arange(0, BD)
+    n = tl.arange(0, BN)
+    dmask = d < D
+    nmask = n < N
+    sm = dmask[:, None] & nmask[None, :]
+    a = tl.load(A + d[:, None] * sad + n[None, :] * san, mask=sm, other=0.0).to(tl.float32)
+    st = (b * D + d[:, None]) * N + n[None, :]
+    return b, blk, d, n, tl.arange(0, BT), dmask, nmask, sm, a, st
 
 
 @triton.jit
@@ -96,16 +120,7 @@ def _ss_fwd_kernel(
     sub, sut, sud, sdb, sdt, sdd, sad, san, sbb, sbt, sbn, scb, sct, scn,
     HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    d = tl.program_id(1) * BD + tl.arange(0, BD)
-    n = tl.arange(0, BN)
-    rows = tl.arange(0, BT)
-    dmask = d < D
-    nmask = n < N
-    sm = dmask[:, None] & nmask[None, :]
-    # padded channels and state entries: A = 0, B = 0, so their decay is 1 and their input 0
-    a = tl.load(A + d[:, None] * sad + n[None, :] * san, mask=sm, other=0.0).to(tl.float32)
-    st = (b * D + d[:, None]) * N + n[None, :]  # offsets into the (batch, D, N) states
+    b, blk, d, n, rows, dmask, nmask, sm, a, st = _program(A, D, N, sad, san, BT, BD, BN)
     if HAS_H0:
         carry = tl.load(H0 + st, mask=sm, other=0.0).to(tl.float32)
     else:
@@ -113,12 +128,9 @@ def _ss_fwd_kernel(
     for k in range(0, NT):
         tl.store(CK + ((b * NT + k) * D + d[:, None]) * N + n[None, :], carry, mask=sm)
         t = k * BT + rows
-        tm = t < T
-        m2 = tm[:, None] & dmask[None, :]
-        mn = tm[:, None] & nmask[None, :]
         # padding steps (t >= T) are identities: dt = 0 gives decay 1 and input 0
-        u, dt, bm, cm = _load_tile(U, DT, B, C, b, t, d, n, m2, mn,
-                                   sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn)
+        u, dt, bm, cm, tm, m2, mn = _load_tile(U, DT, B, C, b, t, T, d, n, dmask, nmask,
+                                               sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn)
         da = tl.exp(dt[:, :, None] * a[None, :, :])
         x = (dt * u)[:, :, None] * bm[:, None, :]
         x = tl.where(rows[:, None, None] == 0, x + da * carry[None, :, :], x)
@@ -138,27 +150,15 @@ def _ss_bwd_kernel(
 ):
     """DU, DDT contiguous (batch, T, D); DA (batch, D, N) per batch row; DB, DC
     (channel blocks, batch, T, N) per channel block; DH0 (batch, D, N)."""
-    b = tl.program_id(0).to(tl.int64)
-    blk = tl.program_id(1)
-    d = blk * BD + tl.arange(0, BD)
-    n = tl.arange(0, BN)
-    rows = tl.arange(0, BT)
-    dmask = d < D
-    nmask = n < N
-    sm = dmask[:, None] & nmask[None, :]
-    a = tl.load(A + d[:, None] * sad + n[None, :] * san, mask=sm, other=0.0).to(tl.float32)
-    st = (b * D + d[:, None]) * N + n[None, :]
+    b, blk, d, n, rows, dmask, nmask, sm, a, st = _program(A, D, N, sad, san, BT, BD, BN)
     # carry: w of the step after the tile (w_T = the gradient of h_T); it reaches the tile decayed
     carry = tl.load(GHL + st, mask=sm, other=0.0).to(tl.float32)
     da_acc = tl.zeros((BD, BN), tl.float32)
     for i in range(0, NT):
         k = NT - 1 - i
         t = k * BT + rows
-        tm = t < T
-        m2 = tm[:, None] & dmask[None, :]
-        mn = tm[:, None] & nmask[None, :]
-        u, dt, bm, cm = _load_tile(U, DT, B, C, b, t, d, n, m2, mn,
-                                   sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn)
+        u, dt, bm, cm, tm, m2, mn = _load_tile(U, DT, B, C, b, t, T, d, n, dmask, nmask,
+                                               sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn)
         gy = tl.load(GY + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m2, other=0.0).to(tl.float32)
         # the decay that carries w_{t+1} back to step t; 1 past the end (w_T = ghl enters undecayed)
         dt_next = tl.load(DT + b * sdb + (t + 1)[:, None] * sdt + d[None, :] * sdd,
@@ -200,11 +200,11 @@ def _ss_bwd_kernel(
         tl.store(DH0 + st, carry * tl.exp(dt0[:, None] * a), mask=sm)
 
 
-# ---- host wrappers (called by the custom ops in selective.py) ---------------------------
+# ---- host wrappers (called by the custom ops in selective/__init__.py) ---------------------------
 
 
 def _check(u, A):
-    _check_device(u)
+    check_triton_device(u)
     why = unsupported(A.shape[1])
     if why is not None:
         raise ValueError(f"zoo_kernels fused Triton selective scan: {why}")

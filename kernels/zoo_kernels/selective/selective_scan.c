@@ -1,27 +1,27 @@
-"""C source of the fused selective scan (Mamba-1), compiled with the CPU scan in cpu_kernel.py.
+/* The fused selective scan (Mamba-1).
 
-One pass over time per (batch row, channel block); the (D, N) state of a block
-stays in cache and the (batch, T, D, N) decays and inputs are never stored.
-The backward recomputes the states chunk by chunk from checkpoints the forward
-saved every K steps (keeping that chunk's decays too, so each exp is taken
-once per pass), then runs the reverse recurrence over the chunk.
+   One pass over time per (batch row, channel block); the (D, N) state of a block
+   stays in cache and the (batch, T, D, N) decays and inputs are never stored.
+   The backward recomputes the states chunk by chunk from checkpoints the forward
+   saved every K steps (keeping that chunk's decays too, so each exp is taken
+   once per pass), then runs the reverse recurrence over the chunk.
 
-    h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t        y_t = C_t . h_t
+       h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t        y_t = C_t . h_t
 
-Inside, a block's state is held (N, channels): every inner loop runs along
-channels, which are contiguous in u, dt and y, so y = C . h and the dt and u
-gradients are vector sums over n rather than a horizontal sum per channel
-(2x faster forward and backward than the (channels, N) layout at Mamba's N = 16).
+   Inside, a block's state is held (N, channels): every inner loop runs along
+   channels, which are contiguous in u, dt and y, so y = C . h and the dt and u
+   gradients are vector sums over n rather than a horizontal sum per channel
+   (2x faster forward and backward than the (channels, N) layout at Mamba's N = 16).
 
-Layouts (contiguous): u, dt, y, gy, du, ddt (B, L, D); Bm, Cm (B, L, N);
-A (D, N); h0, hl, ghl, dh0 (B, D, N); ck (B, ceil(L/K), D, N);
-dA partial (B, D, N); dB, dC partial (channel blocks, B, L, N).
-"""
+   Layouts (contiguous): u, dt, y, gy, du, ddt (B, L, D); Bm, Cm (B, L, N);
+   A (D, N); h0, hl, ghl, dh0 (B, D, N); ck (B, ceil(L/K), D, N);
+   dA partial (B, D, N); dB, dC partial (channel blocks, B, L, N). */
 
-SOURCE = r"""
 #include <stdlib.h>
 
-/* vexpf (float exp that vectorises) comes from cpu_vmath_src.py, placed first. */
+#include "jobs.h"
+#include "vmath.h"
+
 
 typedef struct {
     const void *u, *dt, *A, *Bm, *Cm, *h0, *gy, *ghl, *ck_in;
@@ -190,4 +190,3 @@ int zoo_selective_scan(int kind, const void *u, const void *dt, const void *A, c
     for (int k = 0; k < threads; k++) err |= jobs[k].err;
     return err;
 }
-"""

@@ -1,23 +1,24 @@
-"""C source of the fused RG-LRU (Griffin), compiled with the CPU scan in cpu_kernel.py.
+/* The fused RG-LRU (Griffin).
 
-One pass over time per (batch row, channel block), channels vectorised: the
-gates are computed in registers from x, r_pre, i_pre and never stored, so the
-forward reads three inputs and writes h once. The backward runs time in
-reverse, recomputes the gates and reads the saved h.
+   One pass over time per (batch row, channel block), channels vectorised: the
+   gates are computed in registers from x, r_pre, i_pre and never stored, so the
+   forward reads three inputs and writes h once. The backward runs time in
+   reverse, recomputes the gates and reads the saved h.
 
-    r = sigmoid(r_pre), i = sigmoid(i_pre), q = log a = n r with n = -c softplus(-a_param)
-    h_t = a h_{t-1} + s i x,  s = sqrt(1 - a^2) = sqrt(-expm1(q) (1 + a))
+       r = sigmoid(r_pre), i = sigmoid(i_pre), q = log a = n r with n = -c softplus(-a_param)
+       h_t = a h_{t-1} + s i x,  s = sqrt(1 - a^2) = sqrt(-expm1(q) (1 + a))
 
-n is computed once per call in Python; da_param's sum over batch rows too.
+   n is computed once per call in Python; da_param's sum over batch rows too.
 
-Layouts: x, r_pre, i_pre, g (B, L, D) with any batch/time strides, channels
-contiguous; n (D); h0 (B, D) with a batch stride (zeros when absent); h, dx,
-dr, di (B, L, D), last, gl, dh0, dap (B, D) contiguous.
-"""
+   Layouts: x, r_pre, i_pre, g (B, L, D) with any batch/time strides, channels
+   contiguous; n (D); h0 (B, D) with a batch stride (zeros when absent); h, dx,
+   dr, di (B, L, D), last, gl, dh0, dap (B, D) contiguous. */
 
-SOURCE = r"""
 #include <float.h>
 #include <stdlib.h>
+
+#include "jobs.h"
+#include "vmath.h"
 
 /* Backward, with w_t = dL/dh_t in total (w_{L-1} = g_{L-1} + gl, w_t = g_t + a_{t+1} w_{t+1}):
      dx       = w s i
@@ -43,7 +44,7 @@ SOURCE = r"""
     T om = -em * (1 + a), s = SQRT(om);                                                   \
     (void)rc; (void)ic;
 
-/* float: vexpf_le0 and vexp_expm1f_le0 (cpu_vmath_src.py; all arguments are <= 0) vectorise;
+/* float: vexpf_le0 and vexp_expm1f_le0 (vmath.h; all arguments are <= 0) vectorise;
    double: libm */
 #define RG_EXPS_F(q, a, em) vexp2_t q##_e = vexp_expm1f_le0(q); float a = q##_e.e, em = q##_e.em1;
 #define RG_EXPS_D(q, a, em) double a = exp(q), em = expm1(q);
@@ -172,4 +173,3 @@ int zoo_rg_lru(int kind, const void *x, const void *rp, const void *ip, const vo
     for (int k = 0; k < threads; k++) err |= jobs[k].err;
     return err;
 }
-"""

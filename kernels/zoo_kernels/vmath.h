@@ -1,14 +1,14 @@
-"""C source of the float vector math shared by the compiled CPU kernels (placed first in cpu_kernel.SOURCE).
+/* The float vector math shared by the compiled CPU kernels.
 
-libm's expf/log1pf/expm1f are scalar calls that gcc does not vectorise without
--ffast-math, so a loop that calls them runs one lane at a time. These are
-Cephes-style range reductions and polynomials written with selects and bit
-manipulation, no calls, so that `omp simd` loops containing them vectorise
-(cpu_kernel builds with -fno-trapping-math, which lets gcc if-convert the
-selects without AVX-512 masks). Double precision keeps libm.
-"""
+   libm's expf/log1pf/expm1f are scalar calls that gcc does not vectorise without
+   -ffast-math, so a loop that calls them runs one lane at a time. These are
+   Cephes-style range reductions and polynomials written with selects and bit
+   manipulation, no calls, so that `omp simd` loops containing them vectorise
+   (cbuild.py builds with -fno-trapping-math, which lets gcc if-convert the
+   selects without AVX-512 masks). Double precision keeps libm. */
+#ifndef ZOO_VMATH_H
+#define ZOO_VMATH_H
 
-SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 
@@ -92,4 +92,5 @@ static inline vexp2_t vexp_expm1f_le0(float x) {
                    x < -87.0f ? -1.0f : v.em1 * v.scale + (v.scale - 1.0f)};
     return out;
 }
-"""
+
+#endif
