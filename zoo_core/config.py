@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -140,7 +140,7 @@ CHOICES = {
 #: nothing impossible is ever allocated; the model as a whole is checked against
 #: the machine's memory before it is built (zoo_core/validate.py).
 MAX_COUNT = 10**9
-RANGES: Dict[str, tuple] = {
+RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "model.dim": (1, 2**20, "the hidden size"),
     "model.n_layers": (1, 10**5, "the number of blocks"),
     "model.norm_eps": (0.0, 1.0, "the final RMSNorm epsilon"),
@@ -204,7 +204,8 @@ def check_keys(user: Any, schema: type = RunConfig, prefix: str = "") -> None:
     if not isinstance(user, (dict, DictConfig)):
         return
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    for key in user:
+    keys: List[Any] = list(user)
+    for key in keys:
         full = f"{prefix}{key}"
         if key not in fields:
             best = nearest(key, fields)
@@ -216,17 +217,18 @@ def check_keys(user: Any, schema: type = RunConfig, prefix: str = "") -> None:
             check_keys(user[key], sub, f"{full}.")
 
 
-def _dataclass_type(f: dataclasses.Field) -> Optional[type]:
+def _dataclass_type(f: dataclasses.Field[Any]) -> Optional[type]:
     return f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
 
 
 def merge(layers: Sequence[Any]) -> DictConfig:
     """Merge config layers over the defaults. A layer that renames a component
     (say model.mixer.name=hawk) drops the options lower layers gave the old one."""
-    cfg = OmegaConf.structured(RunConfig)
+    cfg: DictConfig = OmegaConf.structured(RunConfig)
     for layer in layers:
         check_keys(layer)
         layer = OmegaConf.create(OmegaConf.to_container(layer)) if isinstance(layer, DictConfig) else OmegaConf.create(layer)
+        layer = cast(DictConfig, layer)  # a mapping: read_yaml and parse_overrides return one
         for (section, key) in COMPONENTS:
             new = OmegaConf.select(layer, f"{section}.{key}")
             if isinstance(new, str):  # shorthand: model.mixer=hawk
@@ -238,7 +240,7 @@ def merge(layers: Sequence[Any]) -> DictConfig:
             if new is not None and "name" in new and new.name != cfg[section][key].get("name"):
                 cfg[section][key] = {}
         try:
-            cfg = OmegaConf.merge(cfg, layer)
+            cfg = cast(DictConfig, OmegaConf.merge(cfg, layer))
         except OmegaConfBaseException as exc:
             raise UserError(_omegaconf_message(exc)) from None
     for (section, key), allowed in CHOICES.items():
@@ -304,7 +306,12 @@ def validate_options(kind_label: str, options: Dict[str, Any], config_cls: Optio
         merged = OmegaConf.merge(OmegaConf.structured(config_cls), rest)
     except OmegaConfBaseException as exc:
         raise UserError(f"{kind_label} '{name}': {_omegaconf_message(exc)}") from None
-    return {"name": name, **OmegaConf.to_container(merged, resolve=True)}
+    return {"name": name, **_plain(merged, resolve=True)}
+
+
+def _plain(node: Any, resolve: bool = False) -> Dict[str, Any]:
+    """A mapping node as a plain dict (OmegaConf types the result as any container)."""
+    return cast(Dict[str, Any], OmegaConf.to_container(node, resolve=resolve))
 
 
 def to_dataclass(options: Dict[str, Any], config_cls: Optional[type]) -> Any:
@@ -320,7 +327,7 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
 
     Returns a new config in which each component holds all of its options, so the
     config written to the run directory says exactly what was trained."""
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg))  # plain, so plugin keys fit
+    cfg = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg)))  # plain, so plugin keys fit
     model = cfg.model
     if model.preset:
         preset = registry.get("presets", model.preset).factory
@@ -332,7 +339,7 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
             if model[key] == defaults[key]:
                 model[key] = value
     if cfg.data.sources:
-        source = OmegaConf.to_container(cfg.data.source)
+        source = _plain(cfg.data.source)
         if source.get("name") not in ("corpus", "mixture"):
             raise UserError(f"data.sources mixes corpora, but data.source.name is '{source.get('name')}'; "
                             f"remove one of the two")
@@ -340,7 +347,7 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
         cfg.data.source = {"name": "mixture", **rest, "sources": OmegaConf.to_container(cfg.data.sources)}
         cfg.data.sources = None
     for (section, key), kind in COMPONENTS.items():
-        opts = OmegaConf.to_container(cfg[section][key])
+        opts = _plain(cfg[section][key])
         if not opts.get("name"):
             raise UserError(f"{section}.{key}.name is missing; set it, e.g. {section}.{key}.name=<one of: "
                             f"{', '.join(registry.names(kind))}>")
@@ -349,10 +356,10 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
     if model.pattern is not None:
         if len(model.pattern) == 0:
             raise UserError("model.pattern is empty; list at least one mixer, or set it to null")
-        base = OmegaConf.to_container(model.mixer)
+        base = _plain(model.mixer)
         resolved = []
         for item in model.pattern:
-            entry_opts = {"name": item} if isinstance(item, str) else OmegaConf.to_container(item)
+            entry_opts: Any = {"name": item} if isinstance(item, str) else OmegaConf.to_container(item)
             if not isinstance(entry_opts, dict) or "name" not in entry_opts:
                 raise UserError(f"model.pattern entry {item} needs a name, e.g. {{name: attention, window: 128}}")
             if entry_opts["name"] == base["name"]:
@@ -370,9 +377,9 @@ SINGULAR_LABEL = {"mixers": "mixer", "blocks": "block", "losses": "loss",
 def layer_mixers(model_cfg: Any) -> List[Dict[str, Any]]:
     """The resolved mixer options for each of the n_layers layers."""
     if model_cfg.pattern is None:
-        return [OmegaConf.to_container(model_cfg.mixer) if not isinstance(model_cfg.mixer, dict)
+        return [_plain(model_cfg.mixer) if not isinstance(model_cfg.mixer, dict)
                 else dict(model_cfg.mixer)] * model_cfg.n_layers
-    pattern = [OmegaConf.to_container(p) if not isinstance(p, dict) else p for p in model_cfg.pattern]
+    pattern = [_plain(p) if not isinstance(p, dict) else p for p in model_cfg.pattern]
     return [pattern[i % len(pattern)] for i in range(model_cfg.n_layers)]
 
 

@@ -52,7 +52,7 @@ class StoppedBeforeStart(BaseException):
         self.signum = signum
 
 
-def stop_before_start(signum, frame) -> None:
+def stop_before_start(signum: int, frame: object) -> None:
     """A signal handler for a single process before the loop runs (the loop installs its own)."""
     raise StoppedBeforeStart(signum)
 
@@ -61,7 +61,7 @@ def stop_before_start(signum, frame) -> None:
 early_signal: List[int] = []
 
 
-def keep_for_the_loop(signum, frame) -> None:
+def keep_for_the_loop(signum: int, frame: object) -> None:
     """The handler for one of N ranks before the loop runs: every rank must stop after the same
     step, so the signal is kept, and the loop sums it over ranks after its first step and saves
     one checkpoint, as for a signal while training."""
@@ -83,7 +83,7 @@ def find_disk_error(exc: BaseException) -> Optional[OSError]:
     """The disk fault (ENOSPC, EDQUOT, EROFS, EACCES, EPERM) behind an exception, if any:
     DCP wraps a rank's OSError in a CheckpointException, others chain it."""
     seen = set()
-    todo = [exc]
+    todo: List[Optional[BaseException]] = [exc]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
@@ -100,7 +100,10 @@ def find_disk_error(exc: BaseException) -> Optional[OSError]:
 
 
 def disk_error_message(err: OSError) -> str:
+    """For an OSError that `find_disk_error` returned (its errno is one of DISK_FIXES)."""
     path = err.filename or "a file"
-    name = errno.errorcode.get(err.errno, str(err.errno))
-    return (f"cannot write {path} ({name}): {DISK_FIXES[err.errno]}; then run the same command again: "
+    code = err.errno if err.errno is not None else -1
+    name = errno.errorcode.get(code, str(err.errno))
+    fix = DISK_FIXES.get(code, "check the disk and the directory's permissions")
+    return (f"cannot write {path} ({name}): {fix}; then run the same command again: "
             f"checkpoints and metrics.jsonl are written so that the previous checkpoint stays intact and resumable")

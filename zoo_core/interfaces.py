@@ -69,8 +69,9 @@ class Mixer(nn.Module):
 
     def reset_parameters(self) -> None:
         for m in self.children():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
 
 
 class Block(nn.Module):
