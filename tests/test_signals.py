@@ -85,8 +85,10 @@ def stop(proc, run, workers, timeout=120):
     out, err = proc.communicate(timeout=timeout)
     time.sleep(0.5)
     logged = steps(run)
+    metrics = Path(run) / "metrics.jsonl"
     latest = checkpoint.latest(Path(run) / "checkpoints")
     return {"run": Path(run), "returncode": proc.returncode, "err": err, "steps": logged,
+            "metrics": metrics.read_text() if metrics.exists() else "",
             "left_running": [w for w in workers if alive(w)], "latest": latest,
             "extras": {p.name for p in latest.glob("extra-r*.json")} if latest else set(),
             "world_size": checkpoint.read_meta(latest)["world_size"] if latest else None}
@@ -136,12 +138,14 @@ def launcher_runs(env, tmp_path_factory):
                          ids=["zoo-SIGTERM", "launch-SIGUSR1"])  # as docs/guarantees.md names them
 def test_signal_to_the_launcher_stops_both_ranks_with_one_checkpoint(launcher, sig, launcher_runs):
     """launch-SIGUSR1: a fresh run under `python -m zoo_core.launch`. zoo-SIGTERM: `zoo train --nproc 2`
-    resuming that run; it went on from the checkpoint and logged every step once."""
+    resuming that run; it went on from the checkpoint (the first launch's records kept as they were,
+    tokens_per_s included) and logged every step once."""
     assert launcher in launcher_runs, "the first launch did not stop preempted (see launch-SIGUSR1)"
     stopped = assert_preempted(launcher_runs[launcher], 2)
     if launcher == "zoo":
         first = max(launcher_runs["launch"]["steps"])
         assert stopped >= first + 2 and launcher_runs["zoo"]["steps"] == list(range(1, stopped + 1))
+        assert launcher_runs["zoo"]["metrics"].startswith(launcher_runs["launch"]["metrics"]), "not resumed"
 
 
 def test_signal_to_a_bare_torchrun_saves_and_torchrun_exits_1(env, tmp_path):
