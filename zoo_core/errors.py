@@ -1,7 +1,7 @@
 """User-facing errors: one line that names the problem and the fix, exit status 2."""
 import difflib
 import errno
-from typing import Iterable, List, Optional
+from typing import Any, Iterable, List, Optional
 
 
 class UserError(Exception):
@@ -104,3 +104,13 @@ def disk_error_message(err: OSError) -> str:
     name = errno.errorcode.get(err.errno, str(err.errno))
     return (f"cannot write {path} ({name}): {DISK_FIXES[err.errno]}; then run the same command again: "
             f"checkpoints and metrics.jsonl are written so that the previous checkpoint stays intact and resumable")
+
+
+def require(module: str, what: str) -> Any:
+    """Import an optional library, or say in one line how to install it."""
+    try:
+        import importlib
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{what} needs the '{module}' package; run: pip install 'zoo-core[data]' "
+                        f"(or pip install {module})") from None
