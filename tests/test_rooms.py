@@ -132,3 +132,13 @@ def test_a_plugin_adds_a_command(capsys):
 def test_an_unknown_command_names_the_registered_ones(capsys):
     assert main(["helo"], registry=_registry_with_hello()) == 2
     assert "did you mean 'hello'" in capsys.readouterr().err
+
+
+def test_zoo_help_and_a_builtin_command_import_no_torch_and_no_plugin():
+    code = ("import sys\nfrom zoo_core.cli import command_registry, build_parser\n"
+            "for argv in (['--help'], ['train', 'x=1'], []):\n"
+            "    build_parser(command_registry(argv))\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('zoo_') and '.' not in m and m != 'zoo_core'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

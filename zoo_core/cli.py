@@ -48,12 +48,13 @@ BUILTIN_COMMANDS_PLUGIN = "zoo_core.commands.plugin"
 
 
 def command_registry(argv: Sequence[str]) -> Any:
-    """The registry to build the parser from: the built-in commands alone when argv names one,
-    else every plugin (a third-party command, `zoo --help`, a name to suggest against)."""
+    """The registry to build the parser from. A built-in command, `zoo` and `zoo --help` use
+    the built-in commands alone (no torch, no plugin imported: as fast as before); any other
+    name loads every plugin, so that a third-party command runs (or a typo gets a suggestion)."""
     from zoo_core.registry import DEFAULT_PLUGINS, build_registry, get_registry
-    if argv and BUILTIN_COMMANDS_PLUGIN in DEFAULT_PLUGINS:
+    if BUILTIN_COMMANDS_PLUGIN in DEFAULT_PLUGINS:
         light = build_registry(default_plugins=(BUILTIN_COMMANDS_PLUGIN,), entry_points=False)
-        if argv[0] in light.names("commands"):
+        if not argv or argv[0].startswith("-") or argv[0] in light.names("commands"):
             return light
     return get_registry()
 
@@ -63,7 +64,8 @@ def build_parser(registry: Any = None) -> argparse.ArgumentParser:
     if registry is None:
         from zoo_core.registry import get_registry
         registry = get_registry()
-    p = Parser(prog="zoo", description="Language-model architecture research with plugins.")
+    p = Parser(prog="zoo", description="Language-model architecture research with plugins.",
+               epilog="Plugins may add commands: zoo plugins lists every installed plugin and its commands.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for entry in registry.entries("commands"):
         entry.factory(sub)
