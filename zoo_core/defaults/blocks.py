@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_core import hookimpl
-from zoo_core.errors import UserError
 from zoo_core.interfaces import Block, Mixer
 from zoo_core.loop.layers import MLP_ACTS, RMSNorm, SwiGLU, swiglu_hidden  # noqa: F401  (public here: plugins use them)
 

@@ -7,7 +7,7 @@ import sys
 import warnings
 from typing import Callable
 
-from zoo_core.errors import (EXIT_FAILED, EXIT_INTERRUPTED, StoppedBeforeStart, UserError, did_you_mean,
+from zoo_core.errors import (EXIT_FAILED, EXIT_INTERRUPTED, StoppedBeforeStart, UserError,
                              disk_error_message, find_disk_error)
 
 
