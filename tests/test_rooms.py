@@ -142,3 +142,12 @@ def test_zoo_help_and_a_builtin_command_import_no_torch_and_no_plugin():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_zoo_check_zoo_core_still_checks_every_default_item():
+    """`zoo check zoo-core` names a distribution that now holds one plugin per kind."""
+    from zoo_core.testing import check_target
+    reg = build_registry(entry_points=False)
+    assert check_target("zoo-core", registry=reg) == [("blocks", "prenorm"), ("losses", "cross_entropy"),
+                                                      ("data", "corpus"), ("data", "mixture"), ("data", "mqar")]
+    assert check_target("zoo-core.losses", registry=reg) == [("losses", "cross_entropy")]
