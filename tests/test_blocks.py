@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo_core.blocks import RMSNorm, _SiLUGate
+from zoo_core.loop.layers import RMSNorm, _SiLUGate
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
@@ -74,7 +74,7 @@ def test_rms_norm_backward_matches_float64_autograd(shape):
 
 @pytest.mark.skipif(not hasattr(torch.ops.aten, "_fused_rms_norm"), reason="torch < 2.8 has no fused rms_norm")
 def test_rms_norm_custom_backward_gradcheck_float64():
-    from zoo_core.blocks import _RMSNormFn
+    from zoo_core.loop.layers import _RMSNormFn
 
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     w = (torch.rand(5, dtype=torch.float64) + 0.5).requires_grad_()

@@ -23,7 +23,7 @@ def plugin(name, api=PLUGIN_API_VERSION):
 def test_core_defaults_register_through_hooks():
     reg = build_registry()
     assert reg.get("blocks", "prenorm").distribution == "zoo-core"
-    assert reg.get("losses", "cross_entropy").plugin == "zoo-core"
+    assert reg.get("losses", "cross_entropy").plugin == "zoo-core.losses"  # one default plugin per kind
     assert "bytes" in reg.names("tokenizers") and "corpus" in reg.names("data")
 
 

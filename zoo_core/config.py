@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo_core.errors import UserError, did_you_mean, nearest
+from zoo_core.registry import SINGULAR
 
 
 @dataclass
@@ -104,7 +105,7 @@ class ParallelConfig:
     #: none | full | selective (every other block).
     activation_checkpointing: str = "none"
     #: CPU float32 linear layers: auto (oneDNN or aten per shape, by a cached measurement,
-    #: zoo_core/cpu_linear.py) | onednn | aten.
+    #: zoo_core/loop/cpu/linear.py) | onednn | aten.
     cpu_linear: str = "auto"
 
 
@@ -138,7 +139,7 @@ CHOICES = {
 #: inclusive; None leaves that side open (finite numbers only). docs/config.md lists the same ranges.
 #: The upper ends only catch typos (a size or count no run could reach), so that
 #: nothing impossible is ever allocated; the model as a whole is checked against
-#: the machine's memory before it is built (zoo_core/validate.py).
+#: the machine's memory before it is built (zoo_core/loop/validate.py).
 MAX_COUNT = 10**9
 RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "model.dim": (1, 2**20, "the hidden size"),
@@ -352,7 +353,7 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
             raise UserError(f"{section}.{key}.name is missing; set it, e.g. {section}.{key}.name=<one of: "
                             f"{', '.join(registry.names(kind))}>")
         entry = registry.get(kind, opts["name"])
-        cfg[section][key] = validate_options(f"{SINGULAR_LABEL[kind]}", opts, entry.config_cls)
+        cfg[section][key] = validate_options(SINGULAR[kind], opts, entry.config_cls)
     if model.pattern is not None:
         if len(model.pattern) == 0:
             raise UserError("model.pattern is empty; list at least one mixer, or set it to null")
@@ -370,8 +371,6 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
     return cfg
 
 
-SINGULAR_LABEL = {"mixers": "mixer", "blocks": "block", "losses": "loss",
-                  "data": "data source", "tokenizers": "tokenizer"}
 
 
 def layer_mixers(model_cfg: Any) -> List[Dict[str, Any]]:

@@ -1,7 +1,7 @@
 """User-facing errors: one line that names the problem and the fix, exit status 2."""
 import difflib
 import errno
-from typing import Iterable, List, Optional
+from typing import Any, Iterable, List, Optional
 
 
 class UserError(Exception):
@@ -107,3 +107,13 @@ def disk_error_message(err: OSError) -> str:
     fix = DISK_FIXES.get(code, "check the disk and the directory's permissions")
     return (f"cannot write {path} ({name}): {fix}; then run the same command again: "
             f"checkpoints and metrics.jsonl are written so that the previous checkpoint stays intact and resumable")
+
+
+def require(module: str, what: str) -> Any:
+    """Import an optional library, or say in one line how to install it."""
+    try:
+        import importlib
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{what} needs the '{module}' package; run: pip install 'zoo-core[data]' "
+                        f"(or pip install {module})") from None

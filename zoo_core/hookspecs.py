@@ -7,8 +7,9 @@ Each hook receives a `register` callable and calls it once per item:
         register("hawk", HawkMixer, HawkConfig, "Griffin's RG-LRU recurrent block")
 
 `register(name, factory, config_cls=None, description="")`. The core's own
-defaults (the pre-norm block, cross-entropy head, byte tokenizer, corpus data
-source) register through these same hooks.
+defaults (the pre-norm block, cross-entropy head, tokenizers, data sources,
+trackers and every `zoo` subcommand: `zoo_core.registry.DEFAULT_PLUGINS`)
+register through these same hooks.
 """
 from __future__ import annotations
 
@@ -60,3 +61,18 @@ def register_exports(register: Register) -> None:
     """Mappings to and from another library's checkpoint format: `zoo_core.interop.HFMapping`
     subclasses, registered by the plugin that owns the mixers they map, under the
     transformers `model_type` they write (`zoo export RUN --format hf`, `zoo import DIR`)."""
+
+
+@hookspec
+def register_trackers(register):
+    """Metric mirrors beside metrics.jsonl (TensorBoard, wandb, ...): `zoo_core.interfaces.Tracker`
+    subclasses. The loop opens every tracker whose `wanted(cfg)` is true on rank 0."""
+
+
+@hookspec
+def register_commands(register):
+    """`zoo` subcommands: `register(name, add_parser, None, description)`, where
+    `add_parser(subparsers)` adds the `zoo NAME` parser (`subparsers.add_parser(NAME, help=...)`)
+    and sets its `fn` default to a function of the parsed args. A `zoo_core.errors.UserError`
+    raised there ends as one line `zoo: ...` with exit status 2. Every built-in command
+    registers through this hook too (`zoo_core.commands.plugin`)."""

@@ -17,6 +17,9 @@ from torch import Tensor, nn
 
 State = Any  # a pytree of tensors, batch first
 
+#: The target a loss skips (a data source's unscored positions): PyTorch's cross-entropy default.
+IGNORE_INDEX = -100
+
 
 class Mixer(nn.Module):
     """A causal sequence mixer: (batch, time, dim) -> (batch, time, dim).
@@ -186,3 +189,28 @@ class DataSource(abc.ABC):
     def metrics(self, logits: Tensor, targets: Tensor) -> Dict[str, float]:
         """Extra evaluation metrics for this data (e.g. recall accuracy)."""
         return {}
+
+
+class Tracker(abc.ABC):
+    """A mirror of metrics.jsonl (TensorBoard, wandb, ...), registered through `register_trackers`.
+
+    On rank 0 the loop calls `check(cfg)` for every tracker whose `wanted(cfg)` is true before
+    training (a missing library is one line, `UserError`), then builds it with the step the run
+    resumes from and calls `log` with each record's numbers. metrics.jsonl stays the record."""
+
+    @classmethod
+    @abc.abstractmethod
+    def wanted(cls, cfg: Any) -> bool:
+        """Whether this run asks for the tracker (for the core's: train.tensorboard, train.wandb)."""
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        """Raise `zoo_core.errors.UserError` when the tracker cannot run (a library missing)."""
+
+    @abc.abstractmethod
+    def __init__(self, run_dir: Any, cfg: Any, step: int) -> None:
+        """Start logging after `step` (0 for a fresh run; on a resume, drop what lies past it)."""
+
+    @abc.abstractmethod
+    def log(self, numbers: Dict[str, float], step: int) -> None:
+        """One record's numeric values at `step`."""

@@ -1,8 +1,8 @@
 """The plugin registry: pluggy over the entry-point group `zoo`.
 
 Plugins are modules named by `[project.entry-points.zoo]`. Each implements
-hooks from `zoo_core.hookspecs`. The core's own defaults (`zoo_core.builtins`)
-register through the same hooks, as pytest's built-in plugins do.
+hooks from `zoo_core.hookspecs`. The core's own defaults (`DEFAULT_PLUGINS`, one
+module each) register through the same hooks, as pytest's built-in plugins do.
 
 Two distributions registering the same name do not stop zoo: only a command
 that resolves that name fails, with one line naming both and how to choose
@@ -18,24 +18,40 @@ import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import pluggy
 
 from zoo_core import PLUGIN_API_VERSION, __version__, hookspecs
 from zoo_core.errors import RegistryError, UserError, did_you_mean
 
-KINDS = {
-    "mixers": "register_mixers",
-    "blocks": "register_blocks",
-    "losses": "register_losses",
-    "data": "register_data_sources",
-    "tokenizers": "register_tokenizers",
-    "presets": "register_presets",
-    "exports": "register_exports",
+#: The one table of component kinds: kind -> (hook in zoo_core.hookspecs, what one item is called).
+KIND_TABLE = {
+    "mixers": ("register_mixers", "mixer"),
+    "blocks": ("register_blocks", "block"),
+    "losses": ("register_losses", "loss"),
+    "data": ("register_data_sources", "data source"),
+    "tokenizers": ("register_tokenizers", "tokenizer"),
+    "presets": ("register_presets", "preset"),
+    "exports": ("register_exports", "export"),
+    "trackers": ("register_trackers", "tracker"),
+    "commands": ("register_commands", "command"),
 }
-SINGULAR = {"mixers": "mixer", "blocks": "block", "losses": "loss", "data": "data source",
-            "tokenizers": "tokenizer", "presets": "preset", "exports": "export"}
+KINDS = {kind: hook for kind, (hook, _) in KIND_TABLE.items()}
+SINGULAR = {kind: singular for kind, (_, singular) in KIND_TABLE.items()}
+#: The core's own plugins, loaded by module name before any entry point, registered through
+#: the same hooks as third-party plugins (pytest's `default_plugins`, llm's `default_plugins/`).
+#: Each shows in `zoo plugins` as `zoo-core.<name>` (blocks, losses, data, ...); a third-party plugin can replace any
+#: name they register (ZOO_PREFER picks between two claimants), and deleting a battery's folder
+#: leaves the others working (its plugin is reported as not loaded).
+DEFAULT_PLUGINS = (
+    "zoo_core.defaults.blocks",
+    "zoo_core.defaults.losses",
+    "zoo_core.data.plugin",
+    "zoo_core.tokenizers.plugin",
+    "zoo_core.trackers.plugin",
+    "zoo_core.commands.plugin",
+)
 ENTRY_POINT_GROUP = "zoo"
 #: Distributions that win a name registered twice (comma-separated).
 PREFER_ENV = "ZOO_PREFER"
@@ -182,12 +198,20 @@ def _entry_points_to_load() -> List[md.EntryPoint]:
     return eps
 
 
-def build_registry() -> Registry:
+def build_registry(default_plugins: Sequence[str] = DEFAULT_PLUGINS, entry_points: bool = True) -> Registry:
+    """The core's default plugins (by module name), then every installed plugin's entry point."""
     reg = Registry()
-    builtins = importlib.import_module("zoo_core.builtins")
-    reg.add_plugin(builtins, "zoo-core", "zoo-core", __version__)
+    for module_name in default_plugins:
+        parts = module_name.split(".")
+        name = "zoo-core." + (parts[-2] if parts[-1] == "plugin" else parts[-1])
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a removed or broken battery: the rest still works
+            reg._fail(name, "zoo-core", f"{type(exc).__name__}: {exc}")
+            continue
+        reg.add_plugin(module, name, "zoo-core", __version__)
     seen = set()
-    for ep in _entry_points_to_load():
+    for ep in (_entry_points_to_load() if entry_points else []):
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
         if ep.name in seen:  # the same distribution found twice on sys.path

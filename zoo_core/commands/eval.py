@@ -33,11 +33,11 @@ def task_rows(tasks: Dict[str, Dict[str, float]]) -> List[List[str]]:
 
 def evaluate_run(args) -> Optional[Dict[str, Any]]:
     """Runs on every rank; returns the report on rank 0 (None elsewhere)."""
-    from zoo_core.distributed import close_world, init_world
+    from zoo_core.loop.distributed import close_world, init_world
     from zoo_core.errors import UserError
-    from zoo_core.evaluate import evaluate_splits, parse_splits
+    from zoo_core.loop.evaluate import evaluate_splits, parse_splits
     from zoo_core.registry import get_registry
-    from zoo_core.runs import load_run
+    from zoo_core.loop.runs import load_run
     world = init_world(args.device)
     try:
         run_ = load_run(args.run, device=world.device)
@@ -54,7 +54,7 @@ def evaluate_run(args) -> Optional[Dict[str, Any]]:
         if args.tasks is not None:
             if world.size > 1:
                 raise UserError("--tasks runs in one process; drop --nproc / torchrun for lm-eval tasks")
-            from zoo_core.lm_eval_adapter import run_tasks
+            from zoo_core.eval.lm_eval_adapter import run_tasks
             report["tasks"] = run_tasks(run_, args.tasks, include_path=args.include_path, limit=args.limit,
                                         num_fewshot=args.num_fewshot, batch_size=args.batch_size or 16,
                                         max_length=args.seq_len)
@@ -130,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point for `python -m zoo_core.commands.eval` (what torchrun launches)."""
     import argparse
 
-    from zoo_core.cli import run_guarded
+    from zoo_core.loop.guard import run_guarded
     parser = argparse.ArgumentParser(prog="zoo eval")
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ def run(args) -> None:
         out, note = export_hf(args.run, args.out, dtype)
         print(f"wrote {out} (transformers: AutoModelForCausalLM.from_pretrained('{out}')); {note}")
         return
-    from zoo_core.checkpoint import export
+    from zoo_core.loop.runs import export
     path = export(args.run, args.out, dtype)
     print(f"wrote {path} and {path.parent / 'config.yaml'}")
 

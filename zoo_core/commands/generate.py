@@ -48,7 +48,7 @@ class TextStream:
         self.shown = 0
 
     def text(self) -> str:
-        from zoo_core.generate import cut_at_stop
+        from zoo_core.loop.generate import cut_at_stop
         return cut_at_stop(self.decode(self.ids), self.stop_strings)[0]
 
     def __call__(self, row: int, tid: int) -> None:
@@ -67,7 +67,7 @@ def bench(run_, args) -> None:
     import torch
 
     from zoo_core.cli import table
-    from zoo_core.generate import generate
+    from zoo_core.loop.generate import generate
     g = torch.Generator().manual_seed(args.seed)
     vocab = run_.tokenizer.vocab_size
     prompts = torch.randint(0, vocab, (args.batch_size, args.prompt_len), generator=g).tolist()
@@ -94,8 +94,8 @@ def run(args) -> None:
     import torch
 
     from zoo_core.errors import UserError
-    from zoo_core.generate import StopStrings, generate
-    from zoo_core.runs import load_run
+    from zoo_core.loop.generate import StopStrings, generate
+    from zoo_core.loop.runs import load_run
     for name in ("max_tokens", "batch_size", "prompt_len"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

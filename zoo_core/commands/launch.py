@@ -8,9 +8,9 @@ def run(args) -> None:
     from zoo_core.config import parse_overrides, read_yaml, resolve
     from zoo_core.launch import launch_local, submit, sweep_configs
     from zoo_core.registry import get_registry
-    from zoo_core.train import run_config
+    from zoo_core.loop.train import run_config
     from zoo_core.errors import UserError
-    from zoo_core.validate import check_request
+    from zoo_core.loop.validate import check_request
     config, overrides = split_config(args.args)
     registry = get_registry()
     cfg = resolve(run_config(config, overrides), registry)

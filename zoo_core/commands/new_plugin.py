@@ -10,21 +10,24 @@ import string
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from zoo_core.registry import KINDS as REGISTRY_HOOKS, SINGULAR  # kind -> hook, singular label
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
-# Per kind: the module holding the component, its class suffix, the hook and registry kind.
+# Per scaffold kind: the module holding the component, its class suffix and registry kind
+# (the hook comes from the one kind table, zoo_core.registry.KIND_TABLE).
 KINDS = {
-    "mixer": dict(module="mixer", suffix="Mixer", hook="register_mixers", registry="mixers",
+    "mixer": dict(module="mixer", suffix="Mixer", registry="mixers",
                   summary="a causal exponential moving average with a learned per-channel decay",
                   usage="    zoo train model.mixer.name=${name} model.mixer.expand=2\n"
                         "    zoo train model.pattern='[${name}, attention]'    # in a hybrid"),
-    "block": dict(module="block", suffix="Block", hook="register_blocks", registry="blocks",
+    "block": dict(module="block", suffix="Block", registry="blocks",
                   summary="a parallel residual block: x + mixer(norm(x)) + mlp(norm(x))",
                   usage="    zoo train model.block.name=${name} model.mixer.name=attention"),
-    "loss": dict(module="loss", suffix="Head", hook="register_losses", registry="losses",
+    "loss": dict(module="loss", suffix="Head", registry="losses",
                  summary="next-token cross-entropy with a z-loss on the log-partition",
                  usage="    zoo train model.loss.name=${name} model.loss.z_loss=1e-4"),
-    "data": dict(module="source", suffix="Source", hook="register_data_sources", registry="data",
+    "data": dict(module="source", suffix="Source", registry="data",
                  summary="a synthetic copy task: random symbols, then the same symbols again",
                  usage="    zoo train data.source.name=${name} data.source.n_symbols=16"),
 }
@@ -39,8 +42,8 @@ def placeholders(name: str, kind: str) -> Dict[str, str]:
     from zoo_core import PLUGIN_API_VERSION, __version__
     spec = KINDS[kind]
     values = dict(name=name, package=f"zoo_{name}", dist=f"zoo-{name.replace('_', '-')}", Class=camel(name),
-                  kind=kind, kind_label={"data": "data source"}.get(kind, kind), module=spec["module"],
-                  cls=camel(name) + spec["suffix"], hook=spec["hook"], summary=spec["summary"],
+                  kind=kind, kind_label=SINGULAR[spec["registry"]], module=spec["module"],
+                  cls=camel(name) + spec["suffix"], hook=REGISTRY_HOOKS[spec["registry"]], summary=spec["summary"],
                   zoo_api=str(PLUGIN_API_VERSION), core_version=".".join(__version__.split(".")[:2]))
     values["usage"] = string.Template(spec["usage"]).substitute(values)
     return values

@@ -6,11 +6,11 @@ def run(args) -> None:
     from zoo_core.config import resolve
     from zoo_core.registry import get_registry
     from zoo_core.throughput import append_csv, measure, sweep
-    from zoo_core.train import run_config
+    from zoo_core.loop.train import run_config
     config, overrides = split_config(args.args)
     registry = get_registry()
     cfg = resolve(run_config(config, overrides), registry)
-    from zoo_core.validate import check_buildable
+    from zoo_core.loop.validate import check_buildable
     check_buildable(cfg, registry)  # a model that cannot be built or held: one line, nothing allocated
     micro = args.micro_batch or cfg.train.micro_batch or cfg.train.global_batch
     kw = {"warmup": args.warmup, "repeats": args.repeats}

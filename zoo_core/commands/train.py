@@ -25,8 +25,8 @@ def run(args) -> None:
         from zoo_core.config import resolve
         from zoo_core.launch import run_torchrun
         from zoo_core.registry import get_registry
-        from zoo_core.train import run_config
-        from zoo_core.validate import check_request
+        from zoo_core.loop.train import run_config
+        from zoo_core.loop.validate import check_request
         # The whole request is checked here, once, before any rank starts.
         check_request(resolve(run_config(config, overrides), get_registry()), get_registry(),
                       args.nproc * args.nnodes)
@@ -40,7 +40,7 @@ def run(args) -> None:
     from zoo_core.errors import stop_before_start
     before = {sig: signal.signal(sig, stop_before_start) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
     try:
-        from zoo_core.train import train_cli
+        from zoo_core.loop.train import train_cli
         train_cli(config, overrides)
     finally:
         for sig, handler in before.items():

@@ -142,7 +142,7 @@ def iter_jsonl_range(path: Path, start: int, stop: int, text_field: str) -> Iter
 
 
 def parquet_file(path: Path):
-    from zoo_core.tokenizers.files import require
+    from zoo_core.errors import require
     pq = require("pyarrow.parquet", f"reading '{path}'")
     try:
         return pq.ParquetFile(path)

@@ -26,9 +26,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 from zoo_core.errors import UserError
-from zoo_core.interfaces import DataSource, Tokenizer
+from zoo_core.interfaces import IGNORE_INDEX, DataSource, Tokenizer
 
-IGNORE = -100
 
 
 @dataclass
@@ -98,7 +97,7 @@ class MQARSource(DataSource):
             spare = key_perm[n:]
             inputs[2 * n:] = spare[torch.randint(len(spare), (T - 2 * n,), generator=g)]
         inputs[where] = keys
-        targets = torch.full((T,), IGNORE, dtype=torch.long)
+        targets = torch.full((T,), IGNORE_INDEX, dtype=torch.long)
         targets[where] = values
         return inputs, targets
 

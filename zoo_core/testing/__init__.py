@@ -119,13 +119,16 @@ def check_target(target: Optional[str], registry: Any = None) -> List[Tuple[str,
         if target in reg.conflicts(k):
             reg.get(k, target)  # raises: registered twice, naming both distributions
     norm = lambda s: s.lower().replace("_", "-")  # noqa: E731  (PyPI names compare this way)
-    for info in reg.plugins.values():
-        if target == info.name or norm(target) == norm(info.distribution):
-            pairs = [(k, n) for k in CHECKED_KINDS for n in info.registered.get(k, [])]
-            if not pairs:
-                raise UserError(f"plugin '{info.name}' ({info.distribution}) registers no "
-                                f"{'/'.join(CHECKED_KINDS)} to check")
-            return pairs
+    # A distribution may hold several plugins (zoo-core holds one default plugin per kind).
+    matched = [info for info in reg.plugins.values()
+               if target == info.name or norm(target) == norm(info.distribution)]
+    if matched:
+        pairs = [(k, n) for info in matched for k in CHECKED_KINDS for n in info.registered.get(k, [])]
+        if not pairs:
+            info = matched[0]
+            raise UserError(f"plugin '{info.name}' ({info.distribution}) registers no "
+                            f"{'/'.join(CHECKED_KINDS)} to check")
+        return pairs
     if target in reg.failed:
         raise UserError(f"plugin '{target}' did not load: {reg.failed[target]}")
     known = sorted({n for _, n in everything} | set(reg.plugins)

@@ -6,11 +6,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from zoo_core.interfaces import Tokenizer
+from zoo_core.interfaces import IGNORE_INDEX, Tokenizer
 from zoo_core.testing.report import Report
 from zoo_core.testing.sequence import yaml_round_trip
 
-IGNORE = -100
 CHECKS = ("batches", "resume", "stream independence", "yaml round-trip")
 
 
@@ -24,7 +23,7 @@ class DataChecks:
         self.T, self.S, self.cache_dir, self.seed = seq_len, n_streams, cache_dir, seed
 
     def source(self, split: str = "train"):
-        # The same keywords `zoo_core.components.build_source` passes.
+        # The same keywords `zoo_core.loop.components.build_source` passes.
         return self.factory(self.config, tokenizer=self.tok, split=split, seq_len=self.T, n_streams=self.S,
                             seed=self.seed, cache_dir=self.cache_dir, progress=False)
 
@@ -41,7 +40,7 @@ class DataChecks:
                     assert tuple(t.shape) == (self.S, self.T), \
                         f"{split} {name} shape {tuple(t.shape)}, want (n_streams, seq_len) = {(self.S, self.T)}"
                 assert 0 <= int(inputs.min()) and int(inputs.max()) < vocab, f"{split} inputs outside [0, {vocab})"
-                ok = (targets == IGNORE) | ((targets >= 0) & (targets < vocab))
+                ok = (targets == IGNORE_INDEX) | ((targets >= 0) & (targets < vocab))
                 assert ok.all(), f"{split} targets outside [0, {vocab}) and not the ignore index -100"
             assert src.bytes_per_token > 0, f"bytes_per_token = {src.bytes_per_token}: must be positive"
         return f"train and val give ({self.S}, {self.T}) int64 batches"

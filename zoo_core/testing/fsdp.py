@@ -1,4 +1,4 @@
-"""FSDP2 on one gloo rank, wrapped as `zoo_core.parallelize` wraps blocks."""
+"""FSDP2 on one gloo rank, wrapped as `zoo_core.loop.parallelize` wraps blocks."""
 from __future__ import annotations
 
 import contextlib

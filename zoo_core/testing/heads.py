@@ -7,12 +7,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from zoo_core.interfaces import HeadOutput
+from zoo_core.interfaces import IGNORE_INDEX, HeadOutput
 from zoo_core.testing.build import materialise
 from zoo_core.testing.report import Report
 from zoo_core.testing.sequence import yaml_round_trip
 
-IGNORE = -100
 CHECKS = ("output (tied)", "output (untied)", "gradients", "bf16", "flops accounting", "yaml round-trip")
 
 
@@ -41,7 +40,7 @@ class HeadChecks:
         g = torch.Generator().manual_seed(self.seed + 1)
         h = torch.randn(self.B, self.T, self.dim, generator=g).to(dtype)
         targets = torch.randint(0, self.V, (self.B, self.T), generator=g)
-        targets[0, -3:] = IGNORE  # the loss must skip ignored targets
+        targets[0, -3:] = IGNORE_INDEX  # the loss must skip ignored targets
         return h, targets
 
     def _loss(self, holder: _Holder, h: Tensor, targets: Tensor) -> HeadOutput:

@@ -65,10 +65,10 @@ def make_run(runs_dir, name: str, overrides=(), seed: int = 0, perturb: float = 
     parameter so that norms, biases and gates are far from their initial values."""
     from pathlib import Path
 
-    from zoo_core import checkpoint
+    from zoo_core.loop import checkpoint
     from zoo_core.config import load_config, resolve, save_config
-    from zoo_core.distributed import World
-    from zoo_core.model import build_model
+    from zoo_core.loop.distributed import World
+    from zoo_core.loop.model import build_model
     from zoo_core.registry import get_registry
     registry = get_registry()
     cfg = resolve(load_config(None, [f"name={name}", f"runs_dir={runs_dir}", *overrides]), registry)

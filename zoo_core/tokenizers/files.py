@@ -12,13 +12,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from zoo_core.errors import UserError
+from zoo_core.errors import UserError, require  # noqa: F401  (zoo_core.tokenizers.files.require is used by plugins)
 from zoo_core.interfaces import Tokenizer
 
 #: cl100k_base's pre-tokenizer regex (tiktoken's default for GPT-4-era BPEs).
@@ -27,15 +26,6 @@ CL100K_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3
 #: End-of-document tokens looked for, in order, when the config names none.
 EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|eot_id|>", "[SEP]")
 BOS_NAMES = ("<s>", "<bos>", "<|begin_of_text|>", "[CLS]")
-
-
-def require(module: str, what: str) -> Any:
-    """Import an optional library, or say in one line how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UserError(f"{what} needs the '{module}' package; run: pip install 'zoo-core[data]' "
-                        f"(or pip install {module})") from None
 
 
 def _file(kind: str, path: str, example: str) -> Path:

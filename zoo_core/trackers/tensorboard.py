@@ -1,0 +1,31 @@
+"""TensorBoard (train.tensorboard=true): events under RUN/tensorboard."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from zoo_core.errors import UserError
+from zoo_core.interfaces import Tracker
+
+
+class TensorBoardTracker(Tracker):
+    @classmethod
+    def wanted(cls, cfg: Any) -> bool:
+        return bool(getattr(cfg.train, "tensorboard", False))
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise UserError("train.tensorboard=true needs TensorBoard: pip install 'zoo-core[logging]' "
+                            "(or tensorboard), or set train.tensorboard=false") from None
+
+    def __init__(self, run_dir: Path, cfg: Any, step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+        # purge_step: events a crashed run wrote past the checkpoint are dropped.
+        self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=step + 1 if step else None)
+
+    def log(self, numbers: Dict[str, float], step: int) -> None:
+        for k, v in numbers.items():
+            self.writer.add_scalar(k, v, step)
