@@ -1,5 +1,6 @@
 """zoo_core in rooms: old module paths are the same module objects, the default plugins
 register through the hooks and show in `zoo plugins`, and a plugin can add a `zoo` command."""
+
 from __future__ import annotations
 
 import importlib
@@ -27,25 +28,31 @@ def test_every_old_path_is_the_same_module_object(old, new):
 
 
 def test_the_documented_api_keeps_working_by_its_old_names():
-    from zoo_core.runs import load_run
-    from zoo_core.loop.runs import load_run as new_load_run
-    from zoo_core.launch import torchrun_command
     from zoo_core.blocks import RMSNorm, SwiGLU, swiglu_hidden  # noqa: F401  (plugins import these)
+    from zoo_core.launch import torchrun_command
+    from zoo_core.loop.runs import load_run as new_load_run
+    from zoo_core.runs import load_run
     from zoo_core.tokenizers.files import require  # noqa: F401
+
     assert load_run is new_load_run
     assert torchrun_command(2, "zoo_core.train", ["a=1"])[-2:] == ["zoo_core.train", "a=1"]
 
 
 def test_monkeypatching_an_old_path_patches_the_module(monkeypatch):
     import zoo_core.loop.train as train
+
     monkeypatch.setattr("zoo_core.train.seed_everything", "patched")
     assert train.seed_everything == "patched"
 
 
 def test_python_dash_m_old_path_runs_the_module(tmp_path):
     """What `zoo train --nproc` asks torchrun to run: `python -m zoo_core.train` (an alias)."""
-    out = subprocess.run([sys.executable, "-m", "zoo_core.train", str(tmp_path / "missing.yaml")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "zoo_core.train", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("zoo: config file") and "Traceback" not in out.stderr
 
@@ -53,8 +60,14 @@ def test_python_dash_m_old_path_runs_the_module(tmp_path):
 def test_default_plugins_register_through_the_hooks_and_are_listed(capsys):
     reg = build_registry(entry_points=False)
     assert len(DEFAULT_PLUGINS) == 6
-    assert sorted(reg.plugins) == ["zoo-core.blocks", "zoo-core.commands", "zoo-core.data", "zoo-core.losses",
-                                   "zoo-core.tokenizers", "zoo-core.trackers"]
+    assert sorted(reg.plugins) == [
+        "zoo-core.blocks",
+        "zoo-core.commands",
+        "zoo-core.data",
+        "zoo-core.losses",
+        "zoo-core.tokenizers",
+        "zoo-core.trackers",
+    ]
     assert reg.get("blocks", "prenorm").plugin == "zoo-core.blocks"
     assert reg.get("losses", "cross_entropy").plugin == "zoo-core.losses"
     assert reg.get("data", "corpus").plugin == "zoo-core.data"
@@ -109,8 +122,9 @@ def _hello_plugin() -> types.ModuleType:
 
 def _registry_with_hello() -> Registry:
     reg = Registry()
-    reg.add_plugin(importlib.import_module("zoo_core.commands.plugin"), "zoo-core.commands", "zoo-core",
-                   zoo_core.__version__)
+    reg.add_plugin(
+        importlib.import_module("zoo_core.commands.plugin"), "zoo-core.commands", "zoo-core", zoo_core.__version__
+    )
     reg.add_plugin(_hello_plugin(), "hello", "zoo-hello", "0.1")
     reg.collect()
     return reg
@@ -135,10 +149,13 @@ def test_an_unknown_command_names_the_registered_ones(capsys):
 
 
 def test_zoo_help_and_a_builtin_command_import_no_torch_and_no_plugin():
-    code = ("import sys\nfrom zoo_core.cli import command_registry, build_parser\n"
-            "for argv in (['--help'], ['train', 'x=1'], []):\n"
-            "    build_parser(command_registry(argv))\n"
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('zoo_') and '.' not in m and m != 'zoo_core'))")
+    code = (
+        "import sys\nfrom zoo_core.cli import command_registry, build_parser\n"
+        "for argv in (['--help'], ['train', 'x=1'], []):\n"
+        "    build_parser(command_registry(argv))\n"
+        "print(sorted(m for m in sys.modules\n"
+        "             if m == 'torch' or m.startswith('zoo_') and '.' not in m and m != 'zoo_core'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -147,7 +164,13 @@ def test_zoo_help_and_a_builtin_command_import_no_torch_and_no_plugin():
 def test_zoo_check_zoo_core_still_checks_every_default_item():
     """`zoo check zoo-core` names a distribution that now holds one plugin per kind."""
     from zoo_core.testing import check_target
+
     reg = build_registry(entry_points=False)
-    assert check_target("zoo-core", registry=reg) == [("blocks", "prenorm"), ("losses", "cross_entropy"),
-                                                      ("data", "corpus"), ("data", "mixture"), ("data", "mqar")]
+    assert check_target("zoo-core", registry=reg) == [
+        ("blocks", "prenorm"),
+        ("losses", "cross_entropy"),
+        ("data", "corpus"),
+        ("data", "mixture"),
+        ("data", "mqar"),
+    ]
     assert check_target("zoo-core.losses", registry=reg) == [("losses", "cross_entropy")]

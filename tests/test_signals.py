@@ -7,6 +7,7 @@ can share one are observed on the same runs: the module-scoped fixtures below ru
 (launches in sequence on one run directory, each stopped by a different signal) and record
 each launch; the tests named in docs/guarantees.md assert on their launch.
 """
+
 import json
 import os
 import signal
@@ -22,10 +23,22 @@ from zoo_core.errors import EXIT_PREEMPTED
 
 pytestmark = pytest.mark.slow
 
-RUN = ["model.dim=32", "model.n_layers=2", "data.seq_len=32", "train.global_batch=4", "train.steps=400",
-       "train.ckpt_every=0", "train.eval_every=0", "train.eval_batches=1", "train.eval_batch_size=4",
-       "train.sample_tokens=0", "train.progress=false", "train.log_every=1", "optim.warmup_steps=1",
-       "train.threads=1"]
+RUN = [
+    "model.dim=32",
+    "model.n_layers=2",
+    "data.seq_len=32",
+    "train.global_batch=4",
+    "train.steps=400",
+    "train.ckpt_every=0",
+    "train.eval_every=0",
+    "train.eval_batches=1",
+    "train.eval_batch_size=4",
+    "train.sample_tokens=0",
+    "train.progress=false",
+    "train.log_every=1",
+    "optim.warmup_steps=1",
+    "train.threads=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +100,17 @@ def stop(proc, run, workers, timeout=120):
     logged = steps(run)
     metrics = Path(run) / "metrics.jsonl"
     latest = checkpoint.latest(Path(run) / "checkpoints")
-    return {"run": Path(run), "returncode": proc.returncode, "err": err, "steps": logged,
-            "metrics": metrics.read_text() if metrics.exists() else "",
-            "left_running": [w for w in workers if alive(w)], "latest": latest,
-            "extras": {p.name for p in latest.glob("extra-r*.json")} if latest else set(),
-            "world_size": checkpoint.read_meta(latest)["world_size"] if latest else None}
+    return {
+        "run": Path(run),
+        "returncode": proc.returncode,
+        "err": err,
+        "steps": logged,
+        "metrics": metrics.read_text() if metrics.exists() else "",
+        "left_running": [w for w in workers if alive(w)],
+        "latest": latest,
+        "extras": {p.name for p in latest.glob("extra-r*.json")} if latest else set(),
+        "world_size": checkpoint.read_meta(latest)["world_size"] if latest else None,
+    }
 
 
 def assert_preempted(launch, nproc):
@@ -118,24 +137,36 @@ def launcher_runs(env, tmp_path_factory):
     `zoo train RUN --nproc 2` and stopped by SIGTERM to `zoo`: one record per launch."""
     root = tmp_path_factory.mktemp("launcher")
     run = root / "p"
-    cmd = [sys.executable, "-m", "zoo_core.launch", "--standalone", "--nproc-per-node=2", "-m", "zoo_core.train",
-           f"runs_dir={root}", "name=p", *RUN]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zoo_core.launch",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "zoo_core.train",
+        f"runs_dir={root}",
+        "name=p",
+        *RUN,
+    ]
     proc, workers = start_and_wait(cmd, env, run, 2)
     assert len(workers) >= 2
     proc.send_signal(signal.SIGUSR1)
     first = stop(proc, run, workers)
     done = {"launch": first}
     if first["returncode"] == EXIT_PREEMPTED and first["steps"]:
-        proc, workers = start_and_wait(zoo("train", str(run), "--nproc", "2"), env, run, 2,
-                                       until=len(first["steps"]) + 2)
+        proc, workers = start_and_wait(
+            zoo("train", str(run), "--nproc", "2"), env, run, 2, until=len(first["steps"]) + 2
+        )
         assert len(workers) >= 2
         proc.send_signal(signal.SIGTERM)
         done["zoo"] = stop(proc, run, workers)
     return done
 
 
-@pytest.mark.parametrize("launcher,sig", [("zoo", signal.SIGTERM), ("launch", signal.SIGUSR1)],
-                         ids=["zoo-SIGTERM", "launch-SIGUSR1"])  # as docs/guarantees.md names them
+@pytest.mark.parametrize(
+    "launcher,sig", [("zoo", signal.SIGTERM), ("launch", signal.SIGUSR1)], ids=["zoo-SIGTERM", "launch-SIGUSR1"]
+)  # as docs/guarantees.md names them
 def test_signal_to_the_launcher_stops_both_ranks_with_one_checkpoint(launcher, sig, launcher_runs):
     """launch-SIGUSR1: a fresh run under `python -m zoo_core.launch`. zoo-SIGTERM: `zoo train --nproc 2`
     resuming that run; it went on from the checkpoint (the first launch's records kept as they were,
@@ -152,8 +183,18 @@ def test_signal_to_a_bare_torchrun_saves_and_torchrun_exits_1(env, tmp_path):
     """torchrun's own behaviour, as docs/guarantees.md states it: the ranks save and exit 0, torchrun
     raises its SignalException (exit 1); `python -m zoo_core.launch` is what exits 75."""
     run = tmp_path / "t"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-           "zoo_core.train", f"runs_dir={tmp_path}", "name=t", *RUN]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "zoo_core.train",
+        f"runs_dir={tmp_path}",
+        "name=t",
+        *RUN,
+    ]
     proc, workers = start_and_wait(cmd, env, run, 2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -240,14 +281,19 @@ def test_kill_9_at_a_random_step_resumes_to_the_same_losses(env, tmp_path):
     import random
 
     from zoo_core.cli import main
+
     args = [f"runs_dir={tmp_path}"] + RUN + ["train.steps=8", "train.ckpt_every=2", "train.deterministic=true"]
     assert main(["train", *args, "name=ref"]) == 0
-    reference = [json.loads(line)["loss"] for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
-                 if '"loss"' in line]
+    reference = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in line
+    ]
     kill_at = random.Random(os.environ.get("ZOO_FAULT_SEED", "21")).randint(1, 7)
     run = tmp_path / "k"
-    proc = subprocess.Popen(zoo("train", *args, "name=k"), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        zoo("train", *args, "name=k"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline and (not steps(run) or max(steps(run)) < kill_at):
         time.sleep(0.005)
@@ -257,15 +303,20 @@ def test_kill_9_at_a_random_step_resumes_to_the_same_losses(env, tmp_path):
     done = subprocess.run(zoo("train", str(run)), env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert steps(run) == list(range(1, 9))
-    assert [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
-            if '"loss"' in line] == reference
+    assert [
+        json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line
+    ] == reference
 
 
 def test_bad_data_at_2_ranks_is_one_line_and_writes_nothing(env, tmp_path):
     """Rank 0 refuses the corpus while preparing it; rank 1 learns so and stops quietly."""
-    r = subprocess.run(zoo("train", "--nproc", "2", f"runs_dir={tmp_path}", "name=b", *RUN,
-                           "data.source.path=/nonexistent/corpus"), env=env, capture_output=True, text=True,
-                       timeout=240)
+    r = subprocess.run(
+        zoo("train", "--nproc", "2", f"runs_dir={tmp_path}", "name=b", *RUN, "data.source.path=/nonexistent/corpus"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "/nonexistent/corpus" in lines[0], r.stderr[-3000:]
     assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()

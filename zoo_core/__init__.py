@@ -3,6 +3,7 @@
 The rooms (contracts here at the top, `loop/`, the default plugins and the
 batteries) are drawn in docs/architecture.md; tests/test_layering.py keeps them apart.
 """
+
 import pluggy
 
 from zoo_core import _aliases

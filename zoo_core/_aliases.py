@@ -7,6 +7,7 @@ all reach the module at its new path: the alias *is* that module object
 (`zoo_core.train is zoo_core.loop.train`), so there is only ever one copy of it.
 This module imports nothing from zoo_core: it is part of the contracts.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,10 +15,9 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
-from typing import Dict
 
 #: old name -> new name. docs/architecture.md lists the same table.
-ALIASES: Dict[str, str] = {
+ALIASES: dict[str, str] = {
     "zoo_core.train": "zoo_core.loop.train",
     "zoo_core.checkpoint": "zoo_core.loop.checkpoint",
     "zoo_core.runs": "zoo_core.loop.runs",

@@ -7,19 +7,21 @@ third-party imports: `zoo train` starts as fast as before); `zoo --help`, `zoo` 
 other name load every plugin, so a third-party command is found and listed.
 Every user mistake ends as one line, `zoo: <problem and fix>`, with exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from zoo_core.errors import UserError, did_you_mean
 from zoo_core.loop.guard import _lost_peer, _one_line_warnings, run_guarded  # noqa: F401  (zoo_core.cli.run_guarded is public)
 
 
-def table(rows: List[List[str]], header: List[str]) -> str:
+def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
     lines += [fmt.format(*[str(c) for c in r]).rstrip() for r in rows]
     return "\n".join(lines)
@@ -52,6 +54,7 @@ def command_registry(argv: Sequence[str]) -> Any:
     the built-in commands alone (no torch, no plugin imported: as fast as before); any other
     name loads every plugin, so that a third-party command runs (or a typo gets a suggestion)."""
     from zoo_core.registry import DEFAULT_PLUGINS, build_registry, get_registry
+
     if BUILTIN_COMMANDS_PLUGIN in DEFAULT_PLUGINS:
         light = build_registry(default_plugins=(BUILTIN_COMMANDS_PLUGIN,), entry_points=False)
         if not argv or argv[0].startswith("-") or argv[0] in light.names("commands"):
@@ -63,20 +66,26 @@ def build_parser(registry: Any = None) -> argparse.ArgumentParser:
     """`zoo`'s parser, one subparser per registered command."""
     if registry is None:
         from zoo_core.registry import get_registry
+
         registry = get_registry()
-    p = Parser(prog="zoo", description="Language-model architecture research with plugins.",
-               epilog="Plugins may add commands: zoo plugins lists every installed plugin and its commands.")
+    p = Parser(
+        prog="zoo",
+        description="Language-model architecture research with plugins.",
+        epilog="Plugins may add commands: zoo plugins lists every installed plugin and its commands.",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for entry in registry.entries("commands"):
         entry.factory(sub)
-    for name, claimants in registry.conflicts("commands").items():
+    for name, _claimants in registry.conflicts("commands").items():
+
         def refuse(args, _name=name):
             raise UserError(registry.conflict_message("commands", _name))
+
         sub.add_parser(name, help="(registered twice: see zoo plugins)").set_defaults(fn=refuse)
     return p
 
 
-def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Options and `key=value` overrides in any order: a command's own parser reads its
     arguments intermixed (`zoo train model.dim=32 --nproc 2 cfg.yaml` is fine)."""
     choices = parser._subparsers._group_actions[0].choices if parser._subparsers else {}  # type: ignore[union-attr]
@@ -91,13 +100,15 @@ def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespac
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None, registry: Any = None) -> int:
+def main(argv: Sequence[str] | None = None, registry: Any = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(registry if registry is not None else command_registry(argv))
     commands = sorted(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     if argv and not argv[0].startswith("-") and argv[0] not in commands:
-        print(f"zoo: unknown command '{argv[0]}'{did_you_mean(argv[0], commands)} "
-              f"(commands: {', '.join(commands)})", file=sys.stderr)
+        print(
+            f"zoo: unknown command '{argv[0]}'{did_you_mean(argv[0], commands)} (commands: {', '.join(commands)})",
+            file=sys.stderr,
+        )
         return 2
     try:
         args = parse(parser, argv)

@@ -1,7 +1,9 @@
 """User-facing errors: one line that names the problem and the fix, exit status 2."""
+
 import difflib
 import errno
-from typing import Any, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Any
 
 
 class UserError(Exception):
@@ -14,7 +16,7 @@ class RegistryError(UserError):
     """Conflicting or broken plugins."""
 
 
-def nearest(word: str, choices: Iterable[str]) -> Optional[str]:
+def nearest(word: str, choices: Iterable[str]) -> str | None:
     """The closest valid choice to a mistyped word, or None."""
     found = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
     return found[0] if found else None
@@ -58,7 +60,7 @@ def stop_before_start(signum: int, frame: object) -> None:
 
 
 #: Under torchrun or in a Slurm task: a preemption signal that came before the loop ran.
-early_signal: List[int] = []
+early_signal: list[int] = []
 
 
 def keep_for_the_loop(signum: int, frame: object) -> None:
@@ -79,11 +81,11 @@ DISK_FIXES = {
 }
 
 
-def find_disk_error(exc: BaseException) -> Optional[OSError]:
+def find_disk_error(exc: BaseException) -> OSError | None:
     """The disk fault (ENOSPC, EDQUOT, EROFS, EACCES, EPERM) behind an exception, if any:
     DCP wraps a rank's OSError in a CheckpointException, others chain it."""
     seen = set()
-    todo: List[Optional[BaseException]] = [exc]
+    todo: list[BaseException | None] = [exc]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
@@ -105,15 +107,19 @@ def disk_error_message(err: OSError) -> str:
     code = err.errno if err.errno is not None else -1
     name = errno.errorcode.get(code, str(err.errno))
     fix = DISK_FIXES.get(code, "check the disk and the directory's permissions")
-    return (f"cannot write {path} ({name}): {fix}; then run the same command again: "
-            f"checkpoints and metrics.jsonl are written so that the previous checkpoint stays intact and resumable")
+    return (
+        f"cannot write {path} ({name}): {fix}; then run the same command again: "
+        f"checkpoints and metrics.jsonl are written so that the previous checkpoint stays intact and resumable"
+    )
 
 
 def require(module: str, what: str) -> Any:
     """Import an optional library, or say in one line how to install it."""
     try:
         import importlib
+
         return importlib.import_module(module)
     except ImportError:
-        raise UserError(f"{what} needs the '{module}' package; run: pip install 'zoo-core[data]' "
-                        f"(or pip install {module})") from None
+        raise UserError(
+            f"{what} needs the '{module}' package; run: pip install 'zoo-core[data]' (or pip install {module})"
+        ) from None

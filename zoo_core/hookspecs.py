@@ -11,9 +11,10 @@ defaults (the pre-norm block, cross-entropy head, tokenizers, data sources,
 trackers and every `zoo` subcommand: `zoo_core.registry.DEFAULT_PLUGINS`)
 register through these same hooks.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from zoo_core import hookspec
 
@@ -21,8 +22,7 @@ from zoo_core import hookspec
 class Register(Protocol):
     """The callable each hook receives; call it once per item the plugin provides."""
 
-    def __call__(self, name: str, factory: Any, config_cls: Optional[type] = None,
-                 description: str = "") -> None: ...
+    def __call__(self, name: str, factory: Any, config_cls: type | None = None, description: str = "") -> None: ...
 
 
 @hookspec
@@ -64,13 +64,13 @@ def register_exports(register: Register) -> None:
 
 
 @hookspec
-def register_trackers(register):
+def register_trackers(register: Register) -> None:
     """Metric mirrors beside metrics.jsonl (TensorBoard, wandb, ...): `zoo_core.interfaces.Tracker`
     subclasses. The loop opens every tracker whose `wanted(cfg)` is true on rank 0."""
 
 
 @hookspec
-def register_commands(register):
+def register_commands(register: Register) -> None:
     """`zoo` subcommands: `register(name, add_parser, None, description)`, where
     `add_parser(subparsers)` adds the `zoo NAME` parser (`subparsers.add_parser(NAME, help=...)`)
     and sets its `fn` default to a function of the parsed args. A `zoo_core.errors.UserError`

@@ -1,5 +1,7 @@
 """Generic operations on mixer states (pytrees of batch-first tensors)."""
-from typing import Any, Callable, Sequence
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils._pytree import tree_map

@@ -44,15 +44,28 @@ def make_inputs(op, shape, dtype):
     if op == "linear_scan":
         return {"a": (0.5 + 0.5 * rand(b, t, d)).to(dtype), "x": (rand(b, t, d) - 0.5).to(dtype), "h0": rand(b, d)}
     if op == "log_linear_scan":
-        return {"log_a": (0.5 + 0.5 * rand(b, t, d)).log().to(dtype), "log_x": rand(b, t, d).to(dtype),
-                "log_h0": rand(b, d)}
+        return {
+            "log_a": (0.5 + 0.5 * rand(b, t, d)).log().to(dtype),
+            "log_x": rand(b, t, d).to(dtype),
+            "log_h0": rand(b, d),
+        }
     if op == "selective_scan":
         n = SELECTIVE_STATE
-        return {"u": (rand(b, t, d) - 0.5).to(dtype), "dt": (0.1 * rand(b, t, d)).to(dtype),
-                "A": -(1 + rand(d, n) * n), "B": (rand(b, t, n) - 0.5).to(dtype), "C": (rand(b, t, n) - 0.5).to(dtype),
-                "h0": rand(b, d, n)}
-    return {"x": rand(b, t, d).to(dtype), "r_pre": rand(b, t, d).to(dtype), "i_pre": rand(b, t, d).to(dtype),
-            "a_param": rand(d), "h0": rand(b, d)}
+        return {
+            "u": (rand(b, t, d) - 0.5).to(dtype),
+            "dt": (0.1 * rand(b, t, d)).to(dtype),
+            "A": -(1 + rand(d, n) * n),
+            "B": (rand(b, t, n) - 0.5).to(dtype),
+            "C": (rand(b, t, n) - 0.5).to(dtype),
+            "h0": rand(b, d, n),
+        }
+    return {
+        "x": rand(b, t, d).to(dtype),
+        "r_pre": rand(b, t, d).to(dtype),
+        "i_pre": rand(b, t, d).to(dtype),
+        "a_param": rand(d),
+        "h0": rand(b, d),
+    }
 
 
 def traffic_bytes(inputs, outputs, backward):
@@ -107,9 +120,18 @@ def test_scan(benchmark, device_bandwidth_gbs, monkeypatch, op, impl, direction,
     seconds = benchmark.stats.stats.median  # robust to other load on the machine
     moved = traffic_bytes(tensors, [o.detach() for o in outputs], backward)
     info = benchmark.extra_info
-    info.update(op=op, impl=impl, direction=direction, shape=list(shape), dtype=dtype, rounds=rounds,
-                threads=torch.get_num_threads(), ms=round(seconds * 1e3, 3), bytes=moved,
-                gbs=round(moved / seconds / 1e9, 2))
+    info.update(
+        op=op,
+        impl=impl,
+        direction=direction,
+        shape=list(shape),
+        dtype=dtype,
+        rounds=rounds,
+        threads=torch.get_num_threads(),
+        ms=round(seconds * 1e3, 3),
+        bytes=moved,
+        gbs=round(moved / seconds / 1e9, 2),
+    )
     if device_bandwidth_gbs:
         info["device_gbs"] = round(device_bandwidth_gbs, 1)
         info["pct_of_device_bw"] = round(100 * moved / seconds / 1e9 / device_bandwidth_gbs, 1)

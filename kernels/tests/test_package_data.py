@@ -1,4 +1,5 @@
 """The C kernels ship as package data, and no Python module carries C in a string."""
+
 from __future__ import annotations
 
 import ast
@@ -33,8 +34,7 @@ def test_wheel_ships_the_c_sources(tmp_path):
     """Build the wheel from a copy of kernels/ and look inside: every .c and .h is there."""
     src = tmp_path / "src"
     shutil.copytree(PACKAGE.parent, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
-    code = ("import sys; from setuptools import build_meta as b; "
-            "print(b.build_wheel(sys.argv[1]))")
+    code = "import sys; from setuptools import build_meta as b; print(b.build_wheel(sys.argv[1]))"
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dist")], cwd=src, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     wheel = tmp_path / "dist" / out.stdout.strip().splitlines()[-1]

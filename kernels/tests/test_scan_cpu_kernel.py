@@ -12,12 +12,14 @@ import sys
 
 import pytest
 import torch
-
 from scan_checks import FP32_TOL, compare, run
+
 import zoo_kernels
 from zoo_kernels import cbuild
-from zoo_kernels.rglru import cpu as rglru_cpu, naive as rglru_naive
-from zoo_kernels.scan import cpu as scan_cpu, naive
+from zoo_kernels.rglru import cpu as rglru_cpu
+from zoo_kernels.rglru import naive as rglru_naive
+from zoo_kernels.scan import cpu as scan_cpu
+from zoo_kernels.scan import naive
 
 needs_kernel = pytest.mark.skipif(
     not cbuild.available(),
@@ -41,16 +43,21 @@ def _linear(shape, with_h0, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
     b, t, d = shape
     a = torch.rand(b, t, d, generator=gen) * 0.999  # decays in (0, 1), some near 0 and near 1
-    return {"a": a.to(dtype), "x": torch.randn(b, t, d, generator=gen).to(dtype),
-            "h0": torch.randn(b, d, generator=gen).to(dtype) if with_h0 else None}
+    return {
+        "a": a.to(dtype),
+        "x": torch.randn(b, t, d, generator=gen).to(dtype),
+        "h0": torch.randn(b, d, generator=gen).to(dtype) if with_h0 else None,
+    }
 
 
 def _log(shape, with_h0, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
     b, t, d = shape
-    return {"log_a": torch.log(torch.rand(b, t, d, generator=gen).clamp_min(1e-6)).to(dtype),
-            "log_x": torch.randn(b, t, d, generator=gen).to(dtype),
-            "log_h0": torch.randn(b, d, generator=gen).to(dtype) if with_h0 else None}
+    return {
+        "log_a": torch.log(torch.rand(b, t, d, generator=gen).clamp_min(1e-6)).to(dtype),
+        "log_x": torch.randn(b, t, d, generator=gen).to(dtype),
+        "log_h0": torch.randn(b, d, generator=gen).to(dtype) if with_h0 else None,
+    }
 
 
 def _spy(monkeypatch):
@@ -65,8 +72,12 @@ def _spy(monkeypatch):
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_linear_scan_matches_naive(path, monkeypatch, shape, with_h0):
     calls = _spy(monkeypatch)
-    compare(lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend="torch"), naive.linear_scan,
-            _linear(shape, with_h0), FP32_TOL)
+    compare(
+        lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend="torch"),
+        naive.linear_scan,
+        _linear(shape, with_h0),
+        FP32_TOL,
+    )
     assert bool(calls) == (path == "compiled")  # forward and the backward's reverse scan
 
 
@@ -74,8 +85,12 @@ def test_linear_scan_matches_naive(path, monkeypatch, shape, with_h0):
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_log_linear_scan_matches_naive(path, monkeypatch, shape, with_h0):
     calls = _spy(monkeypatch)
-    compare(lambda log_a, log_x, log_h0: zoo_kernels.log_linear_scan(log_a, log_x, log_h0, backend="torch"),
-            naive.log_linear_scan, _log(shape, with_h0), FP32_TOL)
+    compare(
+        lambda log_a, log_x, log_h0: zoo_kernels.log_linear_scan(log_a, log_x, log_h0, backend="torch"),
+        naive.log_linear_scan,
+        _log(shape, with_h0),
+        FP32_TOL,
+    )
     assert bool(calls) == (path == "compiled")
 
 
@@ -104,17 +119,26 @@ def test_log_step_is_accurate_elementwise(monkeypatch):
 def test_rg_lru_matches_naive(path, with_h0):
     gen = torch.Generator().manual_seed(3)
     b, t, d = 2, 300, 40
-    inputs = {"x": torch.randn(b, t, d, generator=gen), "r_pre": torch.randn(b, t, d, generator=gen),
-              "i_pre": torch.randn(b, t, d, generator=gen), "a_param": torch.randn(d, generator=gen),
-              "c": 8.0, "h0": torch.randn(b, d, generator=gen) if with_h0 else None}
+    inputs = {
+        "x": torch.randn(b, t, d, generator=gen),
+        "r_pre": torch.randn(b, t, d, generator=gen),
+        "i_pre": torch.randn(b, t, d, generator=gen),
+        "a_param": torch.randn(d, generator=gen),
+        "c": 8.0,
+        "h0": torch.randn(b, d, generator=gen) if with_h0 else None,
+    }
     compare(lambda **kw: zoo_kernels.rg_lru(**kw, backend="torch"), rglru_naive.rg_lru, inputs, FP32_TOL)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_other_dtypes(path, dtype):
     tol = FP32_TOL if dtype == torch.float64 else 1e-2
-    compare(lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend="torch"), naive.linear_scan,
-            _linear((2, 100, 24), True, dtype), tol)
+    compare(
+        lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend="torch"),
+        naive.linear_scan,
+        _linear((2, 100, 24), True, dtype),
+        tol,
+    )
 
 
 def test_strided_views_with_contiguous_channels(path):
@@ -124,10 +148,19 @@ def test_strided_views_with_contiguous_channels(path):
     a, x = torch.sigmoid(wide)[..., :24], wide[..., 24:48]
     h0 = torch.randn(2, 2 * 24, generator=gen)[:, :24]
     assert not a.is_contiguous() and a.stride(-1) == 1
-    compare(lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend="torch"), naive.linear_scan,
-            {"a": a, "x": x, "h0": h0}, FP32_TOL)
-    compare(lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend="torch"), naive.linear_scan,
-            {"a": a, "x": x, "h0": h0}, FP32_TOL, noncontiguous=True)
+    compare(
+        lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend="torch"),
+        naive.linear_scan,
+        {"a": a, "x": x, "h0": h0},
+        FP32_TOL,
+    )
+    compare(
+        lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend="torch"),
+        naive.linear_scan,
+        {"a": a, "x": x, "h0": h0},
+        FP32_TOL,
+        noncontiguous=True,
+    )
 
 
 @needs_kernel
@@ -162,9 +195,14 @@ def _rg_lru(shape, with_h0, dtype=torch.float32, regime="mixed", seed=3):
     gen = torch.Generator().manual_seed(seed)
     b, t, d = shape
     a_param, c = RG_REGIMES[regime]
-    inputs = {"x": torch.randn(b, t, d, generator=gen), "r_pre": 2 * torch.randn(b, t, d, generator=gen),
-              "i_pre": 2 * torch.randn(b, t, d, generator=gen), "a_param": a_param(torch.rand(d, generator=gen)),
-              "c": c, "h0": torch.randn(b, d, generator=gen) if with_h0 else None}
+    inputs = {
+        "x": torch.randn(b, t, d, generator=gen),
+        "r_pre": 2 * torch.randn(b, t, d, generator=gen),
+        "i_pre": 2 * torch.randn(b, t, d, generator=gen),
+        "a_param": a_param(torch.rand(d, generator=gen)),
+        "c": c,
+        "h0": torch.randn(b, d, generator=gen) if with_h0 else None,
+    }
     return {k: (v.to(dtype) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
 
 
@@ -242,8 +280,13 @@ def test_rg_lru_fused_thread_counts_agree(rg_calls, shape):
         old = torch.get_num_threads()
         torch.set_num_threads(n)
         try:
-            results.append(run(_rg_lru_torch, inputs, (torch.ones(shape, dtype=torch.float64),
-                                                       torch.ones(shape[0], shape[2], dtype=torch.float64))))
+            results.append(
+                run(
+                    _rg_lru_torch,
+                    inputs,
+                    (torch.ones(shape, dtype=torch.float64), torch.ones(shape[0], shape[2], dtype=torch.float64)),
+                )
+            )
         finally:
             torch.set_num_threads(old)
     for other in results[1:]:

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-
 from scan_checks import BF16_TOL, DEVICE, FP32_TOL, compare, lengths, shape
+
 import zoo_kernels
-from zoo_kernels.scan import naive
 from zoo_kernels.backends import triton_installed
+from zoo_kernels.scan import naive
 
 REGIMES = {
     "mixed": lambda u: u,  # decays spread over (0, 1)

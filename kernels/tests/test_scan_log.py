@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from scan_checks import BF16_TOL, DEVICE, FP32_TOL, compare, lengths, shape
+
 import zoo_kernels
 from zoo_kernels.scan import naive
 

@@ -16,8 +16,8 @@ Findings, asserted below:
 import pytest
 import torch
 import torch.nn.functional as F
-
 from scan_checks import rel_err
+
 import zoo_kernels
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from scan_checks import BF16_TOL, DEVICE, FP32_TOL, compare, lengths, shape
+
 import zoo_kernels
 from zoo_kernels.rglru import naive
 

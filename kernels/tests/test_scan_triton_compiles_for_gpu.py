@@ -16,7 +16,7 @@ from zoo_kernels.backends import triton_installed
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason="triton is not importable")
 
-COMPILE_ALL = r'''
+COMPILE_ALL = r"""
 import sys
 import triton
 try:
@@ -82,7 +82,7 @@ for kernel, pointers, flags, blocks in CASES:
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": blocks["num_warps"]})
     assert len(out.asm["cubin"]) > 0, kernel.__name__
     print("compiled", kernel.__name__, flags)
-'''
+"""
 
 
 def test_kernels_compile_for_sm90():

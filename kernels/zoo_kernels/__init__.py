@@ -20,6 +20,14 @@ from .scan import linear_scan, log_linear_scan
 from .selective import selective_scan
 from .ssd import ssd_scan
 
-__all__ = ["linear_scan", "log_linear_scan", "rg_lru", "selective_scan", "ssd_scan", "available_backends",
-           "CausalConv", "causal_conv1d"]
+__all__ = [
+    "linear_scan",
+    "log_linear_scan",
+    "rg_lru",
+    "selective_scan",
+    "ssd_scan",
+    "available_backends",
+    "CausalConv",
+    "causal_conv1d",
+]
 __version__ = "0.1.0"

@@ -5,15 +5,17 @@ those with a backward register it as a second custom op, so torch.compile traces
 as one node without graph breaks. `define` does the registration; `grad_or_zeros`
 fills an output's gradient that autograd left as None.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
 
-def define(name: str, impl: Callable, fake: Callable, *, backward: Optional[Callable] = None,
-           setup: Optional[Callable] = None):
+def define(
+    name: str, impl: Callable, fake: Callable, *, backward: Callable | None = None, setup: Callable | None = None
+):
     """The custom op zoo_kernels::<name> running `impl` (its schema from impl's annotations),
     with `fake` as its fake kernel and, when given, `backward` / `setup` as its autograd."""
     op = torch.library.custom_op(f"zoo_kernels::{name}", impl, mutates_args=())
@@ -23,7 +25,7 @@ def define(name: str, impl: Callable, fake: Callable, *, backward: Optional[Call
     return op
 
 
-def grad_or_zeros(g: Optional[torch.Tensor], shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+def grad_or_zeros(g: torch.Tensor | None, shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
     """g, or zeros of `shape` (like's device, `dtype` or like's dtype) when autograd passed None."""
     if g is not None:
         return g

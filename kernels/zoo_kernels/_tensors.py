@@ -1,4 +1,5 @@
 """Tensor helpers every op shares."""
+
 from __future__ import annotations
 
 import functools

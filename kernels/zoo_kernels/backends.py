@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from typing import Optional
 
 import torch
 
@@ -46,7 +45,7 @@ def _checked(name: str, source: str) -> str:
     return name
 
 
-def select(t: torch.Tensor, backend: Optional[str] = None) -> str:
+def select(t: torch.Tensor, backend: str | None = None) -> str:
     """`backend` if given, else ZOO_KERNELS if set, else the default for t's device."""
     if backend is not None:
         return _checked(backend, "backend ")

@@ -13,6 +13,7 @@ Each op declares its C function's signature as one table beside its C (`Signatur
 A failed build (no compiler, an error) is reported once, in one line, as a warning, and the
 ops take their PyTorch paths; so does ``ZOO_KERNELS_CPP=0``.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -25,10 +26,10 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 
@@ -47,7 +48,7 @@ PARALLEL_MIN = 1 << 15
 
 _lock = threading.Lock()
 _lib = None
-_error: Optional[str] = None
+_error: str | None = None
 _tried = False
 
 
@@ -72,9 +73,13 @@ def _cpu_id() -> str:
         return platform.processor()
 
 
-def _compile(cc: str, flags, srcs, include: Path, dst: Path) -> Optional[str]:
-    proc = subprocess.run([cc, *flags, f"-I{include}", "-o", str(dst), *map(str, srcs), "-lm"],
-                          capture_output=True, text=True, timeout=300)
+def _compile(cc: str, flags, srcs, include: Path, dst: Path) -> str | None:
+    proc = subprocess.run(
+        [cc, *flags, f"-I{include}", "-o", str(dst), *map(str, srcs), "-lm"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         return (proc.stderr.strip().splitlines() or [f"{cc} exited with {proc.returncode}"])[-1]
     return None
@@ -90,8 +95,11 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError(f"{cc} failed: {exc.strerror or exc}") from None
     package = resources.files(__package__)
     texts = {name: package.joinpath(name).read_text() for name in HEADERS + SOURCES}
-    key = hashlib.sha256("\0".join([*(f"{n}\0{t}" for n, t in texts.items()), " ".join(FLAGS), version,
-                                    platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "\0".join(
+            [*(f"{n}\0{t}" for n, t in texts.items()), " ".join(FLAGS), version, platform.machine(), _cpu_id()]
+        ).encode()
+    ).hexdigest()[:16]
     cache = _cache_dir()
     so = cache / f"zoo_kernels_{key}.so"
     if not so.exists():
@@ -121,8 +129,11 @@ def load():
                 _lib = _build()
             except Exception as exc:  # any failure means: use the PyTorch paths
                 _error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                warnings.warn(f"zoo-kernels: compiled CPU scan unavailable ({_error}); "
-                              "using the chunked PyTorch path", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"zoo-kernels: compiled CPU scan unavailable ({_error}); using the chunked PyTorch path",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             _tried = True
     return _lib
 
@@ -166,8 +177,7 @@ def block(bsz: int, dim: int, threads: int) -> int:
 
 # ---- signatures ------------------------------------------------------------------------------------
 
-_CTYPES = {"int": ctypes.c_int, "i64": ctypes.c_int64, "ptr": ctypes.c_void_p,
-           "i64*": ctypes.POINTER(ctypes.c_int64)}
+_CTYPES = {"int": ctypes.c_int, "i64": ctypes.c_int64, "ptr": ctypes.c_void_p, "i64*": ctypes.POINTER(ctypes.c_int64)}
 
 
 @dataclass(frozen=True)
@@ -192,7 +202,7 @@ def _arg(kind: str, value):
     return int(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def function(sig: Signature) -> Callable[..., int]:
     """The C function, called with keyword arguments named as in its signature: tensors for
     pointers (None for NULL; a pointer left out is NULL), tuples of ints for i64* arrays."""

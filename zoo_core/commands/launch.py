@@ -1,4 +1,5 @@
 """zoo launch CONFIG [overrides] --nodes N --gpus-per-node G [--partition P] [--local] [--sweep FILE]"""
+
 from pathlib import Path
 
 from zoo_core.cli import split_config
@@ -6,11 +7,12 @@ from zoo_core.cli import split_config
 
 def run(args) -> None:
     from zoo_core.config import parse_overrides, read_yaml, resolve
-    from zoo_core.launch import launch_local, submit, sweep_configs
-    from zoo_core.registry import get_registry
-    from zoo_core.loop.train import run_config
     from zoo_core.errors import UserError
+    from zoo_core.launch import launch_local, submit, sweep_configs
+    from zoo_core.loop.train import run_config
     from zoo_core.loop.validate import check_request
+    from zoo_core.registry import get_registry
+
     config, overrides = split_config(args.args)
     registry = get_registry()
     cfg = resolve(run_config(config, overrides), registry)
@@ -39,8 +41,18 @@ def run(args) -> None:
     if bad:
         raise UserError(f"--slurm {bad[0]} is not KEY=VALUE; write it like --slurm account=myproject")
     extra = dict(kv.split("=", 1) for kv in args.slurm) if args.slurm else {}
-    ids = submit(cfg, args.nodes, args.gpus_per_node, args.tasks_per_node, args.partition, args.time,
-                 args.cpus_per_task, array, extra, requeue=not args.no_requeue)
+    ids = submit(
+        cfg,
+        args.nodes,
+        args.gpus_per_node,
+        args.tasks_per_node,
+        args.partition,
+        args.time,
+        args.cpus_per_task,
+        array,
+        extra,
+        requeue=not args.no_requeue,
+    )
     for job_id in ids:
         print(job_id)
 

@@ -4,6 +4,7 @@ registered through `register_commands` like a third-party command.
 The command modules import only argparse-level things at the top; each imports what it
 runs (torch, the loop, a battery) inside its `run`, so `zoo train` starts as fast as before.
 """
+
 import importlib
 
 from zoo_core import hookimpl

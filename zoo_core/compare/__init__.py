@@ -11,6 +11,7 @@ tables give the mean and standard deviation over seeds; with several budgets
 and sizes a saturating power law is fitted to each architecture's
 compute-optimal frontier. See docs/compare.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,21 +20,38 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from zoo_core.errors import UserError, nearest
 
-SPEC_KEYS = ("name", "budget", "budgets", "base", "tasks", "architectures", "sizes", "lr", "seeds", "select",
-             "test_split", "machine", "runs_dir", "throughput_repeats")
+SPEC_KEYS = (
+    "name",
+    "budget",
+    "budgets",
+    "base",
+    "tasks",
+    "architectures",
+    "sizes",
+    "lr",
+    "seeds",
+    "select",
+    "test_split",
+    "machine",
+    "runs_dir",
+    "throughput_repeats",
+)
 SELECT = {"val_loss": min, "val_bpb": min, "val_accuracy": max}
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
 _PREFIX = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12, "P": 1e15}
-_BUDGET = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMGBTP]?)\s*"
-                     r"((?i:tokens?|tok|flops?|s|sec|min|m|hr|h))?\s*")
+_BUDGET = re.compile(
+    r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMGBTP]?)\s*"
+    r"((?i:tokens?|tok|flops?|s|sec|min|m|hr|h))?\s*"
+)
 #: Bump when what a run computes for the same config changes, so old results are not reused.
 IDENTITY_VERSION = 2
 
@@ -47,6 +65,7 @@ class Interrupted(UserError):
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """What a run may spend: `amount` device-seconds, tokens or training FLOPs."""
+
     amount: float
     unit: str  # "seconds" | "tokens" | "flops"
 
@@ -80,8 +99,10 @@ def parse_budget_any(value: Any) -> Budget:
     m = _BUDGET.fullmatch(str(value))
     unit = (m.group(3) or "").lower() if m else ""
     if not m or (unit in ("", *_UNITS) and m.group(2)):
-        raise UserError(f"budget '{value}' is not a duration, a token count or a FLOP count; write it like "
-                        f"90s, 2m or 1.5h, 2M tokens, or 3e12 FLOPs")
+        raise UserError(
+            f"budget '{value}' is not a duration, a token count or a FLOP count; write it like "
+            f"90s, 2m or 1.5h, 2M tokens, or 3e12 FLOPs"
+        )
     amount = float(m.group(1)) * _PREFIX[m.group(2)]
     if unit.startswith("tok"):
         return Budget(amount, "tokens")
@@ -93,29 +114,29 @@ def parse_budget_any(value: Any) -> Budget:
 @dataclasses.dataclass
 class Spec:
     name: str
-    budgets: List[Budget]
-    base: List[str]
-    architectures: Dict[str, List[str]]
-    sizes: Dict[str, List[str]]
+    budgets: list[Budget]
+    base: list[str]
+    architectures: dict[str, list[str]]
+    sizes: dict[str, list[str]]
     runs_dir: str
     throughput_repeats: int = 5
-    tasks: Dict[str, List[str]] = dataclasses.field(default_factory=lambda: {"": []})
+    tasks: dict[str, list[str]] = dataclasses.field(default_factory=lambda: {"": []})
     #: lr grid per architecture; [None] runs the config's own optim.lr.
-    lrs: Dict[str, List[Optional[float]]] = dataclasses.field(default_factory=dict)
+    lrs: dict[str, list[float | None]] = dataclasses.field(default_factory=dict)
     seeds: int = 1
     select: str = "val_loss"
-    test_split: Optional[str] = None
-    machine: Optional[str] = None
+    test_split: str | None = None
+    machine: str | None = None
     #: The sizes each task runs at (a task may list `sizes: [...]`); default every size.
-    task_sizes: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+    task_sizes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
-    def budget_s(self) -> Optional[float]:
+    def budget_s(self) -> float | None:
         """The first device-seconds budget (older specs had exactly one)."""
         return next((b.amount for b in self.budgets if b.unit == "seconds"), None)
 
 
-def _overrides(block: Any, where: str) -> List[str]:
+def _overrides(block: Any, where: str) -> list[str]:
     """A mapping ({model.dim: 64} or nested) or a list of key=value strings -> overrides."""
     if block is None:
         return []
@@ -123,19 +144,22 @@ def _overrides(block: Any, where: str) -> List[str]:
         return [str(x) for x in block]
     if not isinstance(block, dict):
         raise UserError(f"{where} must be a mapping of config keys to values, or a list of key=value")
-    flat: List[str] = []
+    flat: list[str] = []
 
     def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict) and not ("name" in node and prefix.endswith(("mixer", "block", "loss", "source", "tokenizer"))):
+        if isinstance(node, dict) and not (
+            "name" in node and prefix.endswith(("mixer", "block", "loss", "source", "tokenizer"))
+        ):
             for k, v in node.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
         else:
             flat.append(f"{prefix}={json.dumps(node) if isinstance(node, (list, dict)) else node}")
+
     walk("", block)
     return flat
 
 
-def _lr_grid(value: Any, where: str) -> List[Optional[float]]:
+def _lr_grid(value: Any, where: str) -> list[float | None]:
     values = value if isinstance(value, list) else [value]
     try:
         grid = [float(v) for v in values]
@@ -154,8 +178,9 @@ def load_spec(path: str) -> Spec:
     for key in data:
         if key not in SPEC_KEYS:
             best = nearest(key, SPEC_KEYS)
-            raise UserError(f"unknown spec key '{key}'{f'; did you mean {best!r}?' if best else ''} "
-                            f"(valid: {', '.join(SPEC_KEYS)})")
+            raise UserError(
+                f"unknown spec key '{key}'{f'; did you mean {best!r}?' if best else ''} (valid: {', '.join(SPEC_KEYS)})"
+            )
     if "budget" not in data and "budgets" not in data:
         raise UserError(f"spec '{path}' needs 'budget' (or a list of 'budgets')")
     if "architectures" not in data:
@@ -185,12 +210,26 @@ def load_spec(path: str) -> Spec:
     if seeds < 1:
         raise UserError(f"seeds: {seeds} must be at least 1")
     name = data.get("name") or p.stem
-    return Spec(name, budgets, _overrides(data.get("base"), "base"), archs, sizes,
-                data.get("runs_dir") or f"runs/compare/{name}", int(data.get("throughput_repeats", 5)),
-                tasks, lrs, seeds, select, data.get("test_split"), data.get("machine"), task_sizes)
+    return Spec(
+        name,
+        budgets,
+        _overrides(data.get("base"), "base"),
+        archs,
+        sizes,
+        data.get("runs_dir") or f"runs/compare/{name}",
+        int(data.get("throughput_repeats", 5)),
+        tasks,
+        lrs,
+        seeds,
+        select,
+        data.get("test_split"),
+        data.get("machine"),
+        task_sizes,
+    )
 
 
 # -- planning: one run per (task, arch, size, budget, lr, seed) ---------------------
+
 
 @dataclasses.dataclass
 class Run:
@@ -198,13 +237,13 @@ class Run:
     arch: str
     size: str
     budget: Budget
-    lr: Optional[float]
+    lr: float | None
     seed: int
-    overrides: List[str]
+    overrides: list[str]
     identity: str = ""
 
     @property
-    def cell(self) -> Tuple[str, str, str, str]:
+    def cell(self) -> tuple[str, str, str, str]:
         return (self.task, self.arch, self.size, self.budget.label)
 
     @property
@@ -213,8 +252,9 @@ class Run:
         return "-".join(parts + [self.identity[:10]])
 
 
-def plan(spec: Spec, registry: Any, only: Sequence[str] = ()) -> List[Run]:
+def plan(spec: Spec, registry: Any, only: Sequence[str] = ()) -> list[Run]:
     from zoo_core.config import load_config, resolve
+
     runs = []
     for task, task_ov in spec.tasks.items():
         for arch, arch_ov in spec.architectures.items():
@@ -228,7 +268,9 @@ def plan(spec: Spec, registry: Any, only: Sequence[str] = ()) -> List[Run]:
                 for budget in spec.budgets:
                     for lr in spec.lrs.get(arch, [None]):
                         for i in range(spec.seeds):
-                            ov = base + ([f"optim.lr={lr}"] if lr is not None else []) + [f"train.seed={first_seed + i}"]
+                            ov = (
+                                base + ([f"optim.lr={lr}"] if lr is not None else []) + [f"train.seed={first_seed + i}"]
+                            )
                             run = Run(task, arch, size, budget, lr, first_seed + i, ov)
                             run.identity = run_identity(resolve(load_config(None, ov), registry), budget)
                             runs.append(run)
@@ -244,17 +286,18 @@ def run_identity(cfg: Any, budget: Budget) -> str:
         plain.pop(key, None)
     for key in ("steps", "progress", "tensorboard", "wandb", "log_every", "ckpt_every", "keep_checkpoints"):
         plain.get("train", {}).pop(key, None)
-    blob = json.dumps({"config": plain, "budget": [budget.amount, budget.unit], "v": IDENTITY_VERSION},
-                      sort_keys=True)
+    blob = json.dumps({"config": plain, "budget": [budget.amount, budget.unit], "v": IDENTITY_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 # -- running -------------------------------------------------------------------------
 
-def _steps(run: Run, cfg: Any, registry: Any, run_dir: Path, repeats: int) -> Tuple[int, Dict[str, Any]]:
+
+def _steps(run: Run, cfg: Any, registry: Any, run_dir: Path, repeats: int) -> tuple[int, dict[str, Any]]:
     """Steps for the run's budget, and the throughput measurement when the budget is in seconds
     (measured once and kept, so a resumed run keeps its step count)."""
     from zoo_core.throughput import measure
+
     tokens_per_step = cfg.train.global_batch * cfg.data.seq_len
     b = run.budget
     if b.unit == "tokens":
@@ -275,6 +318,7 @@ def _steps(run: Run, cfg: Any, registry: Any, run_dir: Path, repeats: int) -> Tu
 def _meta_model(cfg: Any, registry: Any):
     from zoo_core.loop.components import build_tokenizer, model_vocab
     from zoo_core.loop.model import meta_model
+
     return meta_model(cfg.model, registry, model_vocab(cfg, registry, build_tokenizer(cfg, registry)))
 
 
@@ -283,10 +327,11 @@ def _train_flops_per_token(cfg: Any, registry: Any) -> float:
     return 3.0 * _meta_model(cfg, registry).flops_per_token(cfg.data.seq_len)
 
 
-def run_one(spec: Spec, run: Run, registry: Any, progress: bool) -> Dict[str, Any]:
+def run_one(spec: Spec, run: Run, registry: Any, progress: bool) -> dict[str, Any]:
     """Train one run (or reuse it when its identity matches) and return its row."""
     from zoo_core.config import load_config, resolve
     from zoo_core.loop.train import train
+
     run_dir = Path(spec.runs_dir) / run.name
     result_file = run_dir / "compare.json"
     done = finished(spec, run)
@@ -297,40 +342,59 @@ def run_one(spec: Spec, run: Run, registry: Any, progress: bool) -> Dict[str, An
     steps, tp = _steps(run, cfg, registry, run_dir, spec.throughput_repeats)
     out = train(None, run.overrides + extra + [f"train.steps={steps}", f"train.progress={str(progress).lower()}"])
     if out.get("interrupted"):  # a signal stopped training: the run is not finished, and neither is the compare
-        raise Interrupted(f"{run.name} stopped at step {out['step']} of {steps} (checkpoint saved); "
-                          f"run the same command again to resume it")
+        raise Interrupted(
+            f"{run.name} stopped at step {out['step']} of {steps} (checkpoint saved); "
+            f"run the same command again to resume it"
+        )
     model = _meta_model(cfg, registry)
     tokens = steps * cfg.train.global_batch * cfg.data.seq_len
     flops_per_token = _train_flops_per_token(cfg, registry)
     val = out.get("val") or {}
     test = _evaluate_split(run_dir, spec.test_split) if spec.test_split else {}
-    row = {"task": run.task, "arch": run.arch, "size": run.size, "budget": run.budget.label,
-           "budget_unit": run.budget.unit, "lr": float(cfg.optim.lr), "seed": run.seed,
-           "params": model.num_params(), "params_non_embedding": model.num_params(False),
-           "train_flops_per_token": flops_per_token, "tokens_per_s": tp.get("tokens_per_s") or _logged_speed(run_dir),
-           "steps": steps, "tokens": tokens, "compute_flops": flops_per_token * tokens,
-           "state_bytes": model.state_size(cfg.data.seq_len),
-           "val_loss": val.get("loss"), "val_bpb": val.get("bpb"), "val_accuracy": val.get("accuracy"),
-           "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
-           "device": tp.get("device") or _device(cfg.train.threads), "run_dir": str(run_dir), "identity": run.identity}
+    row = {
+        "task": run.task,
+        "arch": run.arch,
+        "size": run.size,
+        "budget": run.budget.label,
+        "budget_unit": run.budget.unit,
+        "lr": float(cfg.optim.lr),
+        "seed": run.seed,
+        "params": model.num_params(),
+        "params_non_embedding": model.num_params(False),
+        "train_flops_per_token": flops_per_token,
+        "tokens_per_s": tp.get("tokens_per_s") or _logged_speed(run_dir),
+        "steps": steps,
+        "tokens": tokens,
+        "compute_flops": flops_per_token * tokens,
+        "state_bytes": model.state_size(cfg.data.seq_len),
+        "val_loss": val.get("loss"),
+        "val_bpb": val.get("bpb"),
+        "val_accuracy": val.get("accuracy"),
+        "test_loss": test.get("loss"),
+        "test_accuracy": test.get("accuracy"),
+        "device": tp.get("device") or _device(cfg.train.threads),
+        "run_dir": str(run_dir),
+        "identity": run.identity,
+    }
     result_file.write_text(json.dumps(row, indent=2))
     return {**row, "reused": False}
 
 
-def _evaluate_split(run_dir: Path, split: str) -> Dict[str, float]:
+def _evaluate_split(run_dir: Path, split: str) -> dict[str, float]:
     """The finished run's loss and accuracy on another split of its own source (e.g. mqar's test)."""
     from zoo_core.loop.components import build_source
     from zoo_core.loop.distributed import World
     from zoo_core.loop.evaluate import evaluate
-    from zoo_core.registry import get_registry
     from zoo_core.loop.runs import load_run
+    from zoo_core.registry import get_registry
+
     r = load_run(run_dir, device="cpu")
     t = r.cfg.train
     source = build_source(r.cfg, get_registry(), r.tokenizer, split, t.eval_batch_size, progress=False)
     return evaluate(r.model, source, World(), t.eval_batches, t.carry_state)
 
 
-def _logged_speed(run_dir: Path) -> Optional[float]:
+def _logged_speed(run_dir: Path) -> float | None:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return None
@@ -341,12 +405,13 @@ def _logged_speed(run_dir: Path) -> Optional[float]:
 
 def _device(threads: int = 0) -> str:
     import torch
+
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return f"cpu x{threads or torch.get_num_threads()} threads"  # the run's train.threads, else torch's default
 
 
-def finished(spec: Spec, run: Run) -> Optional[Dict[str, Any]]:
+def finished(spec: Spec, run: Run) -> dict[str, Any] | None:
     """The run's recorded row when it finished with this identity, else None."""
     path = Path(spec.runs_dir) / run.name / "compare.json"
     if path.exists():
@@ -356,29 +421,41 @@ def finished(spec: Spec, run: Run) -> Optional[Dict[str, Any]]:
     return None
 
 
-def run_spec(spec: Spec, registry: Any, out_dir: Optional[Path] = None, only: Sequence[str] = (),
-             progress: bool = True, report_only: bool = False) -> List[Dict[str, Any]]:
+def run_spec(
+    spec: Spec,
+    registry: Any,
+    out_dir: Path | None = None,
+    only: Sequence[str] = (),
+    progress: bool = True,
+    report_only: bool = False,
+) -> list[dict[str, Any]]:
     runs = plan(spec, registry, only)
     rows = []
     if report_only:  # tables from the finished runs only; train nothing
         rows = [r for r in (finished(spec, run) for run in runs) if r is not None]
         missing = [run.name for run in runs if finished(spec, run) is None]
         if missing:
-            print(f"zoo compare: {len(missing)} of {len(runs)} runs not finished, left out of the tables: "
-                  f"{', '.join(missing)}")
+            print(
+                f"zoo compare: {len(missing)} of {len(runs)} runs not finished, left out of the tables: "
+                f"{', '.join(missing)}"
+            )
         if not rows:
             raise UserError(f"no finished runs of {spec.name} in {spec.runs_dir}; run without --report-only first")
         runs = []
     for run in tqdm(runs, desc=f"compare {spec.name}", unit="run", disable=not progress):
         if progress:
-            tqdm.write(f"-- {run.name}: {run.budget.label}, lr {run.lr if run.lr is not None else 'from config'}, "
-                       f"seed {run.seed}")
+            tqdm.write(
+                f"-- {run.name}: {run.budget.label}, lr {run.lr if run.lr is not None else 'from config'}, "
+                f"seed {run.seed}"
+            )
         rows.append(run_one(spec, run, registry, progress))
     reused = [r["run_dir"] for r in rows if r.pop("reused")]
     if reused:
         names = ", ".join(Path(r).name for r in reused)
-        print(f"zoo compare: reused {len(reused)} of {len(rows)} finished runs with the same config, budget "
-              f"and seed: {names}")
+        print(
+            f"zoo compare: reused {len(reused)} of {len(rows)} finished runs with the same config, budget "
+            f"and seed: {names}"
+        )
     write_results(rows, Path(out_dir or spec.runs_dir), spec)
     return rows
 
@@ -388,18 +465,20 @@ def run_spec(spec: Spec, registry: Any, out_dir: Optional[Path] = None, only: Se
 METRICS = ("val_loss", "val_bpb", "val_accuracy", "test_loss", "test_accuracy")
 
 
-def _mean_std(values: List[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def aggregate(rows: List[Dict[str, Any]], select: str = "val_loss") -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+def aggregate(
+    rows: list[dict[str, Any]], select: str = "val_loss"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(sweep, best): `sweep` has one row per (cell, lr) with the mean and std over seeds of
     each metric; `best` one row per cell, the lr whose mean validation `select` is best.
     The choice never looks at test metrics."""
-    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r.get("task", ""), r["arch"], r["size"], r["budget"], r["lr"]), []).append(r)
     sweep = []
@@ -414,12 +493,14 @@ def aggregate(rows: List[Dict[str, Any]], select: str = "val_loss") -> Tuple[Lis
         agg["device"] = rs[0].get("device")
         sweep.append(agg)
     lower_is_better = SELECT[select] is min
-    best: Dict[Tuple, Dict[str, Any]] = {}
+    best: dict[tuple, dict[str, Any]] = {}
     for s in sweep:
         key = (s["task"], s["arch"], s["size"], s["budget"])
         cur = best.get(key)
-        if cur is None or (s[select] is not None and (
-                cur[select] is None or (s[select] < cur[select] if lower_is_better else s[select] > cur[select]))):
+        if cur is None or (
+            s[select] is not None
+            and (cur[select] is None or (s[select] < cur[select] if lower_is_better else s[select] > cur[select]))
+        ):
             best[key] = s  # ties keep the first (smaller) lr of the grid
     for s in sweep:
         s["best"] = best[(s["task"], s["arch"], s["size"], s["budget"])] is s
@@ -428,21 +509,23 @@ def aggregate(rows: List[Dict[str, Any]], select: str = "val_loss") -> Tuple[Lis
 
 # -- frontier fits ----------------------------------------------------------------------
 
-def frontier(points: List[Tuple[float, float]]) -> List[Tuple[float, float]]:
+
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The compute-optimal frontier: points (compute, loss) that no point of less or equal
     compute beats on loss, in order of compute."""
-    out: List[Tuple[float, float]] = []
+    out: list[tuple[float, float]] = []
     for c, l in sorted(points):
         if not out or l < out[-1][1]:
             out.append((c, l))
     return out
 
 
-def fit_saturating_power_law(compute: Sequence[float], loss: Sequence[float]) -> Optional[Dict[str, float]]:
+def fit_saturating_power_law(compute: Sequence[float], loss: Sequence[float]) -> dict[str, float] | None:
     """Least-squares fit of L(C) = E + A * C^(-alpha) (Chinchilla's form in compute alone):
     E the irreducible loss, alpha the rate. Parameters with standard errors from the
     Jacobian at the optimum (residual variance x (J^T J)^-1); needs 4 points or more."""
     import numpy as np
+
     C, L = np.asarray(compute, dtype=np.float64), np.asarray(loss, dtype=np.float64)
     n = len(C)
     if n < 4 or np.any(C <= 0):
@@ -492,13 +575,20 @@ def fit_saturating_power_law(compute: Sequence[float], loss: Sequence[float]) ->
         cov = np.full((3, 3), np.nan)
     E, a, alpha = (float(v) for v in p)
     A = math.exp(a + alpha * x0)  # back from centred log-compute
-    var_log_a = cov[1, 1] + x0 ** 2 * cov[2, 2] + 2 * x0 * cov[1, 2]
-    return {"E": E, "E_err": float(math.sqrt(max(cov[0, 0], 0))), "A": A,
-            "A_err": float(A * math.sqrt(max(var_log_a, 0))), "alpha": alpha,
-            "alpha_err": float(math.sqrt(max(cov[2, 2], 0))), "points": n, "rmse": math.sqrt(sse / n)}
+    var_log_a = cov[1, 1] + x0**2 * cov[2, 2] + 2 * x0 * cov[1, 2]
+    return {
+        "E": E,
+        "E_err": float(math.sqrt(max(cov[0, 0], 0))),
+        "A": A,
+        "A_err": float(A * math.sqrt(max(var_log_a, 0))),
+        "alpha": alpha,
+        "alpha_err": float(math.sqrt(max(cov[2, 2], 0))),
+        "points": n,
+        "rmse": math.sqrt(sse / n),
+    }
 
 
-def power_law(rows: List[Dict[str, Any]]) -> Optional[Dict[str, float]]:
+def power_law(rows: list[dict[str, Any]]) -> dict[str, float] | None:
     """Least-squares fit of bpb = a * C^(-b) over compute C, in log-log space (no floor)."""
     pts = [(math.log(r["compute_flops"]), math.log(r["val_bpb"])) for r in rows if r.get("val_bpb")]
     if len(pts) < 3:
@@ -512,19 +602,26 @@ def power_law(rows: List[Dict[str, Any]]) -> Optional[Dict[str, float]]:
     return {"a": math.exp(my - slope * mx), "b": -slope, "points": n}
 
 
-def frontier_fits(best: List[Dict[str, Any]], metric: str = "val_bpb") -> Dict[Tuple[str, str], Dict[str, Any]]:
+def frontier_fits(best: list[dict[str, Any]], metric: str = "val_bpb") -> dict[tuple[str, str], dict[str, Any]]:
     """Per (task, arch): the compute-optimal frontier over sizes and budgets, and its fit."""
     fits = {}
     for key in dict.fromkeys((b["task"], b["arch"]) for b in best):
-        pts = [(b["compute_flops"], b[metric]) for b in best
-               if (b["task"], b["arch"]) == key and b.get(metric) is not None and b.get("compute_flops")]
+        pts = [
+            (b["compute_flops"], b[metric])
+            for b in best
+            if (b["task"], b["arch"]) == key and b.get(metric) is not None and b.get("compute_flops")
+        ]
         front = frontier(pts)
-        fits[key] = {"frontier": front, "fit": fit_saturating_power_law(*zip(*front)) if len(front) >= 4 else None,
-                     "points": len(pts)}
+        fits[key] = {
+            "frontier": front,
+            "fit": fit_saturating_power_law(*zip(*front)) if len(front) >= 4 else None,
+            "points": len(pts),
+        }
     return fits
 
 
 # -- reporting -----------------------------------------------------------------
+
 
 def _fmt(v: Any, std: Any = None, digits: int = 4) -> str:
     if v is None:
@@ -536,68 +633,96 @@ def _lr(v: Any) -> str:
     return "config" if v is None else f"{v:g}"
 
 
-def write_results(rows: List[Dict[str, Any]], out_dir: Path, spec: Spec) -> None:
+def write_results(rows: list[dict[str, Any]], out_dir: Path, spec: Spec) -> None:
     import csv
+
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def write_csv(name: str, table: List[Dict[str, Any]]) -> None:
+    def write_csv(name: str, table: list[dict[str, Any]]) -> None:
         with (out_dir / name).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(table[0]))
             writer.writeheader()
             writer.writerows(table)
+
     sweep, best = aggregate(rows, spec.select)
     write_csv("runs.csv", rows)
     write_csv("sweep.csv", sweep)
     write_csv("results.csv", best)
     fits = frontier_fits(best)
     units = sorted({b.unit for b in spec.budgets})
-    what = {"seconds": "device-seconds (steps from measured tokens/s)", "tokens": "training tokens",
-            "flops": "training FLOPs (3 x the mixers' declared forward FLOPs per token)"}
+    what = {
+        "seconds": "device-seconds (steps from measured tokens/s)",
+        "tokens": "training tokens",
+        "flops": "training FLOPs (3 x the mixers' declared forward FLOPs per token)",
+    }
     tasks = any(r["task"] for r in best)
-    lines = [f"# {spec.name}", "",
-             f"Budgets: {', '.join(b.label for b in spec.budgets)}, in {'; '.join(what[u] for u in units)}. "
-             f"Each cell's lr is the best of its grid on mean validation {spec.select} (never test); "
-             f"± is the standard deviation over {spec.seeds} seed{'s' if spec.seeds > 1 else ''}"
-             f"{'' if spec.seeds > 1 else ' (one seed: no spread)'}.", "",
-             f"Machine: {spec.machine or '-'}; device: {rows[0]['device']}.", "",
-             ("| task " if tasks else "") + "| arch | size | budget | best lr | seeds | params | steps | tokens | "
-             "train FLOPs used | state bytes | val loss | val acc | test acc |",
-             ("|---" if tasks else "") + "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {spec.name}",
+        "",
+        f"Budgets: {', '.join(b.label for b in spec.budgets)}, in {'; '.join(what[u] for u in units)}. "
+        f"Each cell's lr is the best of its grid on mean validation {spec.select} (never test); "
+        f"± is the standard deviation over {spec.seeds} seed{'s' if spec.seeds > 1 else ''}"
+        f"{'' if spec.seeds > 1 else ' (one seed: no spread)'}.",
+        "",
+        f"Machine: {spec.machine or '-'}; device: {rows[0]['device']}.",
+        "",
+        ("| task " if tasks else "") + "| arch | size | budget | best lr | seeds | params | steps | tokens | "
+        "train FLOPs used | state bytes | val loss | val acc | test acc |",
+        ("|---" if tasks else "") + "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in best:
-        lines.append((f"| {r['task']} " if tasks else "") +
-                     f"| {r['arch']} | {r['size']} | {r['budget']} | {_lr(r['lr'])} | {r['seeds']} | "
-                     f"{r['params']:,} | {r['steps']:.0f} | {r['tokens']:,.0f} | {r['compute_flops']:.3e} | "
-                     f"{r['state_bytes']:,} | {_fmt(r['val_loss'], r['val_loss_std'])} | "
-                     f"{_fmt(r['val_accuracy'], r['val_accuracy_std'], 3)} | "
-                     f"{_fmt(r['test_accuracy'], r['test_accuracy_std'], 3)} |")
+        lines.append(
+            (f"| {r['task']} " if tasks else "")
+            + f"| {r['arch']} | {r['size']} | {r['budget']} | {_lr(r['lr'])} | {r['seeds']} | "
+            f"{r['params']:,} | {r['steps']:.0f} | {r['tokens']:,.0f} | {r['compute_flops']:.3e} | "
+            f"{r['state_bytes']:,} | {_fmt(r['val_loss'], r['val_loss_std'])} | "
+            f"{_fmt(r['val_accuracy'], r['val_accuracy_std'], 3)} | "
+            f"{_fmt(r['test_accuracy'], r['test_accuracy_std'], 3)} |"
+        )
     if any(len(spec.lrs.get(a, [None])) > 1 for a in spec.architectures):
-        lines += ["", f"## lr sweep (validation {spec.select}; * = chosen)", "",
-                  ("| task " if tasks else "") + "| arch | size | budget | lr | val loss | val acc |",
-                  ("|---" if tasks else "") + "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## lr sweep (validation {spec.select}; * = chosen)",
+            "",
+            ("| task " if tasks else "") + "| arch | size | budget | lr | val loss | val acc |",
+            ("|---" if tasks else "") + "|---|---|---|---|---|---|",
+        ]
         for s in sweep:
-            lines.append((f"| {s['task']} " if tasks else "") +
-                         f"| {s['arch']} | {s['size']} | {s['budget']} | {_lr(s['lr'])}{' *' if s['best'] else ''} | "
-                         f"{_fmt(s['val_loss'], s['val_loss_std'])} | {_fmt(s['val_accuracy'], s['val_accuracy_std'], 3)} |")
+            lines.append(
+                (f"| {s['task']} " if tasks else "")
+                + f"| {s['arch']} | {s['size']} | {s['budget']} | {_lr(s['lr'])}{' *' if s['best'] else ''} | "
+                f"{_fmt(s['val_loss'], s['val_loss_std'])} | {_fmt(s['val_accuracy'], s['val_accuracy_std'], 3)} |"
+            )
     fitted = {k: f for k, f in fits.items() if f["fit"]}
     lines += ["", "## Compute-optimal frontier", ""]
     if fitted:
-        lines += ["Saturating power law fitted to each architecture's frontier (the best size at each compute), "
-                  "validation bits/byte L(C) = E + A * C^-alpha over training FLOPs C; ± one standard error:", ""]
+        lines += [
+            "Saturating power law fitted to each architecture's frontier (the best size at each compute), "
+            "validation bits/byte L(C) = E + A * C^-alpha over training FLOPs C; ± one standard error:",
+            "",
+        ]
         for (task, arch), f in fitted.items():
             p = f["fit"]
-            lines.append(f"- {f'{task} ' if task else ''}{arch}: E = {p['E']:.4g} ± {p['E_err']:.2g}, "
-                         f"A = {p['A']:.4g} ± {p['A_err']:.2g}, alpha = {p['alpha']:.4g} ± {p['alpha_err']:.2g} "
-                         f"({p['points']} frontier points, rmse {p['rmse']:.3g})")
+            lines.append(
+                f"- {f'{task} ' if task else ''}{arch}: E = {p['E']:.4g} ± {p['E_err']:.2g}, "
+                f"A = {p['A']:.4g} ± {p['A_err']:.2g}, alpha = {p['alpha']:.4g} ± {p['alpha_err']:.2g} "
+                f"({p['points']} frontier points, rmse {p['rmse']:.3g})"
+            )
     else:
-        lines.append("No fit: a fit needs 4 or more frontier points (budgets x sizes) per architecture; "
-                     f"this spec has {len(spec.budgets)} budget(s) x {len(spec.sizes)} size(s).")
+        lines.append(
+            "No fit: a fit needs 4 or more frontier points (budgets x sizes) per architecture; "
+            f"this spec has {len(spec.budgets)} budget(s) x {len(spec.sizes)} size(s)."
+        )
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     plot(rows, best, fits, out_dir)
 
 
-def plot(rows: List[Dict[str, Any]], best: List[Dict[str, Any]], fits: Dict[Tuple[str, str], Any], out_dir: Path) -> None:
+def plot(
+    rows: list[dict[str, Any]], best: list[dict[str, Any]], fits: dict[tuple[str, str], Any], out_dir: Path
+) -> None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -605,15 +730,27 @@ def plot(rows: List[Dict[str, Any]], best: List[Dict[str, Any]], fits: Dict[Tupl
         return
     series = list(dict.fromkeys((b["task"], b["arch"]) for b in best))
     label = lambda t, a: f"{t} {a}" if t else a  # noqa: E731
-    for x_key, fname, xlabel in (("compute_flops", "bpb_vs_compute.png", "training FLOPs"),
-                                 ("params", "bpb_vs_params.png", "parameters")):
+    for x_key, fname, xlabel in (
+        ("compute_flops", "bpb_vs_compute.png", "training FLOPs"),
+        ("params", "bpb_vs_params.png", "parameters"),
+    ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for t, a in series:
-            pts = sorted((b[x_key], b["val_bpb"], b["val_bpb_std"] or 0) for b in best
-                         if (b["task"], b["arch"]) == (t, a) and b["val_bpb"] is not None)
+            pts = sorted(
+                (b[x_key], b["val_bpb"], b["val_bpb_std"] or 0)
+                for b in best
+                if (b["task"], b["arch"]) == (t, a) and b["val_bpb"] is not None
+            )
             if pts:
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
-                            capsize=2, label=label(t, a), lw=1)
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    yerr=[p[2] for p in pts],
+                    marker="o",
+                    capsize=2,
+                    label=label(t, a),
+                    lw=1,
+                )
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation bits/byte (mean ± std over seeds)")
@@ -623,6 +760,7 @@ def plot(rows: List[Dict[str, Any]], best: List[Dict[str, Any]], fits: Dict[Tupl
         plt.close(fig)
     if any(f["fit"] for f in fits.values()):
         import numpy as np
+
         fig, ax = plt.subplots(figsize=(6, 4))
         for (t, a), f in fits.items():
             cs = [p[0] for p in f["frontier"]]
@@ -659,12 +797,22 @@ def plot(rows: List[Dict[str, Any]], best: List[Dict[str, Any]], fits: Dict[Tupl
         fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False, sharey=True)
         for ax, task in zip(axes[0], tasks):
             for arch in dict.fromkeys(b["arch"] for b in best if b["task"] == task):
-                pts = sorted((b["state_bytes"], b["val_accuracy"], b["val_accuracy_std"] or 0) for b in best
-                             if (b["task"], b["arch"], b["budget"]) == (task, arch, budgets[-1])
-                             and b["val_accuracy"] is not None)
+                pts = sorted(
+                    (b["state_bytes"], b["val_accuracy"], b["val_accuracy_std"] or 0)
+                    for b in best
+                    if (b["task"], b["arch"], b["budget"]) == (task, arch, budgets[-1])
+                    and b["val_accuracy"] is not None
+                )
                 if pts:
-                    ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
-                                capsize=2, label=arch, lw=1)
+                    ax.errorbar(
+                        [p[0] for p in pts],
+                        [p[1] for p in pts],
+                        yerr=[p[2] for p in pts],
+                        marker="o",
+                        capsize=2,
+                        label=arch,
+                        lw=1,
+                    )
             ax.set_xscale("log")
             ax.set_xlabel("recurrent state (bytes per sequence)")
             ax.set_title(task or budgets[-1], fontsize=9)

@@ -1,12 +1,11 @@
 """The core's standard pre-norm block: x + mixer(norm(x)), then x + mlp(norm(x))."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from zoo_core import hookimpl
 from zoo_core.interfaces import Block, Mixer
@@ -16,11 +15,11 @@ from zoo_core.loop.layers import MLP_ACTS, RMSNorm, SwiGLU, swiglu_hidden  # noq
 @dataclass
 class PreNormBlockConfig:
     #: Add a SwiGLU channel MLP; None follows the mixer's preference (`Mixer.wants_mlp`).
-    mlp: Optional[bool] = None
+    mlp: bool | None = None
     #: SwiGLU hidden size as a multiple of dim (8/3 keeps the params of a 4x GeLU MLP).
     mlp_mult: float = 2.6667
     #: The MLP's hidden width exactly (overrides mlp_mult), e.g. an imported model's.
-    mlp_hidden: Optional[int] = None
+    mlp_hidden: int | None = None
     #: silu (SwiGLU) | gelu_tanh (GeGLU with tanh GeLU, as Griffin / RecurrentGemma).
     mlp_act: str = "silu"
     #: Biases on the MLP's projections (RecurrentGemma has them).
@@ -62,4 +61,6 @@ zoo_api = 1
 
 @hookimpl
 def register_blocks(register):
-    register("prenorm", PreNormBlock, PreNormBlockConfig, "pre-norm residual block: RMSNorm, mixer, RMSNorm, SwiGLU MLP")
+    register(
+        "prenorm", PreNormBlock, PreNormBlockConfig, "pre-norm residual block: RMSNorm, mixer, RMSNorm, SwiGLU MLP"
+    )

@@ -1,16 +1,16 @@
 """The core's next-token cross-entropy head, with tied or untied embeddings."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo_core.loop.cpu.linear import linear
 from zoo_core import hookimpl
 from zoo_core.interfaces import IGNORE_INDEX, Head, HeadOutput
+from zoo_core.loop.cpu.linear import linear
 
 IGNORE = IGNORE_INDEX  # kept: the name this module has always had
 
@@ -22,7 +22,7 @@ class CrossEntropyConfig:
 
 
 class CrossEntropyHead(Head):
-    def __init__(self, dim: int, vocab_size: int, embedding: Optional[nn.Embedding], config: CrossEntropyConfig) -> None:
+    def __init__(self, dim: int, vocab_size: int, embedding: nn.Embedding | None, config: CrossEntropyConfig) -> None:
         super().__init__(dim, vocab_size, embedding, config)
         # Tied: reuse the embedding matrix (a plain attribute, so it is not
         # registered twice and FSDP shards it once, with the embedding).
@@ -60,4 +60,6 @@ zoo_api = 1
 
 @hookimpl
 def register_losses(register):
-    register("cross_entropy", CrossEntropyHead, CrossEntropyConfig, "next-token cross-entropy, tied or untied unembedding")
+    register(
+        "cross_entropy", CrossEntropyHead, CrossEntropyConfig, "next-token cross-entropy, tied or untied unembedding"
+    )

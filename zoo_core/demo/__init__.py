@@ -1,5 +1,6 @@
 """`make demo`: train the default model on Shakespeare bytes, print bits/byte and a sample,
 then a short equal-compute comparison of every installed architecture."""
+
 import sys
 import time
 from pathlib import Path
@@ -7,20 +8,31 @@ from pathlib import Path
 from zoo_core.loop.guard import run_guarded
 from zoo_core.loop.train import train
 
-DEMO = ["name=demo", "model.dim=128", "model.n_layers=4", "data.seq_len=128", "train.global_batch=32",
-        "train.steps=800", "optim.lr=4e-3", "train.eval_every=200"]
+DEMO = [
+    "name=demo",
+    "model.dim=128",
+    "model.n_layers=4",
+    "data.seq_len=128",
+    "train.global_batch=32",
+    "train.steps=800",
+    "optim.lr=4e-3",
+    "train.eval_every=200",
+]
 SPEC = Path(__file__).resolve().parents[2] / "benchmarks" / "scaling" / "demo.yaml"
 
 
 def demo(extra) -> None:
     start = time.perf_counter()
     out = train(None, DEMO + list(extra))
-    print(f"demo: trained {out['step']} steps in {time.perf_counter() - start:.0f} s, "
-          f"validation bits/byte {out['val']['bpb']:.3f}")
+    print(
+        f"demo: trained {out['step']} steps in {time.perf_counter() - start:.0f} s, "
+        f"validation bits/byte {out['val']['bpb']:.3f}"
+    )
     if not SPEC.exists():  # an installed zoo-core without the repository's benchmarks
         return
     from zoo_core.compare import load_spec, run_spec
     from zoo_core.registry import get_registry
+
     registry = get_registry()
     spec = load_spec(str(SPEC))
     # Compare what is installed: an architecture whose plugin is missing is left out, with a word.
@@ -28,7 +40,8 @@ def demo(extra) -> None:
     for arch, overrides in spec.architectures.items():
         names = [o.split("=", 1)[1] for o in overrides if o.startswith("model.mixer.name=")]
         if all(registry.has("mixers", n) for n in names) and all(
-                registry.has("presets", o.split("=", 1)[1]) for o in overrides if o.startswith("model.preset=")):
+            registry.has("presets", o.split("=", 1)[1]) for o in overrides if o.startswith("model.preset=")
+        ):
             runnable[arch] = overrides
         else:
             print(f"demo: skipping {arch}: its plugin is not installed")
@@ -41,4 +54,3 @@ def demo(extra) -> None:
 
 def main() -> int:
     return run_guarded(lambda: demo(sys.argv[1:]))
-

@@ -1,4 +1,5 @@
 """`python -m zoo_core.demo` (`make demo`)."""
+
 import sys
 
 from zoo_core.demo import main

@@ -7,9 +7,11 @@ Nothing here depends on the architecture: scoring is one causal forward over
 right-padded rows (padding after the scored tokens cannot change them), and
 generation is `zoo_core.loop.generate`, so attention, RNNs, SSMs and hybrids all work.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -18,8 +20,9 @@ from zoo_core.errors import UserError
 try:
     from lm_eval.api.model import LM
 except ImportError:  # only `--tasks` imports this module
-    raise UserError("lm-eval-harness is not installed; run: pip install 'zoo-core[eval]' "
-                    "(or pip install 'lm-eval>=0.4')") from None
+    raise UserError(
+        "lm-eval-harness is not installed; run: pip install 'zoo-core[eval]' (or pip install 'lm-eval>=0.4')"
+    ) from None
 
 from zoo_core.loop.generate import StopStrings, cut_at_stop, generate
 
@@ -28,8 +31,9 @@ class ZooLM(LM):
     """`model` is a zoo LanguageModel, `tokenizer` its zoo Tokenizer. Contexts longer than
     `max_length` tokens keep their last `max_length` (the run's training length by default)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_length: int, batch_size: int = 16,
-                 carry_state: bool = False) -> None:
+    def __init__(
+        self, model: torch.nn.Module, tokenizer: Any, max_length: int, batch_size: int = 16, carry_state: bool = False
+    ) -> None:
         super().__init__()
         self.model, self.tok = model.eval(), tokenizer
         self.max_length, self.batch_size, self.carry_state = max_length, max(1, batch_size), carry_state
@@ -40,7 +44,7 @@ class ZooLM(LM):
             raise UserError("the tokenizer has neither EOS nor BOS; lm-eval needs one to score empty contexts")
 
     # -- tokens -------------------------------------------------------------------------
-    def encode_pair(self, context: str, continuation: str) -> Tuple[List[int], List[int]]:
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of context and continuation as the model would read them together.
         A trailing space of the context moves to the continuation, where word tokenizers want it."""
         if not context:
@@ -49,39 +53,39 @@ class ZooLM(LM):
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
         whole, ctx = self.tok.encode(context + continuation), self.tok.encode(context)
-        if whole[:len(ctx)] != ctx:  # the tokenizer merged across the boundary
+        if whole[: len(ctx)] != ctx:  # the tokenizer merged across the boundary
             return ctx, self.tok.encode(continuation)
-        return ctx, whole[len(ctx):]
+        return ctx, whole[len(ctx) :]
 
     @torch.no_grad()
-    def score(self, pairs: Sequence[Tuple[List[int], List[int]]]) -> List[Tuple[float, bool]]:
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """(sum of log p(continuation | context), whether greedy decoding gives the continuation)."""
-        results: List[Optional[Tuple[float, bool]]] = [None] * len(pairs)
+        results: list[tuple[float, bool] | None] = [None] * len(pairs)
         rows = []
         for i, (ctx, cont) in enumerate(pairs):
             if not cont:
                 results[i] = (0.0, True)
                 continue
-            seq = (ctx + cont)[-(self.max_length + 1):]
+            seq = (ctx + cont)[-(self.max_length + 1) :]
             n = min(len(cont), len(seq) - 1)  # a continuation longer than max_length keeps its tail
             rows.append((i, seq[:-1], seq[-n:]))
         rows.sort(key=lambda r: -len(r[1]))  # similar lengths share a batch
         for b in range(0, len(rows), self.batch_size):
-            chunk = rows[b:b + self.batch_size]
+            chunk = rows[b : b + self.batch_size]
             width = len(chunk[0][1])
             inputs = torch.zeros(len(chunk), width, dtype=torch.long, device=self._device)
             for j, (_, inp, _) in enumerate(chunk):
-                inputs[j, :len(inp)] = torch.tensor(inp, device=self._device)
+                inputs[j, : len(inp)] = torch.tensor(inp, device=self._device)
             logp = self.model.logits(inputs)[0].double().log_softmax(-1)
             for j, (i, inp, target) in enumerate(chunk):
                 n = len(target)
-                lp = logp[j, len(inp) - n:len(inp)]
+                lp = logp[j, len(inp) - n : len(inp)]
                 t = torch.tensor(target, device=self._device)
                 results[i] = (float(lp.gather(-1, t[:, None]).sum()), bool((lp.argmax(-1) == t).all()))
         return results  # type: ignore[return-value]
 
     # -- the three request types ------------------------------------------------------------
-    def loglikelihood(self, requests, disable_tqdm: bool = False) -> List[Tuple[float, bool]]:
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         out = self.score([self.encode_pair(*req.args) for req in requests])
         for req, res in zip(requests, out):
             self.cache_hook.add_partial("loglikelihood", req.args, res)
@@ -100,22 +104,22 @@ class ZooLM(LM):
             start = a if self.carry_state else max(0, b - L)
             inp = torch.tensor([ids[start:b]], device=self._device)
             logits, state = self.model.logits(inp, state=state, return_state=self.carry_state)
-            lp = logits[0, a - start:].double().log_softmax(-1)
-            t = torch.tensor(ids[a + 1:b + 1], device=self._device)
+            lp = logits[0, a - start :].double().log_softmax(-1)
+            t = torch.tensor(ids[a + 1 : b + 1], device=self._device)
             total += float(lp.gather(-1, t[:, None]).sum())
         return total
 
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> List[float]:
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         out = []
         for req in requests:
             out.append(self.rolling_logprob(req.args[0]))
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, out[-1])
         return out
 
-    def generate_until(self, requests, disable_tqdm: bool = False) -> List[str]:
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """Greedy by default (`do_sample` false or temperature 0); cut before the first `until`."""
-        out: List[Optional[str]] = [None] * len(requests)
-        groups: Dict[str, List[int]] = {}
+        out: list[str | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault(repr(sorted(req.args[1].items())), []).append(i)
         for idx in groups.values():
@@ -127,23 +131,39 @@ class ZooLM(LM):
             top_k, top_p = int(kw.pop("top_k", 0) or 0), float(kw.pop("top_p", 1.0) or 1.0)
             keep = max(1, self.max_length - max_new)
             for b in range(0, len(idx), self.batch_size):
-                rows = idx[b:b + self.batch_size]
+                rows = idx[b : b + self.batch_size]
                 prompts = [(self.tok.encode(requests[i].args[0]) or [self.prefix])[-keep:] for i in rows]
-                ids = generate(self.model, prompts, max_new, temperature=temperature, top_k=top_k, top_p=top_p,
-                               seed=int(kw.get("seed", 0)), stop=StopStrings(self.tok.decode, until),
-                               eos_id=self.tok.eos_id)
+                ids = generate(
+                    self.model,
+                    prompts,
+                    max_new,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    seed=int(kw.get("seed", 0)),
+                    stop=StopStrings(self.tok.decode, until),
+                    eos_id=self.tok.eos_id,
+                )
                 for i, new in zip(rows, ids):
                     out[i] = cut_at_stop(self.tok.decode(new), until, keep=False)[0]
                     self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
         return out  # type: ignore[return-value]
 
 
-def run_tasks(run_: Any, tasks: str, include_path: Optional[str] = None, limit: Optional[float] = None,
-              num_fewshot: Optional[int] = None, batch_size: int = 16, max_length: Optional[int] = None,
-              include_defaults: bool = True) -> Dict[str, Dict[str, Any]]:
+def run_tasks(
+    run_: Any,
+    tasks: str,
+    include_path: str | None = None,
+    limit: float | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    include_defaults: bool = True,
+) -> dict[str, dict[str, Any]]:
     """lm-eval's `simple_evaluate` on `run_` (from `zoo_core.loop.runs.load_run`); {task: {metric: value}}."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
+
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise UserError("--tasks is empty; give task names, e.g. --tasks hellaswag,arc_easy")
@@ -157,15 +177,27 @@ def run_tasks(run_: Any, tasks: str, include_path: Optional[str] = None, limit: 
     if unknown:
         where = f" or in --include-path {include_path}" if include_path else "; local YAML tasks need --include-path"
         raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)}: not in lm-eval's task list{where}")
-    lm = ZooLM(run_.model, run_.tokenizer, max_length or run_.cfg.data.seq_len, batch_size,
-               carry_state=bool(run_.cfg.train.carry_state))
+    lm = ZooLM(
+        run_.model,
+        run_.tokenizer,
+        max_length or run_.cfg.data.seq_len,
+        batch_size,
+        carry_state=bool(run_.cfg.train.carry_state),
+    )
     limit_arg = int(limit) if limit is not None and limit >= 1 else limit
-    results = simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit_arg,
-                              num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=1000)
+    results = simple_evaluate(
+        model=lm,
+        tasks=names,
+        task_manager=manager,
+        limit=limit_arg,
+        num_fewshot=num_fewshot,
+        log_samples=False,
+        bootstrap_iters=1000,
+    )
     return {task: tidy(metrics) for task, metrics in (results or {}).get("results", {}).items()}
 
 
-def tidy(metrics: Dict[str, Any]) -> Dict[str, float]:
+def tidy(metrics: dict[str, Any]) -> dict[str, float]:
     """lm-eval's {"acc,none": .., "acc_stderr,none": ..} -> {"acc": .., "acc_stderr": ..};
     a filter other than `none` stays in the name ("exact_match,flexible" -> "exact_match/flexible")."""
     out = {}

@@ -7,6 +7,7 @@ one training loop. On the preemption signal (SIGUSR1, which sbatch is asked to
 send before the time limit, or `scancel --signal=USR1`), the loop checkpoints
 and the job requeues itself; submitting the same run again resumes it.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -35,21 +37,31 @@ TASK_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 from zoo_core.loop.distributed import STATUS_ENV  # noqa: E402  (set for the workers by run_torchrun)
 
 
-def torchrun_command(nproc: int, module: str, module_args: Sequence[str], nnodes: int = 1,
-                     node_rank: Optional[int] = None, rdzv_endpoint: Optional[str] = None,
-                     rdzv_id: str = "zoo") -> List[str]:
+def torchrun_command(
+    nproc: int,
+    module: str,
+    module_args: Sequence[str],
+    nnodes: int = 1,
+    node_rank: int | None = None,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str = "zoo",
+) -> list[str]:
     """The one torchrun command line, for `zoo train --nproc`, `zoo launch --local` and `zoo eval --nproc`.
 
     (Slurm runs one task per GPU through submitit instead, and Slurm itself signals every task.)"""
     if nproc < 1 or nnodes < 1:
         raise UserError(f"--nproc ({nproc}) and --nnodes ({nnodes}) must be at least 1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--signals-to-handle={FORWARDED_SIGNALS}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        f"--signals-to-handle={FORWARDED_SIGNALS}",
+    ]
     if nnodes > 1:
         if not rdzv_endpoint:
             raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a host every node reaches, e.g. node 0)")
-        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
-                f"--rdzv-id={rdzv_id}"]
+        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
         if node_rank is not None:
             cmd.append(f"--node-rank={node_rank}")
     else:
@@ -57,7 +69,7 @@ def torchrun_command(nproc: int, module: str, module_args: Sequence[str], nnodes
     return cmd + ["-m", module] + list(module_args)
 
 
-def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> int:
+def run_torchrun(cmd: Sequence[str], env: dict[str, str] | None = None) -> int:
     """Run a `torchrun_command` line in this process, so that a signal sent to `zoo` is a
     signal to torchrun, which forwards it to every rank and waits for them to save
     (for up to TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds, 30 by default). Returns the exit status:
@@ -66,9 +78,9 @@ def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> in
     import logging
     import tempfile
 
+    from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed import run as torchrun
 
     cmd = list(cmd)
     assert cmd[1:3] == ["-m", "torch.distributed.run"], cmd
@@ -79,8 +91,11 @@ def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> in
         os.environ[STATUS_ENV] = str(status)
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun sets anyway, without its banner
         # torchrun's "shutting down workers" and similar lines: the ranks say what happened, in one line.
-        quiet = [logging.getLogger(n) for n in ["torch.distributed"] + list(logging.root.manager.loggerDict)
-                 if n.startswith("torch.distributed")]
+        quiet = [
+            logging.getLogger(n)
+            for n in ["torch.distributed"] + list(logging.root.manager.loggerDict)
+            if n.startswith("torch.distributed")
+        ]
         levels = [q.level for q in quiet]
         for q in quiet:
             q.setLevel(logging.CRITICAL)
@@ -94,8 +109,11 @@ def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> in
             rank, failure = exc.get_first_failure()
             code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else EXIT_FAILED
             if failure.exitcode and failure.exitcode < 0:
-                print(f"zoo: rank {rank} was killed by signal {-failure.exitcode}; the previous checkpoint is "
-                      f"intact, run the same command again to resume", file=sys.stderr)
+                print(
+                    f"zoo: rank {rank} was killed by signal {-failure.exitcode}; the previous checkpoint is "
+                    f"intact, run the same command again to resume",
+                    file=sys.stderr,
+                )
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
         finally:
@@ -108,13 +126,16 @@ def run_torchrun(cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> in
         if status.exists() and json.loads(status.read_text()).get("preempted"):
             return EXIT_PREEMPTED
         if got_signal is not None:
-            print(f"zoo: stopped by {signal.Signals(got_signal).name} before the ranks saved a checkpoint; "
-                  f"the previous checkpoint is intact, run the same command again to resume", file=sys.stderr)
+            print(
+                f"zoo: stopped by {signal.Signals(got_signal).name} before the ranks saved a checkpoint; "
+                f"the previous checkpoint is intact, run the same command again to resume",
+                file=sys.stderr,
+            )
             return 128 + int(got_signal)
         return code
 
 
-def _signals(names: str) -> List[signal.Signals]:
+def _signals(names: str) -> list[signal.Signals]:
     return [getattr(signal, n) for n in names.split(",")]
 
 
@@ -134,31 +155,36 @@ class TrainTask:
     def __init__(self, run_dir: str, requeue: bool = True) -> None:
         self.run_dir, self.requeue = run_dir, requeue
 
-    def __call__(self) -> Dict[str, Any]:
+    def __call__(self) -> dict[str, Any]:
         # submitit's own handlers would requeue rank 0 without saving (SIGUSR2, its preemption
         # and timeout signal) and ignore SIGTERM (what Slurm sends on preemption and at the time
         # limit). Here every one of them takes the loop's path instead, on every task: kept until
         # the loop runs, then each rank stops after the same step and saves its part of one checkpoint.
         from zoo_core.errors import early_signal, keep_for_the_loop
+
         early_signal.clear()
         before = {sig: signal.signal(sig, keep_for_the_loop) for sig in TASK_SIGNALS}
         try:
             submitit = _submitit()
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             from zoo_core.loop.train import train
+
             result = train(self.run_dir, [])
         finally:
             for sig, handler in before.items():
                 signal.signal(sig, handler)
         if result.get("interrupted") and self.requeue and os.environ.get("RANK", "0") == "0":
-            job = os.environ.get("SLURM_ARRAY_JOB_ID") and \
-                f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}" or os.environ.get("SLURM_JOB_ID")
+            job = (
+                os.environ.get("SLURM_ARRAY_JOB_ID")
+                and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+                or os.environ.get("SLURM_JOB_ID")
+            )
             if job:
                 subprocess.run(["scontrol", "requeue", job], check=False)
         return {k: v for k, v in result.items() if k != "sample"}
 
 
-def run_task(run_dir: str) -> Dict[str, Any]:
+def run_task(run_dir: str) -> dict[str, Any]:
     """One element of a job array."""
     return TrainTask(run_dir)()
 
@@ -177,6 +203,7 @@ def snapshot_code(dest: Path) -> None:
     """Copy zoo-core and every loaded plugin's package, so edits made after
     submission do not change a queued job (the job puts this first on PYTHONPATH)."""
     import importlib
+
     if dest.exists():  # a resubmission keeps the code the run started with
         return
     dest.mkdir(parents=True)
@@ -195,10 +222,18 @@ def snapshot_code(dest: Path) -> None:
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-def submit(cfg: Any, nodes: int, gpus_per_node: int, tasks_per_node: Optional[int] = None,
-           partition: Optional[str] = None, time_min: int = 60, cpus_per_task: Optional[int] = None,
-           array: Optional[List[Any]] = None, extra: Optional[Dict[str, Any]] = None,
-           requeue: bool = True) -> List[str]:
+def submit(
+    cfg: Any,
+    nodes: int,
+    gpus_per_node: int,
+    tasks_per_node: int | None = None,
+    partition: str | None = None,
+    time_min: int = 60,
+    cpus_per_task: int | None = None,
+    array: list[Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    requeue: bool = True,
+) -> list[str]:
     """Submit the run (or one run per config in `array`, as a job array). Returns job ids."""
     submitit = _submitit()
     cfgs = array or [cfg]
@@ -206,9 +241,15 @@ def submit(cfg: Any, nodes: int, gpus_per_node: int, tasks_per_node: Optional[in
     folder = run_dirs[0].parent / ".slurm" if array else run_dirs[0] / "slurm"
     executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=100)
     tasks = tasks_per_node or max(gpus_per_node, 1)
-    params: Dict[str, Any] = dict(nodes=nodes, ntasks_per_node=tasks, time=time_min,
-                                  signal_delay_s=120, stderr_to_stdout=False,
-                                  job_name=f"zoo-{cfg.name}", additional_parameters=dict(extra or {}))
+    params: dict[str, Any] = dict(
+        nodes=nodes,
+        ntasks_per_node=tasks,
+        time=time_min,
+        signal_delay_s=120,
+        stderr_to_stdout=False,
+        job_name=f"zoo-{cfg.name}",
+        additional_parameters=dict(extra or {}),
+    )
     if gpus_per_node:
         params["gpus_per_node"] = gpus_per_node
     if partition:
@@ -237,9 +278,10 @@ def launch_local(cfg: Any, nproc: int) -> int:
     return run_torchrun(cmd, env)
 
 
-def sweep_configs(cfg_layers: Any, sweep_file: str, registry: Any) -> List[Any]:
+def sweep_configs(cfg_layers: Any, sweep_file: str, registry: Any) -> list[Any]:
     """A YAML list of override sets -> one resolved config per set, named <name>-<i> unless it sets a name."""
-    from zoo_core.config import merge, parse_overrides, read_yaml
+    from zoo_core.config import merge, parse_overrides
+
     if not Path(sweep_file).is_file():
         raise UserError(f"sweep file '{sweep_file}' does not exist; give a YAML list of override sets")
     try:
@@ -252,8 +294,10 @@ def sweep_configs(cfg_layers: Any, sweep_file: str, registry: Any) -> List[Any]:
     for i, item in enumerate(data):
         items = OmegaConf.to_container(item) if OmegaConf.is_config(item) else item
         if not isinstance(items, (list, dict)):
-            raise UserError(f"sweep file '{sweep_file}' entry {i} is {items!r}; each entry is a list of "
-                            f"key=value overrides or a mapping, e.g. - [optim.lr=1e-3]")
+            raise UserError(
+                f"sweep file '{sweep_file}' entry {i} is {items!r}; each entry is a list of "
+                f"key=value overrides or a mapping, e.g. - [optim.lr=1e-3]"
+            )
         overrides = [str(o) for o in items] if isinstance(items, list) else [f"{k}={v}" for k, v in items.items()]
         cfg = merge(cfg_layers + [parse_overrides(overrides)])
         if not any(str(o).startswith("name=") for o in overrides):
@@ -262,7 +306,7 @@ def sweep_configs(cfg_layers: Any, sweep_file: str, registry: Any) -> List[Any]:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """`python -m zoo_core.launch [torchrun options] -m zoo_core.train ...`: torchrun itself, with
     zoo's signal handling: the signals are forwarded (SIGUSR1 too), and a stop on a signal exits
     EXIT_PREEMPTED (75) with no traceback. `zoo train --nproc N` runs the same thing."""
@@ -270,4 +314,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not any(a.startswith(("--signals-to-handle", "--signals_to_handle")) for a in argv):
         argv.insert(0, f"--signals-to-handle={FORWARDED_SIGNALS}")
     return run_torchrun([sys.executable, "-m", "torch.distributed.run"] + argv)
-

@@ -12,6 +12,7 @@ finished, so a process killed mid-save leaves the previous checkpoint as the
 latest intact one; the leftover is removed on the next start. The newest
 `keep` checkpoints are kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,33 +20,38 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.api import CheckpointException
 from safetensors.torch import load_file, save_file
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
-                                                     set_model_state_dict, set_state_dict)
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
-from zoo_core.loop.distributed import World
 from zoo_core.errors import UserError
+from zoo_core.loop.distributed import World
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
-def step_dirs(ckpt_root: Path) -> List[Path]:
+def step_dirs(ckpt_root: Path) -> list[Path]:
     if not Path(ckpt_root).is_dir():
         return []
     return sorted(p for p in Path(ckpt_root).iterdir() if p.is_dir() and STEP_DIR.match(p.name))
 
 
-def latest(ckpt_root: Path) -> Optional[Path]:
+def latest(ckpt_root: Path) -> Path | None:
     dirs = step_dirs(Path(ckpt_root))
     return dirs[-1] if dirs else None
 
 
-def read_meta(path: Path) -> Dict[str, Any]:
+def read_meta(path: Path) -> dict[str, Any]:
     path = Path(path)
     for name in ("meta.json", "extra-r0.json"):  # extra-r0.json: written before meta.json existed
         if (path / name).exists():
@@ -60,8 +66,10 @@ def read_meta(path: Path) -> Dict[str, Any]:
 
 
 def _move_away(path: Path) -> str:
-    return (f"move the checkpoint away (mv {path} {path.parent / ('bad-' + path.name)}) to resume from "
-            f"the one before it, or start again with another name=")
+    return (
+        f"move the checkpoint away (mv {path} {path.parent / ('bad-' + path.name)}) to resume from "
+        f"the one before it, or start again with another name="
+    )
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -79,9 +87,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
-         world: World, extra: Dict[str, Any], tensors: Dict[str, torch.Tensor], keep: int = 2,
-         meta: Optional[Dict[str, Any]] = None) -> Path:
+def save(
+    ckpt_root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    world: World,
+    extra: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    keep: int = 2,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """Collective: every rank calls it. Returns the final directory."""
     ckpt_root = Path(ckpt_root)
     final = ckpt_root / f"step-{step:08d}"
@@ -130,14 +146,17 @@ def save(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer: Optional
     return final
 
 
-def load(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], world: World
-         ) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+def load(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, world: World
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore model and optimizer in place (collective); return this rank's extras."""
     path = Path(path)
     extra_json = path / f"extra-r{world.rank}.json"
     if not extra_json.exists():
-        raise UserError(f"{path} has no training state for rank {world.rank}; resume with the world size "
-                        f"that wrote it ({read_meta(path).get('world_size')} processes)")
+        raise UserError(
+            f"{path} has no training state for rank {world.rank}; resume with the world size "
+            f"that wrote it ({read_meta(path).get('world_size')} processes)"
+        )
     try:
         if optimizer is not None:
             msd, osd = get_state_dict(model, optimizer)
@@ -151,14 +170,17 @@ def load(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Opt
     except UserError:
         raise
     except (Exception, CheckpointException) as exc:  # truncated shards, a torn JSON, another model's tensors
-        raise UserError(f"{path} cannot be loaded ({_first_line(exc)}): it is damaged or belongs to another "
-                        f"model; {_move_away(path)}") from None
+        raise UserError(
+            f"{path} cannot be loaded ({_first_line(exc)}): it is damaged or belongs to another "
+            f"model; {_move_away(path)}"
+        ) from None
     return extra, tensors
 
 
 def _unwrap(exc: BaseException, where: Path) -> Exception:
     """The OSError (or other error) a rank hit inside DCP, as an ordinary exception."""
     from zoo_core.errors import find_disk_error
+
     disk = find_disk_error(exc)
     if disk is not None:
         if not disk.filename:
@@ -169,7 +191,7 @@ def _unwrap(exc: BaseException, where: Path) -> Exception:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else type(exc).__name__)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def load_model(path: Path, model: torch.nn.Module) -> None:
@@ -179,8 +201,10 @@ def load_model(path: Path, model: torch.nn.Module) -> None:
         dcp.load(state, checkpoint_id=str(path))  # reads only the model's keys, resharded to this process
         set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
     except (Exception, CheckpointException) as exc:
-        raise UserError(f"{path} cannot be loaded ({_first_line(exc)}): it is damaged or belongs to another "
-                        f"model; {_move_away(path)}") from None
+        raise UserError(
+            f"{path} cannot be loaded ({_first_line(exc)}): it is damaged or belongs to another "
+            f"model; {_move_away(path)}"
+        ) from None
 
 
 def clean_partial(ckpt_root: Path) -> None:

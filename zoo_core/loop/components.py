@@ -1,4 +1,5 @@
 """Build tokenizers and data sources from resolved config sections."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,13 +20,21 @@ def build_tokenizer(cfg: Any, registry: Any) -> Tokenizer:
     return entry.factory(to_dataclass(opts, entry.config_cls))
 
 
-def build_source(cfg: Any, registry: Any, tokenizer: Tokenizer, split: str, n_streams: int,
-                 progress: bool = True) -> DataSource:
+def build_source(
+    cfg: Any, registry: Any, tokenizer: Tokenizer, split: str, n_streams: int, progress: bool = True
+) -> DataSource:
     opts = _opts(cfg.data.source)
     entry = registry.get("data", opts["name"])
-    return entry.factory(to_dataclass(opts, entry.config_cls), tokenizer=tokenizer, split=split,
-                         seq_len=cfg.data.seq_len, n_streams=n_streams, seed=cfg.train.seed,
-                         cache_dir=cfg.data.cache_dir, progress=progress)
+    return entry.factory(
+        to_dataclass(opts, entry.config_cls),
+        tokenizer=tokenizer,
+        split=split,
+        seq_len=cfg.data.seq_len,
+        n_streams=n_streams,
+        seed=cfg.train.seed,
+        cache_dir=cfg.data.cache_dir,
+        progress=progress,
+    )
 
 
 def source_vocab(cfg: Any, registry: Any) -> int:
@@ -40,6 +49,7 @@ def source_vocab(cfg: Any, registry: Any) -> int:
 def model_vocab(cfg: Any, registry: Any, tokenizer: Tokenizer) -> int:
     """The embedding size a run needs: model.vocab_size if set, else max(tokenizer, source) padded to 8."""
     from zoo_core.loop.model import padded_vocab
+
     if cfg.model.vocab_size:
         return int(cfg.model.vocab_size)
     return padded_vocab(max(tokenizer.vocab_size, source_vocab(cfg, registry)))

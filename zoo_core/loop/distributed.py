@@ -1,5 +1,6 @@
 """Process-group setup under torchrun (gloo on CPU, NCCL on GPU), and the few
 collectives the loop needs. A plain process is world 1 and every call is a no-op."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,9 @@ def init_world(device: str = "auto") -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = pick_device(device, local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                **({"device_id": dev} if dev.type == "cuda" else {}))
+        dist.init_process_group(
+            "nccl" if dev.type == "cuda" else "gloo", **({"device_id": dev} if dev.type == "cuda" else {})
+        )
     return World(rank, size, local_rank, dev)
 
 

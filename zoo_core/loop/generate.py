@@ -9,10 +9,11 @@ until it runs out and its samples after that. Each row draws from its own seeded
 generator, and only when it samples, so a row of a batch computes and samples
 exactly what it would alone. Finished rows leave the batch.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -20,8 +21,9 @@ from torch import Tensor
 from zoo_core.state import select_rows
 
 
-def sample_next(logits: Tensor, temperature: float, top_k: int, top_p: float,
-                generator: Optional[torch.Generator]) -> Tensor:
+def sample_next(
+    logits: Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> Tensor:
     """(B, V) logits -> (B,) token ids. temperature 0 is greedy."""
     if temperature <= 0:
         return logits.argmax(-1)
@@ -44,13 +46,14 @@ def sample_next(logits: Tensor, temperature: float, top_k: int, top_p: float,
 
 # -- stop strings -------------------------------------------------------------------------
 
+
 def cut_at_stop(text: str, stop_strings: Sequence[str], keep: bool = True) -> tuple[str, bool]:
     """Text up to the first stop string (included if `keep`), and whether one was found."""
     hits = [(text.find(s), s) for s in stop_strings if s and s in text]
     if not hits:
         return text, False
     at, s = min(hits)
-    return text[:at + len(s) if keep else at], True
+    return text[: at + len(s) if keep else at], True
 
 
 class StopStrings:
@@ -64,11 +67,12 @@ class StopStrings:
         self.decode, self.strings = decode, [s for s in stop_strings if s]
         self.tail = 4 * max((len(s) for s in self.strings), default=0) + 4
 
-    def __call__(self, row: int, ids: List[int]) -> bool:
-        return bool(self.strings) and cut_at_stop(self.decode(ids[-self.tail:]), self.strings)[1]
+    def __call__(self, row: int, ids: list[int]) -> bool:
+        return bool(self.strings) and cut_at_stop(self.decode(ids[-self.tail :]), self.strings)[1]
 
 
 # -- generation ---------------------------------------------------------------------------
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -76,13 +80,19 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             seed: Union[int, Sequence[int]] = 0,
-             stop: Optional[Callable[[int, List[int]], bool]] = None,
-             on_token: Optional[Callable[[int, int], None]] = None,
-             eos_id: Optional[int] = None,
-             timings: Optional[Dict[str, float]] = None) -> List[List[int]]:
+def generate(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | Sequence[int] = 0,
+    stop: Callable[[int, list[int]], bool] | None = None,
+    on_token: Callable[[int, int], None] | None = None,
+    eos_id: int | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[list[int]]:
     """Continue each prompt by up to `max_new_tokens` tokens.
 
     `seed` is one int (row r uses seed + r) or one seed per row, so a batch samples
@@ -99,7 +109,7 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_new_t
     seeds = [seed + r for r in range(B)] if isinstance(seed, int) else list(seed)
     if len(seeds) != B:
         raise ValueError(f"{len(seeds)} seeds for {B} prompts")
-    out: List[List[int]] = [[] for _ in range(B)]
+    out: list[list[int]] = [[] for _ in range(B)]
     if B == 0 or max_new_tokens <= 0:
         return out
     generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
@@ -124,13 +134,19 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_new_t
                 pos[r] += 1
                 keep.append(i)
                 continue
-            tok = greedy[i] if greedy is not None else \
-                int(sample_next(logits[i:i + 1], temperature, top_k, top_p, generators[r])[0])
+            tok = (
+                greedy[i]
+                if greedy is not None
+                else int(sample_next(logits[i : i + 1], temperature, top_k, top_p, generators[r])[0])
+            )
             out[r].append(tok)
             if on_token:
                 on_token(r, tok)
-            finished = (len(out[r]) >= max_new_tokens or (eos_id is not None and tok == eos_id)
-                        or (stop is not None and stop(r, out[r])))
+            finished = (
+                len(out[r]) >= max_new_tokens
+                or (eos_id is not None and tok == eos_id)
+                or (stop is not None and stop(r, out[r]))
+            )
             if not finished:
                 feed.append(tok)
                 keep.append(i)
@@ -144,6 +160,11 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_new_t
     if timings is not None:
         _sync(device)
         t2 = time.perf_counter()
-        timings.update(prefill_s=t1 - t0, decode_s=t2 - t1, prefill_tokens=B * prefix,
-                       step_tokens=stepped, new_tokens=sum(len(o) for o in out))
+        timings.update(
+            prefill_s=t1 - t0,
+            decode_s=t2 - t1,
+            prefill_tokens=B * prefix,
+            step_tokens=stepped,
+            new_tokens=sum(len(o) for o in out),
+        )
     return out

@@ -1,19 +1,27 @@
 """How every zoo entry point ends: a user mistake is one line `zoo: ...` and exit 2,
 a preemption, an interrupt, a full disk or a lost peer rank are one line and their own status."""
+
 from __future__ import annotations
 
 import os
 import sys
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
-from zoo_core.errors import (EXIT_FAILED, EXIT_INTERRUPTED, StoppedBeforeStart, UserError,
-                             disk_error_message, find_disk_error)
+from zoo_core.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    StoppedBeforeStart,
+    UserError,
+    disk_error_message,
+    find_disk_error,
+)
 
 
 def _one_line_warnings() -> None:
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"zoo: warning: {message}", file=sys.stderr)
+
     warnings.showwarning = show
     # DCP says this on every single-process save/load; it is the intended mode there.
     warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -34,8 +42,12 @@ def run_guarded(fn: Callable[[], object]) -> int:
         return EXIT_INTERRUPTED
     except StoppedBeforeStart as exc:
         import signal
-        print(f"zoo: preempted: stopped by {signal.Signals(exc.signum).name} before training started; "
-              f"nothing was saved or changed; run the same command again to start the run as it is", file=sys.stderr)
+
+        print(
+            f"zoo: preempted: stopped by {signal.Signals(exc.signum).name} before training started; "
+            f"nothing was saved or changed; run the same command again to start the run as it is",
+            file=sys.stderr,
+        )
         return exc.exit_code
     except SystemExit:
         raise
@@ -61,6 +73,8 @@ def _lost_peer(exc: BaseException) -> bool:
     if "RANK" not in os.environ:
         return False
     import torch.distributed as dist
+
     text = str(exc)
     return isinstance(exc, getattr(dist, "DistError", ())) or any(
-        s in text for s in ("Connection closed by peer", "Connection reset by peer", "remote worker"))
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "remote worker")
+    )

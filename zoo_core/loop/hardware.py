@@ -1,21 +1,29 @@
 """The device's peak FLOP/s (for MFU) and the dtype the matmuls run in."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 # Dense bf16 peak FLOP/s by device name (vendor datasheets); unknown devices get no MFU.
 PEAK_FLOPS = {
-    "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12,
-    "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,
 }
 
 
-def device_peak(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> Optional[float]:
+def device_peak(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> float | None:
     """Peak FLOP/s: CPU, the measured GEMM peak in `dtype`; CUDA, the datasheet's dense bf16 figure."""
     if device.type == "cpu":
         from zoo_core.loop.cpu.peak import gemm_peak
+
         return gemm_peak(dtype)
     if device.type != "cuda":
         return None

@@ -1,5 +1,6 @@
 """The layers every model shares: RMSNorm (the final norm, and the default block's) and the
 SwiGLU channel MLP. `zoo_core.blocks` re-exports them for plugins."""
+
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_core.errors import UserError
-
 
 _FUSED_RMS_NORM = hasattr(torch.ops.aten, "_fused_rms_norm")  # torch >= 2.8
 

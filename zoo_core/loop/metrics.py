@@ -11,6 +11,7 @@ the checkpoint's step before the run goes on (a torn last line, from a crash
 or a full disk, is dropped with a one-line warning), and each tracker is told that step
 (TensorBoard purges its events past it).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,15 +20,15 @@ import resource
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import torch
 
 
-
-def _wanted_trackers(cfg: Any) -> List[type]:
+def _wanted_trackers(cfg: Any) -> list[type]:
     """The registered trackers this run asks for (in name order)."""
     from zoo_core.registry import get_registry
+
     return [e.factory for e in get_registry().entries("trackers") if e.factory.wanted(cfg)]
 
 
@@ -43,7 +44,7 @@ class MetricsLog:
         """Checks that the trackers asked for are installed; writes nothing until `open`."""
         self.enabled, self.cfg, self.run_dir = enabled, cfg, Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
-        self.trackers: List[Any] = []
+        self.trackers: list[Any] = []
         self._tracker_classes = [] if not enabled else _wanted_trackers(cfg)
         for cls in self._tracker_classes:  # a missing library is one line, before any training
             cls.check(cfg)
@@ -56,7 +57,7 @@ class MetricsLog:
         self.truncate_after(step)
         self.trackers = [cls(self.run_dir, self.cfg, step) for cls in self._tracker_classes]
 
-    def write(self, record: Dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         clean = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
@@ -87,8 +88,11 @@ class MetricsLog:
                 kept.append(line)
         if torn:
             where = "its last line" if torn == [len(lines)] else f"line(s) {', '.join(map(str, torn[:5]))}"
-            warnings.warn(f"{self.path}: dropped {where}, which was not a whole JSON record "
-                          f"(a crash or a full disk in the middle of a write)")
+            warnings.warn(
+                f"{self.path}: dropped {where}, which was not a whole JSON record "
+                f"(a crash or a full disk in the middle of a write)",
+                stacklevel=2,
+            )
         if len(kept) == len(lines):
             return  # nothing to change: leave the file as it is
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -3,17 +3,18 @@
 It knows architectures only through the registry: each layer's mixer, the
 block and the head are looked up by name and built from their config dataclass.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from zoo_core.loop.layers import RMSNorm
 from zoo_core.config import layer_mixers, to_dataclass
 from zoo_core.interfaces import HeadOutput
+from zoo_core.loop.layers import RMSNorm
 
 
 class LanguageModel(nn.Module):
@@ -28,8 +29,11 @@ class LanguageModel(nn.Module):
         for i, mixer_opts in enumerate(layer_mixers(model_cfg)):
             entry = registry.get("mixers", mixer_opts["name"])
             mixer = entry.factory(model_cfg.dim, to_dataclass(mixer_opts, entry.config_cls))
-            layers.append(block_entry.factory(model_cfg.dim, mixer, to_dataclass(block_opts, block_entry.config_cls),
-                                              i, model_cfg.n_layers))
+            layers.append(
+                block_entry.factory(
+                    model_cfg.dim, mixer, to_dataclass(block_opts, block_entry.config_cls), i, model_cfg.n_layers
+                )
+            )
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(model_cfg.dim, model_cfg.norm_eps)
         loss_opts = dict(model_cfg.loss)
@@ -53,8 +57,9 @@ class LanguageModel(nn.Module):
                 mlp.w_out.weight.mul_(1.0 / math.sqrt(2 * len(self.layers)))
 
     # -- forward ---------------------------------------------------------------
-    def hidden(self, tokens: Tensor, state: Optional[List[Any]] = None, return_state: bool = False
-               ) -> Tuple[Tensor, Optional[List[Any]]]:
+    def hidden(
+        self, tokens: Tensor, state: list[Any] | None = None, return_state: bool = False
+    ) -> tuple[Tensor, list[Any] | None]:
         x = self.embed(tokens)
         new_state = [] if return_state else None
         for i, layer in enumerate(self.layers):
@@ -63,9 +68,14 @@ class LanguageModel(nn.Module):
                 new_state.append(s)
         return self.norm(x), new_state
 
-    def forward(self, tokens: Tensor, targets: Tensor, state: Optional[List[Any]] = None,
-                return_state: bool = False, backward_scale: Optional[float] = None
-                ) -> Tuple[HeadOutput, Optional[List[Any]]]:
+    def forward(
+        self,
+        tokens: Tensor,
+        targets: Tensor,
+        state: list[Any] | None = None,
+        return_state: bool = False,
+        backward_scale: float | None = None,
+    ) -> tuple[HeadOutput, list[Any] | None]:
         """`backward_scale` (training only): a `custom_backward` head runs its own backward
         of loss * backward_scale here, inside forward so that FSDP still has the root's
         parameters gathered, and `out.trunk_grad` = (h, dloss/dh) is left for the loop."""
@@ -77,11 +87,11 @@ class LanguageModel(nn.Module):
             return out, new_state
         return self.head(h, targets), new_state
 
-    def logits(self, tokens: Tensor, state: Optional[List[Any]] = None, return_state: bool = False):
+    def logits(self, tokens: Tensor, state: list[Any] | None = None, return_state: bool = False):
         h, new_state = self.hidden(tokens, state, return_state)
         return self.head.logits(h), new_state
 
-    def step(self, token: Tensor, state: List[Any]) -> Tuple[Tensor, List[Any]]:
+    def step(self, token: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
         """One token per row: token (B,) -> next-token logits (B, vocab)."""
         x = self.embed(token)
         new_state = []
@@ -90,7 +100,7 @@ class LanguageModel(nn.Module):
             new_state.append(s)
         return self.head.logits(self.norm(x)), new_state
 
-    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> List[Any]:
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> list[Any]:
         return [layer.init_state(batch_size, device, dtype) for layer in self.layers]
 
     # -- accounting --------------------------------------------------------------

@@ -1,4 +1,5 @@
 """AdamW with linear warmup and cosine decay to lr * lr_min_ratio."""
+
 from __future__ import annotations
 
 import math

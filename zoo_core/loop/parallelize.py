@@ -5,18 +5,20 @@ per block and then at the root; all on the meta device. Only then are the
 parameters allocated (`to_empty`) and initialised, from one full copy built on
 rank 0, so every world size starts from bit-identical weights.
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from zoo_core.errors import UserError
 from zoo_core.loop.cpu.linear import apply_cpu_linear
 from zoo_core.loop.distributed import World
-from zoo_core.errors import UserError
 
 #: Methods besides `forward` that run parameters: FSDP must unshard around them too.
 ROOT_METHODS = ("hidden", "logits", "step")
@@ -28,6 +30,7 @@ def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
     if mode == "none":
         return
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
     for i, block in enumerate(model.layers):
         if mode == "full" or (mode == "selective" and i % 2 == 0):
             model.layers[i] = checkpoint_wrapper(block, preserve_rng_state=False)
@@ -40,15 +43,18 @@ def use_cpu_linear(model: nn.Module, mode: str, say: bool = True) -> None:
         print(f"zoo: parallel.cpu_linear={mode}: {why_not}; linear layers use torch's BLAS", file=sys.stderr)
 
 
-def cpu_bf16_note() -> Optional[str]:
+def cpu_bf16_note() -> str | None:
     """One line when bf16 on this CPU will be slower than fp32 (no AMX, no AVX512-BF16), else None."""
     from zoo_core.loop.cpu.tune import cpu_info, describe, has_bf16_units
+
     info = cpu_info()
     if has_bf16_units(info):
         return None
-    return (f"zoo: parallel.mixed_precision=bf16 on a CPU without bf16 matrix units ({describe(info)}; no AMX, "
-            "no AVX512-BF16): bf16 matmuls are converted to fp32 and back, slower than fp32; "
-            "parallel.mixed_precision=none is faster here")
+    return (
+        f"zoo: parallel.mixed_precision=bf16 on a CPU without bf16 matrix units ({describe(info)}; no AMX, "
+        "no AVX512-BF16): bf16 matmuls are converted to fp32 and back, slower than fp32; "
+        "parallel.mixed_precision=none is faster here"
+    )
 
 
 _bf16_warned = False
@@ -71,6 +77,7 @@ def apply_compile(model: nn.Module) -> None:
 
 def fsdp_mesh(world: World, mode: str):
     from torch.distributed.device_mesh import init_device_mesh
+
     dev = world.device.type
     if mode == "full_shard":
         return init_device_mesh(dev, (world.size,), mesh_dim_names=("shard",))
@@ -79,17 +86,23 @@ def fsdp_mesh(world: World, mode: str):
     # hybrid: shard within a node, replicate across nodes
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
     if world.size % per_node:
-        raise UserError(f"parallel.fsdp=hybrid needs the same number of processes on every node "
-                        f"(world size {world.size}, {per_node} on this node); use full_shard")
+        raise UserError(
+            f"parallel.fsdp=hybrid needs the same number of processes on every node "
+            f"(world size {world.size}, {per_node} on this node); use full_shard"
+        )
     return init_device_mesh(dev, (world.size // per_node, per_node), mesh_dim_names=("replicate", "shard"))
 
 
 def apply_fsdp(model: nn.Module, world: World, mode: str, mixed_precision: str) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
     mesh = fsdp_mesh(world, mode)
     # bf16 compute, fp32 master weights, fp32 gradient reduction.
-    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-          if mixed_precision == "bf16" else MixedPrecisionPolicy())
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if mixed_precision == "bf16"
+        else MixedPrecisionPolicy()
+    )
     for block in model.layers:
         fully_shard(block, mesh=mesh, mp_policy=mp)
         for name in BLOCK_METHODS:
@@ -129,6 +142,7 @@ def materialize(model: nn.Module, build_full: Callable[[], nn.Module], world: Wo
         _copy_buffers(model, _nonpersistent_buffers(full))
         return model
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
     full = build_full() if world.is_main else None
     state = full.state_dict() if full is not None else {}
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
@@ -137,12 +151,12 @@ def materialize(model: nn.Module, build_full: Callable[[], nn.Module], world: Wo
     return model
 
 
-def _nonpersistent_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
+def _nonpersistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     persistent = set(model.state_dict())
     return {name: buf for name, buf in model.named_buffers() if name not in persistent}
 
 
-def _copy_buffers(model: nn.Module, buffers: Dict[str, torch.Tensor]) -> None:
+def _copy_buffers(model: nn.Module, buffers: dict[str, torch.Tensor]) -> None:
     # checkpoint_wrapper prefixes module names; the state dict hides it, named_buffers does not.
     mine = {k.replace("_checkpoint_wrapped_module.", ""): v for k, v in model.named_buffers()}
     with torch.no_grad():

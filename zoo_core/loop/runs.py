@@ -1,21 +1,22 @@
 """Open a run directory for evaluation, generation and export, in one process."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from zoo_core.loop import checkpoint
-from zoo_core.loop.components import build_tokenizer
 from zoo_core.config import load_config, resolve
-from zoo_core.loop.distributed import pick_device
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Tokenizer
+from zoo_core.loop import checkpoint
+from zoo_core.loop.components import build_tokenizer
+from zoo_core.loop.distributed import pick_device
 from zoo_core.loop.model import LanguageModel, build_model
 from zoo_core.loop.parallelize import use_cpu_linear
 from zoo_core.registry import get_registry
@@ -35,7 +36,7 @@ class Run:
         return int(self.checkpoint.name.rsplit("-", 1)[-1])
 
 
-def load_run(path: str | Path, device: Any = "auto", overrides=(), dtype: Optional[torch.dtype] = None) -> Run:
+def load_run(path: str | Path, device: Any = "auto", overrides=(), dtype: torch.dtype | None = None) -> Run:
     """The run's config and its latest checkpoint's weights, whatever world size wrote them.
     `device` is a name (auto, cpu, cuda) or a torch.device (each rank passes its own)."""
     path = Path(path)
@@ -57,19 +58,22 @@ def load_run(path: str | Path, device: Any = "auto", overrides=(), dtype: Option
     return Run(path, cfg, model, build_tokenizer(cfg, registry), latest)
 
 
-def export(run_dir: Path, out_dir: Optional[Path] = None, dtype: Optional[torch.dtype] = None) -> Path:
+def export(run_dir: Path, out_dir: Path | None = None, dtype: torch.dtype | None = None) -> Path:
     """One consolidated `model.safetensors` plus `config.yaml` from a run's latest
     checkpoint, whatever number of ranks wrote it. Load it with
     `LanguageModel(...).load_state_dict(safetensors.torch.load_file(path))`."""
     run = load_run(run_dir, device="cpu")
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().clone()
-               for k, v in run.model.state_dict().items()}
+    weights = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().clone()
+        for k, v in run.model.state_dict().items()
+    }
     step = checkpoint.read_meta(run.checkpoint).get("step")
     tmp = out_dir / ".model.safetensors.tmp"
-    save_file(weights, str(tmp), metadata={"format": "pt", "zoo_step": str(step),
-                                           "zoo_checkpoint": run.checkpoint.name})
+    save_file(
+        weights, str(tmp), metadata={"format": "pt", "zoo_step": str(step), "zoo_checkpoint": run.checkpoint.name}
+    )
     os.replace(tmp, out_dir / "model.safetensors")
     shutil.copyfile(Path(run_dir) / "config.yaml", out_dir / "config.yaml")
     return out_dir / "model.safetensors"

@@ -10,6 +10,7 @@ compute the same losses, and recurrent state carries per stream identically.
 
 What the loop guarantees on faults, NaN and signals is docs/guarantees.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,31 +19,31 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from zoo_core.config import load_config, resolve, save_config
+from zoo_core.errors import EXIT_FAILED, Preempted, UserError, early_signal, keep_for_the_loop, stop_before_start
+from zoo_core.interfaces import IGNORE_INDEX
 from zoo_core.loop import checkpoint
 from zoo_core.loop.components import build_source, build_tokenizer, source_vocab
-from zoo_core.config import load_config, resolve, save_config
 from zoo_core.loop.cpu.memory import keep_freed_memory
 from zoo_core.loop.distributed import World, close_world, init_world
-from zoo_core.errors import EXIT_FAILED, Preempted, UserError, early_signal, keep_for_the_loop, stop_before_start
 from zoo_core.loop.evaluate import evaluate
 from zoo_core.loop.generate import generate
 from zoo_core.loop.metrics import MetricsLog, peak_memory_mb
 from zoo_core.loop.model import LanguageModel, meta_model, padded_vocab
 from zoo_core.loop.optim import build_optimizer, lr_at, set_lr
 from zoo_core.loop.parallelize import materialize, parallelize
-from zoo_core.registry import get_registry
-from zoo_core.interfaces import IGNORE_INDEX
-from zoo_core.state import detach_state
 from zoo_core.loop.validate import batch_layout, check_request
+from zoo_core.registry import get_registry
+from zoo_core.state import detach_state
 
 #: The signals that mean "checkpoint and stop" (SIGUSR1: Slurm's warning before the time limit).
 #: SIGUSR2 is submitit's preemption and timeout signal (what `job._interrupt()` sends).
@@ -57,7 +58,7 @@ class Diverged(Exception):
     exit_code = EXIT_FAILED
 
 
-def run_config(config: Optional[str], overrides: Sequence[str]):
+def run_config(config: str | None, overrides: Sequence[str]):
     """Config from a YAML file, or from an existing run directory (to resume it)."""
     if config and Path(config).is_dir():
         saved = Path(config) / "config.yaml"
@@ -98,8 +99,10 @@ class Trainer:
         if cfg.model.vocab_size is None:
             cfg.model.vocab_size = padded_vocab(needed)
         elif cfg.model.vocab_size < needed:
-            raise UserError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {needed} token ids of "
-                            f"the tokenizer and data source; leave it unset to derive it")
+            raise UserError(
+                f"model.vocab_size={cfg.model.vocab_size} is smaller than the {needed} token ids of "
+                f"the tokenizer and data source; leave it unset to derive it"
+            )
 
         # Batch layout: which streams this rank and each micro-batch owns.
         G, W = t.global_batch, world.size
@@ -131,9 +134,9 @@ class Trainer:
         self.train_flops, self.peak_flops = self._flops()
         self.step = 0
         self.tokens_seen = 0
-        self.states: List[Any] = [None] * self.accum
+        self.states: list[Any] = [None] * self.accum
         self.log = MetricsLog(self.run_dir, cfg, enabled=world.is_main)  # opened after the resume decision
-        self.signal_seen: Optional[int] = None  # set by the handler on this rank only
+        self.signal_seen: int | None = None  # set by the handler on this rank only
         self.stop_requested = False  # agreed by all ranks (all-reduced each step)
         self.saved_step = -1
 
@@ -162,6 +165,7 @@ class Trainer:
     def _flops(self):
         """Training FLOPs per token and the peak they are measured against (MFU in the log)."""
         from zoo_core.loop.hardware import compute_dtype, device_peak
+
         peak = device_peak(self.world.device, compute_dtype(self.cfg)) if self.world.is_main else None
         if self.world.distributed:  # rank 0 calibrates a CPU alone, the others wait
             peak = self.world.broadcast_object(peak)
@@ -183,13 +187,30 @@ class Trainer:
         for m, st in enumerate(self.states):
             for key, value in _flatten(st, f"state.{m}").items():
                 tensors[key] = value
-        extra = {"step": self.step, "tokens_seen": self.tokens_seen,
-                 "data": self.train_source.state_dict(), "carry": [s is not None for s in self.states],
-                 "streams": self.micro_streams}
-        meta = {"step": self.step, "world_size": self.world.size, "global_batch": self.cfg.train.global_batch,
-                "seq_len": self.cfg.data.seq_len}
-        checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, self.world, extra, tensors,
-                        keep=self.cfg.train.keep_checkpoints, meta=meta)
+        extra = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "data": self.train_source.state_dict(),
+            "carry": [s is not None for s in self.states],
+            "streams": self.micro_streams,
+        }
+        meta = {
+            "step": self.step,
+            "world_size": self.world.size,
+            "global_batch": self.cfg.train.global_batch,
+            "seq_len": self.cfg.data.seq_len,
+        }
+        checkpoint.save(
+            self.ckpt_root,
+            self.step,
+            self.model,
+            self.optimizer,
+            self.world,
+            extra,
+            tensors,
+            keep=self.cfg.train.keep_checkpoints,
+            meta=meta,
+        )
         self.saved_step = self.step
 
     def state_is_finite(self) -> bool:
@@ -209,11 +230,17 @@ class Trainer:
         """Stop: one line naming the last finite checkpoint and how to go on from it."""
         last = checkpoint.latest(self.ckpt_root)
         lower = f"{self.cfg.optim.lr / 10:.3g}"
-        where = (f"the last finite checkpoint is {last} (step {int(last.name[5:])})" if last is not None
-                 else "no checkpoint was saved yet")
-        raise Diverged(f"{what}; nothing was saved, {where}; resume from it with a lower learning rate: "
-                       f"zoo train {self.run_dir} optim.lr={lower} (or raise optim.warmup_steps)"
-                       if self.world.is_main else "")
+        where = (
+            f"the last finite checkpoint is {last} (step {int(last.name[5:])})"
+            if last is not None
+            else "no checkpoint was saved yet"
+        )
+        raise Diverged(
+            f"{what}; nothing was saved, {where}; resume from it with a lower learning rate: "
+            f"zoo train {self.run_dir} optim.lr={lower} (or raise optim.warmup_steps)"
+            if self.world.is_main
+            else ""
+        )
 
     def maybe_resume(self) -> bool:
         """Load the newest checkpoint, if any; cut the logs back to its step.
@@ -231,9 +258,11 @@ class Trainer:
         if info[1].get("step", 0) >= self.cfg.train.steps:
             if self.world.is_main:
                 step = info[1].get("step")
-                print(f"zoo: {self.run_dir} is finished (step {step} of train.steps={self.cfg.train.steps}); "
-                      f"nothing was changed. To train it further: zoo train {self.run_dir} "
-                      f"train.steps={max(2 * step, step + 1)}")
+                print(
+                    f"zoo: {self.run_dir} is finished (step {step} of train.steps={self.cfg.train.steps}); "
+                    f"nothing was changed. To train it further: zoo train {self.run_dir} "
+                    f"train.steps={max(2 * step, step + 1)}"
+                )
             return False
         path, meta = Path(info[0]), info[1]
         if meta.get("weights_only"):  # `zoo import`: weights, no training state; a fresh optimizer
@@ -244,14 +273,19 @@ class Trainer:
             return True
         written_by = meta.get("world_size")
         if written_by != self.world.size:
-            raise UserError(f"{path} was written by {written_by} ranks and this run has {self.world.size}; "
-                            f"the data-loader position is per rank, so resume with --nproc {written_by} "
-                            f"(eval, generate and export load it with any number of processes)")
+            raise UserError(
+                f"{path} was written by {written_by} ranks and this run has {self.world.size}; "
+                f"the data-loader position is per rank, so resume with --nproc {written_by} "
+                f"(eval, generate and export load it with any number of processes)"
+            )
         extra, tensors = checkpoint.load(path, self.model, self.optimizer, self.world)
         if not self.state_is_finite():
-            raise UserError(f"{path} holds NaN or inf weights (it was saved before zoo checked); move it away "
-                            f"(mv {path} {path.parent / ('bad-' + path.name)}) to resume from the one before"
-                            if self.world.is_main else "")
+            raise UserError(
+                f"{path} holds NaN or inf weights (it was saved before zoo checked); move it away "
+                f"(mv {path} {path.parent / ('bad-' + path.name)}) to resume from the one before"
+                if self.world.is_main
+                else ""
+            )
         self.step, self.tokens_seen = extra["step"], extra["tokens_seen"]
         self.saved_step = self.step
         self.train_source.load_state_dict(extra["data"])
@@ -261,11 +295,14 @@ class Trainer:
         carried = extra.get("carry", [])
         if carried and all(carried):
             saved_streams = extra.get("streams", self.micro_streams)
-            saved = [_unflatten(self.model_state_template(len(streams)), tensors, f"state.{m}", self.world.device)
-                     for m, streams in enumerate(saved_streams)]
+            saved = [
+                _unflatten(self.model_state_template(len(streams)), tensors, f"state.{m}", self.world.device)
+                for m, streams in enumerate(saved_streams)
+            ]
             # A changed micro_batch regroups the same streams' rows.
-            self.states = saved if saved_streams == self.micro_streams else \
-                _regroup(saved, saved_streams, self.micro_streams)
+            self.states = (
+                saved if saved_streams == self.micro_streams else _regroup(saved, saved_streams, self.micro_streams)
+            )
         self.log.open(self.step)
         if self.world.is_main:
             tqdm.write(f"resumed {self.run_dir} from step {self.step}")
@@ -276,7 +313,7 @@ class Trainer:
         return inner.init_state(batch, device=self.world.device)
 
     # -- one optimizer step ---------------------------------------------------------------
-    def train_step(self) -> Dict[str, float]:
+    def train_step(self) -> dict[str, float]:
         cfg, world = self.cfg, self.world
         lr = lr_at(self.step, cfg.train.steps, cfg.optim)
         set_lr(self.optimizer, lr)
@@ -284,15 +321,20 @@ class Trainer:
         count = torch.tensor([sum(int((tgt != IGNORE_INDEX).sum()) for _, tgt in batches)], dtype=torch.float64)
         global_count = float(world.all_reduce_sum(count)[0])
         sums = torch.zeros(4, dtype=torch.float64)  # nats, tokens, accuracy*tokens, stop flag
-        head_sums: Dict[str, float] = {}  # the head's other metrics (e.g. per-head losses) x tokens
+        head_sums: dict[str, float] = {}  # the head's other metrics (e.g. per-head losses) x tokens
         carry = cfg.train.carry_state
         for m, (inputs, targets) in enumerate(batches):
             inputs, targets = inputs.to(world.device), targets.to(world.device)
             # FSDP averages gradients over ranks; scale so the result is the global token mean.
             scale = world.size / global_count
             with self.autocast() if self.autocast else nullcontext():
-                out, new_state = self.model(inputs, targets, state=self.states[m] if carry else None,
-                                            return_state=carry, backward_scale=int((targets != IGNORE_INDEX).sum()) * scale)
+                out, new_state = self.model(
+                    inputs,
+                    targets,
+                    state=self.states[m] if carry else None,
+                    return_state=carry,
+                    backward_scale=int((targets != IGNORE_INDEX).sum()) * scale,
+                )
             if out.trunk_grad is not None:  # a custom_backward head ran its own backward inside forward
                 h, grad = out.trunk_grad
                 h.backward(grad)
@@ -304,13 +346,14 @@ class Trainer:
             for key, value in out.metrics.items():
                 if key != "accuracy":
                     head_sums[key] = head_sums.get(key, 0.0) + float(value) * out.n_tokens
-            sums += torch.tensor([float(out.loss.detach()) * out.n_tokens, out.n_tokens, acc * out.n_tokens, 0.0],
-                                 dtype=torch.float64)
+            sums += torch.tensor(
+                [float(out.loss.detach()) * out.n_tokens, out.n_tokens, acc * out.n_tokens, 0.0], dtype=torch.float64
+            )
         sums[3] = float(self.signal_seen is not None)  # one rank's signal stops every rank at the same step
         world.all_reduce_sum(sums)
         self.stop_requested = bool(sums[3] > 0)
         loss = float(sums[0] / max(sums[1], 1))
-        head_metrics: Dict[str, float] = {}
+        head_metrics: dict[str, float] = {}
         if head_sums:  # the same keys on every rank, since every rank has the same head
             keys = sorted(head_sums)
             values = world.all_reduce_sum(torch.tensor([head_sums[k] for k in keys], dtype=torch.float64))
@@ -327,11 +370,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += cfg.train.global_batch * cfg.data.seq_len
-        return {"loss": loss, "accuracy": float(sums[2] / max(sums[1], 1)), "grad_norm": float(grad_norm), "lr": lr,
-                **head_metrics}
+        return {
+            "loss": loss,
+            "accuracy": float(sums[2] / max(sums[1], 1)),
+            "grad_norm": float(grad_norm),
+            "lr": lr,
+            **head_metrics,
+        }
 
     # -- evaluation and samples ---------------------------------------------------------------
-    def validate(self) -> Dict[str, float]:
+    def validate(self) -> dict[str, float]:
         t = self.cfg.train
         source = build_source(self.cfg, self.registry, self.tokenizer, "val", t.eval_batch_size, progress=False)
         return evaluate(self.model, source, self.world, t.eval_batches, t.carry_state, self.autocast)
@@ -339,7 +387,9 @@ class Trainer:
     def sample(self) -> str:
         t = self.cfg.train
         # Documents are separated by EOS in the prepared data, so an empty prompt starts after one.
-        prompt = self.tokenizer.encode(t.sample_prompt) or [self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.bos_id]
+        prompt = self.tokenizer.encode(t.sample_prompt) or [
+            self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.bos_id
+        ]
         ids = generate(self.model, [prompt], t.sample_tokens, temperature=0.8, top_k=50, seed=t.seed)[0]
         self.model.train()
         text = t.sample_prompt + self.tokenizer.decode(ids)
@@ -355,7 +405,7 @@ class Trainer:
         if self.signal_seen is None:
             self.signal_seen = signum
 
-    def run(self) -> Dict[str, Any]:
+    def run(self) -> dict[str, Any]:
         cfg, world, t = self.cfg, self.world, self.cfg.train
         # Signals first: one that comes while resuming is kept, and acted on after the next step.
         for sig in STOP_SIGNALS:
@@ -368,9 +418,15 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self.model.train()
-        bar = tqdm(total=t.steps, initial=self.step, desc=cfg.name, unit="step",
-                   disable=not (t.progress and world.is_main), dynamic_ncols=True)
-        last_val: Dict[str, float] = {}
+        bar = tqdm(
+            total=t.steps,
+            initial=self.step,
+            desc=cfg.name,
+            unit="step",
+            disable=not (t.progress and world.is_main),
+            dynamic_ncols=True,
+        )
+        last_val: dict[str, float] = {}
         timer, tokens_at_timer = time.perf_counter(), self.tokens_seen
         interrupted = False
         while self.step < t.steps:
@@ -380,8 +436,13 @@ class Trainer:
                 elapsed = time.perf_counter() - timer
                 tps = (self.tokens_seen - tokens_at_timer) / max(elapsed, 1e-9)
                 timer, tokens_at_timer = time.perf_counter(), self.tokens_seen
-                record = {"step": self.step, **metrics, "tokens_per_s": tps, "tokens_seen": self.tokens_seen,
-                          "peak_mem_mb": peak_memory_mb(world.device)}
+                record = {
+                    "step": self.step,
+                    **metrics,
+                    "tokens_per_s": tps,
+                    "tokens_seen": self.tokens_seen,
+                    "peak_mem_mb": peak_memory_mb(world.device),
+                }
                 if self.peak_flops:  # tokens_per_s counts every rank's tokens: against every rank's peak
                     record["mfu"] = self.train_flops * tps / (self.peak_flops * world.size)
                 self.log.write(record)
@@ -401,8 +462,10 @@ class Trainer:
             if world.is_main:
                 name = signal.Signals(self.signal_seen).name if self.signal_seen else "sent to another rank"
                 nproc = f" --nproc {world.size}" if world.size > 1 else ""
-                message = (f"preempted: stopped by signal at step {self.step} ({name}); checkpoint saved in "
-                           f"{self.ckpt_root / f'step-{self.step:08d}'}; resume with: zoo train {self.run_dir}{nproc}")
+                message = (
+                    f"preempted: stopped by signal at step {self.step} ({name}); checkpoint saved in "
+                    f"{self.ckpt_root / f'step-{self.step:08d}'}; resume with: zoo train {self.run_dir}{nproc}"
+                )
                 print(f"zoo: {message}", file=sys.stderr, flush=True)
                 _report_preempted(self.run_dir, self.step)
             return {"step": self.step, "interrupted": True, "preempted": message, "run_dir": str(self.run_dir)}
@@ -412,14 +475,15 @@ class Trainer:
             self.save()
         text = self.sample() if t.sample_tokens else ""
         if world.is_main:
-            print(f"val bits/byte {last_val['bpb']:.4f}  loss {last_val['loss']:.4f}  "
-                  f"ppl {last_val['ppl']:.2f}  at step {self.step}")
+            print(
+                f"val bits/byte {last_val['bpb']:.4f}  loss {last_val['loss']:.4f}  "
+                f"ppl {last_val['ppl']:.2f}  at step {self.step}"
+            )
             if text:
                 print("sample: " + text)
         return {"step": self.step, "val": last_val, "sample": text, "run_dir": str(self.run_dir)}
 
-
-    def _log_validation(self, bar) -> Dict[str, float]:
+    def _log_validation(self, bar) -> dict[str, float]:
         val = self.validate()
         self.log.write({"step": self.step, **{f"val_{k}": v for k, v in val.items()}})
         if bar is not None and self.world.is_main:
@@ -433,45 +497,54 @@ def _report_preempted(run_dir: Path, step: int) -> None:
     import json
 
     from zoo_core.loop.distributed import STATUS_ENV
+
     status = os.environ.get(STATUS_ENV)
     if status:
         Path(status).write_text(json.dumps({"preempted": True, "step": step, "run_dir": str(run_dir)}))
 
 
-def _flatten(state: Any, prefix: str) -> Dict[str, torch.Tensor]:
+def _flatten(state: Any, prefix: str) -> dict[str, torch.Tensor]:
     from torch.utils._pytree import tree_flatten
+
     leaves, _ = tree_flatten(state)
     return {f"{prefix}.{i}": leaf for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)}
 
 
-def _regroup(saved: List[Any], saved_streams: List[List[int]], streams: List[List[int]]) -> List[Any]:
+def _regroup(saved: list[Any], saved_streams: list[list[int]], streams: list[list[int]]) -> list[Any]:
     """Carried states re-split into a new micro-batch layout of the same streams."""
     from torch.utils._pytree import tree_flatten, tree_unflatten
+
     where = {s: (m, r) for m, group in enumerate(saved_streams) for r, s in enumerate(group)}
     missing = [s for group in streams for s in group if s not in where]
     if missing:
-        raise UserError(f"the checkpoint carries no recurrent state for streams {missing[:4]}; "
-                        f"resume with the same train.global_batch and world size")
+        raise UserError(
+            f"the checkpoint carries no recurrent state for streams {missing[:4]}; "
+            f"resume with the same train.global_batch and world size"
+        )
     flat = [tree_flatten(st) for st in saved]
     spec = flat[0][1]
     out = []
     for group in streams:
         rows = [where[s] for s in group]
-        leaves = [torch.cat([flat[m][0][i][r:r + 1] for m, r in rows]) if isinstance(leaf, torch.Tensor) else leaf
-                  for i, leaf in enumerate(flat[0][0])]
+        leaves = [
+            torch.cat([flat[m][0][i][r : r + 1] for m, r in rows]) if isinstance(leaf, torch.Tensor) else leaf
+            for i, leaf in enumerate(flat[0][0])
+        ]
         out.append(tree_unflatten(leaves, spec))
     return out
 
 
-def _unflatten(template: Any, tensors: Dict[str, torch.Tensor], prefix: str, device: Any) -> Any:
+def _unflatten(template: Any, tensors: dict[str, torch.Tensor], prefix: str, device: Any) -> Any:
     from torch.utils._pytree import tree_flatten, tree_unflatten
+
     leaves, spec = tree_flatten(template)
-    restored = [tensors[f"{prefix}.{i}"].to(device) if isinstance(leaf, torch.Tensor) else leaf
-                for i, leaf in enumerate(leaves)]
+    restored = [
+        tensors[f"{prefix}.{i}"].to(device) if isinstance(leaf, torch.Tensor) else leaf for i, leaf in enumerate(leaves)
+    ]
     return tree_unflatten(restored, spec)
 
 
-def train(config: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+def train(config: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Train (or resume) a run. SIGTERM, SIGUSR1 or SIGUSR2 before the loop starts raises
     StoppedBeforeStart in a single process (nothing was written); on one of N ranks it is kept,
     and every rank stops after the first step with one checkpoint."""
@@ -499,7 +572,7 @@ def train(config: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[s
             close_world()
 
 
-def train_cli(config: Optional[str], overrides: Sequence[str]) -> Dict[str, Any]:
+def train_cli(config: str | None, overrides: Sequence[str]) -> dict[str, Any]:
     """`train` for a command line: a stop on a signal becomes the "preempted" exit status."""
     result = train(config, overrides)
     # The Trainer has printed the one line (rank 0). Under torchrun a worker exits 0: torchrun
@@ -517,15 +590,18 @@ def _die_with_parent() -> None:
         return
     try:
         import ctypes
+
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
     except (OSError, AttributeError):
         pass
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point for `python -m zoo_core.train` (the documented name, an alias of zoo_core.loop.train: what torchrun launches)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for `python -m zoo_core.train` (the documented name, an alias of
+    zoo_core.loop.train: what torchrun launches)."""
     from zoo_core.loop.guard import run_guarded
+
     argv = list(sys.argv[1:] if argv is None else argv)
     config = argv.pop(0) if argv and "=" not in argv[0] else None
     _die_with_parent()

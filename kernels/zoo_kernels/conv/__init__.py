@@ -16,10 +16,10 @@ Measured (2 threads, 2-core AMD EPYC VM shared with other work, load average
 shifted sums -> fused: forward 2.0 -> 0.41 ms, forward + backward 8.6 -> 1.9 ms;
 CausalConv (8, 256, 344), F.conv1d -> fused: 0.59 -> 0.24 ms, 3.1 -> 0.94 ms.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -34,24 +34,33 @@ ACTIVATIONS = ("none", "silu")
 
 # ---- the op: the compiled CPU kernel (cpu.py) or the torch path (naive.py), traced as one node ----
 
+
 def _impl():
     # read at every call, so ZOO_KERNELS_CPP=0 switches to the torch path inside the op
     return cpu if cbuild.available() else naive
 
 
-def _conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], prev: Tensor, silu: bool) -> Tensor:
+def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, prev: Tensor, silu: bool) -> Tensor:
     return _impl().conv(x, weight, bias, prev, silu)
 
 
-def _conv_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], prev: Tensor, gy: Tensor,
-              silu: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _conv_bwd(
+    x: Tensor, weight: Tensor, bias: Tensor | None, prev: Tensor, gy: Tensor, silu: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias, dprev); dbias is gy's act'-weighted sum even without a bias."""
     return _impl().conv_backward(x, weight, bias, prev, gy, silu)
 
 
-_conv_bwd_op = define("causal_conv1d_backward", _conv_bwd,
-                      lambda x, weight, bias, prev, gy, silu: (x.new_empty(x.shape), weight.new_empty(weight.shape),
-                                                               x.new_empty(x.shape[2]), prev.new_empty(prev.shape)))
+_conv_bwd_op = define(
+    "causal_conv1d_backward",
+    _conv_bwd,
+    lambda x, weight, bias, prev, gy, silu: (
+        x.new_empty(x.shape),
+        weight.new_empty(weight.shape),
+        x.new_empty(x.shape[2]),
+        prev.new_empty(prev.shape),
+    ),
+)
 
 
 def _conv_setup(ctx, inputs, output):
@@ -67,20 +76,26 @@ def _conv_backward(ctx, gy):
     return dx, dw, (db if ctx.has_bias else None), dprev, None
 
 
-_conv_op = define("causal_conv1d", _conv, lambda x, weight, bias, prev, silu: x.new_empty(x.shape),
-                  backward=_conv_backward, setup=_conv_setup)
+_conv_op = define(
+    "causal_conv1d",
+    _conv,
+    lambda x, weight, bias, prev, silu: x.new_empty(x.shape),
+    backward=_conv_backward,
+    setup=_conv_setup,
+)
 
 
 def _last_inputs(x: Tensor, prev: Tensor, keep: int) -> Tensor:
     """The last `keep` rows of cat(prev, x) over time, a new tensor (not a view of x)."""
     T = x.shape[1]
     if T >= keep:
-        return x[:, T - keep:].clone()
+        return x[:, T - keep :].clone()
     return torch.cat([prev[:, T:], x], dim=1)
 
 
-def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, prev: Optional[Tensor] = None,
-                  activation: str = "none") -> Tuple[Tensor, Tensor]:
+def causal_conv1d(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, prev: Tensor | None = None, activation: str = "none"
+) -> tuple[Tensor, Tensor]:
     """Depthwise causal conv over time: x (B, T, C), weight (C, W) with weight[:, -1] on x_t, bias (C,),
     prev (B, W-1, C) the inputs before x (zeros when None), activation "none" or "silu".
 
@@ -90,17 +105,25 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, prev
         raise ValueError(f"causal_conv1d: activation {activation!r} is not one of {ACTIVATIONS}")
     B, T, C = x.shape
     W = weight.shape[1]
-    if weight.shape[0] != C or (bias is not None and bias.shape != (C,)) \
-            or (prev is not None and prev.shape != (B, W - 1, C)):
-        raise ValueError(f"causal_conv1d: expected x (B, T, C), weight (C, W), bias (C,), prev (B, W-1, C); "
-                         f"got x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
-                         f"bias {None if bias is None else tuple(bias.shape)}, "
-                         f"prev {None if prev is None else tuple(prev.shape)}")
+    if (
+        weight.shape[0] != C
+        or (bias is not None and bias.shape != (C,))
+        or (prev is not None and prev.shape != (B, W - 1, C))
+    ):
+        raise ValueError(
+            f"causal_conv1d: expected x (B, T, C), weight (C, W), bias (C,), prev (B, W-1, C); "
+            f"got x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
+            f"bias {None if bias is None else tuple(bias.shape)}, "
+            f"prev {None if prev is None else tuple(prev.shape)}"
+        )
     prev = x.new_zeros(B, W - 1, C) if prev is None else prev.to(x.dtype)
     silu = activation == "silu"
     tensors = (x, weight, prev) if bias is None else (x, weight, prev, bias)
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) \
-            and all(t.dtype == x.dtype and t.device == x.device for t in tensors):
+    if (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and all(t.dtype == x.dtype and t.device == x.device for t in tensors)
+    ):
         y = _conv_op(*channels_contiguous(x), weight, bias, *channels_contiguous(prev), silu)
     else:
         y = naive.conv(x, weight, bias, prev, silu)
@@ -122,16 +145,21 @@ class CausalConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> Tensor:
-        return torch.zeros(batch_size, self.width - 1, self.channels,
-                           device=device or self.weight.device, dtype=dtype or self.weight.dtype)
+        return torch.zeros(
+            batch_size,
+            self.width - 1,
+            self.channels,
+            device=device or self.weight.device,
+            dtype=dtype or self.weight.dtype,
+        )
 
-    def forward(self, x: Tensor, prev: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B, T, C), prev (B, k-1, C) or None -> y (B, T, C), new state (B, k-1, C)."""
         bias = None if self.bias is None else self.bias.to(x.dtype)
         y, state = causal_conv1d(x, self.weight.to(x.dtype), bias, prev)
         return y, state.to(self.weight.dtype)  # the state matches init_state under autocast
 
-    def step(self, x: Tensor, prev: Tensor) -> Tuple[Tensor, Tensor]:
+    def step(self, x: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, C): one token."""
         xx = torch.cat([prev.to(x.dtype), x[:, None]], dim=1)  # (B, k, C)
         y = (xx * self.weight.t().to(x.dtype)).sum(1)
@@ -141,7 +169,7 @@ class CausalConv(nn.Module):
 
     def _keep(self, xx: Tensor) -> Tensor:
         # Stored in the parameter dtype so the state matches init_state under autocast.
-        return xx[:, xx.shape[1] - (self.width - 1):].to(self.weight.dtype)
+        return xx[:, xx.shape[1] - (self.width - 1) :].to(self.weight.dtype)
 
     def flops_per_token(self) -> float:
         return 2.0 * self.width * self.channels

@@ -7,8 +7,6 @@ applies, else in-place PyTorch passes around the chunked linear scan) and `trito
 
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor
 
 from .. import backends
@@ -22,16 +20,29 @@ def _impl(backend: str):
     return chunk if backend == "torch" else backends.triton_module("rglru.triton")
 
 
-def _rg_lru_bwd(x: Tensor, r_pre: Tensor, i_pre: Tensor, a_param: Tensor, c: float, h0: Optional[Tensor],
-                h: Tensor, g: Tensor, g_last: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _rg_lru_bwd(
+    x: Tensor,
+    r_pre: Tensor,
+    i_pre: Tensor,
+    a_param: Tensor,
+    c: float,
+    h0: Tensor | None,
+    h: Tensor,
+    g: Tensor,
+    g_last: Tensor,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     grads = _impl(backend).rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last)
     return tuple(d.to(t.dtype) for d, t in zip(grads, (x, r_pre, i_pre, a_param, g_last)))
 
 
 _rg_lru_bwd_op = define(
-    "rg_lru_fused_backward", _rg_lru_bwd,
-    lambda x, r_pre, i_pre, a_param, c, h0, h, g, g_last, backend:
-        tuple(t.new_empty(t.shape) for t in (x, r_pre, i_pre, a_param, g_last)))
+    "rg_lru_fused_backward",
+    _rg_lru_bwd,
+    lambda x, r_pre, i_pre, a_param, c, h0, h, g, g_last, backend: tuple(
+        t.new_empty(t.shape) for t in (x, r_pre, i_pre, a_param, g_last)
+    ),
+)
 
 
 def _rg_lru_setup(ctx, inputs, output):
@@ -48,18 +59,31 @@ def _rg_lru_backward(ctx, g, g_last):
     return dx, dr, di, dap, None, (None if h0 is None else dh0.to(h0.dtype)), None
 
 
-def _rg_lru(x: Tensor, r_pre: Tensor, i_pre: Tensor, a_param: Tensor, c: float, h0: Optional[Tensor],
-            backend: str) -> tuple[Tensor, Tensor]:
+def _rg_lru(
+    x: Tensor, r_pre: Tensor, i_pre: Tensor, a_param: Tensor, c: float, h0: Tensor | None, backend: str
+) -> tuple[Tensor, Tensor]:
     return _impl(backend).rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0)
 
 
-_rg_lru_op = define("rg_lru_fused", _rg_lru,
-                    lambda x, r_pre, i_pre, a_param, c, h0, backend: states_fake(x, x, r_pre, i_pre),
-                    backward=_rg_lru_backward, setup=_rg_lru_setup)
+_rg_lru_op = define(
+    "rg_lru_fused",
+    _rg_lru,
+    lambda x, r_pre, i_pre, a_param, c, h0, backend: states_fake(x, x, r_pre, i_pre),
+    backward=_rg_lru_backward,
+    setup=_rg_lru_setup,
+)
 
 
-def rg_lru(x: Tensor, r_pre: Tensor, i_pre: Tensor, a_param: Tensor, c: float = 8.0, h0: Optional[Tensor] = None,
-           *, backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
+def rg_lru(
+    x: Tensor,
+    r_pre: Tensor,
+    i_pre: Tensor,
+    a_param: Tensor,
+    c: float = 8.0,
+    h0: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
     """Griffin's RG-LRU (arXiv 2402.19427) with its gates fused into the scan.
 
     r = sigmoid(r_pre), i = sigmoid(i_pre), log a = -c r softplus(-a_param),

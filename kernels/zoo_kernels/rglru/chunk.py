@@ -1,5 +1,6 @@
 """The fused RG-LRU's torch backend: the compiled CPU kernel (cpu.py) where it applies, else the
 gates computed in a few in-place passes around the chunked linear scan (zoo_kernels.scan.chunk)."""
+
 from __future__ import annotations
 
 import torch

@@ -63,10 +63,22 @@ def _program(AP, H0, D, HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr
 
 @triton.jit
 def _rg_lru_fwd_kernel(
-    X, RP, IP, AP, H0, H, HLAST,
-    T, D, c,
-    sb, st, sd,
-    HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    X,
+    RP,
+    IP,
+    AP,
+    H0,
+    H,
+    HLAST,
+    T,
+    D,
+    c,
+    sb,
+    st,
+    sd,
+    HAS_H0: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
 ):
     """Gates computed in registers: reads x, r_pre, i_pre once, writes h once."""
     b, d, dmask, rows, sp, carry = _program(AP, H0, D, HAS_H0, BT, BD)
@@ -90,10 +102,34 @@ def _rg_lru_fwd_kernel(
 
 @triton.jit
 def _rg_lru_bwd_kernel(
-    X, RP, IP, AP, H0, H, G, GLAST, DX, DRP, DIP, DAP, W0,
-    T, D, c,
-    sb, st, sd, shb, sht, shd, sgb, sgt, sgd,
-    HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    X,
+    RP,
+    IP,
+    AP,
+    H0,
+    H,
+    G,
+    GLAST,
+    DX,
+    DRP,
+    DIP,
+    DAP,
+    W0,
+    T,
+    D,
+    c,
+    sb,
+    st,
+    sd,
+    shb,
+    sht,
+    shd,
+    sgb,
+    sgt,
+    sgd,
+    HAS_H0: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
 ):
     """Reverse scan for w = dL/dh, then every gate gradient in the same pass.
 
@@ -124,8 +160,9 @@ def _rg_lru_bwd_kernel(
         q = _neg_expm1(2.0 * log_a)  # 1 - a^2
         q_ok = q > 1.1754943508222875e-38
         scale = tl.sqrt(tl.maximum(q, 1.1754943508222875e-38))
-        h_prev = tl.load(H + b * shb + (t - 1)[:, None] * sht + d[None, :] * shd,
-                         mask=m & (t >= 1)[:, None], other=0.0).to(tl.float32)
+        h_prev = tl.load(
+            H + b * shb + (t - 1)[:, None] * sht + d[None, :] * shd, mask=m & (t >= 1)[:, None], other=0.0
+        ).to(tl.float32)
         h_prev = tl.where((t == 0)[:, None], h0[None, :], h_prev)
         d_scale = w * i * x
         d_log_a = w * h_prev * a + tl.where(q_ok, d_scale / (2.0 * scale), 0.0) * (-2.0 * a * a)
@@ -150,8 +187,22 @@ def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
     h0c = h0.contiguous() if h0 is not None else h_last
     bt, bd = _blocks(length, dim)
     _rg_lru_fwd_kernel[_grid(bsz, dim, bd)](
-        x, r_pre, i_pre, a_param.contiguous(), h0c, h, h_last, length, dim, float(c),
-        *x.stride(), HAS_H0=h0 is not None, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        x,
+        r_pre,
+        i_pre,
+        a_param.contiguous(),
+        h0c,
+        h,
+        h_last,
+        length,
+        dim,
+        float(c),
+        *x.stride(),
+        HAS_H0=h0 is not None,
+        BT=bt,
+        BD=bd,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
     )
     return h, h_last
 
@@ -168,9 +219,30 @@ def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
     h0c = h0.contiguous() if h0 is not None else w0
     bt, bd = _blocks(length, dim)
     _rg_lru_bwd_kernel[_grid(bsz, dim, bd)](
-        x, r_pre, i_pre, a_param.contiguous(), h0c, h, g, g_last, dx, drp, dip, dap, w0,
-        length, dim, float(c), *x.stride(), *h.stride(), *g.stride(),
-        HAS_H0=h0 is not None, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        x,
+        r_pre,
+        i_pre,
+        a_param.contiguous(),
+        h0c,
+        h,
+        g,
+        g_last,
+        dx,
+        drp,
+        dip,
+        dap,
+        w0,
+        length,
+        dim,
+        float(c),
+        *x.stride(),
+        *h.stride(),
+        *g.stride(),
+        HAS_H0=h0 is not None,
+        BT=bt,
+        BD=bd,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
     )
     ap = a_param.float()
     d_a_param = dap.sum(0) * torch.sigmoid(-ap)

@@ -12,8 +12,6 @@ Tensors are (batch, time, channels); states accumulate in float32 (float64 for f
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -28,7 +26,7 @@ def _impl(backend: str):
     return chunk if backend == "torch" else backends.triton_module("scan.triton")
 
 
-def check(name: str, first: Tensor, second: Tensor, init: Optional[Tensor]) -> None:
+def check(name: str, first: Tensor, second: Tensor, init: Tensor | None) -> None:
     if first.dim() != 3 or first.shape != second.shape:
         raise ValueError(
             f"{name}: expected two (batch, time, channels) tensors of one shape, "
@@ -50,15 +48,18 @@ def states_fake(x: Tensor, *inputs: Tensor) -> tuple[Tensor, Tensor]:
 # ---- linear_scan --------------------------------------------------------------
 
 
-def _linear_scan_bwd(a: Tensor, h: Tensor, h0: Optional[Tensor], g: Tensor, g_last: Tensor,
-                     backend: str) -> tuple[Tensor, Tensor, Tensor]:
+def _linear_scan_bwd(
+    a: Tensor, h: Tensor, h0: Tensor | None, g: Tensor, g_last: Tensor, backend: str
+) -> tuple[Tensor, Tensor, Tensor]:
     da, dx, dh0 = _impl(backend).linear_scan_bwd(a, h, h0, g, g_last)
     return da.to(a.dtype), dx.to(h.dtype), dh0
 
 
 _linear_scan_bwd_op = define(
-    "linear_scan_backward", _linear_scan_bwd,
-    lambda a, h, h0, g, g_last, backend: (a.new_empty(a.shape), h.new_empty(h.shape), g_last.new_empty(g_last.shape)))
+    "linear_scan_backward",
+    _linear_scan_bwd,
+    lambda a, h, h0, g, g_last, backend: (a.new_empty(a.shape), h.new_empty(h.shape), g_last.new_empty(g_last.shape)),
+)
 
 
 def _linear_scan_setup(ctx, inputs, output):
@@ -75,16 +76,20 @@ def _linear_scan_backward(ctx, g, g_last):
     return da, dx, (None if h0 is None else dh0.to(h0.dtype)), None
 
 
-def _linear_scan(a: Tensor, x: Tensor, h0: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
+def _linear_scan(a: Tensor, x: Tensor, h0: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
     return _impl(backend).linear_scan_fwd(a, x, h0)
 
 
-_linear_scan_op = define("linear_scan", _linear_scan, lambda a, x, h0, backend: states_fake(x, a, x),
-                         backward=_linear_scan_backward, setup=_linear_scan_setup)
+_linear_scan_op = define(
+    "linear_scan",
+    _linear_scan,
+    lambda a, x, h0, backend: states_fake(x, a, x),
+    backward=_linear_scan_backward,
+    setup=_linear_scan_setup,
+)
 
 
-def linear_scan(a: Tensor, x: Tensor, h0: Optional[Tensor] = None, *,
-                backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
+def linear_scan(a: Tensor, x: Tensor, h0: Tensor | None = None, *, backend: str | None = None) -> tuple[Tensor, Tensor]:
     """h_t = a_t * h_{t-1} + x_t with h_0 = h0 (or zeros). Returns (h, h_last).
 
     backend: naive | torch | triton, by default the one zoo_kernels.backends picks for x."""
@@ -102,8 +107,9 @@ def _reverse_scan(a: Tensor, g: Tensor, g_last: Tensor, backend: str) -> Tensor:
     return _impl(backend).reverse_scan(a, g, g_last)
 
 
-_reverse_scan_op = define("reverse_scan", _reverse_scan,
-                          lambda a, g, g_last, backend: g.new_empty(g.shape, dtype=acc_dtype(a, g)))
+_reverse_scan_op = define(
+    "reverse_scan", _reverse_scan, lambda a, g, g_last, backend: g.new_empty(g.shape, dtype=acc_dtype(a, g))
+)
 
 
 def _log_setup(ctx, inputs, output):
@@ -142,17 +148,22 @@ def _log_backward(ctx, g, g_last):
     return d_log_a, d_log_x, d_log_h0, None
 
 
-def _log_linear_scan(log_a: Tensor, log_x: Tensor, log_h0: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
+def _log_linear_scan(log_a: Tensor, log_x: Tensor, log_h0: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
     return _impl(backend).log_linear_scan_fwd(log_a, log_x, log_h0)
 
 
-_log_linear_scan_op = define("log_linear_scan", _log_linear_scan,
-                             lambda log_a, log_x, log_h0, backend: states_fake(log_x, log_a, log_x),
-                             backward=_log_backward, setup=_log_setup)
+_log_linear_scan_op = define(
+    "log_linear_scan",
+    _log_linear_scan,
+    lambda log_a, log_x, log_h0, backend: states_fake(log_x, log_a, log_x),
+    backward=_log_backward,
+    setup=_log_setup,
+)
 
 
-def log_linear_scan(log_a: Tensor, log_x: Tensor, log_h0: Optional[Tensor] = None, *,
-                    backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
+def log_linear_scan(
+    log_a: Tensor, log_x: Tensor, log_h0: Tensor | None = None, *, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
     """log_h_t = log(exp(log_a_t) * h_{t-1} + exp(log_x_t)); log_h0=None means h_0 = 0.
 
     Heinsen's log-space scan (arXiv 2311.06281) for positive states, as used by
@@ -163,4 +174,3 @@ def log_linear_scan(log_a: Tensor, log_x: Tensor, log_h0: Optional[Tensor] = Non
     if backend == "naive":
         return naive.log_linear_scan(log_a, log_x, log_h0)
     return _log_linear_scan_op(log_a, log_x, log_h0, backend)
-

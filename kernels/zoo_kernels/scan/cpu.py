@@ -9,15 +9,19 @@ The chunked path moves each element through memory several times (two passes plu
 strided per-step slices); this one reads a and x and writes h once, which is what the
 memory-copy floor allows.
 """
+
 from __future__ import annotations
 
 import torch
 
 from .. import cbuild
 
-SIGNATURE = cbuild.Signature("zoo_scan", """
+SIGNATURE = cbuild.Signature(
+    "zoo_scan",
+    """
     int kind, ptr a, ptr x, ptr h0, ptr out, ptr last, i64 B, i64 L, i64 D, i64 block,
-    i64 sa_b, i64 sa_t, i64 sx_b, i64 sx_t, i64 so_b, i64 so_t, i64 sh_b, int reverse, int threads""")
+    i64 sa_b, i64 sa_t, i64 sx_b, i64 sx_t, i64 so_b, i64 so_t, i64 sh_b, int reverse, int threads""",
+)
 #: `kind` values: linear float32; log float32 (+1: float64).
 LINEAR, LOG = 0, 2
 
@@ -27,10 +31,26 @@ def _run(kind: int, a, x, h0, out, reverse: bool) -> torch.Tensor:
     last = torch.empty(bsz, dim, dtype=out.dtype)
     threads = cbuild.threads(bsz * length * dim)
     cbuild.function(SIGNATURE)(
-        kind=kind + (out.dtype == torch.float64), a=a, x=x, h0=h0, out=out, last=last, B=bsz, L=length, D=dim,
-        block=cbuild.block(bsz, dim, threads), sa_b=a.stride(0), sa_t=a.stride(1), sx_b=x.stride(0),
-        sx_t=x.stride(1), so_b=out.stride(0), so_t=out.stride(1), sh_b=0 if h0 is None else h0.stride(0),
-        reverse=reverse, threads=threads)
+        kind=kind + (out.dtype == torch.float64),
+        a=a,
+        x=x,
+        h0=h0,
+        out=out,
+        last=last,
+        B=bsz,
+        L=length,
+        D=dim,
+        block=cbuild.block(bsz, dim, threads),
+        sa_b=a.stride(0),
+        sa_t=a.stride(1),
+        sx_b=x.stride(0),
+        sx_t=x.stride(1),
+        so_b=out.stride(0),
+        so_t=out.stride(1),
+        sh_b=0 if h0 is None else h0.stride(0),
+        reverse=reverse,
+        threads=threads,
+    )
     if h0 is None and length == 0:
         last.zero_()
     return last

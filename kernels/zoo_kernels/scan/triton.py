@@ -16,9 +16,9 @@ how the tests exercise them.
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
-import torch
 
 from .._tensors import acc_dtype
 from ..backends import check_triton_device
@@ -66,10 +66,26 @@ def _last_row(tile, rows, BT: tl.constexpr):
 
 @triton.jit
 def _scan_fwd_kernel(
-    A, X, H0, H, HLAST,
-    T, D,
-    sab, sat, sad, sxb, sxt, sxd, shb, sht, shd,
-    HAS_H0: tl.constexpr, LOG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    A,
+    X,
+    H0,
+    H,
+    HLAST,
+    T,
+    D,
+    sab,
+    sat,
+    sad,
+    sxb,
+    sxt,
+    sxd,
+    shb,
+    sht,
+    shd,
+    HAS_H0: tl.constexpr,
+    LOG: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     d = tl.program_id(1) * BD + tl.arange(0, BD)
@@ -86,8 +102,7 @@ def _scan_fwd_kernel(
         m = (t < T)[:, None] & dmask[None, :]
         # padding steps are identities: a = 1 (log 0), x = 0 (log -inf)
         a = tl.load(A + b * sab + t[:, None] * sat + d[None, :] * sad, mask=m, other=0.0 if LOG else 1.0)
-        x = tl.load(X + b * sxb + t[:, None] * sxt + d[None, :] * sxd, mask=m,
-                    other=float("-inf") if LOG else 0.0)
+        x = tl.load(X + b * sxb + t[:, None] * sxt + d[None, :] * sxd, mask=m, other=float("-inf") if LOG else 0.0)
         a = a.to(tl.float32)
         x = x.to(tl.float32)
         first = rows[:, None] == 0
@@ -107,10 +122,32 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_kernel(
-    A, G, GLAST, H, H0, DX, DA, W0,
-    T, D,
-    sab, sat, sad, sgb, sgt, sgd, shb, sht, shd, sxb, sxt, sxd,
-    HAS_H0: tl.constexpr, HAS_DA: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    A,
+    G,
+    GLAST,
+    H,
+    H0,
+    DX,
+    DA,
+    W0,
+    T,
+    D,
+    sab,
+    sat,
+    sad,
+    sgb,
+    sgt,
+    sgd,
+    shb,
+    sht,
+    shd,
+    sxb,
+    sxt,
+    sxd,
+    HAS_H0: tl.constexpr,
+    HAS_DA: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
 ):
     """w_t = g_t + a_{t+1} w_{t+1}, w_{T-1} = g_{T-1} + g_last; optionally da_t = w_t h_{t-1}.
 
@@ -126,20 +163,21 @@ def _scan_bwd_kernel(
         t = T - 1 - start - rows
         m = (t >= 0)[:, None] & dmask[None, :]
         # the decay applied to w_{t+1} is a_{t+1}; g_last enters with decay 1
-        a_next = tl.load(A + b * sab + (t + 1)[:, None] * sat + d[None, :] * sad,
-                         mask=m & (t + 1 < T)[:, None], other=1.0).to(tl.float32)
+        a_next = tl.load(
+            A + b * sab + (t + 1)[:, None] * sat + d[None, :] * sad, mask=m & (t + 1 < T)[:, None], other=1.0
+        ).to(tl.float32)
         g = tl.load(G + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m, other=0.0).to(tl.float32)
         g = tl.where(rows[:, None] == 0, g + a_next * carry[None, :], g)
         _, w = tl.associative_scan((a_next, g), 0, _lin_combine)
         tl.store(DX + b * sxb + t[:, None] * sxt + d[None, :] * sxd, w.to(DX.dtype.element_ty), mask=m)
         if HAS_DA:
-            h_prev = tl.load(H + b * shb + (t - 1)[:, None] * sht + d[None, :] * shd,
-                             mask=m & (t >= 1)[:, None], other=0.0).to(tl.float32)
+            h_prev = tl.load(
+                H + b * shb + (t - 1)[:, None] * sht + d[None, :] * shd, mask=m & (t >= 1)[:, None], other=0.0
+            ).to(tl.float32)
             if HAS_H0:
                 h0 = tl.load(H0 + b * D + d, mask=dmask, other=0.0).to(tl.float32)
                 h_prev = tl.where((t == 0)[:, None], h0[None, :], h_prev)
-            tl.store(DA + b * sab + t[:, None] * sat + d[None, :] * sad,
-                     (w * h_prev).to(DA.dtype.element_ty), mask=m)
+            tl.store(DA + b * sab + t[:, None] * sat + d[None, :] * sad, (w * h_prev).to(DA.dtype.element_ty), mask=m)
         carry = _last_row(w, rows, BT)
     tl.store(W0 + b * D + d, carry.to(W0.dtype.element_ty), mask=dmask)
 
@@ -159,9 +197,22 @@ def _fwd(a, x, h0, log):
     h0c = h0.contiguous() if h0 is not None else h_last  # dummy pointer when absent
     bt, bd = _blocks(length, dim)
     _scan_fwd_kernel[_grid(bsz, dim, bd)](
-        a, x, h0c, h, h_last, length, dim,
-        *a.stride(), *x.stride(), *h.stride(),
-        HAS_H0=h0 is not None, LOG=log, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        a,
+        x,
+        h0c,
+        h,
+        h_last,
+        length,
+        dim,
+        *a.stride(),
+        *x.stride(),
+        *h.stride(),
+        HAS_H0=h0 is not None,
+        LOG=log,
+        BT=bt,
+        BD=bd,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
     )
     return h, h_last
 
@@ -185,9 +236,26 @@ def _bwd(a, g, g_last, h, h0, dx_dtype, with_da):
     hh = h if with_da else g
     bt, bd = _blocks(length, dim)
     _scan_bwd_kernel[_grid(bsz, dim, bd)](
-        a, g, g_last, hh, h0c, dx, da, w0, length, dim,
-        *a.stride(), *g.stride(), *hh.stride(), *dx.stride(),
-        HAS_H0=h0 is not None, HAS_DA=with_da, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        a,
+        g,
+        g_last,
+        hh,
+        h0c,
+        dx,
+        da,
+        w0,
+        length,
+        dim,
+        *a.stride(),
+        *g.stride(),
+        *hh.stride(),
+        *dx.stride(),
+        HAS_H0=h0 is not None,
+        HAS_DA=with_da,
+        BT=bt,
+        BD=bd,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
     )
     return dx, da, w0
 

@@ -21,10 +21,10 @@ One dispatch over four paths, by backend (zoo_kernels.backends):
 Both fused paths are custom ops (zoo_kernels._custom_op), so torch.compile traces them
 without graph breaks.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -36,8 +36,13 @@ from . import cpu
 from .flat import selective_scan_flat
 from .naive import selective_scan_naive
 
-__all__ = ["selective_scan", "selective_scan_naive", "selective_scan_flat", "selective_scan_fused",
-           "selective_scan_triton"]
+__all__ = [
+    "selective_scan",
+    "selective_scan_naive",
+    "selective_scan_flat",
+    "selective_scan_fused",
+    "selective_scan_triton",
+]
 
 
 def _ts():
@@ -50,8 +55,14 @@ def _grads_fake(dh0_dtype=None):
     def fake(u, dt, A, B, C, ck, gy, ghl, want_dh0):
         b, T, D = u.shape
         N = A.shape[1]
-        return (u.new_empty(u.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty((b, T, N)),
-                C.new_empty((b, T, N)), u.new_empty((b, D, N) if want_dh0 else (0,), dtype=dh0_dtype or u.dtype))
+        return (
+            u.new_empty(u.shape),
+            dt.new_empty(dt.shape),
+            A.new_empty(A.shape),
+            B.new_empty((b, T, N)),
+            C.new_empty((b, T, N)),
+            u.new_empty((b, D, N) if want_dh0 else (0,), dtype=dh0_dtype or u.dtype),
+        )
 
     return fake
 
@@ -80,13 +91,13 @@ def _backward_with(bwd_op, ghl_dtype=None):
 # ---- the fused CPU kernel (cpu.py) ----------------------------------------------------------------
 
 
-def _fused_bwd(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, ck: Tensor, gy: Tensor,
-               ghl: Tensor, want_dh0: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _fused_bwd(
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, ck: Tensor, gy: Tensor, ghl: Tensor, want_dh0: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return cpu.selective_scan_bwd(u, dt, A, B, C, ck, gy.contiguous(), ghl.contiguous(), want_dh0)
 
 
-def _fused(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-           h0: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def _fused(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     return cpu.selective_scan_fwd(u, dt, A, B, C, h0)
 
 
@@ -97,16 +108,16 @@ def _fused_fake(u, dt, A, B, C, h0):
 
 
 _fused_bwd_op = define("selective_scan_fused_backward", _fused_bwd, _grads_fake())
-_fused_op = define("selective_scan_fused", _fused, _fused_fake, backward=_backward_with(_fused_bwd_op),
-                   setup=_setup)
+_fused_op = define("selective_scan_fused", _fused, _fused_fake, backward=_backward_with(_fused_bwd_op), setup=_setup)
 
 
 def fused_usable(u: Tensor) -> bool:
     return u.device.type == "cpu" and cbuild.available()
 
 
-def selective_scan_fused(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                         h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def selective_scan_fused(
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     acc = acc_dtype(u)
     args = [t.to(acc).contiguous() for t in (u, dt, A, B, C)]
     y, hl, _ = _fused_op(*args, None if h0 is None else h0.to(acc).contiguous())
@@ -116,26 +127,30 @@ def selective_scan_fused(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
 # ---- the fused Triton kernels (triton.py, imported only when they run) ----------------------------
 
 
-def _triton_bwd(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, ck: Tensor, gy: Tensor,
-                ghl: Tensor, want_dh0: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _triton_bwd(
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, ck: Tensor, gy: Tensor, ghl: Tensor, want_dh0: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _ts().selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0)
 
 
-def _triton(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-            h0: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def _triton(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     return _ts().selective_scan_fwd(u, dt, A, B, C, h0)
 
 
 def _triton_fake(u, dt, A, B, C, h0):
     b, T, D = u.shape
     N = A.shape[1]
-    return (u.new_empty(u.shape), u.new_empty((b, D, N), dtype=acc_dtype(u)),
-            u.new_empty((b, _ts().n_tiles(T), D, N), dtype=torch.float32))
+    return (
+        u.new_empty(u.shape),
+        u.new_empty((b, D, N), dtype=acc_dtype(u)),
+        u.new_empty((b, _ts().n_tiles(T), D, N), dtype=torch.float32),
+    )
 
 
 _triton_bwd_op = define("selective_scan_triton_backward", _triton_bwd, _grads_fake(torch.float32))
-_triton_op = define("selective_scan_triton", _triton, _triton_fake,
-                    backward=_backward_with(_triton_bwd_op, torch.float32), setup=_setup)
+_triton_op = define(
+    "selective_scan_triton", _triton, _triton_fake, backward=_backward_with(_triton_bwd_op, torch.float32), setup=_setup
+)
 
 
 @torch.compiler.assume_constant_result
@@ -145,16 +160,18 @@ def _triton_refusal(N: int) -> str:
     return _ts().unsupported(N) or ""
 
 
-def selective_scan_triton(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                          h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def selective_scan_triton(
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The fused Triton path (CUDA tensors; CPU tensors under TRITON_INTERPRET=1). Any strides and
     float dtypes; computes in float32."""
     y, hl, _ = _triton_op(u, dt, A, B, C, h0)
     return y, hl
 
 
-def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                   h0: Optional[Tensor] = None, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+def selective_scan(
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, *, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
     """The selective scan on the best path for u's device (see the module docstring).
 
     backend: naive | torch | triton, by default the one zoo_kernels.backends picks for u
@@ -163,11 +180,20 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
     and the flat path, with a warning, for a shape they refuse.
     """
     b, T, D = u.shape
-    if dt.shape != u.shape or A.dim() != 2 or A.shape[0] != D or B.shape != (b, T, A.shape[1]) \
-            or C.shape != B.shape or (h0 is not None and h0.shape != (b, D, A.shape[1])) or T < 1:
-        raise ValueError(f"selective_scan: expected u, dt (b, T, D), A (D, N), B, C (b, T, N), h0 (b, D, N) "
-                         f"with T >= 1; got u {tuple(u.shape)}, dt {tuple(dt.shape)}, A {tuple(A.shape)}, "
-                         f"B {tuple(B.shape)}, C {tuple(C.shape)}, h0 {None if h0 is None else tuple(h0.shape)}")
+    if (
+        dt.shape != u.shape
+        or A.dim() != 2
+        or A.shape[0] != D
+        or B.shape != (b, T, A.shape[1])
+        or C.shape != B.shape
+        or (h0 is not None and h0.shape != (b, D, A.shape[1]))
+        or T < 1
+    ):
+        raise ValueError(
+            f"selective_scan: expected u, dt (b, T, D), A (D, N), B, C (b, T, N), h0 (b, D, N) "
+            f"with T >= 1; got u {tuple(u.shape)}, dt {tuple(dt.shape)}, A {tuple(A.shape)}, "
+            f"B {tuple(B.shape)}, C {tuple(C.shape)}, h0 {None if h0 is None else tuple(h0.shape)}"
+        )
     backend = backends.select(u, backend)
     if backend == "naive":
         return selective_scan_naive(u, dt, A, B, C, h0)
@@ -182,6 +208,9 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
                 return selective_scan_triton(u, dt, A, B, C, h0)
             except _ts().LAUNCH_ERRORS as err:
                 why = f"{type(err).__name__}: {err}"
-        warnings.warn(f"zoo_kernels.selective_scan: the fused Triton kernel cannot take this call ({why}); "
-                      "falling back to the flat path, which materialises (batch, T, D, N) tensors", stacklevel=2)
+        warnings.warn(
+            f"zoo_kernels.selective_scan: the fused Triton kernel cannot take this call ({why}); "
+            "falling back to the flat path, which materialises (batch, T, D, N) tensors",
+            stacklevel=2,
+        )
     return selective_scan_flat(u, dt, A, B, C, h0)

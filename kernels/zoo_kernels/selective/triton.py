@@ -32,8 +32,6 @@ Under TRITON_INTERPRET=1 the kernels also run on CPU tensors (slowly).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import triton
 import triton.language as tl
@@ -52,7 +50,7 @@ NUM_WARPS = 8
 LAUNCH_ERRORS = (OutOfResources,)
 
 
-def unsupported(N: int) -> Optional[str]:
+def unsupported(N: int) -> str | None:
     """Why the fused kernels cannot take a state of size N, or None."""
     if triton.next_power_of_2(N) * BLOCK_T > MAX_TILE:
         return f"N={N} padded to {triton.next_power_of_2(N)} exceeds the register tile ({MAX_TILE} elements)"
@@ -81,8 +79,7 @@ def _row(tile, rows, R: tl.constexpr):
 
 
 @triton.jit
-def _load_tile(U, DT, B, C, b, t, T, d, n, dmask, nmask,
-               sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn):
+def _load_tile(U, DT, B, C, b, t, T, d, n, dmask, nmask, sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn):
     """u, dt (BT, BD) and B, C (BT, BN) of the tile of steps t in fp32, with the tile's masks
     tm (steps), m2 (steps, channels) and mn (steps, state columns); masked entries are 0 (dt = 0:
     an identity step)."""
@@ -115,10 +112,37 @@ def _program(A, D, N, sad, san, BT: tl.constexpr, BD: tl.constexpr, BN: tl.const
 
 @triton.jit
 def _ss_fwd_kernel(
-    U, DT, A, B, C, H0, Y, HL, CK,
-    T, D, N, NT,
-    sub, sut, sud, sdb, sdt, sdd, sad, san, sbb, sbt, sbn, scb, sct, scn,
-    HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+    U,
+    DT,
+    A,
+    B,
+    C,
+    H0,
+    Y,
+    HL,
+    CK,
+    T,
+    D,
+    N,
+    NT,
+    sub,
+    sut,
+    sud,
+    sdb,
+    sdt,
+    sdd,
+    sad,
+    san,
+    sbb,
+    sbt,
+    sbn,
+    scb,
+    sct,
+    scn,
+    HAS_H0: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
+    BN: tl.constexpr,
 ):
     b, blk, d, n, rows, dmask, nmask, sm, a, st = _program(A, D, N, sad, san, BT, BD, BN)
     if HAS_H0:
@@ -129,8 +153,9 @@ def _ss_fwd_kernel(
         tl.store(CK + ((b * NT + k) * D + d[:, None]) * N + n[None, :], carry, mask=sm)
         t = k * BT + rows
         # padding steps (t >= T) are identities: dt = 0 gives decay 1 and input 0
-        u, dt, bm, cm, tm, m2, mn = _load_tile(U, DT, B, C, b, t, T, d, n, dmask, nmask,
-                                               sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn)
+        u, dt, bm, cm, tm, m2, mn = _load_tile(
+            U, DT, B, C, b, t, T, d, n, dmask, nmask, sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn
+        )
         da = tl.exp(dt[:, :, None] * a[None, :, :])
         x = (dt * u)[:, :, None] * bm[:, None, :]
         x = tl.where(rows[:, None, None] == 0, x + da * carry[None, :, :], x)
@@ -143,10 +168,46 @@ def _ss_fwd_kernel(
 
 @triton.jit
 def _ss_bwd_kernel(
-    U, DT, A, B, C, CK, GY, GHL, DU, DDT, DA, DB, DC, DH0,
-    T, D, N, NT, NB,
-    sub, sut, sud, sdb, sdt, sdd, sad, san, sbb, sbt, sbn, scb, sct, scn, sgb, sgt, sgd,
-    HAS_DH0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+    U,
+    DT,
+    A,
+    B,
+    C,
+    CK,
+    GY,
+    GHL,
+    DU,
+    DDT,
+    DA,
+    DB,
+    DC,
+    DH0,
+    T,
+    D,
+    N,
+    NT,
+    NB,
+    sub,
+    sut,
+    sud,
+    sdb,
+    sdt,
+    sdd,
+    sad,
+    san,
+    sbb,
+    sbt,
+    sbn,
+    scb,
+    sct,
+    scn,
+    sgb,
+    sgt,
+    sgd,
+    HAS_DH0: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
+    BN: tl.constexpr,
 ):
     """DU, DDT contiguous (batch, T, D); DA (batch, D, N) per batch row; DB, DC
     (channel blocks, batch, T, N) per channel block; DH0 (batch, D, N)."""
@@ -157,12 +218,14 @@ def _ss_bwd_kernel(
     for i in range(0, NT):
         k = NT - 1 - i
         t = k * BT + rows
-        u, dt, bm, cm, tm, m2, mn = _load_tile(U, DT, B, C, b, t, T, d, n, dmask, nmask,
-                                               sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn)
+        u, dt, bm, cm, tm, m2, mn = _load_tile(
+            U, DT, B, C, b, t, T, d, n, dmask, nmask, sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn
+        )
         gy = tl.load(GY + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m2, other=0.0).to(tl.float32)
         # the decay that carries w_{t+1} back to step t; 1 past the end (w_T = ghl enters undecayed)
-        dt_next = tl.load(DT + b * sdb + (t + 1)[:, None] * sdt + d[None, :] * sdd,
-                          mask=m2 & (t + 1 < T)[:, None], other=0.0).to(tl.float32)
+        dt_next = tl.load(
+            DT + b * sdb + (t + 1)[:, None] * sdt + d[None, :] * sdd, mask=m2 & (t + 1 < T)[:, None], other=0.0
+        ).to(tl.float32)
 
         # recompute the tile's states from its checkpoint
         da = tl.exp(dt[:, :, None] * a[None, :, :])
@@ -222,9 +285,29 @@ def selective_scan_fwd(u, dt, A, B, C, h0):
     ck = torch.empty((b, nt, D, N), dtype=torch.float32, device=u.device)
     h0c = h0.contiguous() if h0 is not None else hl  # dummy pointer when absent
     _ss_fwd_kernel[(b, triton.cdiv(D, bd))](
-        u, dt, A, B, C, h0c, y, hl, ck, T, D, N, nt,
-        *u.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
-        HAS_H0=h0 is not None, BT=bt, BD=bd, BN=bn, num_warps=NUM_WARPS,
+        u,
+        dt,
+        A,
+        B,
+        C,
+        h0c,
+        y,
+        hl,
+        ck,
+        T,
+        D,
+        N,
+        nt,
+        *u.stride(),
+        *dt.stride(),
+        *A.stride(),
+        *B.stride(),
+        *C.stride(),
+        HAS_H0=h0 is not None,
+        BT=bt,
+        BD=bd,
+        BN=bn,
+        num_warps=NUM_WARPS,
     )
     return y, hl, ck
 
@@ -247,9 +330,35 @@ def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0):
     dC = torch.empty((nb, b, T, N), dtype=torch.float32, device=dev)
     dh0 = torch.empty((b, D, N) if want_dh0 else (0,), dtype=torch.float32, device=dev)
     _ss_bwd_kernel[(b, nb)](
-        u, dt, A, B, C, ck.contiguous(), gy, ghl.contiguous(), du, ddt, dA, dB, dC, dh0 if want_dh0 else dA,
-        T, D, N, nt, b,
-        *u.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(), *gy.stride(),
-        HAS_DH0=want_dh0, BT=bt, BD=bd, BN=bn, num_warps=NUM_WARPS,
+        u,
+        dt,
+        A,
+        B,
+        C,
+        ck.contiguous(),
+        gy,
+        ghl.contiguous(),
+        du,
+        ddt,
+        dA,
+        dB,
+        dC,
+        dh0 if want_dh0 else dA,
+        T,
+        D,
+        N,
+        nt,
+        b,
+        *u.stride(),
+        *dt.stride(),
+        *A.stride(),
+        *B.stride(),
+        *C.stride(),
+        *gy.stride(),
+        HAS_DH0=want_dh0,
+        BT=bt,
+        BD=bd,
+        BN=bn,
+        num_warps=NUM_WARPS,
     )
     return du, ddt, dA.sum(0).to(A.dtype), dB.sum(0).to(B.dtype), dC.sum(0).to(C.dtype), dh0

@@ -15,8 +15,6 @@ y (batch, T, H, P) in x's dtype and h_T (batch, H, P, N) in float32 (float64 for
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 from torch import Tensor
 
 from .. import backends
@@ -32,13 +30,15 @@ def _kernels():
     return backends.triton_module("ssd.triton")
 
 
-def _ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-         h0: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def _ssd(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None
+) -> tuple[Tensor, Tensor]:
     return _kernels().ssd_fwd(x, dt, A.contiguous(), B, C, chunk_size, h0)
 
 
-def _ssd_bwd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Optional[Tensor],
-             gy: Tensor, gh: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _ssd_bwd(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None, gy: Tensor, gh: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _kernels().ssd_bwd(x, dt, A.contiguous(), B, C, chunk_size, h0, gy, gh)
 
 
@@ -72,8 +72,9 @@ def _backward(ctx, gy, gh):
 _ssd_op = define("ssd_triton", _ssd, _fake, backward=_backward, setup=_setup)
 
 
-def ssd_triton(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-               h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def ssd_triton(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The Triton kernels (see ssd/triton.py); any strides, float dtypes."""
     return _ssd_op(x, dt, A, B, C, int(chunk_size), h0)
 
@@ -83,18 +84,34 @@ def _check(x, dt, A, B, C, chunk_size, h0) -> None:
     if ok:
         b, T, H, P = x.shape
         G, N = B.shape[2], B.shape[3]
-        ok = (dt.shape == (b, T, H) and A.shape == (H,) and B.shape[:2] == (b, T) and C.shape == B.shape
-              and H % G == 0 and (h0 is None or h0.shape == (b, H, P, N)))
+        ok = (
+            dt.shape == (b, T, H)
+            and A.shape == (H,)
+            and B.shape[:2] == (b, T)
+            and C.shape == B.shape
+            and H % G == 0
+            and (h0 is None or h0.shape == (b, H, P, N))
+        )
     if not ok:
         raise ValueError(
             "ssd_scan: expected x (b, T, H, P), dt (b, T, H), A (H,), B, C (b, T, G, N) with G dividing H, "
             f"h0 (b, H, P, N), T >= 1 and chunk_size >= 1; got x {tuple(x.shape)}, dt {tuple(dt.shape)}, "
             f"A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}, "
-            f"h0 {None if h0 is None else tuple(h0.shape)}, chunk_size {chunk_size}")
+            f"h0 {None if h0 is None else tuple(h0.shape)}, chunk_size {chunk_size}"
+        )
 
 
-def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int = 64,
-             h0: Optional[Tensor] = None, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+def ssd_scan(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int = 64,
+    h0: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
     """The SSD scan on `backend` (naive | torch | triton), by default the one zoo_kernels.backends
     picks for x (triton for CUDA tensors when triton is installed; ZOO_KERNELS forces one)."""
     _check(x, dt, A, B, C, chunk_size, h0)

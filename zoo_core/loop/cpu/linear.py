@@ -20,11 +20,11 @@ Applied from outside the model code: `apply_cpu_linear` turns every
 `torch.backends` flags do. Anything not float32 on CPU (bf16 autocast, CUDA,
 float64 tests) takes `F.linear` as before.
 """
+
 from __future__ import annotations
 
 import atexit
 import sys
-from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +40,12 @@ TINY_MACS = 1 << 22
 MARGIN = 1.05
 _mode = "aten"
 _say = True
-_routes: Dict[Tuple[int, int, int, bool], bool] = {}  # this process's decisions: True = oneDNN
-_pending: List[str] = []  # decisions not yet logged
+_routes: dict[tuple[int, int, int, bool], bool] = {}  # this process's decisions: True = oneDNN
+_pending: list[str] = []  # decisions not yet logged
 _pending_ptr = 0  # the weight whose shape opened them: seen again, the step's shapes are all decided
 
 
-def onednn_available() -> Optional[str]:
+def onednn_available() -> str | None:
     """None if oneDNN's linear runs here, else why not (one line)."""
     if not torch.backends.mkldnn.is_available():
         return "this torch build has no oneDNN"
@@ -59,7 +59,7 @@ def onednn_available() -> Optional[str]:
     return None
 
 
-def set_cpu_linear(mode: str, say: bool = True) -> Optional[str]:
+def set_cpu_linear(mode: str, say: bool = True) -> str | None:
     """Choose the backend of `linear` on CPU float32; returns why oneDNN is off, or None."""
     global _mode, _say
     why_not = None if mode == "aten" else onednn_available()
@@ -73,17 +73,18 @@ def mode() -> str:
     return _mode
 
 
-def _onednn_mm(a: Tensor, b_t: Tensor, bias: Optional[Tensor]) -> Tensor:
+def _onednn_mm(a: Tensor, b_t: Tensor, bias: Tensor | None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(a, b_t, bias, "none", [], "")
 
 
-def _aten_mm(a: Tensor, b_t: Tensor, bias: Optional[Tensor]) -> Tensor:
+def _aten_mm(a: Tensor, b_t: Tensor, bias: Tensor | None) -> Tensor:
     return torch.addmm(bias, a, b_t.t()) if bias is not None else torch.mm(a, b_t.t())
 
 
 # -- choosing by measurement ---------------------------------------------------
 
-def _time_routes(m: int, k: int, n: int, bias: bool) -> Dict[str, float]:
+
+def _time_routes(m: int, k: int, n: int, bias: bool) -> dict[str, float]:
     """Best seconds per forward + backward of each route at (m, k) @ (k, n), the three matmuls as the
     autograd functions run them (no autograd here: this also runs inside a compiled graph's op)."""
     gen = torch.Generator().manual_seed(0)
@@ -108,8 +109,12 @@ def _time_routes(m: int, k: int, n: int, bias: bool) -> Dict[str, float]:
 def _measure(m: int, k: int, n: int, bias: bool) -> dict:
     t = _time_routes(m, k, n, bias)
     speedup = t["aten"] / t["onednn"]
-    return {"route": "onednn" if speedup >= MARGIN else "aten", "onednn_vs_aten": round(speedup, 3),
-            "aten_ms": round(1e3 * t["aten"], 4), "onednn_ms": round(1e3 * t["onednn"], 4)}
+    return {
+        "route": "onednn" if speedup >= MARGIN else "aten",
+        "onednn_vs_aten": round(speedup, 3),
+        "aten_ms": round(1e3 * t["aten"], 4),
+        "onednn_ms": round(1e3 * t["onednn"], 4),
+    }
 
 
 def choose(m: int, k: int, n: int, bias: bool, weight_ptr: int = 0) -> bool:
@@ -145,20 +150,24 @@ def choose(m: int, k: int, n: int, bias: bool, weight_ptr: int = 0) -> bool:
 def _flush() -> None:
     # One line for the shapes decided since the last one (at exit, if no step came round).
     if _say and _pending:
-        print(f"zoo: parallel.cpu_linear=auto: oneDNN/aten per linear shape, M x K -> N: {'; '.join(_pending)} "
-              f"[{cpu_tune.cache_path()}]", file=sys.stderr)
+        print(
+            f"zoo: parallel.cpu_linear=auto: oneDNN/aten per linear shape, M x K -> N: {'; '.join(_pending)} "
+            f"[{cpu_tune.cache_path()}]",
+            file=sys.stderr,
+        )
     _pending.clear()
 
 
-def choices() -> Dict[str, str]:
+def choices() -> dict[str, str]:
     """This process's decisions so far, `{"MxK->N[+bias]": "onednn" | "aten"}` (for benchmark records)."""
     return {f"{m}x{k}->{n}" + ("+bias" if b else ""): "onednn" if r else "aten" for (m, k, n, b), r in _routes.items()}
 
 
 # -- the routes ------------------------------------------------------------------
 
+
 @torch.library.custom_op("zoo_core::onednn_linear", mutates_args=())
-def _linear_op(a: Tensor, b_t: Tensor, bias: Optional[Tensor], m: int, k: int, n: int, b: int) -> Tensor:
+def _linear_op(a: Tensor, b_t: Tensor, bias: Tensor | None, m: int, k: int, n: int, b: int) -> Tensor:
     # An opaque op for torch.compile (inductor's own lowering of _linear_pointwise
     # expects the weight prepacked by its freezing pass). m, k, n, b (bias) name
     # the linear this matmul belongs to: m = 0 forces oneDNN, else `choose`
@@ -173,7 +182,7 @@ def _(a, b_t, bias, m, k, n, b):
     return a.new_empty(a.shape[0], b_t.shape[0])
 
 
-def _mm(a: Tensor, b_t: Tensor, bias: Optional[Tensor] = None, key: Tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor:
+def _mm(a: Tensor, b_t: Tensor, bias: Tensor | None = None, key: tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor:
     """a @ b_t.T (+ bias), through oneDNN (or, under compile with `key`, as `choose` says)."""
     if torch.compiler.is_compiling():
         return _linear_op(a, b_t, bias, *key)
@@ -182,7 +191,7 @@ def _mm(a: Tensor, b_t: Tensor, bias: Optional[Tensor] = None, key: Tuple[int, i
 
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], key: Tuple[int, int, int, int]) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, key: tuple[int, int, int, int]) -> Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         ctx.save_for_backward(x2, weight)
         ctx.has_bias = bias is not None
@@ -200,18 +209,23 @@ class _OneDNNLinear(torch.autograd.Function):
             # dW = g^T x reduces over tokens; oneDNN is faster with the wider
             # of the two matrices as its "output features" (measured).
             out_f, in_f = weight.shape
-            gw = (_mm(x2.t(), g2.t(), None, ctx.key).t() if out_f >= in_f
-                  else _mm(g2.t(), x2.t(), None, ctx.key))
+            gw = _mm(x2.t(), g2.t(), None, ctx.key).t() if out_f >= in_f else _mm(g2.t(), x2.t(), None, ctx.key)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g2.sum(0)
         return gx, gw, gb, None
 
 
-def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear`; for float32 on CPU through oneDNN where `set_cpu_linear` chose it
     (`auto`: per shape, by measurement)."""
-    if (_mode != "aten" and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.shape[-1] > 0 and not torch.is_autocast_enabled("cpu")):
+    if (
+        _mode != "aten"
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.shape[-1] > 0
+        and not torch.is_autocast_enabled("cpu")
+    ):
         if _mode == "onednn":
             return _OneDNNLinear.apply(x, weight, bias, (0, 0, 0, 0))
         k, n = weight.shape[1], weight.shape[0]
@@ -230,7 +244,7 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
-def apply_cpu_linear(model: nn.Module, mode: str, say: bool = True) -> Optional[str]:
+def apply_cpu_linear(model: nn.Module, mode: str, say: bool = True) -> str | None:
     """Route the model's linear layers as `mode` says; returns why oneDNN is off, or None."""
     why_not = set_cpu_linear(mode, say)
     if mode != "aten":

@@ -9,6 +9,7 @@ then stays at the run's high-water mark, as it does under PyTorch's CUDA
 caching allocator. The Trainer applies this on CPU runs
 (`train.keep_freed_memory`); the benchmarks apply it to every row alike.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -9,6 +9,7 @@ it has neither. Measured once per machine, torch version and thread count and
 cached with the other CPU choices (zoo_core/loop/cpu/tune.py). On a loaded machine
 the peak comes out low and MFU high: delete the cache file to measure again.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,13 +36,14 @@ def _calibrate(dtype: torch.dtype) -> dict:
     candidates = {"aten": lambda: torch.mm(a, b)}
     if dtype == torch.float32:
         from zoo_core.loop.cpu.linear import _onednn_mm, onednn_available
+
         if onednn_available() is None:
             bt = b.t().contiguous()
             candidates["onednn"] = lambda: _onednn_mm(a, bt, None)
     with torch.no_grad():
         best = cpu_tune.paired_medians(candidates, rounds=5, budget_s=1.0, reducer=min)
     route = min(best, key=best.get)
-    return {"flops": 2 * n ** 3 / best[route], "route": route, "n": n, "threads": torch.get_num_threads()}
+    return {"flops": 2 * n**3 / best[route], "route": route, "n": n, "threads": torch.get_num_threads()}
 
 
 def _size(dtype: torch.dtype) -> int:

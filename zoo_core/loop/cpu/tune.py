@@ -11,6 +11,7 @@ The file is `$ZOO_CACHE/cpu-tune.json` (default `$XDG_CACHE_HOME/zoo`, else
 `~/.cache/zoo`); `ZOO_CPU_TUNE=path` names another file. Deleting it makes
 the next run measure again.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -28,10 +30,10 @@ import torch
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni")
 VERSION = 1
 
-_memory: Dict[str, Dict[str, Any]] = {}  # this process's view of the file, per section
+_memory: dict[str, dict[str, Any]] = {}  # this process's view of the file, per section
 
 
-def cpu_info() -> Dict[str, Any]:
+def cpu_info() -> dict[str, Any]:
     """CPU model name and which of FLAGS it has (Linux /proc/cpuinfo; elsewhere the platform's name)."""
     name, flags = "", set()
     try:
@@ -48,7 +50,7 @@ def cpu_info() -> Dict[str, Any]:
     return {"model": name, "flags": [f for f in FLAGS if f in flags]}
 
 
-def has_bf16_units(info: Optional[Dict[str, Any]] = None) -> bool:
+def has_bf16_units(info: dict[str, Any] | None = None) -> bool:
     """AMX or AVX512-BF16: the CPU multiplies bf16 natively (else bf16 is converted to fp32 and back)."""
     flags = (info or cpu_info())["flags"]
     return "amx_bf16" in flags or "avx512_bf16" in flags
@@ -56,8 +58,10 @@ def has_bf16_units(info: Optional[Dict[str, Any]] = None) -> bool:
 
 def machine_key() -> str:
     info = cpu_info()
-    return f"{info['model']} | {' '.join(info['flags']) or 'no listed flags'} | torch {torch.__version__} " \
-           f"| {torch.get_num_threads()} threads"
+    return (
+        f"{info['model']} | {' '.join(info['flags']) or 'no listed flags'} | torch {torch.__version__} "
+        f"| {torch.get_num_threads()} threads"
+    )
 
 
 def cache_path() -> Path:
@@ -68,7 +72,7 @@ def cache_path() -> Path:
     return Path(root) / "cpu-tune.json"
 
 
-def _read_file(path: Path) -> Dict[str, Any]:
+def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -80,7 +84,7 @@ def _section_key(section: str) -> str:
     return f"{machine_key()} :: {section}"
 
 
-def lookup(section: str, key: str) -> Optional[Any]:
+def lookup(section: str, key: str) -> Any | None:
     """The cached value for this machine, or None."""
     sk = _section_key(section)
     if sk not in _memory:
@@ -118,9 +122,13 @@ def forget() -> None:
     _memory.clear()
 
 
-def paired_medians(candidates: Dict[str, Callable[[], Any]], rounds: int = 7, budget_s: float = 0.5,
-                   min_rounds: int = 3, reducer: Callable[[List[float]], float] = statistics.median
-                   ) -> Dict[str, float]:
+def paired_medians(
+    candidates: dict[str, Callable[[], Any]],
+    rounds: int = 7,
+    budget_s: float = 0.5,
+    min_rounds: int = 3,
+    reducer: Callable[[list[float]], float] = statistics.median,
+) -> dict[str, float]:
     """Median (or `reducer`) seconds of each candidate, timed in interleaved rounds (A, B, A, B, ...).
 
     One untimed call of each first. Interleaving puts a slow spell of a shared
@@ -128,7 +136,7 @@ def paired_medians(candidates: Dict[str, Callable[[], Any]], rounds: int = 7, bu
     """
     for fn in candidates.values():
         fn()
-    times: Dict[str, List[float]] = {name: [] for name in candidates}
+    times: dict[str, list[float]] = {name: [] for name in candidates}
     start = time.perf_counter()
     for r in range(rounds):
         for name, fn in candidates.items():
@@ -140,7 +148,7 @@ def paired_medians(candidates: Dict[str, Callable[[], Any]], rounds: int = 7, bu
     return {name: reducer(ts) for name, ts in times.items()}
 
 
-def describe(info: Optional[Dict[str, Any]] = None) -> str:
+def describe(info: dict[str, Any] | None = None) -> str:
     info = info or cpu_info()
     return f"{info['model']} ({', '.join(info['flags']) or 'none of ' + '/'.join(FLAGS)})"
 
