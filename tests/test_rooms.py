@@ -174,3 +174,12 @@ def test_zoo_check_zoo_core_still_checks_every_default_item():
         ("data", "mqar"),
     ]
     assert check_target("zoo-core.losses", registry=reg) == [("losses", "cross_entropy")]
+
+
+def test_the_launcher_imports_no_torch():
+    """A Slurm task unpickles `zoo_core.launch.TrainTask` and sets its signal handlers in `__call__`;
+    if importing the launcher pulled torch in, a preemption signal during that import would kill the task."""
+    code = "import sys, zoo_core.launch\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

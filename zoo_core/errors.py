@@ -32,6 +32,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 #: signal with a checkpoint saved (EX_TEMPFAIL: run the same command again to resume),
 #: 130 interrupted before training started (nothing saved, nothing to resume).
 EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED, EXIT_INTERRUPTED = 1, 2, 75, 130
+#: Set by `zoo_core.launch.run_torchrun` for its workers: rank 0 writes the preemption there, so the
+#: launcher can exit "preempted" while torchrun sees every worker succeed. A contract, so that
+#: importing the launcher (a Slurm task unpickling `TrainTask`) imports no torch before its
+#: signal handlers are set.
+STATUS_ENV = "ZOO_LAUNCH_STATUS"
 
 
 class Preempted(Exception):

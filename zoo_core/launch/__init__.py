@@ -34,7 +34,7 @@ FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 #: limit, asked for below), SIGUSR2 (submitit's preemption/timeout signal), SIGTERM (Slurm's own
 #: on preemption, scancel and the time limit).
 TASK_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
-from zoo_core.loop.distributed import STATUS_ENV  # noqa: E402  (set for the workers by run_torchrun)
+from zoo_core.errors import STATUS_ENV  # noqa: E402  (set for the workers by run_torchrun)
 
 
 def torchrun_command(

@@ -73,6 +73,4 @@ def close_world() -> None:
         dist.destroy_process_group()
 
 
-#: Set by `zoo_core.launch.run_torchrun` for its workers: rank 0 writes the preemption there, so the
-#: launcher can exit "preempted" while torchrun sees every worker succeed.
-STATUS_ENV = "ZOO_LAUNCH_STATUS"
+from zoo_core.errors import STATUS_ENV  # noqa: E402,F401  (defined in the contracts: the launcher must not import torch)
