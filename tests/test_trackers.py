@@ -4,6 +4,7 @@ line while the run goes on with the others (issue #25)."""
 
 import json
 import sys
+import time
 import types
 
 import pytest
@@ -69,8 +70,15 @@ def _logged(run_dir, keys):
         from wandb.proto import wandb_internal_pb2
         from wandb.sdk.internal import datastore
     except ImportError:
-        data = path.read_bytes()
-        return {k for k in keys if k.encode() in data}, None
+        # wandb's core process writes the file on its own: finish() may return before the last
+        # records are on disk (seen under load), so wait for them a while.
+        deadline = time.monotonic() + 60
+        while True:
+            data = path.read_bytes()
+            found = {k for k in keys if k.encode() in data}
+            if found >= {k for k in keys if k.startswith(("train/loss", "val/"))} or time.monotonic() > deadline:
+                return found, None
+            time.sleep(0.5)
     ds = datastore.DataStore()
     ds.open_for_scan(str(path))
     found, steps = set(), set()

@@ -15,9 +15,6 @@ from zoo_core.errors import UserError
 from zoo_core.interfaces import Tracker
 from zoo_core.trackers import tag
 
-#: The oldest wandb the `logging` extra allows (pyproject.toml); tests/test_trackers.py runs the current one.
-MIN_VERSION = "0.17"
-
 
 def _plain_config(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
