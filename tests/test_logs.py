@@ -55,7 +55,7 @@ def _env(tmp_path_factory):
 def _argv(tmp_path, tiny_overrides):
     # train.progress=true: off a terminal the bar is left out whatever the setting.
     extra = ["train.steps=6", "train.log_every=2", "train.progress=true", "train.sample_tokens=0", "train.threads=1"]
-    return [sys.executable, "-m", "zoo_core.train", *tiny_overrides, *extra]
+    return [sys.executable, "-m", "zoo_core.cli", "train", *tiny_overrides, *extra]  # `zoo train`
 
 
 def test_off_a_terminal_training_writes_timestamped_lines_and_no_carriage_returns(
