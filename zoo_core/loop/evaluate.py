@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from zoo_core.errors import UserError
 from zoo_core.interfaces import DataSource
 from zoo_core.loop.distributed import World
+from zoo_core.loop.metrics import duration, lines_wanted, log_line, on_terminal, progress_bar
 from zoo_core.state import detach_state
 
 #: Extra splits `zoo eval` adds to the run's own validation split by default.
@@ -57,9 +59,12 @@ def evaluate(
     n_batches: int | None = None,
     carry_state: bool = False,
     autocast: Callable | None = None,
+    progress: bool = False,
+    desc: str = "eval",
 ) -> dict[str, float]:
     """Mean loss over `n_batches` windows of every stream (None or <= 0: one full pass),
-    the streams split over ranks and the sums all-reduced, so any world size gives the same numbers."""
+    the streams split over ranks and the sums all-reduced, so any world size gives the same numbers.
+    `progress`: a bar over the batches on a terminal (rank 0; nothing off a terminal)."""
     if source.n_streams < world.size:
         raise UserError(
             f"evaluation has {source.n_streams} streams for {world.size} ranks; give every rank one: "
@@ -80,7 +85,9 @@ def evaluate(
     streams = list(range(world.rank, source.n_streams, world.size))
     totals = torch.zeros(3, dtype=torch.float64)  # nats, tokens, correct
     state = None
+    bar = progress_bar(total=n_batches, desc=desc, unit="batch", leave=False, enabled=progress and world.is_main)
     for _ in range(n_batches):
+        bar.update(1)
         inputs, targets = source.batch(streams)
         inputs, targets = inputs.to(world.device), targets.to(world.device)
         with autocast() if autocast else nullcontext():
@@ -90,6 +97,7 @@ def evaluate(
             [float(out.loss) * out.n_tokens, out.n_tokens, float(out.metrics.get("accuracy", 0.0)) * out.n_tokens],
             dtype=torch.float64,
         )
+    bar.close()
     world.all_reduce_sum(totals)
     model.train(was_training)
     return summarize(*totals.tolist(), bytes_per_token=source.bytes_per_token)
@@ -135,19 +143,28 @@ def evaluate_splits(
     autocast: Callable | None = None,
     progress: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """`evaluate` on each split; rank 0 prepares a split before the other ranks open it."""
+    """`evaluate` on each split; rank 0 prepares a split before the other ranks open it.
+    `progress` (rank 0): bars while preparing and evaluating on a terminal; off one
+    (a Slurm log), a timestamped line as each split finishes."""
     if seq_len:
         cfg = copy.deepcopy(cfg)
         cfg.data.seq_len = seq_len
     n_streams = batch_size or cfg.train.eval_batch_size
     carry = cfg.train.carry_state if carry_state is None else carry_state
     results: dict[str, dict[str, float]] = {}
-    for split in splits:
+    lines = progress and world.is_main and lines_wanted()
+    started = time.perf_counter()
+    for i, split in enumerate(splits):
         if world.is_main:
-            split_source(cfg, registry, tokenizer, split, n_streams, progress=progress)
+            split_source(cfg, registry, tokenizer, split, n_streams, progress=progress and on_terminal())
         world.barrier()
         source = split_source(cfg, registry, tokenizer, split, n_streams)
-        results[split] = evaluate(model, source, world, n_batches, carry, autocast)
+        results[split] = r = evaluate(model, source, world, n_batches, carry, autocast, progress, desc=f"eval {split}")
+        if lines:
+            log_line(
+                f"eval {i + 1}/{len(splits)} {split}: bpb {r['bpb']:.4f} loss {r['loss']:.4f} "
+                f"({r['tokens']:,} tokens) elapsed {duration(time.perf_counter() - started)}"
+            )
     return results
 
 

@@ -37,7 +37,15 @@ from zoo_core.loop.cpu.memory import keep_freed_memory
 from zoo_core.loop.distributed import World, close_world, init_world
 from zoo_core.loop.evaluate import evaluate
 from zoo_core.loop.generate import generate
-from zoo_core.loop.metrics import MetricsLog, peak_memory_mb
+from zoo_core.loop.metrics import (
+    MetricsLog,
+    lines_wanted,
+    log_line,
+    on_terminal,
+    peak_memory_mb,
+    progress_bar,
+    step_line,
+)
 from zoo_core.loop.model import LanguageModel, meta_model, padded_vocab
 from zoo_core.loop.optim import build_optimizer, lr_at, set_lr
 from zoo_core.loop.parallelize import materialize, parallelize
@@ -79,6 +87,7 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, cfg: Any, registry: Any, world: World) -> None:
         self.cfg, self.registry, self.world = cfg, registry, world
+        started = time.perf_counter()  # the run's clock (elapsed_s) counts the setup too
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -111,8 +120,8 @@ class Trainer:
         first = world.rank * (G // W)
         self.micro_streams = [list(range(first + m * micro, first + (m + 1) * micro)) for m in range(self.accum)]
 
-        # Prepare the data once (rank 0), then everyone maps it.
-        progress = t.progress and world.is_main
+        # Prepare the data once (rank 0), then everyone maps it; its bar only on a terminal.
+        progress = t.progress and world.is_main and on_terminal()
         # A refusal on rank 0 (a missing corpus, a damaged shard) reaches every rank, so the
         # others stop quietly instead of losing their peer in the middle of a collective.
         refused = None
@@ -135,7 +144,8 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.states: list[Any] = [None] * self.accum
-        self.log = MetricsLog(self.run_dir, cfg, enabled=world.is_main)  # opened after the resume decision
+        # Opened after the resume decision.
+        self.log = MetricsLog(self.run_dir, cfg, enabled=world.is_main, started=started)
         self.signal_seen: int | None = None  # set by the handler on this rank only
         self.stop_requested = False  # agreed by all ranks (all-reduced each step)
         self.saved_step = -1
@@ -190,6 +200,7 @@ class Trainer:
         extra = {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
+            "elapsed_s": self.log.elapsed(),  # the run's clock goes on from here on a resume
             "data": self.train_source.state_dict(),
             "carry": [s is not None for s in self.states],
             "streams": self.micro_streams,
@@ -268,7 +279,7 @@ class Trainer:
         if meta.get("weights_only"):  # `zoo import`: weights, no training state; a fresh optimizer
             checkpoint.load_model(path, self.model)
             if self.world.is_main:
-                tqdm.write(f"{self.run_dir}: training from the imported weights in {path.name}")
+                self._say(f"{self.run_dir}: training from the imported weights in {path.name}")
             self.log.open(0)  # step 0: nothing was logged before
             return True
         written_by = meta.get("world_size")
@@ -303,9 +314,9 @@ class Trainer:
             self.states = (
                 saved if saved_streams == self.micro_streams else _regroup(saved, saved_streams, self.micro_streams)
             )
-        self.log.open(self.step)
+        self.log.open(self.step, extra.get("elapsed_s"))  # older checkpoints: the log's last record
         if self.world.is_main:
-            tqdm.write(f"resumed {self.run_dir} from step {self.step}")
+            self._say(f"resumed {self.run_dir} from step {self.step}")
         return True
 
     def model_state_template(self, batch: int) -> Any:
@@ -405,7 +416,20 @@ class Trainer:
         if self.signal_seen is None:
             self.signal_seen = signum
 
+    def _say(self, text: str) -> None:
+        """A line beside the bar on a terminal; a timestamped line off one (rank 0 calls it)."""
+        if lines_wanted():
+            log_line(text)
+        else:
+            tqdm.write(text)
+
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            self.log.close()  # trackers flushed and closed, whatever ended the run
+
+    def _run(self) -> dict[str, Any]:
         cfg, world, t = self.cfg, self.world, self.cfg.train
         # Signals first: one that comes while resuming is kept, and acted on after the next step.
         for sig in STOP_SIGNALS:
@@ -418,16 +442,14 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self.model.train()
-        bar = tqdm(
-            total=t.steps,
-            initial=self.step,
-            desc=cfg.name,
-            unit="step",
-            disable=not (t.progress and world.is_main),
-            dynamic_ncols=True,
+        # On a terminal a bar (train.progress); off one (a Slurm log) a timestamped line per record.
+        bar = progress_bar(
+            total=t.steps, initial=self.step, desc=cfg.name, unit="step", enabled=t.progress and world.is_main
         )
+        lines = lines_wanted(world.is_main)
         last_val: dict[str, float] = {}
         timer, tokens_at_timer = time.perf_counter(), self.tokens_seen
+        loop_start, first_step = timer, self.step
         interrupted = False
         while self.step < t.steps:
             metrics = self.train_step()
@@ -447,6 +469,10 @@ class Trainer:
                     record["mfu"] = self.train_flops * tps / (self.peak_flops * world.size)
                 self.log.write(record)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                if lines:
+                    per_step = (time.perf_counter() - loop_start) / max(self.step - first_step, 1)
+                    eta = per_step * (t.steps - self.step)
+                    log_line(step_line(self.step, t.steps, record, self.log.elapsed(), eta))
             if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
                 last_val = self._log_validation(bar)
             if self.stop_requested:
@@ -487,7 +513,7 @@ class Trainer:
         val = self.validate()
         self.log.write({"step": self.step, **{f"val_{k}": v for k, v in val.items()}})
         if bar is not None and self.world.is_main:
-            tqdm.write(f"step {self.step}: val bits/byte {val['bpb']:.4f}")
+            self._say(f"step {self.step}: val bits/byte {val['bpb']:.4f}")
         return {**val, "final": self.step >= self.cfg.train.steps}
 
 

@@ -1,4 +1,5 @@
-"""TensorBoard (train.tensorboard=true): events under RUN/tensorboard."""
+"""TensorBoard (train.tensorboard=true): events under RUN/tensorboard, tags `train/loss`,
+`train/lr`, `val/bpb`, ... (`zoo_core.trackers.tag`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Tracker
+from zoo_core.trackers import tag
 
 
 class TensorBoardTracker(Tracker):
@@ -32,4 +34,7 @@ class TensorBoardTracker(Tracker):
 
     def log(self, numbers: dict[str, float], step: int) -> None:
         for k, v in numbers.items():
-            self.writer.add_scalar(k, v, step)
+            self.writer.add_scalar(tag(k), v, step)
+
+    def close(self) -> None:
+        self.writer.close()
