@@ -59,7 +59,12 @@ def run(args) -> None:
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("train", help="train: zoo train [CONFIG|RUN_DIR] [key=value ...]")
+    s = sub.add_parser(
+        "train",
+        help="train: zoo train [CONFIG|RUN_DIR] [key=value ...]",
+        epilog="Every key with its type, default, range and doc: zoo config --options [PREFIX]; "
+        "the resolved config without training: zoo config [CONFIG] [key=value ...]",
+    )
     s.add_argument("--nproc", type=int, default=1, help="processes on this machine, one per GPU (launches torchrun)")
     s.add_argument(
         "--nnodes", type=int, default=1, help="machines taking part (multi-node, via torchrun's c10d rendezvous)"
