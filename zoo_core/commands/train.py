@@ -37,7 +37,13 @@ def run(args) -> None:
         from zoo_core.registry import get_registry
 
         # The whole request is checked here, once, before any rank starts.
-        check_request(resolve(run_config(config, overrides), get_registry()), get_registry(), args.nproc * args.nnodes)
+        cfg = resolve(run_config(config, overrides), get_registry())
+        check_request(cfg, get_registry(), args.nproc * args.nnodes)
+        from pathlib import Path
+
+        from zoo_core.loop.runs import check_run_dir
+
+        check_run_dir(Path(cfg.runs_dir) / cfg.name)
         code = run_torchrun(torchrun_command(args, config, overrides))
         if code:
             raise SystemExit(code)
