@@ -51,6 +51,8 @@ def test_config_of_a_yaml_file_is_what_train_would_run(tmp_path, monkeypatch, ca
     assert main(["config", "my.yaml", "model.n_layers=3"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert (cfg["model"]["dim"], cfg["model"]["n_layers"], cfg["model"]["mixer"]["name"]) == (48, 3, "mingru")
+    assert main(["config", "--options", "my.yaml"]) == 0  # the file right after --options is the config
+    assert "model.mixer.log_space" in _keys(capsys.readouterr().out)  # mingru's options
 
 
 def test_config_refuses_a_bad_key_with_trains_one_line(tmp_path, monkeypatch, capsys):

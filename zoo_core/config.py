@@ -409,65 +409,6 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
     tmp.replace(path)
 
 
-# -- documentation (zoo config --options) -----------------------------------------
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Each dataclass field's one-line doc: the `#:` comment lines just above it, joined
-    (a field's `metadata={"doc": ...}` wins). Fields without either are left out; so is
-    everything when the class's source cannot be read."""
-    import inspect
-    import re
-    import textwrap
-
-    docs: dict[str, str] = {}
-    try:
-        lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
-    except (OSError, TypeError):
-        lines = []
-    pending: list[str] = []
-    for line in lines[1:]:
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
-            continue
-        match = re.match(r"^\s{1,8}(\w+)\s*:", line)
-        if match and pending:
-            docs[match.group(1)] = " ".join(pending)
-        if stripped and not stripped.startswith("#"):
-            pending = []
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("doc"):
-            docs[f.name] = str(f.metadata["doc"])
-    return docs
-
-
-def type_name(annotation: Any) -> str:
-    """A field's type as written (`int | None`), whether or not annotations are strings."""
-    if isinstance(annotation, str):
-        return annotation
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def field_default(f: dataclasses.Field[Any]) -> Any:
-    """A field's default value (a default_factory is called); MISSING when it has none."""
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
-
-
-def allowed_text(key: str) -> str:
-    """A key's allowed values as `zoo config --options` prints them: its range or its choices."""
-    if key in RANGES:
-        return _range_text(key)
-    section, _, name = key.partition(".")
-    if (section, name) in CHOICES:
-        return " | ".join(CHOICES[(section, name)])
-    return ""
-
-
 # -- messages -------------------------------------------------------------------
 
 

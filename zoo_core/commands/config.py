@@ -9,6 +9,7 @@ including the options of the mixer, block, loss, data source and tokenizer the o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from zoo_core.cli import split_config
@@ -42,6 +43,67 @@ def summary(cfg: Any, registry: Any) -> list[str]:
     ]
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Each dataclass field's one-line doc: the `#:` comment lines just above it, joined
+    (a field's `metadata={"doc": ...}` wins). Fields without either are left out; so is
+    everything when the class's source cannot be read."""
+    import dataclasses
+    import inspect
+    import re
+    import textwrap
+
+    docs: dict[str, str] = {}
+    try:
+        lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
+    except (OSError, TypeError):
+        lines = []
+    pending: list[str] = []
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        match = re.match(r"^\s{1,8}(\w+)\s*:", line)
+        if match and pending:
+            docs[match.group(1)] = " ".join(pending)
+        if stripped and not stripped.startswith("#"):
+            pending = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("doc"):
+            docs[f.name] = str(f.metadata["doc"])
+    return docs
+
+
+def type_name(annotation: Any) -> str:
+    """A field's type as written (`int | None`), whether or not annotations are strings."""
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def field_default(f: Any) -> Any:
+    """A field's default value (a default_factory is called); MISSING when it has none."""
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def allowed_text(key: str) -> str:
+    """A key's allowed values as `zoo config --options` prints them: its range or its choices."""
+    from zoo_core.config import CHOICES, RANGES, _range_text
+
+    if key in RANGES:
+        return _range_text(key)
+    section, _, name = key.partition(".")
+    if (section, name) in CHOICES:
+        return " | ".join(CHOICES[(section, name)])
+    return ""
+
+
 def _value(v: Any) -> str:
     if v is None:
         return "null"
@@ -56,7 +118,7 @@ def option_rows(cfg: Any, registry: Any) -> list[list[str]]:
 
     from omegaconf import OmegaConf
 
-    from zoo_core.config import COMPONENTS, RANGES, RunConfig, allowed_text, field_default, field_docs, type_name
+    from zoo_core.config import COMPONENTS, RANGES, RunConfig
 
     rows: list[list[str]] = []
 
@@ -109,7 +171,8 @@ def run(args) -> None:
 
     items = list(args.args)
     prefix = args.options
-    if prefix and "=" in prefix:  # `--options model.mixer.name=hawk`: an override, no prefix
+    if prefix and ("=" in prefix or Path(prefix).exists()):
+        # `--options model.mixer.name=hawk` or `--options my.yaml`: an argument, not a prefix
         items.insert(0, prefix)
         prefix = ""
     config, overrides = split_config(items)
