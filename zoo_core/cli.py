@@ -22,7 +22,7 @@ from zoo_core.loop.guard import _lost_peer, _one_line_warnings, run_guarded  # n
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    lines = [fmt.format(*header).rstrip(), fmt.format(*["-" * w for w in widths])]
     lines += [fmt.format(*[str(c) for c in r]).rstrip() for r in rows]
     return "\n".join(lines)
 
@@ -62,6 +62,20 @@ def command_registry(argv: Sequence[str]) -> Any:
     return get_registry()
 
 
+def version() -> str:
+    """`zoo <version> (torch <version>)`, from package metadata: imports no torch."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    from zoo_core import __version__
+
+    try:
+        torch_version = dist_version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"zoo {__version__} (torch {torch_version})"
+
+
 def build_parser(registry: Any = None) -> argparse.ArgumentParser:
     """`zoo`'s parser, one subparser per registered command."""
     if registry is None:
@@ -73,6 +87,7 @@ def build_parser(registry: Any = None) -> argparse.ArgumentParser:
         description="Language-model architecture research with plugins.",
         epilog="Plugins may add commands: zoo plugins lists every installed plugin and its commands.",
     )
+    p.add_argument("--version", action="store_true", help="print zoo's and torch's versions")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for entry in registry.entries("commands"):
         entry.factory(sub)
@@ -115,6 +130,9 @@ def main(argv: Sequence[str] | None = None, registry: Any = None) -> int:
     except UsageError as exc:
         print(f"zoo: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "version", False) and not getattr(args, "fn", None):
+        print(version())
+        return 0
     if not getattr(args, "fn", None):
         parser.print_help()
         return 0 if not argv else 2

@@ -15,6 +15,7 @@ zoo_api = 1
 BUILTIN_COMMANDS = {
     "check": "check",
     "compare": "compare",
+    "config": "config",
     "data": "data",
     "eval": "eval",
     "export": "export",

@@ -37,7 +37,13 @@ def run(args) -> None:
         from zoo_core.registry import get_registry
 
         # The whole request is checked here, once, before any rank starts.
-        check_request(resolve(run_config(config, overrides), get_registry()), get_registry(), args.nproc * args.nnodes)
+        cfg = resolve(run_config(config, overrides), get_registry())
+        check_request(cfg, get_registry(), args.nproc * args.nnodes)
+        from pathlib import Path
+
+        from zoo_core.loop.runs import check_run_dir
+
+        check_run_dir(Path(cfg.runs_dir) / cfg.name)
         code = run_torchrun(torchrun_command(args, config, overrides))
         if code:
             raise SystemExit(code)
@@ -59,7 +65,12 @@ def run(args) -> None:
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("train", help="train: zoo train [CONFIG|RUN_DIR] [key=value ...]")
+    s = sub.add_parser(
+        "train",
+        help="train: zoo train [CONFIG|RUN_DIR] [key=value ...]",
+        epilog="Every key with its type, default, range and doc: zoo config --options [PREFIX]; "
+        "the resolved config without training: zoo config [CONFIG] [key=value ...]",
+    )
     s.add_argument("--nproc", type=int, default=1, help="processes on this machine, one per GPU (launches torchrun)")
     s.add_argument(
         "--nnodes", type=int, default=1, help="machines taking part (multi-node, via torchrun's c10d rendezvous)"

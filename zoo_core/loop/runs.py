@@ -36,6 +36,46 @@ class Run:
         return int(self.checkpoint.name.rsplit("-", 1)[-1])
 
 
+#: What a run directory may hold before its config.yaml is written (a run killed before it
+#: started, `zoo compare`'s measurement, a tracker's files): anything else is not a run's.
+RUN_ENTRIES = frozenset(
+    {
+        "config.yaml",
+        "metrics.jsonl",
+        "checkpoints",
+        "samples",
+        "code",
+        "slurm",
+        "tokenizer.json",
+        "throughput.json",
+        "compare.json",
+        "tensorboard",
+        "wandb",
+        "wandb-id.txt",
+        "export",
+        "hf",
+    }
+)
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """Refuse, before anything is written, a run directory that cannot be one: a file in its
+    place (or in place of a folder above it), or an existing directory holding things that are
+    no run's (training would mix its files in with them)."""
+    run_dir = Path(run_dir)
+    fix = "give the run another name= (or runs_dir=), or move it away"
+    for path in [run_dir, *run_dir.parents]:
+        if path.exists() and not path.is_dir():
+            where = "in place of the run directory" if path == run_dir else f"on the way to the run directory {run_dir}"
+            raise UserError(f"'{path}' is a file {where}; {fix}")
+    if not run_dir.is_dir() or (run_dir / "config.yaml").is_file():
+        return
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(f"'{run_dir}' exists and is not a run directory (no config.yaml; it holds {shown}); {fix}")
+
+
 def load_run(path: str | Path, device: Any = "auto", overrides=(), dtype: torch.dtype | None = None) -> Run:
     """The run's config and its latest checkpoint's weights, whatever world size wrote them.
     `device` is a name (auto, cpu, cuda) or a torch.device (each rank passes its own)."""

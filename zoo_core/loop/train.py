@@ -49,6 +49,7 @@ from zoo_core.loop.metrics import (
 from zoo_core.loop.model import LanguageModel, meta_model, padded_vocab
 from zoo_core.loop.optim import build_optimizer, lr_at, set_lr
 from zoo_core.loop.parallelize import materialize, parallelize
+from zoo_core.loop.runs import check_run_dir
 from zoo_core.loop.validate import batch_layout, check_request
 from zoo_core.registry import get_registry
 from zoo_core.state import detach_state
@@ -587,6 +588,7 @@ def train(config: str | None = None, overrides: Sequence[str] = ()) -> dict[str,
         cfg = resolve(run_config(config, overrides), registry)
         world = init_world(cfg.train.device)
         check_request(cfg, registry, world.size)  # the whole request, before anything is allocated or written
+        check_run_dir(Path(cfg.runs_dir) / cfg.name)  # a file or another program's folder in its place
         return Trainer(cfg, registry, world).run()
     finally:
         torch.use_deterministic_algorithms(deterministic)
