@@ -7,6 +7,7 @@ def prepare_cmd(args) -> None:
     from zoo_core.commands.tokenizer import tokenizer_from_spec
     from zoo_core.data.prepare import prepare
     from zoo_core.data.shards import prepared_dir_for, read_manifest
+    from zoo_core.loop.metrics import on_terminal
 
     tok = tokenizer_from_spec(args.tokenizer, args.tokenizer_opt)
     out = Path(args.out) if args.out else prepared_dir_for(args.src, tok, args.val_fraction, None, args.text_field)
@@ -16,7 +17,7 @@ def prepare_cmd(args) -> None:
         out,
         args.val_fraction,
         args.text_field,
-        progress=True,
+        progress=on_terminal(),  # a bar on a terminal; off one (a Slurm log) no carriage returns
         workers=args.workers,
         shard_mb=args.shard_mb,
     )
