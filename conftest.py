@@ -5,6 +5,7 @@ puts a placeholder `kernels` module in sys.modules for the repository's kernels/
 shadows the PyPI package `kernels`, which transformers (>= 5.25) imports. Import the real one
 first, when it is installed, so the placeholder is never made.
 """
+
 import importlib.util
 
 if importlib.util.find_spec("kernels") is not None and importlib.util.find_spec("kernels").origin:

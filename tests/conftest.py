@@ -23,10 +23,22 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def tiny_overrides(tmp_path):
     """A model and schedule small enough for a test to train in seconds."""
-    return [f"runs_dir={tmp_path}", "name=t", "model.dim=32", "model.n_layers=2", "data.seq_len=32",
-            "train.global_batch=4", "train.steps=6", "train.eval_every=0", "train.eval_batches=2",
-            "train.eval_batch_size=4", "train.log_every=1", "train.sample_tokens=8", "train.progress=false",
-            "optim.warmup_steps=2"]
+    return [
+        f"runs_dir={tmp_path}",
+        "name=t",
+        "model.dim=32",
+        "model.n_layers=2",
+        "data.seq_len=32",
+        "train.global_batch=4",
+        "train.steps=6",
+        "train.eval_every=0",
+        "train.eval_batches=2",
+        "train.eval_batch_size=4",
+        "train.log_every=1",
+        "train.sample_tokens=8",
+        "train.progress=false",
+        "optim.warmup_steps=2",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +51,24 @@ def tiny_run(tmp_path_factory, request):
 
     root = tmp_path_factory.mktemp("runs")
     os.environ.setdefault("ZOO_CACHE", str(tmp_path_factory.getbasetemp().parent / "zoo-cache"))
-    train(None, [f"runs_dir={root}", "name=t", "model.dim=32", "model.n_layers=2", "data.seq_len=32",
-                 "train.global_batch=4", "train.steps=3", "train.eval_every=0", "train.eval_batches=1",
-                 "train.eval_batch_size=4", "train.sample_tokens=0", "train.progress=false",
-                 "optim.warmup_steps=1", "train.threads=1", *getattr(request.module, "TINY_RUN_EXTRA", [])])
+    train(
+        None,
+        [
+            f"runs_dir={root}",
+            "name=t",
+            "model.dim=32",
+            "model.n_layers=2",
+            "data.seq_len=32",
+            "train.global_batch=4",
+            "train.steps=3",
+            "train.eval_every=0",
+            "train.eval_batches=1",
+            "train.eval_batch_size=4",
+            "train.sample_tokens=0",
+            "train.progress=false",
+            "optim.warmup_steps=1",
+            "train.threads=1",
+            *getattr(request.module, "TINY_RUN_EXTRA", []),
+        ],
+    )
     return root / "t"

@@ -1,9 +1,10 @@
 """The core block pieces' fast forms equal their plain definitions, gradients included."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo_core.blocks import RMSNorm, _SiLUGate
+from zoo_core.loop.layers import RMSNorm, _SiLUGate
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
@@ -74,7 +75,7 @@ def test_rms_norm_backward_matches_float64_autograd(shape):
 
 @pytest.mark.skipif(not hasattr(torch.ops.aten, "_fused_rms_norm"), reason="torch < 2.8 has no fused rms_norm")
 def test_rms_norm_custom_backward_gradcheck_float64():
-    from zoo_core.blocks import _RMSNormFn
+    from zoo_core.loop.layers import _RMSNormFn
 
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     w = (torch.rand(5, dtype=torch.float64) + 0.5).requires_grad_()
@@ -100,7 +101,7 @@ def test_block_mlp_options_hidden_act_bias():
     x = torch.randn(2, 5, 16, dtype=torch.float64)
     h = block.mlp_norm(x) @ block.mlp.w_in.weight.t() + block.mlp.w_in.bias
     gate, value = h[..., :24], h[..., 24:]
-    gelu = 0.5 * gate * (1 + torch.tanh(math.sqrt(2 / math.pi) * (gate + 0.044715 * gate ** 3)))
+    gelu = 0.5 * gate * (1 + torch.tanh(math.sqrt(2 / math.pi) * (gate + 0.044715 * gate**3)))
     want = x + (gelu * value) @ block.mlp.w_out.weight.t() + block.mlp.w_out.bias
     assert torch.allclose(block(x)[0], want, rtol=1e-12, atol=1e-12)
     with pytest.raises(UserError, match="mlp_act"):
@@ -113,6 +114,7 @@ def test_block_mlp_false_drops_the_channel_mlp():
     from zoo_core.config import load_config, resolve
     from zoo_core.model import build_model
     from zoo_core.registry import get_registry
+
     reg = get_registry()
     sizes = {}
     for mlp in ("null", "false", "true"):

@@ -1,5 +1,6 @@
 """Checkpoint mechanics in one process: atomic layout, keep-K, NaN stop, state regrouping, messages.
 (The 2-rank kill -9, interrupted-save and reshard tests are in test_distributed.py.)"""
+
 import json
 import sys
 import types
@@ -18,8 +19,9 @@ def test_saves_are_renamed_into_place_and_only_the_last_k_kept(tmp_path):
     model = nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters())
     for step in (1, 2, 3):
-        checkpoint.save(tmp_path, step, model, opt, World(), {"step": step}, {"x": torch.ones(2)}, keep=2,
-                        meta={"seq_len": 8})
+        checkpoint.save(
+            tmp_path, step, model, opt, World(), {"step": step}, {"x": torch.ones(2)}, keep=2, meta={"seq_len": 8}
+        )
     assert [p.name for p in checkpoint.step_dirs(tmp_path)] == ["step-00000002", "step-00000003"]
     assert not list(tmp_path.glob(".tmp-*"))
     meta = checkpoint.read_meta(checkpoint.latest(tmp_path))
@@ -40,6 +42,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_latest(tmp_path, monkeypat
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
+
     monkeypatch.setattr(checkpoint, "save_file", fail)
     with pytest.raises(OSError):
         checkpoint.save(tmp_path, 2, model, None, World(), {}, {})
@@ -56,6 +59,7 @@ def test_read_meta_of_a_stranger_directory_is_one_clear_error(tmp_path):
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, tiny_overrides, monkeypatch, capsys):
     from zoo_core.losses import CrossEntropyHead
+
     real = CrossEntropyHead.forward
     calls = []
 
@@ -65,6 +69,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, 
         if len(calls) >= 5:  # the fifth optimizer step (one micro-batch each)
             out.loss = out.loss * float("nan")
         return out
+
     monkeypatch.setattr(CrossEntropyHead, "forward", poisoned)
     code = main(tiny_overrides + ["train.ckpt_every=2", "train.steps=8"])
     err = capsys.readouterr().err
@@ -77,8 +82,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, 
 
 def test_carried_states_regroup_when_micro_batch_changes():
     # Two micro-batches of streams [0, 1] and [2, 3] -> four of one stream each, rows kept.
-    saved = [[torch.tensor([[0.0], [1.0]]), {"h": torch.tensor([[10.0], [11.0]])}],
-             [torch.tensor([[2.0], [3.0]]), {"h": torch.tensor([[12.0], [13.0]])}]]
+    saved = [
+        [torch.tensor([[0.0], [1.0]]), {"h": torch.tensor([[10.0], [11.0]])}],
+        [torch.tensor([[2.0], [3.0]]), {"h": torch.tensor([[12.0], [13.0]])}],
+    ]
     out = _regroup(saved, [[0, 1], [2, 3]], [[0], [1], [2], [3]])
     assert [float(o[0]) for o in out] == [0.0, 1.0, 2.0, 3.0]
     assert [float(o[1]["h"]) for o in out] == [10.0, 11.0, 12.0, 13.0]
@@ -89,15 +96,18 @@ def test_carried_states_regroup_when_micro_batch_changes():
 @pytest.mark.parametrize("flag, module", [("tensorboard", "torch.utils.tensorboard"), ("wandb", "wandb")])
 def test_missing_logging_extra_says_how_to_install_it(tmp_path, monkeypatch, flag, module):
     from zoo_core.metrics import MetricsLog
+
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
-    cfg = types.SimpleNamespace(name="t", train=types.SimpleNamespace(tensorboard=flag == "tensorboard",
-                                                                     wandb=flag == "wandb"))
+    cfg = types.SimpleNamespace(
+        name="t", train=types.SimpleNamespace(tensorboard=flag == "tensorboard", wandb=flag == "wandb")
+    )
     with pytest.raises(UserError, match=rf"train.{flag}=true needs .*zoo-core\[logging\]"):
         MetricsLog(tmp_path, cfg, enabled=True)
 
 
 def test_export_of_a_directory_without_a_run_is_one_line(tmp_path, capsys):
     from zoo_core.cli import main as zoo
+
     assert zoo(["export", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("zoo: ") and "not a run directory" in err and "\n" not in err

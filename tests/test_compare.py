@@ -1,5 +1,6 @@
 """zoo compare: budgets (seconds, tokens, FLOPs) -> steps -> train -> evaluate; run identity and
 reuse, seeds, lr sweeps chosen on validation, frontier fits, tables and plots."""
+
 import csv
 import math
 import statistics
@@ -9,8 +10,17 @@ import sys
 import numpy as np
 import pytest
 
-from zoo_core.compare import (Budget, aggregate, fit_saturating_power_law, frontier, load_spec, parse_budget,
-                              parse_budget_any, plan, power_law)
+from zoo_core.compare import (
+    Budget,
+    aggregate,
+    fit_saturating_power_law,
+    frontier,
+    load_spec,
+    parse_budget,
+    parse_budget_any,
+    plan,
+    power_law,
+)
 from zoo_core.errors import UserError
 from zoo_core.registry import get_registry
 
@@ -60,7 +70,7 @@ def test_unknown_spec_key_suggests(tmp_path):
 
 
 def test_power_law_recovers_exponent():
-    rows = [{"compute_flops": c, "val_bpb": 3.0 * c ** -0.1} for c in (1e9, 1e10, 1e11)]
+    rows = [{"compute_flops": c, "val_bpb": 3.0 * c**-0.1} for c in (1e9, 1e10, 1e11)]
     fit = power_law(rows)
     assert abs(fit["b"] - 0.1) < 1e-9 and abs(fit["a"] - 3.0) < 1e-6
 
@@ -70,10 +80,10 @@ def test_saturating_fit_recovers_known_parameters():
     standard errors, and the standard errors are about the scatter of repeated fits."""
     C = np.geomspace(1e12, 1e17, 8)
     E, A, alpha = 1.3, 2.0e3, 0.27
-    exact = fit_saturating_power_law(C, E + A * C ** -alpha)
+    exact = fit_saturating_power_law(C, E + A * C**-alpha)
     assert abs(exact["E"] - E) < 1e-6 and abs(exact["alpha"] - alpha) < 1e-6 and abs(exact["A"] / A - 1) < 1e-5
     rng = np.random.default_rng(0)
-    fits = [fit_saturating_power_law(C, E + A * C ** -alpha + rng.normal(0, 0.01, C.size)) for _ in range(40)]
+    fits = [fit_saturating_power_law(C, E + A * C**-alpha + rng.normal(0, 0.01, C.size)) for _ in range(40)]
     for key, truth in (("E", E), ("alpha", alpha)):
         values = [f[key] for f in fits]
         errs = [f[f"{key}_err"] for f in fits]
@@ -81,7 +91,7 @@ def test_saturating_fit_recovers_known_parameters():
         assert 0.4 < statistics.median(errs) / statistics.stdev(values) < 2.5  # honest error bars
         inside = sum(abs(f[key] - truth) < 2 * f[f"{key}_err"] for f in fits)
         assert inside >= 0.75 * len(fits)
-    assert fit_saturating_power_law(C[:3], (E + A * C ** -alpha)[:3]) is None  # 3 parameters need 4 points
+    assert fit_saturating_power_law(C[:3], (E + A * C**-alpha)[:3]) is None  # 3 parameters need 4 points
 
 
 def test_frontier_keeps_the_best_loss_at_each_compute():
@@ -90,10 +100,29 @@ def test_frontier_keeps_the_best_loss_at_each_compute():
 
 
 def _row(lr, seed, val, test, size="xs"):
-    return {"task": "", "arch": "a", "size": size, "budget": "1k tokens", "budget_unit": "tokens", "lr": lr,
-            "seed": seed, "params": 10, "params_non_embedding": 5, "state_bytes": 8, "train_flops_per_token": 1.0,
-            "steps": 4, "tokens": 1000, "compute_flops": 1000.0, "tokens_per_s": 1.0, "val_loss": val,
-            "val_bpb": val, "val_accuracy": 1 - val, "test_loss": test, "test_accuracy": 1 - test, "device": "cpu"}
+    return {
+        "task": "",
+        "arch": "a",
+        "size": size,
+        "budget": "1k tokens",
+        "budget_unit": "tokens",
+        "lr": lr,
+        "seed": seed,
+        "params": 10,
+        "params_non_embedding": 5,
+        "state_bytes": 8,
+        "train_flops_per_token": 1.0,
+        "steps": 4,
+        "tokens": 1000,
+        "compute_flops": 1000.0,
+        "tokens_per_s": 1.0,
+        "val_loss": val,
+        "val_bpb": val,
+        "val_accuracy": 1 - val,
+        "test_loss": test,
+        "test_accuracy": 1 - test,
+        "device": "cpu",
+    }
 
 
 def test_seeds_are_aggregated_and_the_lr_is_chosen_on_validation_never_test():
@@ -104,7 +133,9 @@ def test_seeds_are_aggregated_and_the_lr_is_chosen_on_validation_never_test():
         assert len(sweep) == 2 and len(best) == 1
         b = best[0]
         assert b["lr"] == 3e-3 and b["seeds"] == 2  # test would have picked 1e-3
-        assert b["val_loss"] == pytest.approx(0.21) and b["val_loss_std"] == pytest.approx(statistics.stdev([0.20, 0.22]))
+        assert b["val_loss"] == pytest.approx(0.21) and b["val_loss_std"] == pytest.approx(
+            statistics.stdev([0.20, 0.22])
+        )
         assert [s["best"] for s in sweep] == [False, True]  # the sweep is kept, the choice marked
 
 
@@ -131,6 +162,7 @@ def test_run_identity_changes_with_budget_seed_and_lr(tmp_path):
 
 def test_compare_end_to_end_reuses_only_identical_runs(tmp_path, capsys):
     from zoo_core.compare import run_spec
+
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.format(runs=tmp_path / "runs", budget="64 tokens", lr="3e-3"))
     cmd = [sys.executable, "-m", "zoo_core.cli", "compare", str(spec), "--quiet"]
@@ -169,15 +201,25 @@ def test_compare_end_to_end_reuses_only_identical_runs(tmp_path, capsys):
 
 def test_tasks_cross_the_cells_and_may_limit_sizes(tmp_path):
     p = tmp_path / "s.yaml"
-    p.write_text("budget: 1k tokens\narchitectures: {attention: {}, hawk: {model.mixer.name: hawk, lr: [1e-3, 2e-3]}}\n"
-                 "sizes: {s: {model.dim: 16}, m: {model.dim: 32}}\n"
-                 "tasks: {a: {data.seq_len: 32}, b: {data.seq_len: 64, sizes: [m]}}\n")
+    p.write_text(
+        "budget: 1k tokens\narchitectures: {attention: {}, hawk: {model.mixer.name: hawk, lr: [1e-3, 2e-3]}}\n"
+        "sizes: {s: {model.dim: 16}, m: {model.dim: 32}}\n"
+        "tasks: {a: {data.seq_len: 32}, b: {data.seq_len: 64, sizes: [m]}}\n"
+    )
     spec = load_spec(str(p))
     runs = plan(spec, get_registry())
     cells = [(r.task, r.arch, r.size, r.lr) for r in runs]
-    assert cells == [("a", "attention", "s", None), ("a", "attention", "m", None), ("a", "hawk", "s", 1e-3),
-                     ("a", "hawk", "s", 2e-3), ("a", "hawk", "m", 1e-3), ("a", "hawk", "m", 2e-3),
-                     ("b", "attention", "m", None), ("b", "hawk", "m", 1e-3), ("b", "hawk", "m", 2e-3)]
+    assert cells == [
+        ("a", "attention", "s", None),
+        ("a", "attention", "m", None),
+        ("a", "hawk", "s", 1e-3),
+        ("a", "hawk", "s", 2e-3),
+        ("a", "hawk", "m", 1e-3),
+        ("a", "hawk", "m", 2e-3),
+        ("b", "attention", "m", None),
+        ("b", "hawk", "m", 1e-3),
+        ("b", "hawk", "m", 2e-3),
+    ]
     assert runs[0].name.startswith("a-attention-s-") and len({r.identity for r in runs}) == len(runs)
     p.write_text(p.read_text().replace("sizes: [m]", "sizes: [xl]"))
     with pytest.raises(UserError, match="tasks.b.sizes"):
@@ -186,6 +228,7 @@ def test_tasks_cross_the_cells_and_may_limit_sizes(tmp_path):
 
 def test_report_only_trains_nothing_and_names_what_is_missing(tmp_path, capsys):
     from zoo_core.compare import run_spec
+
     spec = _plan(tmp_path)
     with pytest.raises(UserError, match="no finished runs"):
         run_spec(spec, get_registry(), progress=False, report_only=True)
@@ -197,10 +240,14 @@ def test_flop_and_second_budgets_become_steps(tmp_path):
     """FLOPs: steps = budget / (3 x declared forward FLOPs per token x tokens per step);
     seconds: steps = measured tokens/s x seconds / tokens per step, the measurement kept."""
     import json
+
     from zoo_core.compare import Run, _steps, _train_flops_per_token
     from zoo_core.config import load_config, resolve
+
     reg = get_registry()
-    cfg = resolve(load_config(None, ["model.dim=16", "model.n_layers=1", "data.seq_len=16", "train.global_batch=2"]), reg)
+    cfg = resolve(
+        load_config(None, ["model.dim=16", "model.n_layers=1", "data.seq_len=16", "train.global_batch=2"]), reg
+    )
     per_token = _train_flops_per_token(cfg, reg)
     assert per_token > 0
     flops = Run("", "a", "s", Budget(10 * per_token * 32, "flops"), None, 0, [])
@@ -214,6 +261,7 @@ def test_flop_and_second_budgets_become_steps(tmp_path):
 def test_a_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeypatch):
     import zoo_core.train
     from zoo_core.compare import Interrupted, finished, run_one
+
     spec = _plan(tmp_path)
     run = plan(spec, get_registry())[0]
     monkeypatch.setattr(zoo_core.train, "train", lambda *a, **k: {"step": 1, "interrupted": True})

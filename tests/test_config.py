@@ -1,4 +1,5 @@
 """Config merging and the one-line errors users see."""
+
 import subprocess
 import sys
 
@@ -47,19 +48,27 @@ def test_renaming_a_component_drops_old_options(tmp_path):
 
 def test_pattern_entries_inherit_and_override():
     reg = get_registry()
-    cfg = resolve(load_config(None, ["model.n_layers=3", "model.mixer.head_dim=16",
-                                     "model.pattern=[attention, {name: attention, window: 4}]"]), reg)
+    cfg = resolve(
+        load_config(
+            None,
+            ["model.n_layers=3", "model.mixer.head_dim=16", "model.pattern=[attention, {name: attention, window: 4}]"],
+        ),
+        reg,
+    )
     assert [p["window"] for p in cfg.model.pattern] == [None, 4]
     assert all(p["head_dim"] == 16 for p in cfg.model.pattern)
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["train", "model.dimm=64"], "did you mean 'model.dim'"),
-    (["train", "model.mixer.name=nosuchmixer"], "installed mixers: attention"),
-    (["train", "model.mixer.name=minlstm-x"], "unknown mixer"),
-    (["trian"], "did you mean 'train'"),
-    (["train", "no-equals-sign", "x"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["train", "model.dimm=64"], "did you mean 'model.dim'"),
+        (["train", "model.mixer.name=nosuchmixer"], "installed mixers: attention"),
+        (["train", "model.mixer.name=minlstm-x"], "unknown mixer"),
+        (["trian"], "did you mean 'train'"),
+        (["train", "no-equals-sign", "x"], "does not exist"),
+    ],
+)
 def test_cli_errors_are_one_line_exit_2(args, expected, tmp_path):
     r = zoo(*args, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
@@ -70,8 +79,21 @@ def test_cli_errors_are_one_line_exit_2(args, expected, tmp_path):
 def test_preset_fills_defaults_and_user_settings_win(monkeypatch):
     reg = get_registry()
     from zoo_core.registry import Entry
-    monkeypatch.setitem(reg._items["presets"], "two", Entry("presets", "two", {"pattern": ["attention", {"name": "attention", "window": 4}], "n_layers": 6},
-                                                            None, "", "test", "test", "0"))
+
+    monkeypatch.setitem(
+        reg._items["presets"],
+        "two",
+        Entry(
+            "presets",
+            "two",
+            {"pattern": ["attention", {"name": "attention", "window": 4}], "n_layers": 6},
+            None,
+            "",
+            "test",
+            "test",
+            "0",
+        ),
+    )
     cfg = resolve(load_config(None, ["model.preset=two"]), reg)
     assert cfg.model.n_layers == 6 and cfg.model.pattern[1]["window"] == 4
     cfg = resolve(load_config(None, ["model.preset=two", "model.n_layers=3", "model.pattern=[attention]"]), reg)

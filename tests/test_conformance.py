@@ -1,4 +1,5 @@
 """The conformance kit catches what it promises to catch, and `zoo check` reports it."""
+
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,6 @@ from torch import nn
 
 from zoo_core import hookimpl
 from zoo_core.cli import main
-from zoo_core.interfaces import HeadOutput
 from zoo_core.registry import Registry
 from zoo_core.testing import check_data_source, check_loss, check_mixer
 from zoo_core.testing.build import ProbeConfig, ProbeMixer
@@ -30,6 +30,7 @@ def test_a_correct_mixer_passes_every_check():
 
 class Leaky(ProbeMixer):
     """Mixes in the next token: not causal, and step cannot match forward."""
+
     def forward(self, x, state=None, return_state=False):
         y, s = super().forward(x, state, return_state)
         return y + torch.roll(x, -1, dims=1), s
@@ -37,6 +38,7 @@ class Leaky(ProbeMixer):
 
 class DiffersCompiled(ProbeMixer):
     """Takes another path under torch.compile (as a fast path with a bug would)."""
+
     def forward(self, x, state=None, return_state=False):
         y, s = super().forward(x, state, return_state)
         return (y * 1.01 if torch.compiler.is_compiling() else y), s
@@ -56,6 +58,7 @@ class WrongStep(ProbeMixer):
 
 class BadState(ProbeMixer):
     """Keeps its state time-first and drops the carried state in forward."""
+
     def forward(self, x, state=None, return_state=False):
         y, h = super().forward(x, None, return_state)
         return y, (h[None] if return_state else None)
@@ -69,6 +72,7 @@ class DeadParam(ProbeMixer):
 
 class InitInConstructor(ProbeMixer):
     """Fills a buffer in __init__ only: garbage after the core's meta-device build."""
+
     def __init__(self, dim, config=None):
         super().__init__(dim, config)
         self.register_buffer("scale", torch.full((dim,), float("nan")).fill_(1.0))
@@ -92,7 +96,7 @@ class NoAccounting(ProbeMixer):
         return 0.0
 
     def state_size(self, seq_len):
-        return 10 ** 6
+        return 10**6
 
 
 @dataclass
@@ -101,17 +105,20 @@ class DtypeConfig:
     dtype: Any = torch.float32  # not a YAML value: a run's config.yaml could not hold it
 
 
-@pytest.mark.parametrize("cls, check, reason", [
-    (Leaky, "causality", "changed outputs before it"),
-    (WrongStep, "step = forward", "step-by-step decoding"),
-    (BadState, "state carry", "two segments"),
-    (BadState, "state batch-first", "batch-first"),
-    (DeadParam, "gradients", "unused.weight"),
-    (InitInConstructor, "meta-init", "reset_parameters"),
-    (Upcasts, "shape+dtype bf16", "output dtype torch.float32"),
-    (NoAccounting, "flops/state accounting", "must be positive"),
-    (DiffersCompiled, "compile", "torch.compile changes the output"),
-])
+@pytest.mark.parametrize(
+    "cls, check, reason",
+    [
+        (Leaky, "causality", "changed outputs before it"),
+        (WrongStep, "step = forward", "step-by-step decoding"),
+        (BadState, "state carry", "two segments"),
+        (BadState, "state batch-first", "batch-first"),
+        (DeadParam, "gradients", "unused.weight"),
+        (InitInConstructor, "meta-init", "reset_parameters"),
+        (Upcasts, "shape+dtype bf16", "output dtype torch.float32"),
+        (NoAccounting, "flops/state accounting", "must be positive"),
+        (DiffersCompiled, "compile", "torch.compile changes the output"),
+    ],
+)
 def test_broken_mixers_fail_the_right_check_with_a_reason(cls, check, reason):
     report = check_mixer(cls, ProbeConfig(), **FAST)
     assert check in failed(report), str(report)
@@ -128,6 +135,7 @@ def test_state_size_must_match_the_state_forward_returns():
     class Understated(ProbeMixer):
         def state_size(self, seq_len):
             return 4  # the state really holds dim * 4 bytes
+
     assert "forward's state holds" in failed(check_mixer(Understated, ProbeConfig(), **FAST))["flops/state accounting"]
 
 
@@ -162,6 +170,7 @@ def test_loss_kit_requires_head_output():
 
 class ForgetfulSource:
     """Ignores load_state_dict: a resumed run would see different data."""
+
     bytes_per_token = 1.0
 
     def __init__(self, config, *, seq_len, n_streams, **_):
@@ -191,9 +200,11 @@ def test_fixture_runs_the_kit_and_fails_with_the_table(zoo_conformance):
 
 # -- zoo check --------------------------------------------------------------------
 
+
 @pytest.fixture
 def registry_with(monkeypatch):
     """Install plugin modules into a fresh registry that the CLI will use."""
+
     def install(**mixers):
         mod = types.ModuleType("testplug")
         mod.zoo_api = 1
@@ -202,12 +213,14 @@ def registry_with(monkeypatch):
         def register_mixers(register):
             for name, cls in mixers.items():
                 register(name, cls, ProbeConfig, "a test mixer")
+
         mod.register_mixers = register_mixers
         reg = Registry()
         reg.add_plugin(mod, "testplug", "zoo-testplug", "0.1")
         reg.collect()
         monkeypatch.setattr("zoo_core.registry._REGISTRY", reg)
         return reg
+
     return install
 
 

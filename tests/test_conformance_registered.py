@@ -2,6 +2,7 @@
 
 Parametrized from the registry, so a new plugin is checked as soon as it is installed.
 """
+
 import os
 
 import pytest

@@ -1,4 +1,5 @@
 """parallel.mixed_precision=bf16 on CPU: autocast over fp32 weights; losses track fp32; one warning where slow."""
+
 import json
 
 import pytest
@@ -13,11 +14,30 @@ LOSS_TOL = 1e-2
 
 def _losses(tmp_path, name, mixer, mp):
     from zoo_core.train import train
-    train(None, [f"runs_dir={tmp_path}", f"name={name}", "model.dim=32", "model.n_layers=2", "data.seq_len=32",
-                 "train.global_batch=4", "train.steps=12", "train.eval_every=0", "train.eval_batches=1",
-                 "train.eval_batch_size=4", "train.sample_tokens=0", "train.progress=false", "train.log_every=1",
-                 "optim.warmup_steps=2", "train.threads=1", "train.ckpt_every=0", f"model.mixer.name={mixer}",
-                 f"parallel.mixed_precision={mp}"])
+
+    train(
+        None,
+        [
+            f"runs_dir={tmp_path}",
+            f"name={name}",
+            "model.dim=32",
+            "model.n_layers=2",
+            "data.seq_len=32",
+            "train.global_batch=4",
+            "train.steps=12",
+            "train.eval_every=0",
+            "train.eval_batches=1",
+            "train.eval_batch_size=4",
+            "train.sample_tokens=0",
+            "train.progress=false",
+            "train.log_every=1",
+            "optim.warmup_steps=2",
+            "train.threads=1",
+            "train.ckpt_every=0",
+            f"model.mixer.name={mixer}",
+            f"parallel.mixed_precision={mp}",
+        ],
+    )
     records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if "loss" in r and "grad_norm" in r]
 
@@ -37,6 +57,7 @@ def test_autocast_keeps_fp32_weights_loss_and_norms():
     from zoo_core.config import load_config, resolve
     from zoo_core.model import build_model
     from zoo_core.registry import get_registry
+
     reg = get_registry()
     cfg = resolve(load_config(None, ["model.dim=32", "model.n_layers=1", "data.seq_len=8"]), reg)
     model = build_model(cfg, reg, 64)
@@ -50,12 +71,19 @@ def test_autocast_keeps_fp32_weights_loss_and_norms():
     out.loss.backward()
     assert seen == {"RMSNorm": {torch.float32}, "Linear": {torch.bfloat16}}  # residual stream and norms fp32
     assert out.loss.dtype == torch.float32
-    assert all(p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
-               for p in model.parameters())
+    assert all(
+        p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32) for p in model.parameters()
+    )
 
 
-@pytest.mark.parametrize("flags,warns", [(["avx2", "fma"], True), (["avx2", "avx512f", "amx_tile", "amx_bf16"], False),
-                                         (["avx2", "avx512f", "avx512_bf16"], False)])
+@pytest.mark.parametrize(
+    "flags,warns",
+    [
+        (["avx2", "fma"], True),
+        (["avx2", "avx512f", "amx_tile", "amx_bf16"], False),
+        (["avx2", "avx512f", "avx512_bf16"], False),
+    ],
+)
 def test_one_line_warns_without_bf16_units(monkeypatch, capsys, flags, warns):
     monkeypatch.setattr(cpu_tune, "cpu_info", lambda: {"model": "Some CPU", "flags": flags})
     monkeypatch.setattr(parallelize, "_bf16_warned", False)

@@ -1,5 +1,6 @@
 """parallel.cpu_linear: oneDNN linears agree with F.linear, gradients included, and fall back cleanly;
 `auto` picks the route by a cached measurement."""
+
 import json
 
 import pytest
@@ -10,8 +11,9 @@ from torch import nn
 from zoo_core import cpu_linear, cpu_tune
 from zoo_core.cpu_linear import Linear, apply_cpu_linear, linear, set_cpu_linear
 
-needs_onednn = pytest.mark.skipif(cpu_linear.onednn_available() is not None,
-                                  reason=f"oneDNN linear unavailable: {cpu_linear.onednn_available()}")
+needs_onednn = pytest.mark.skipif(
+    cpu_linear.onednn_available() is not None, reason=f"oneDNN linear unavailable: {cpu_linear.onednn_available()}"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +46,9 @@ def test_onednn_matches_float64_reference(out_f, in_f, bias):
     b = torch.randn(out_f, requires_grad=True) if bias else None
     g = torch.randn(3, 7, out_f)
     ours = _grads(linear, x, w, b, g)
-    ref = _grads(F.linear, *(t.double().detach().requires_grad_() if t is not None else None for t in (x, w, b)),
-                 g.double())
+    ref = _grads(
+        F.linear, *(t.double().detach().requires_grad_() if t is not None else None for t in (x, w, b)), g.double()
+    )
     assert ours[0].dtype == torch.float32 and ours[0].shape == (3, 7, out_f)
     for a, r in zip(ours, ref):
         assert a.shape == r.shape
@@ -95,6 +98,7 @@ def test_apply_swaps_plain_linears_only_and_keeps_the_state_dict():
 
 def test_unavailable_onednn_says_why_in_one_line(monkeypatch, capsys):
     from zoo_core.parallelize import use_cpu_linear
+
     monkeypatch.setattr(cpu_linear, "onednn_available", lambda: "this torch build has no oneDNN")
     layer = nn.Linear(3, 2)
     use_cpu_linear(layer, "auto")
@@ -130,16 +134,19 @@ def test_config_rejects_unknown_backend():
     from zoo_core.config import load_config, resolve
     from zoo_core.errors import UserError
     from zoo_core.registry import get_registry
+
     with pytest.raises(UserError, match="cpu_linear"):
         resolve(load_config(None, ["parallel.cpu_linear=mkl"]), get_registry())
 
 
 # -- auto: chosen by measurement, cached -------------------------------------------
 
+
 def _fake_timing(aten_s, onednn_s, calls):
     def time_routes(m, k, n, bias):
         calls.append((m, k, n, bias))
         return {"aten": aten_s, "onednn": onednn_s}
+
     return time_routes
 
 
@@ -147,7 +154,7 @@ def test_cache_is_written_read_and_keyed_by_machine(tmp_path, monkeypatch):
     path = tmp_path / "cpu-tune.json"
     cpu_tune.store("linear", "8x8->8", {"route": "onednn"})
     data = json.loads(path.read_text())
-    (key, entries), = data["entries"].items()
+    ((key, entries),) = data["entries"].items()
     info = cpu_tune.cpu_info()
     assert info["model"] in key and torch.__version__ in key and f"{torch.get_num_threads()} threads" in key
     assert all(f in key for f in info["flags"])
@@ -155,8 +162,10 @@ def test_cache_is_written_read_and_keyed_by_machine(tmp_path, monkeypatch):
     cpu_tune.forget()  # a new process reads the file
     assert cpu_tune.lookup("linear", "8x8->8") == {"route": "onednn"}
     assert cpu_tune.lookup("linear", "8x8->9") is None
-    for change in ({"model": "Another CPU", "flags": info["flags"]},
-                   {"model": info["model"], "flags": [*info["flags"], "amx_bf16"]}):
+    for change in (
+        {"model": "Another CPU", "flags": info["flags"]},
+        {"model": info["model"], "flags": [*info["flags"], "amx_bf16"]},
+    ):
         cpu_tune.forget()
         monkeypatch.setattr(cpu_tune, "cpu_info", lambda change=change: change)
         assert cpu_tune.lookup("linear", "8x8->8") is None  # another CPU measures for itself
@@ -168,8 +177,9 @@ def test_cache_is_written_read_and_keyed_by_machine(tmp_path, monkeypatch):
 
 
 @needs_onednn
-@pytest.mark.parametrize("aten_s,onednn_s,route", [(2.0, 1.0, "onednn"), (1.0, 2.0, "aten"),
-                                                    (1.0, 0.97, "aten")])  # within the margin: aten
+@pytest.mark.parametrize(
+    "aten_s,onednn_s,route", [(2.0, 1.0, "onednn"), (1.0, 2.0, "aten"), (1.0, 0.97, "aten")]
+)  # within the margin: aten
 def test_auto_takes_the_faster_route_and_caches_it(aten_s, onednn_s, route, monkeypatch):
     monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)  # small shapes, timed as big ones would be
     calls = []

@@ -1,4 +1,5 @@
 """keep_freed_memory: applied once on glibc, a one-line reason elsewhere, and a config switch."""
+
 import platform
 import subprocess
 import sys
@@ -13,6 +14,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 def test_default_is_on_and_documented():
     assert RunConfig().train.keep_freed_memory is True
     from pathlib import Path
+
     assert "keep_freed_memory" in (Path(__file__).parents[1] / "docs" / "config.md").read_text()
 
 
@@ -38,6 +40,7 @@ def test_big_blocks_come_from_the_heap_after_it_is_applied():
 
 def test_elsewhere_it_says_why_in_one_line(monkeypatch):
     from zoo_core import cpu_memory
+
     monkeypatch.setattr(cpu_memory, "_applied", False)
     monkeypatch.setattr(cpu_memory.platform, "libc_ver", lambda: ("musl", "1.2"))
     why = cpu_memory.keep_freed_memory()

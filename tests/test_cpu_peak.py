@@ -1,4 +1,5 @@
 """MFU on CPU: a measured GEMM peak, cached; `zoo throughput` and the training log report MFU against it."""
+
 import json
 
 import pytest
@@ -26,8 +27,9 @@ def test_calibration_measures_a_positive_peak_per_dtype(tune_file, monkeypatch):
 
 def test_peak_is_cached_once_per_dtype(tune_file, monkeypatch):
     calls = []
-    monkeypatch.setattr(cpu_peak, "_calibrate", lambda dtype: calls.append(dtype) or {"flops": 5e10 if dtype ==
-                                                                                       torch.float32 else 2e10})
+    monkeypatch.setattr(
+        cpu_peak, "_calibrate", lambda dtype: calls.append(dtype) or {"flops": 5e10 if dtype == torch.float32 else 2e10}
+    )
     assert cpu_peak.gemm_peak(torch.float32) == 5e10
     assert cpu_peak.gemm_peak(torch.float32) == 5e10
     assert cpu_peak.gemm_peak(torch.bfloat16) == 2e10
@@ -43,6 +45,7 @@ def test_throughput_reports_mfu_against_the_measured_peak(tune_file, monkeypatch
     from zoo_core.config import load_config, resolve
     from zoo_core.registry import get_registry
     from zoo_core.throughput import measure
+
     monkeypatch.setattr(cpu_peak, "_calibrate", lambda dtype: {"flops": 1e9 if dtype == torch.float32 else 1e8})
     reg = get_registry()
     for extra, peak in (([], 1e9), (["parallel.mixed_precision=bf16"], 1e8)):

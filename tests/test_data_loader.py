@@ -1,5 +1,6 @@
 """Reading prepared shards for training: every token read whatever the number of
 streams and ranks, exact resume, mixtures by weight and by seed, refusals."""
+
 import json
 
 import numpy as np
@@ -28,14 +29,21 @@ def dirs(tmp_path_factory):
 
 
 def corpus(path, n_streams, split="train", **kw):
-    return CorpusSource(CorpusConfig(path=str(path), **kw), tokenizer=ByteTokenizer(), split=split, seq_len=L,
-                        n_streams=n_streams)
+    return CorpusSource(
+        CorpusConfig(path=str(path), **kw), tokenizer=ByteTokenizer(), split=split, seq_len=L, n_streams=n_streams
+    )
 
 
 def mixture(dirs, n_streams, seed=0, weights=(0.7, 0.3)):
     sources = {str(dirs["ab"]): weights[0], str(dirs["xy"]): weights[1]}
-    return MixtureSource(MixtureConfig(sources=sources), tokenizer=ByteTokenizer(), split="train", seq_len=L,
-                         n_streams=n_streams, seed=seed)
+    return MixtureSource(
+        MixtureConfig(sources=sources),
+        tokenizer=ByteTokenizer(),
+        split="train",
+        seq_len=L,
+        n_streams=n_streams,
+        seed=seed,
+    )
 
 
 def all_tokens(path, split="train"):
@@ -123,12 +131,14 @@ def test_mixture_sampling_is_deterministic_from_the_seed_and_world_size_invarian
 def test_a_manifest_from_another_tokenizer_is_refused(dirs, tmp_path):
     class Other(ByteTokenizer):
         fingerprint = "other-v1"
+
     with pytest.raises(UserError, match="was tokenized with 'bytes-v1' but the model uses 'other-v1'"):
         CorpusSource(CorpusConfig(path=str(dirs["ab"])), tokenizer=Other(), split="train", seq_len=L, n_streams=2)
 
 
 def _copy(src, dst):
     import shutil
+
     shutil.copytree(src, dst)
     return dst
 
@@ -173,9 +183,16 @@ def test_too_little_data_and_a_changed_layout_are_refused(dirs):
 
 def test_training_on_a_mixture_resumes_exactly_through_checkpoints(dirs, tmp_path, tiny_overrides):
     from zoo_core.train import train
+
     sources = f"{{{dirs['ab']}: 0.6, {dirs['xy']}: 0.4}}"
-    common = tiny_overrides + ["data.seq_len=16", "model.dim=16", "train.sample_tokens=0", "train.ckpt_every=2",
-                               "data.source.name=mixture", f"data.source.sources={sources}"]
+    common = tiny_overrides + [
+        "data.seq_len=16",
+        "model.dim=16",
+        "train.sample_tokens=0",
+        "train.ckpt_every=2",
+        "data.source.name=mixture",
+        f"data.source.sources={sources}",
+    ]
     train(None, [o.replace("name=t", "name=straight") for o in common] + ["train.steps=4"])
     train(None, [o.replace("name=t", "name=resumed") for o in common] + ["train.steps=2"])
     train(str(tmp_path / "resumed"), ["train.steps=4"])
@@ -183,4 +200,5 @@ def test_training_on_a_mixture_resumes_exactly_through_checkpoints(dirs, tmp_pat
     def losses(name):
         rows = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         return [r["loss"] for r in rows if "loss" in r]
+
     assert losses("straight") == losses("resumed")

@@ -1,5 +1,6 @@
 """`zoo data prepare`: text/jsonl/parquet to shards, identical for any number of
 workers, resumable, every source byte accounted for, bad input refused."""
+
 import json
 
 import numpy as np
@@ -26,8 +27,9 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prepared(corpus, tmp_path_factory):
-    return prepare(str(corpus), ByteTokenizer(), tmp_path_factory.mktemp("p") / "one", progress=False,
-                   shard_mb=SHARD_MB)
+    return prepare(
+        str(corpus), ByteTokenizer(), tmp_path_factory.mktemp("p") / "one", progress=False, shard_mb=SHARD_MB
+    )
 
 
 def documents(prepared, split):
@@ -40,7 +42,7 @@ def documents(prepared, split):
         start = 0
         for end in np.fromfile(prepared / sh["index"], dtype=np.uint64).astype(int):
             assert tokens[end - 1] == tok.eos_id
-            docs.append(tok.decode(pending + tokens[start:end - 1].tolist()))
+            docs.append(tok.decode(pending + tokens[start : end - 1].tolist()))
             pending, start = [], end
         pending += tokens[start:].tolist()
     assert not pending  # the split ends with a document end
@@ -67,7 +69,7 @@ def test_every_source_document_is_in_the_shards(corpus, prepared):
             assert text in everything
         elif text:  # a text file: its head in train, its tail in val
             head = next(d for d in train if text.startswith(d))
-            assert text[len(head):] in val
+            assert text[len(head) :] in val
     assert "\r" not in "".join(train)  # newlines normalised like Python's text mode
     held_out = m["splits"]["val"]["bytes"] / (m["splits"]["val"]["bytes"] + m["splits"]["train"]["bytes"])
     assert 0.02 < held_out < 0.1  # val_fraction 0.05
@@ -76,6 +78,7 @@ def test_every_source_document_is_in_the_shards(corpus, prepared):
 def test_bits_per_byte_counts_source_bytes_whatever_the_tokenizer(corpus, prepared, tmp_path):
     from zoo_core.commands.tokenizer import tokenizer_from_spec
     from zoo_core.tokenizers.training import train_bpe
+
     tok = tokenizer_from_spec(f"hf:{train_bpe([str(corpus)], 320, tmp_path / 'bpe.json')}")
     bpe = read_manifest(prepare(str(corpus), tok, tmp_path / "bpe", progress=False, workers=2, shard_mb=SHARD_MB))
     byte = read_manifest(prepared)
@@ -92,7 +95,7 @@ class Stop(Exception):
 def test_an_interrupted_prepare_resumes_where_it_stopped(corpus, prepared, tmp_path):
     out = tmp_path / "resumed"
 
-    def stop_after_three(rec, seen=[]):
+    def stop_after_three(rec, seen=[]):  # noqa: B006 -- the default list is the call counter
         seen.append(rec["piece"])
         if len(seen) == 3:
             raise Stop
@@ -104,8 +107,15 @@ def test_an_interrupted_prepare_resumes_where_it_stopped(corpus, prepared, tmp_p
     with pytest.raises(UserError, match="holds an interrupted prepare of other files or options"):
         prepare(str(corpus), ByteTokenizer(), out, val_fraction=0.1, progress=False, shard_mb=SHARD_MB)
     redone = []
-    prepare(str(corpus), ByteTokenizer(), out, progress=False, shard_mb=SHARD_MB, workers=2,
-            on_piece=lambda rec: redone.append(rec["piece"]))
+    prepare(
+        str(corpus),
+        ByteTokenizer(),
+        out,
+        progress=False,
+        shard_mb=SHARD_MB,
+        workers=2,
+        on_piece=lambda rec: redone.append(rec["piece"]),
+    )
     total = len(read_manifest(prepared)["splits"]["train"]["shards"])
     assert len(redone) <= total + 2 - 3 and 0 not in redone  # finished pieces were skipped
     assert read_manifest(out)["splits"] == read_manifest(prepared)["splits"]
@@ -124,6 +134,7 @@ def test_bad_input_is_refused_naming_the_file(tmp_path):
     assert read_manifest(prepare(str(bad), ByteTokenizer(), tmp_path / "o3", text_field="body", progress=False))
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     (bad / "a.jsonl").unlink()
     pq.write_table(pa.table({"content": ["x"]}), bad / "t.parquet")
     with pytest.raises(UserError, match=r"t.parquet has no 'text' column \(columns: content\)"):

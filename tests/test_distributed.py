@@ -10,6 +10,7 @@ The stateful mixer is a tiny causal EMA defined here and registered through a
 test-only distribution on PYTHONPATH, so torchrun's children find it too.
 Runs are shared between tests (module fixtures) to keep the 2-rank launches few.
 """
+
 import json
 import math
 import os
@@ -105,18 +106,44 @@ if os.environ.get("ZOO_TEST_KILL_IN_SAVE"):
 '''
 
 PLUGINS = "attention,ema_test"  # only these: other plugins in the checkout stay out of these tests
-COMMON = ["model.dim=32", "model.n_layers=2", "data.seq_len=32", "train.global_batch=4", "train.log_every=1",
-          "train.progress=false", "train.eval_every=0", "train.eval_batches=2", "train.eval_batch_size=4",
-          "optim.warmup_steps=2", "train.deterministic=true", "train.sample_tokens=0", "train.threads=1"]
+COMMON = [
+    "model.dim=32",
+    "model.n_layers=2",
+    "data.seq_len=32",
+    "train.global_batch=4",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.eval_every=0",
+    "train.eval_batches=2",
+    "train.eval_batch_size=4",
+    "optim.warmup_steps=2",
+    "train.deterministic=true",
+    "train.sample_tokens=0",
+    "train.threads=1",
+]
 # Attention, replicated (no_shard) with every other block checkpointed; samples at the end on both ranks.
-ATTN = ["model.mixer.name=attention", "model.mixer.head_dim=16", "parallel.fsdp=no_shard",
-        "parallel.activation_checkpointing=selective", "train.steps=5", "train.ckpt_every=3", "train.sample_tokens=4"]
+ATTN = [
+    "model.mixer.name=attention",
+    "model.mixer.head_dim=16",
+    "parallel.fsdp=no_shard",
+    "parallel.activation_checkpointing=selective",
+    "train.steps=5",
+    "train.ckpt_every=3",
+    "train.sample_tokens=4",
+]
 # The EMA mixer with state carried across steps, fully sharded, every block checkpointed.
-EMA = ["model.mixer.name=ema_test", "train.carry_state=true", "parallel.fsdp=full_shard",
-       "parallel.activation_checkpointing=full", "train.steps=10", "train.ckpt_every=2"]
+EMA = [
+    "model.mixer.name=ema_test",
+    "train.carry_state=true",
+    "parallel.fsdp=full_shard",
+    "parallel.activation_checkpointing=full",
+    "train.steps=10",
+    "train.ckpt_every=2",
+]
 
 
 # -- helpers -------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
@@ -152,8 +179,16 @@ def in_process(plugin_dir, monkeypatch):
 
 
 def torchrun(args, nproc=2):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "zoo_core.train", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "zoo_core.train",
+        *args,
+    ]
 
 
 def zoo(*args):
@@ -204,6 +239,7 @@ def ema_run(env, tmp_path_factory):
 
 # -- invariance ------------------------------------------------------------------------
 
+
 def test_two_ranks_equal_one_rank_with_accumulation(attn_run, in_process, tmp_path):
     # 2 ranks x micro 2 against 1 rank x micro 2 x 2 accumulation steps.
     train(None, [f"runs_dir={tmp_path}", "name=one"] + COMMON + ATTN + ["train.micro_batch=2"])
@@ -226,6 +262,7 @@ def test_carried_state_continues_the_stream(in_process, tmp_path):
     window exactly as one forward over both windows scores its second half."""
     from zoo_core.components import build_source
     from zoo_core.runs import load_run
+
     train(None, [f"runs_dir={tmp_path}", "name=c"] + COMMON + EMA + ["train.steps=2", "optim.lr=0"])
     step2 = losses(tmp_path / "c")[1]
     run = load_run(tmp_path / "c", device="cpu")
@@ -234,7 +271,7 @@ def test_carried_state_continues_the_stream(in_process, tmp_path):
     ce = torch.nn.functional.cross_entropy
     with torch.no_grad():
         logits, _ = run.model.logits(torch.cat([x0, x1], dim=1))  # one pass over both windows
-        carried = ce(logits[:, x0.shape[1]:].flatten(0, 1), y1.flatten())
+        carried = ce(logits[:, x0.shape[1] :].flatten(0, 1), y1.flatten())
         fresh_logits, _ = run.model.logits(x1)  # the second window alone, from a zero state
         fresh = ce(fresh_logits.flatten(0, 1), y1.flatten())
     assert math.isclose(step2, float(carried), rel_tol=1e-5)
@@ -243,11 +280,13 @@ def test_carried_state_continues_the_stream(in_process, tmp_path):
 
 # -- checkpoints -------------------------------------------------------------------------
 
+
 def test_exact_resume_after_kill_9(ema_run, env, tmp_path):
     args = [f"runs_dir={tmp_path}", "name=k"] + COMMON + EMA
     run_dir = tmp_path / "k"
-    proc = subprocess.Popen(torchrun(args), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        torchrun(args), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
         if checkpoint.latest(run_dir / "checkpoints") is not None and last_step(run_dir) >= 5:
@@ -265,8 +304,7 @@ def test_exact_resume_after_kill_9(ema_run, env, tmp_path):
 def test_save_killed_halfway_leaves_previous_checkpoint(ema_run, env, tmp_path):
     args = [f"runs_dir={tmp_path}", "name=s"] + COMMON + EMA
     run_dir = tmp_path / "s"
-    crash = subprocess.run(torchrun(args), env={**env, "ZOO_TEST_KILL_IN_SAVE": "6"}, capture_output=True,
-                           timeout=300)
+    crash = subprocess.run(torchrun(args), env={**env, "ZOO_TEST_KILL_IN_SAVE": "6"}, capture_output=True, timeout=300)
     assert crash.returncode != 0
     ckpts = run_dir / "checkpoints"
     assert checkpoint.latest(ckpts).name == "step-00000004"
@@ -279,18 +317,21 @@ def test_save_killed_halfway_leaves_previous_checkpoint(ema_run, env, tmp_path):
 
 
 def test_two_rank_checkpoint_loads_in_one_process(attn_run, in_process, tmp_path):
+    from safetensors.torch import load_file
+
     from zoo_core.cli import main
     from zoo_core.components import build_source
-    from zoo_core.evaluate import evaluate
     from zoo_core.distributed import World
+    from zoo_core.evaluate import evaluate
     from zoo_core.runs import load_run
-    from safetensors.torch import load_file
+
     assert checkpoint.read_meta(checkpoint.latest(attn_run / "checkpoints"))["world_size"] == 2
     # Evaluation in 1 process reproduces the 2-rank validation of the same weights.
     run = load_run(attn_run, device="cpu")
     t = run.cfg.train
-    source = build_source(run.cfg, zoo_core.registry.get_registry(), run.tokenizer, "val", t.eval_batch_size,
-                          progress=False)
+    source = build_source(
+        run.cfg, zoo_core.registry.get_registry(), run.tokenizer, "val", t.eval_batch_size, progress=False
+    )
     val = evaluate(run.model, source, World(), t.eval_batches)
     logged = [r["val_loss"] for r in records(attn_run) if "val_loss" in r][-1]
     assert math.isclose(val["loss"], logged, rel_tol=1e-6)
@@ -312,11 +353,20 @@ def test_resume_with_another_world_size_is_one_clear_error(attn_run, in_process)
 
 # -- preemption -------------------------------------------------------------------------
 
+
 def test_sigusr1_on_one_rank_stops_both_with_a_checkpoint(env, tmp_path):
     """bf16 mixed precision and hybrid sharding ride along: the same stop, other code paths."""
-    args = [f"runs_dir={tmp_path}", "name=p"] + COMMON + [
-        "model.mixer.name=ema_test", "train.steps=400", "train.ckpt_every=0",
-        "parallel.fsdp=hybrid", "parallel.mixed_precision=bf16"]
+    args = (
+        [f"runs_dir={tmp_path}", "name=p"]
+        + COMMON
+        + [
+            "model.mixer.name=ema_test",
+            "train.steps=400",
+            "train.ckpt_every=0",
+            "parallel.fsdp=hybrid",
+            "parallel.mixed_precision=bf16",
+        ]
+    )
     run_dir = tmp_path / "p"
     proc = subprocess.Popen(torchrun(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
@@ -354,16 +404,31 @@ def _worker_with_rank(parent, rank):
 
 # -- launching ------------------------------------------------------------------------------
 
+
 def test_zoo_train_nproc_builds_the_torchrun_line():
     from argparse import Namespace
+
     from zoo_core.commands.train import torchrun_command
-    one_node = torchrun_command(Namespace(nproc=8, nnodes=1, node_rank=None, rdzv_endpoint=None, rdzv_id="zoo"),
-                                "cfg.yaml", ["train.steps=5"])
-    assert one_node[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=8",
-                            "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--standalone",
-                            "-m", "zoo_core.train", "cfg.yaml", "train.steps=5"]
-    two_nodes = torchrun_command(Namespace(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="n0:29500", rdzv_id="j"),
-                                 None, [])
-    assert {"--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=n0:29500", "--rdzv-id=j", "--node-rank=1"} <= set(two_nodes)
+
+    one_node = torchrun_command(
+        Namespace(nproc=8, nnodes=1, node_rank=None, rdzv_endpoint=None, rdzv_id="zoo"), "cfg.yaml", ["train.steps=5"]
+    )
+    assert one_node[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=8",
+        "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        "--standalone",
+        "-m",
+        "zoo_core.train",
+        "cfg.yaml",
+        "train.steps=5",
+    ]
+    two_nodes = torchrun_command(
+        Namespace(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="n0:29500", rdzv_id="j"), None, []
+    )
+    assert {"--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=n0:29500", "--rdzv-id=j", "--node-rank=1"} <= set(
+        two_nodes
+    )
     with pytest.raises(UserError, match="--rdzv-endpoint"):
         torchrun_command(Namespace(nproc=8, nnodes=2, node_rank=0, rdzv_endpoint=None, rdzv_id="zoo"), None, [])

@@ -1,4 +1,5 @@
 """`zoo eval`: loss, perplexity and bits/byte on val and extra splits, at any world size."""
+
 import json
 import math
 import os
@@ -14,7 +15,6 @@ from zoo_core.evaluate import evaluate, parse_splits, split_source
 from zoo_core.registry import get_registry
 from zoo_core.runs import load_run
 
-
 TINY_RUN_EXTRA = ["train.eval_batches=2"]
 
 
@@ -26,6 +26,7 @@ def run_dir(tiny_run):
 @pytest.fixture(scope="module")
 def milton(run_dir):  # run_dir first: it points ZOO_CACHE at the shared test cache
     from zoo_core.data.milton import milton_files
+
     try:
         return milton_files()
     except UserError as exc:  # no network and no cached copy
@@ -52,7 +53,8 @@ def test_eval_reports_val_and_milton_as_table_and_json(run_dir, milton, tmp_path
     run = load_run(run_dir, device="cpu")
     src = split_source(run.cfg, get_registry(), run.tokenizer, "milton", 4)
     assert report["splits"]["milton"]["bpb"] == pytest.approx(
-        report["splits"]["milton"]["loss"] / math.log(2) / src.bytes_per_token)
+        report["splits"]["milton"]["loss"] / math.log(2) / src.bytes_per_token
+    )
     assert 0.99 < src.bytes_per_token <= 1.0
 
 
@@ -77,12 +79,34 @@ def test_an_extra_split_from_a_path_is_all_of_its_text(run_dir, tmp_path, capsys
 def test_two_ranks_give_the_numbers_of_one(run_dir, capsys):
     one = eval_json(capsys, str(run_dir), "--splits", "val", "--batches", "3", "--batch-size", "4")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-                           "-m", "zoo_core.commands.eval", str(run_dir), "--splits", "val", "--batches", "3",
-                           "--batch-size", "4", "--json", "-", "--quiet", "--device", "cpu"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node=2",
+            "-m",
+            "zoo_core.commands.eval",
+            str(run_dir),
+            "--splits",
+            "val",
+            "--batches",
+            "3",
+            "--batch-size",
+            "4",
+            "--json",
+            "-",
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    two = json.loads(proc.stdout[proc.stdout.index("{"):])
+    two = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert two["world_size"] == 2
     a, b = one["splits"]["val"], two["splits"]["val"]
     assert a["tokens"] == b["tokens"]

@@ -1,5 +1,6 @@
 """The lm-eval-harness adapter, offline: a local YAML task over a local jsonl, and
 each request type called directly and checked against plain forwards of the model."""
+
 import json
 import os
 
@@ -60,8 +61,10 @@ metric_list:
     higher_is_better: true
 """)
     out = tmp_path / "r.json"
-    assert main(["eval", str(run.path), "--tasks", "zoo_tiny_mc", "--include-path", str(tmp_path),
-                 "--json", str(out)]) == 0
+    assert (
+        main(["eval", str(run.path), "--tasks", "zoo_tiny_mc", "--include-path", str(tmp_path), "--json", str(out)])
+        == 0
+    )
     assert "zoo_tiny_mc" in capsys.readouterr().out
     acc = json.loads(out.read_text())["tasks"]["zoo_tiny_mc"]["acc"]
     # The harness asks for log p(" " + choice | question); pick the best choice ourselves.
@@ -77,8 +80,11 @@ def test_loglikelihood_and_greedy_flag(run):
     tok = run.tokenizer
     ctx = "ROMEO: "
     greedy = run.tokenizer.decode(generate(run.model, [tok.encode(ctx)], 4, temperature=0)[0])
-    reqs = [Instance("loglikelihood", {}, (ctx, greedy), 0), Instance("loglikelihood", {}, (ctx, "zzzz"), 1),
-            Instance("loglikelihood", {}, ("", "ROMEO"), 2)]
+    reqs = [
+        Instance("loglikelihood", {}, (ctx, greedy), 0),
+        Instance("loglikelihood", {}, (ctx, "zzzz"), 1),
+        Instance("loglikelihood", {}, ("", "ROMEO"), 2),
+    ]
     (lp_greedy, is_greedy), (lp_other, other_greedy), (lp_empty, _) = lm.loglikelihood(reqs)
     # The trailing space of the context moves to the continuation.
     assert lp_greedy == pytest.approx(logprob(run.model, tok.encode("ROMEO:"), tok.encode(" " + greedy)), rel=1e-5)
@@ -90,13 +96,14 @@ def test_loglikelihood_rolling_predicts_every_token_once(run):
     tok = run.tokenizer
     lm = ZooLM(run.model, tok, max_length=16)
     short, long = "Good morrow.", "Now is the winter of our discontent made glorious summer."
-    got = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (short,), 0),
-                                    Instance("loglikelihood_rolling", {}, (long,), 1)])
+    got = lm.loglikelihood_rolling(
+        [Instance("loglikelihood_rolling", {}, (short,), 0), Instance("loglikelihood_rolling", {}, (long,), 1)]
+    )
     assert got[0] == pytest.approx(logprob(run.model, [tok.eos_id], tok.encode(short)), rel=1e-5)
     # lm-eval's own window layout as the oracle: disjoint targets, full context for the last window.
     want = 0.0
     for inp, pred in get_rolling_token_windows(tok.encode(long), tok.eos_id, 16, 1):
-        ctx = inp[:len(inp) - len(pred) + 1]
+        ctx = inp[: len(inp) - len(pred) + 1]
         want += logprob(run.model, ctx, pred) if len(ctx) else 0.0
     assert got[1] == pytest.approx(want, rel=1e-5)
 
@@ -106,15 +113,20 @@ def test_generate_until_stops_before_the_until_string(run):
     lm = ZooLM(run.model, tok, max_length=32)
     free = tok.decode(generate(run.model, [tok.encode("ROMEO:")], 12, temperature=0)[0])
     stop = free[5:7]
-    got = lm.generate_until([Instance("generate_until", {}, ("ROMEO:", {"until": [stop], "max_gen_toks": 12}), 0),
-                             Instance("generate_until", {}, ("ROMEO:", {"until": ["\x00"], "max_gen_toks": 6}), 1)])
-    assert got[0] == free[:free.index(stop)]
+    got = lm.generate_until(
+        [
+            Instance("generate_until", {}, ("ROMEO:", {"until": [stop], "max_gen_toks": 12}), 0),
+            Instance("generate_until", {}, ("ROMEO:", {"until": ["\x00"], "max_gen_toks": 6}), 1),
+        ]
+    )
+    assert got[0] == free[: free.index(stop)]
     assert got[1] == free[:6]
 
 
 def test_unknown_task_is_a_user_error(run, tmp_path):
     from zoo_core.errors import UserError
     from zoo_core.lm_eval_adapter import run_tasks
+
     # include_defaults=False skips indexing lm-eval's ~15k built-in tasks (seconds of CPU).
     with pytest.raises(UserError, match="unknown lm-eval task.*no_such_task"):
         run_tasks(run, "no_such_task", include_path=str(tmp_path), include_defaults=False)

@@ -4,13 +4,12 @@ disk faults injected at every kind of write, a finished run started again.
 Each case asserts the exit status, one line on stderr without a traceback, and that
 the run on disk is unchanged or resumes to the losses of an uninterrupted run.
 """
+
 import builtins
 import errno
 import io
 import json
-import math
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,10 +19,24 @@ from zoo_core import checkpoint
 from zoo_core.cli import main
 from zoo_core.errors import EXIT_FAILED
 
-TINY = ["name=t", "model.dim=32", "model.n_layers=2", "data.seq_len=32", "train.global_batch=4", "train.steps=6",
-        "train.ckpt_every=2", "train.eval_every=0", "train.eval_batches=1", "train.eval_batch_size=4",
-        "train.sample_tokens=4", "train.progress=false", "train.log_every=1", "optim.warmup_steps=1",
-        "train.deterministic=true", "train.threads=1"]
+TINY = [
+    "name=t",
+    "model.dim=32",
+    "model.n_layers=2",
+    "data.seq_len=32",
+    "train.global_batch=4",
+    "train.steps=6",
+    "train.ckpt_every=2",
+    "train.eval_every=0",
+    "train.eval_batches=1",
+    "train.eval_batch_size=4",
+    "train.sample_tokens=4",
+    "train.progress=false",
+    "train.log_every=1",
+    "optim.warmup_steps=1",
+    "train.deterministic=true",
+    "train.threads=1",
+]
 
 
 def records(run):
@@ -57,10 +70,12 @@ def reference(tmp_path_factory):
 
 # -- NaN / inf ---------------------------------------------------------------------------
 
+
 def finite_checkpoint(ck):
     """Every tensor of a checkpoint (weights, optimizer state, RNG, carried state) is finite."""
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
     from torch.utils._pytree import tree_leaves
+
     state = _load_state_dict_from_keys(checkpoint_id=str(ck))
     tensors = [t for t in tree_leaves(state) if isinstance(t, torch.Tensor) and t.is_floating_point()]
     tensors += [t for t in load_file(str(ck / "extra-r0.safetensors")).values() if t.is_floating_point()]
@@ -71,8 +86,9 @@ def test_divergence_never_keeps_non_finite_state(tmp_path, capsys):
     """lr 1e30 blows the weights up; the guard stops with one line naming the newest checkpoint,
     and every checkpoint left holds finite weights and optimizer state."""
     run = tmp_path / "t"
-    code = main(["train", f"runs_dir={tmp_path}"] + TINY + ["optim.lr=1e30", "train.ckpt_every=1",
-                                                             "optim.warmup_steps=0"])
+    code = main(
+        ["train", f"runs_dir={tmp_path}"] + TINY + ["optim.lr=1e30", "train.ckpt_every=1", "optim.warmup_steps=0"]
+    )
     line = one_line(capsys, code, EXIT_FAILED, "nothing was saved", "optim.lr=", f"zoo train {run}")
     last = checkpoint.latest(run / "checkpoints")
     assert last is not None and str(last) in line
@@ -81,6 +97,7 @@ def test_divergence_never_keeps_non_finite_state(tmp_path, capsys):
 
 def test_nan_loss_then_resume_from_the_named_checkpoint_with_a_lower_lr(tmp_path, monkeypatch, capsys):
     from zoo_core.losses import CrossEntropyHead
+
     real = CrossEntropyHead.forward
     calls = []
 
@@ -90,6 +107,7 @@ def test_nan_loss_then_resume_from_the_named_checkpoint_with_a_lower_lr(tmp_path
         if len(calls) == 5:  # the fifth optimizer step
             out.loss = out.loss * float("nan")
         return out
+
     with monkeypatch.context() as m:
         m.setattr(CrossEntropyHead, "forward", poisoned)
         code = main(["train", f"runs_dir={tmp_path}"] + TINY)
@@ -104,6 +122,7 @@ def test_nan_loss_then_resume_from_the_named_checkpoint_with_a_lower_lr(tmp_path
 
 def test_nan_in_the_optimizer_state_is_never_saved(tmp_path, monkeypatch, capsys):
     from zoo_core import train as train_mod
+
     real = train_mod.Trainer.save
 
     def poison_then_save(self):
@@ -112,6 +131,7 @@ def test_nan_in_the_optimizer_state_is_never_saved(tmp_path, monkeypatch, capsys
                 st["exp_avg_sq"].view(-1)[0] = float("nan")
                 break
         return real(self)
+
     monkeypatch.setattr(train_mod.Trainer, "save", poison_then_save)
     line = one_line(capsys, main(["train", f"runs_dir={tmp_path}"] + TINY), EXIT_FAILED, "step-00000002")
     assert "after step 4" in line
@@ -120,18 +140,21 @@ def test_nan_in_the_optimizer_state_is_never_saved(tmp_path, monkeypatch, capsys
 
 # -- metrics.jsonl: exactly once per step ---------------------------------------------------
 
+
 class Killed(BaseException):
     """Stands in for kill -9 at a chosen point: nothing after it runs."""
 
 
 def test_killed_before_the_first_checkpoint_then_resumed_logs_each_step_once(tmp_path, monkeypatch, reference):
     from zoo_core.metrics import MetricsLog
+
     real = MetricsLog.write
 
     def die_at_step_3(self, record):
         real(self, record)
         if record.get("step") == 3:
             raise Killed()
+
     monkeypatch.setattr(MetricsLog, "write", die_at_step_3)
     with pytest.raises(Killed):
         main(["train", f"runs_dir={tmp_path}"] + TINY + ["train.ckpt_every=0"])
@@ -168,6 +191,7 @@ def test_a_finished_run_started_again_says_so_and_writes_nothing(tmp_path, capsy
 
 # -- disk faults ---------------------------------------------------------------------------
 
+
 def fail_writes(monkeypatch, err, where, after=0):
     """Opening a file for writing whose path contains `where` raises OSError(err), after `after`
     such opens succeeded. safetensors writes from Rust, so its save_file is wrapped too."""
@@ -183,24 +207,29 @@ def fail_writes(monkeypatch, err, where, after=0):
     def fake_open(file, mode="r", *args, **kwargs):
         check(file, mode)
         return real_open(file, mode, *args, **kwargs)
+
     real_save = checkpoint.save_file
 
     def fake_save(tensors, filename, *args, **kwargs):
         check(filename, "wb")
         return real_save(tensors, filename, *args, **kwargs)
+
     monkeypatch.setattr(io, "open", fake_open)
     monkeypatch.setattr(builtins, "open", fake_open)
     monkeypatch.setattr(checkpoint, "save_file", fake_save)
 
 
-@pytest.mark.parametrize("err,where,after", [
-    (errno.ENOSPC, ".tmp-step-00000004/__0_0.distcp", 0),  # a DCP shard of the second checkpoint
-    (errno.EDQUOT, "extra-r0.safetensors", 1),  # the second checkpoint's RNG state
-    (errno.EROFS, "extra-r0.json", 1),
-    (errno.EACCES, "metrics.jsonl", 3),  # the fourth record
-    (errno.ENOSPC, "config.", 0),  # the very first write of the run (config.yaml, through config.tmp)
-    (errno.EROFS, "samples", 0),  # the sample at the end
-])
+@pytest.mark.parametrize(
+    "err,where,after",
+    [
+        (errno.ENOSPC, ".tmp-step-00000004/__0_0.distcp", 0),  # a DCP shard of the second checkpoint
+        (errno.EDQUOT, "extra-r0.safetensors", 1),  # the second checkpoint's RNG state
+        (errno.EROFS, "extra-r0.json", 1),
+        (errno.EACCES, "metrics.jsonl", 3),  # the fourth record
+        (errno.ENOSPC, "config.", 0),  # the very first write of the run (config.yaml, through config.tmp)
+        (errno.EROFS, "samples", 0),  # the sample at the end
+    ],
+)
 def test_disk_fault_is_one_line_and_the_run_resumes(err, where, after, tmp_path, monkeypatch, capsys, reference):
     run = tmp_path / "t"
     with monkeypatch.context() as m:

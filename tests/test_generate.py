@@ -2,9 +2,16 @@
 
 Each installed mixer (and hybrids of them) is checked in float64 on a tiny random
 model, where any mismatch is a bug rather than rounding.
+
+Hybrids: by default a covering set of pairs, each installed mixer once as the first layer
+and once as the second (mixer i with mixer i+1, cyclically: N pairs for N mixers), plus
+attention with windowed attention. ZOO_FULL_MATRIX=1 checks every ordered pair instead
+(N*(N-1) pairs; each costs seconds on CPU).
 """
+
 import itertools
 import json
+import os
 
 import pytest
 import torch
@@ -16,7 +23,10 @@ from zoo_core.registry import get_registry
 
 VOCAB = 48
 MIXERS = get_registry().names("mixers")
-PAIRS = [list(p) for p in itertools.combinations(MIXERS, 2)]
+if os.environ.get("ZOO_FULL_MATRIX") == "1":
+    PAIRS = [list(p) for p in itertools.permutations(MIXERS, 2)]
+else:  # every mixer first once and second once
+    PAIRS = [[m, MIXERS[(i + 1) % len(MIXERS)]] for i, m in enumerate(MIXERS) if len(MIXERS) > 1]
 HYBRIDS = [["attention", {"name": "attention", "window": 4}]] + PAIRS
 
 
@@ -39,7 +49,7 @@ def greedy_reference(model, prompt, n):
         for _ in range(n):
             logits, _ = model.logits(torch.tensor([seq]))
             seq.append(int(logits[0, -1].argmax()))
-    return seq[len(prompt):]
+    return seq[len(prompt) :]
 
 
 def prompts(seed=0):
@@ -57,8 +67,9 @@ def test_greedy_equals_argmax_of_parallel_forward(mixer):
     check_greedy(tiny_model(mixer))
 
 
-@pytest.mark.parametrize("pattern", HYBRIDS, ids=lambda p: "+".join(m if isinstance(m, str) else
-                                                                       f"{m['name']}-w{m['window']}" for m in p))
+@pytest.mark.parametrize(
+    "pattern", HYBRIDS, ids=lambda p: "+".join(m if isinstance(m, str) else f"{m['name']}-w{m['window']}" for m in p)
+)
 def test_hybrid_greedy_equals_argmax_of_parallel_forward(pattern):
     check_greedy(tiny_model(pattern=pattern), n=8)
 
@@ -87,7 +98,7 @@ def test_eos_ends_a_row_and_is_kept():
     p = prompts(3)[0]
     free = generate(model, [p], 10, temperature=0)[0]
     eos = free[4]
-    assert generate(model, [p], 10, temperature=0, eos_id=eos)[0] == free[:free.index(eos) + 1]
+    assert generate(model, [p], 10, temperature=0, eos_id=eos)[0] == free[: free.index(eos) + 1]
 
 
 def test_timings_count_prefill_and_decode_separately():
@@ -120,7 +131,7 @@ def test_stop_strings_match_the_decoded_tail():
     stop = StopStrings(decode, ["\n\n", "é!"])
     assert not stop(0, list(b"abc\n"))
     assert stop(0, list(b"x" * 100 + b"abc\n\n"))
-    assert stop(0, list("caf".encode()) + list("é!".encode()))  # a two-byte character inside the stop string
+    assert stop(0, list(b"caf") + list("é!".encode()))  # a two-byte character inside the stop string
     assert cut_at_stop("ab\n\ncd", ["\n\n"]) == ("ab\n\n", True)
     assert cut_at_stop("ab\n\ncd", ["\n\n", "b"], keep=False) == ("a", True)
 
@@ -131,7 +142,7 @@ def test_stop_strings_end_generation():
     decode = lambda ids: "".join(chr(65 + i) for i in ids)  # one letter per token  # noqa: E731
     target = decode(free[3:5])
     out = generate(model, [[1, 2, 3]], 12, temperature=0, stop=StopStrings(decode, [target]))[0]
-    assert out == free[:decode(free).find(target) + 2]  # right after the first occurrence
+    assert out == free[: decode(free).find(target) + 2]  # right after the first occurrence
 
 
 def test_empty_prompt_is_an_error():

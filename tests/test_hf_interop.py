@@ -3,6 +3,7 @@ loads in AutoModelForCausalLM with equal logits (float32 and float64) and greedy
 generation; `zoo import` brings it back (and any checkpoint built from a transformers
 config) with equal logits, as a run zoo eval / generate / train accept; what does not
 map is refused in one line before anything is written."""
+
 import json
 
 import pytest
@@ -14,23 +15,51 @@ from zoo_core.testing.hf import hf_float64, make_run, require_transformers
 tf = require_transformers()
 
 BASE = ["model.dim=32", "model.n_layers=2"]
-HAWK = ["model.mixer.name=hawk", "model.mixer.expand=1.0", "model.mixer.gate_heads=4",
-        "model.mixer.reset_at_start=true", "model.block.mlp_act=gelu_tanh", "model.loss.logit_softcap=30"]
+HAWK = [
+    "model.mixer.name=hawk",
+    "model.mixer.expand=1.0",
+    "model.mixer.gate_heads=4",
+    "model.mixer.reset_at_start=true",
+    "model.block.mlp_act=gelu_tanh",
+    "model.loss.logit_softcap=30",
+]
 FAMILIES = {
-    "llama-gqa-tied": ["model.mixer.name=attention", "model.mixer.head_dim=8", "model.mixer.n_kv_heads=2",
-                       "model.mixer.rope_theta=500"],
-    "llama-untied": ["model.mixer.name=attention", "model.mixer.head_dim=16", "model.tie_embeddings=false",
-                     "model.block.mlp_bias=true"],
+    "llama-gqa-tied": [
+        "model.mixer.name=attention",
+        "model.mixer.head_dim=8",
+        "model.mixer.n_kv_heads=2",
+        "model.mixer.rope_theta=500",
+    ],
+    "llama-untied": [
+        "model.mixer.name=attention",
+        "model.mixer.head_dim=16",
+        "model.tie_embeddings=false",
+        "model.block.mlp_bias=true",
+    ],
     "mamba": ["model.mixer.name=mamba", "model.mixer.d_state=4"],
-    "mamba2-groups": ["model.mixer.name=mamba2", "model.mixer.headdim=8", "model.mixer.ngroups=2",
-                      "model.mixer.d_state=8", "model.tie_embeddings=false"],
+    "mamba2-groups": [
+        "model.mixer.name=mamba2",
+        "model.mixer.headdim=8",
+        "model.mixer.ngroups=2",
+        "model.mixer.d_state=8",
+        "model.tie_embeddings=false",
+    ],
     "hawk": HAWK + ["model.mixer.bias=true", "model.block.mlp_bias=true"],
-    "griffin": HAWK + ["model.n_layers=3", "model.pattern=[hawk, hawk, {name: attention, window: 4, head_dim: 8, "
-                                          "n_kv_heads: 1, rope_fraction: 0.5, out_bias: true}]"],
+    "griffin": HAWK
+    + [
+        "model.n_layers=3",
+        "model.pattern=[hawk, hawk, {name: attention, window: 4, head_dim: 8, "
+        "n_kv_heads: 1, rope_fraction: 0.5, out_bias: true}]",
+    ],
 }
-HF_CLASS = {"llama-gqa-tied": "LlamaForCausalLM", "llama-untied": "LlamaForCausalLM", "mamba": "MambaForCausalLM",
-            "mamba2-groups": "Mamba2ForCausalLM", "hawk": "RecurrentGemmaForCausalLM",
-            "griffin": "RecurrentGemmaForCausalLM"}
+HF_CLASS = {
+    "llama-gqa-tied": "LlamaForCausalLM",
+    "llama-untied": "LlamaForCausalLM",
+    "mamba": "MambaForCausalLM",
+    "mamba2-groups": "Mamba2ForCausalLM",
+    "hawk": "RecurrentGemmaForCausalLM",
+    "griffin": "RecurrentGemmaForCausalLM",
+}
 
 
 def rel(a, b):
@@ -60,6 +89,7 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_export_loads_in_transformers_with_equal_logits(family, exported):
     from zoo_core.runs import load_run
+
     run, out = exported[family]
     assert json.loads((out / "config.json").read_text())["architectures"] == [HF_CLASS[family]]
     zoo = load_run(run, device="cpu").model
@@ -73,6 +103,7 @@ def test_export_loads_in_transformers_with_equal_logits(family, exported):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_float64_export_equals_zoo_in_float64(family, exported, tmp_path):
     from zoo_core.runs import load_run
+
     run, _ = exported[family]
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf64"), "--dtype", "float64"]) == 0
     hf = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "hf64", dtype=torch.float64).eval()
@@ -90,6 +121,7 @@ def test_float64_export_equals_zoo_in_float64(family, exported, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_import_of_the_export_gives_back_the_same_logits(family, exported, tmp_path):
     from zoo_core.runs import load_run
+
     run, out = exported[family]
     assert main(["import", str(out), "--name", "back", "--runs-dir", str(tmp_path)]) == 0
     x = tokens(seed=1)
@@ -102,6 +134,7 @@ def test_import_of_the_export_gives_back_the_same_logits(family, exported, tmp_p
 def test_greedy_generation_in_transformers_gives_zoos_tokens(family, exported):
     from zoo_core.generate import generate
     from zoo_core.runs import load_run
+
     run, out = exported[family]
     zoo = load_run(run, device="cpu", dtype=torch.float64).model
     prompt = tokens(T=6, B=1, seed=2)
@@ -116,6 +149,7 @@ def test_greedy_generation_in_transformers_gives_zoos_tokens(family, exported):
 
 def test_bundled_byte_tokenizer_encodes_as_zoo(exported):
     from zoo_core.tokenizers import ByteTokenizer
+
     text = "ROMEO: But soft! What light — ünïcödé\n\tthrough yonder window"
     hf = tf.AutoTokenizer.from_pretrained(exported["mamba"][1])
     ids = hf.encode(text, add_special_tokens=False)
@@ -126,17 +160,27 @@ def test_bundled_byte_tokenizer_encodes_as_zoo(exported):
 
 def test_bundled_hf_tokenizer_encodes_as_zoo(tmp_path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     from zoo_core.runs import load_run
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     text = "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun. " * 4
-    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        [text],
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tok.save(str(tmp_path / "tok.json"))
-    run = make_run(tmp_path / "runs", "t", BASE + FAMILIES["mamba"] + ["data.tokenizer.name=hf",
-                                                                      f"data.tokenizer.path={tmp_path / 'tok.json'}",
-                                                                      "model.vocab_size=304"])
+    run = make_run(
+        tmp_path / "runs",
+        "t",
+        BASE
+        + FAMILIES["mamba"]
+        + ["data.tokenizer.name=hf", f"data.tokenizer.path={tmp_path / 'tok.json'}", "model.vocab_size=304"],
+    )
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     hf = tf.AutoTokenizer.from_pretrained(tmp_path / "hf")
     sample = "Juliet is the sun; what light breaks? ünïcödé"
@@ -152,6 +196,7 @@ def test_tokenizers_without_an_hf_form_are_not_bundled_and_say_so(tmp_path):
     from omegaconf import OmegaConf
 
     from zoo_core.interop import bundle_tokenizer
+
     cfg = OmegaConf.create({"data": {"tokenizer": {"name": "sentencepiece", "path": "m.model"}}})
     note = bundle_tokenizer(cfg, None, tmp_path, tf)
     assert note.startswith("tokenizer 'sentencepiece' was not bundled") and not (tmp_path / "tokenizer.json").exists()
@@ -160,7 +205,8 @@ def test_tokenizers_without_an_hf_form_are_not_bundled_and_say_so(tmp_path):
 def tiny_tokenizer_json(vocab: int) -> str:
     """A `tokenizers` file with `vocab` ids (the checkpoints built from configs have none)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())[:vocab - 1]
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())[: vocab - 1]
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[], unk_token=alphabet[0]))
     tok.add_special_tokens(["<eos>"])
     return tok.to_str()
@@ -203,20 +249,32 @@ def hf_from_config(family):
     """A transformers model built from a config (no hub), its biases and norms moved off init."""
     common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if family == "llama":
-        cfg = tf.LlamaConfig(**common, num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40,
-                             tie_word_embeddings=False)
+        cfg = tf.LlamaConfig(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            intermediate_size=40,
+            tie_word_embeddings=False,
+        )
     elif family == "mamba":
         cfg = tf.MambaConfig(**common, state_size=4, expand=2, conv_kernel=3, use_bias=True)
     elif family == "mamba2":
         cfg = tf.Mamba2Config(**common, state_size=4, expand=2, head_dim=8, num_heads=8, n_groups=4, chunk_size=4)
     else:
-        cfg = tf.RecurrentGemmaConfig(**common, num_attention_heads=4, num_key_value_heads=1, lru_width=48,
-                                      intermediate_size=80, attention_window_size=5,  # partial RoPE (0.5), its default
-                                      block_types=["recurrent", "attention", "recurrent"])
+        cfg = tf.RecurrentGemmaConfig(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            lru_width=48,
+            intermediate_size=80,
+            attention_window_size=5,  # partial RoPE (0.5), its default
+            block_types=["recurrent", "attention", "recurrent"],
+        )
     torch.manual_seed(0)
     model = tf.AutoModelForCausalLM.from_config(cfg)
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for _n, p in model.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
@@ -225,6 +283,7 @@ def hf_from_config(family):
 @pytest.mark.parametrize("family", ["llama", "mamba", "mamba2", "recurrent_gemma"])
 def test_import_of_a_transformers_model_built_from_a_config(family, tmp_path):
     from zoo_core.runs import load_run
+
     hf = hf_from_config(family)
     hf.save_pretrained(tmp_path / "src")
     (tmp_path / "src" / "tokenizer.json").write_text(tiny_tokenizer_json(64))
@@ -235,15 +294,18 @@ def test_import_of_a_transformers_model_built_from_a_config(family, tmp_path):
         assert rel(load_run(tmp_path / "runs" / "imp", device="cpu").model.logits(x)[0], ref) < 1e-5
 
 
-@pytest.mark.parametrize("overrides,words", [
-    (["model.mixer.name=mingru"], "mingru"),
-    (["model.mixer.name=hawk"], "gate_heads"),
-    (["model.mixer.name=attention", "model.mixer.window=8"], "window"),
-    (["model.mixer.name=attention", "model.mixer.position=learned"], "position"),
-    (["model.mixer.name=attention", "model.mixer.conv=3"], "conv"),
-    (["model.mixer.name=mamba", "model.loss.name=mtp"], "mtp"),
-    (HAWK + ["model.mixer.reset_at_start=false"], "reset_at_start"),
-])
+@pytest.mark.parametrize(
+    "overrides,words",
+    [
+        (["model.mixer.name=mingru"], "mingru"),
+        (["model.mixer.name=hawk"], "gate_heads"),
+        (["model.mixer.name=attention", "model.mixer.window=8"], "window"),
+        (["model.mixer.name=attention", "model.mixer.position=learned"], "position"),
+        (["model.mixer.name=attention", "model.mixer.conv=3"], "conv"),
+        (["model.mixer.name=mamba", "model.loss.name=mtp"], "mtp"),
+        (HAWK + ["model.mixer.reset_at_start=false"], "reset_at_start"),
+    ],
+)
 def test_what_does_not_map_is_refused_in_one_line_before_writing(overrides, words, tmp_path, capsys):
     run = make_run(tmp_path / "runs", "r", BASE + overrides)
     out = tmp_path / "out"
@@ -256,16 +318,45 @@ def test_what_does_not_map_is_refused_in_one_line_before_writing(overrides, word
 def test_an_imported_run_evaluates_and_trains_on(tmp_path, capsys):
     runs = tmp_path / "runs"
     from zoo_core.train import train
+
     run = make_run(runs, "base", BASE + FAMILIES["mamba"], perturb=0.1)
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     assert main(["import", str(tmp_path / "hf"), "data.seq_len=32", "--name", "ft", "--runs-dir", str(runs)]) == 0
-    result = train(str(runs / "ft"), ["train.steps=2", "train.global_batch=2", "data.seq_len=32",
-                                      "train.eval_every=0", "train.ckpt_every=2", "train.sample_tokens=0",
-                                      "train.progress=false", "train.eval_batches=1"])
+    result = train(
+        str(runs / "ft"),
+        [
+            "train.steps=2",
+            "train.global_batch=2",
+            "data.seq_len=32",
+            "train.eval_every=0",
+            "train.ckpt_every=2",
+            "train.sample_tokens=0",
+            "train.progress=false",
+            "train.eval_batches=1",
+        ],
+    )
     assert result["step"] == 2 and (runs / "ft" / "checkpoints" / "step-00000002").is_dir()
     capsys.readouterr()
-    assert main(["eval", str(runs / "ft"), "--batches", "1", "--batch-size", "1", "--seq-len", "32",
-                 "--splits", "val", "--json", "-", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(runs / "ft"),
+                "--batches",
+                "1",
+                "--batch-size",
+                "1",
+                "--seq-len",
+                "32",
+                "--splits",
+                "val",
+                "--json",
+                "-",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["step"] == 2 and report["splits"]["val"]["loss"] > 0
     assert main(["generate", str(runs / "ft"), "--prompt", "ROMEO:", "--max-tokens", "4", "--temperature", "0"]) == 0
@@ -277,9 +368,21 @@ def test_a_trained_run_exports_with_equal_logits(family, tmp_path):
     """The issue's end to end: zoo train (two steps), export, transformers, the same logits."""
     from zoo_core.runs import load_run
     from zoo_core.train import train
-    overrides = [f"runs_dir={tmp_path}", "name=t", *BASE, *FAMILIES[family], "train.steps=2", "train.global_batch=2",
-                 "data.seq_len=32", "train.eval_every=0", "train.ckpt_every=2", "train.sample_tokens=0",
-                 "train.progress=false", "train.eval_batches=1"]
+
+    overrides = [
+        f"runs_dir={tmp_path}",
+        "name=t",
+        *BASE,
+        *FAMILIES[family],
+        "train.steps=2",
+        "train.global_batch=2",
+        "data.seq_len=32",
+        "train.eval_every=0",
+        "train.ckpt_every=2",
+        "train.sample_tokens=0",
+        "train.progress=false",
+        "train.eval_batches=1",
+    ]
     train(None, overrides)
     assert main(["export", str(tmp_path / "t"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     hf = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()

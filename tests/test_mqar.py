@@ -1,5 +1,6 @@
 """The MQAR data source: Zoology's format (answers never visible), learnable only through
 the key-value binding, deterministic, resumable, with its own vocabulary."""
+
 from collections import Counter, defaultdict
 
 import pytest
@@ -46,17 +47,17 @@ def test_no_scored_answer_reappears_in_the_inputs_after_its_position(kw):
         for t in (y != -100).nonzero().flatten().tolist():
             assert int(y[t]) not in x[t:].tolist()
         # The query region holds keys and filler only: never a value at all.
-        assert not values & set(x[2 * N:].tolist())
+        assert not values & set(x[2 * N :].tolist())
 
 
 def test_filler_is_fixed_or_drawn_from_spare_keys():
     x, y = windows(source(), 5)
-    query = x[:, 2 * N:][y[:, 2 * N:] == -100]
+    query = x[:, 2 * N :][y[:, 2 * N :] == -100]
     assert set(query.tolist()) == {0}
     x, y = windows(source(random_filler=True), 20)
     for row, tgt in zip(x, y):
-        keys = set(row[0:2 * N:2].tolist())
-        filler = row[2 * N:][tgt[2 * N:] == -100].tolist()
+        keys = set(row[0 : 2 * N : 2].tolist())
+        filler = row[2 * N :][tgt[2 * N :] == -100].tolist()
         assert len(set(filler)) > 3 and all(1 <= f < 32 and f not in keys for f in filler)
     with pytest.raises(UserError, match="filler"):
         source(filler=40)  # a value id
@@ -65,13 +66,14 @@ def test_filler_is_fixed_or_drawn_from_spare_keys():
 def test_query_gaps_follow_the_power_law():
     """P(gap g) ~ (g+1)^(a-1): with a = 0.01 the first slots are queried far more often than
     the last; with a = 1 every slot equally."""
+
     def slot_counts(**kw):
         x, y = windows(source(n_streams=50, **kw), 20)
-        slots = ((y[:, 2 * N:] != -100).nonzero()[:, 1] // 2).tolist()
+        slots = ((y[:, 2 * N :] != -100).nonzero()[:, 1] // 2).tolist()
         return Counter(slots), len(slots)
+
     counts, n = slot_counts(power_a=0.01)
     n_slots = (48 - 2 * N) // 2
-    p = torch.arange(1, n_slots + 1, dtype=torch.float64) ** (0.01 - 1)
     # Slot 0 is drawn first with probability p0 / sum(p), and has 4 chances; it is queried in most windows.
     assert counts[0] > 0.6 * 1000 and counts[0] > 5 * counts[n_slots - 1]
     uniform, n = slot_counts(power_a=1.0)
@@ -84,18 +86,20 @@ def _blind_predictor_accuracy(train, held_out):
     values (by rank) appear anywhere in the inputs after the context before it. It predicts a
     value rank with a table fitted on the training windows (majority vote per feature cell),
     scored on held-out windows."""
+
     def cells(x, y):
         for row, tgt in zip(x.tolist(), y.tolist()):
-            keys, values = row[0:2 * N:2], row[1:2 * N:2]
+            keys, values = row[0 : 2 * N : 2], row[1 : 2 * N : 2]
             key_rank = {k: r for r, k in enumerate(sorted(keys))}
             value_rank = {v: r for r, v in enumerate(sorted(values))}
             order = 0
             for t, target in enumerate(tgt):
                 if target == -100:
                     continue
-                seen = frozenset(value_rank[v] for v in row[2 * N:t] if v in value_rank)
+                seen = frozenset(value_rank[v] for v in row[2 * N : t] if v in value_rank)
                 yield (key_rank[row[t]], order, seen), value_rank[target]
                 order += 1
+
     table = defaultdict(Counter)
     for feature, answer in cells(*train):
         table[feature][answer] += 1
@@ -117,6 +121,7 @@ def test_learnability_bound_without_the_binding_is_chance():
         t = (y != -100).nonzero()
         x[t[:, 0], (t[:, 1] + 1).clamp(max=x.shape[1] - 1)] = y[t[:, 0], t[:, 1]]
         return x, y
+
     acc_leaky, _ = _blind_predictor_accuracy(leaky(*train), leaky(*held_out))
     assert acc_leaky > 0.45  # (1/4 + 1/3 + 1/2 + 1) / 4 = 0.52 by elimination
 
@@ -124,9 +129,11 @@ def test_learnability_bound_without_the_binding_is_chance():
 def test_vocabulary_is_the_sources_own():
     """8192 ids as in Zoology, whatever the tokenizer (bytes: 259); the model is sized from it."""
     from omegaconf import OmegaConf
+
     from zoo_core.components import model_vocab
     from zoo_core.config import load_config, resolve
     from zoo_core.registry import get_registry
+
     assert MQARConfig().vocab == 8192
     src = MQARSource(MQARConfig(num_kv_pairs=8), tokenizer=ByteTokenizer(), split="train", seq_len=64, n_streams=8)
     x, y = src.batch(list(range(8)))

@@ -1,5 +1,6 @@
 """`zoo new-plugin`: every kind renders; a scaffold installs, passes its own tests,
 and a new mixer written into it trains and generates through the ordinary CLI."""
+
 import os
 import subprocess
 import sys
@@ -28,11 +29,14 @@ def test_every_kind_renders_complete_python(tmp_path):
         assert f'my_{kind} = "zoo_my_{kind}"' in (tmp_path / kind / "pyproject.toml").read_text()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["new-plugin", "My-Mixer"], "must be lowercase letters, digits and _"),
-    (["new-plugin", "attention"], "already registered by zoo-attention"),
-    (["new-plugin", "fresh", "--kind", "mixr"], "--kind mixr is not one of mixer, block, loss, data"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["new-plugin", "My-Mixer"], "must be lowercase letters, digits and _"),
+        (["new-plugin", "attention"], "already registered by zoo-attention"),
+        (["new-plugin", "fresh", "--kind", "mixr"], "--kind mixr is not one of mixer, block, loss, data"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -104,7 +108,7 @@ class SelectiveEma(Mixer):
         return self.dim * self.w_in.weight.element_size()
 '''
 
-NEW_INIT = '''
+NEW_INIT = """
 from zoo_core import hookimpl
 
 from zoo_ci_mixer.mixer import CiMixerConfig, CiMixerMixer
@@ -117,7 +121,7 @@ zoo_api = 1
 def register_mixers(register):
     register("ci_mixer", CiMixerMixer, CiMixerConfig, "the scaffold's EMA")
     register("ci_selective", SelectiveEma, SelectiveEmaConfig, "EMA with an input-dependent decay")
-'''
+"""
 
 
 def overlay_venv(root: Path) -> Path:
@@ -149,11 +153,26 @@ def test_scaffold_install_test_check_train_generate_uninstall(tmp_path):
     installed = False
     try:
         # 3. pip install (editable, no network), then each package passes its own tests as generated.
-        run("-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check",
-            *[x for p in pkgs.values() for x in ("-e", str(p))])
+        run(
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            *[x for p in pkgs.values() for x in ("-e", str(p))],
+        )
         installed = True
-        tests = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
-                    *[str(p / "tests") for p in pkgs.values()])
+        tests = run(
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--import-mode=importlib",
+            *[str(p / "tests") for p in pkgs.values()],
+        )
         assert " passed" in tests.stdout and "failed" not in tests.stdout
         # 2. implement a new mixer in the mixer package (editable: live at once).
         pkg = pkgs["mixer"] / "zoo_ci_mixer"
@@ -167,11 +186,26 @@ def test_scaffold_install_test_check_train_generate_uninstall(tmp_path):
         assert "0 failed" in check.stdout
         # 5. train 20 steps with the new mixer, the scaffolded block and loss.
         runs = tmp_path / "runs"
-        run(*zoo, "train", f"runs_dir={runs}", "name=e2e", "model.mixer.name=ci_selective",
-            "model.block.name=ci_block", "model.loss.name=ci_loss", "model.dim=32", "model.n_layers=2",
-            "data.seq_len=32", "train.global_batch=4", "train.steps=20", "train.eval_every=0",
-            "train.eval_batches=2", "train.eval_batch_size=4", "train.sample_tokens=8", "train.progress=false",
-            "train.log_every=5")
+        run(
+            *zoo,
+            "train",
+            f"runs_dir={runs}",
+            "name=e2e",
+            "model.mixer.name=ci_selective",
+            "model.block.name=ci_block",
+            "model.loss.name=ci_loss",
+            "model.dim=32",
+            "model.n_layers=2",
+            "data.seq_len=32",
+            "train.global_batch=4",
+            "train.steps=20",
+            "train.eval_every=0",
+            "train.eval_batches=2",
+            "train.eval_batch_size=4",
+            "train.sample_tokens=8",
+            "train.progress=false",
+            "train.log_every=5",
+        )
         config = (runs / "e2e" / "config.yaml").read_text()
         assert "ci_selective" in config and "bias_init" in config and "z_loss" in config
         # 6. generate a few tokens from the run.

@@ -1,6 +1,7 @@
 """`zoo launch` against a real one-node Slurm cluster (tests/slurm/start-cluster.sh; CI starts it).
 
 Skips with the reason when no cluster is reachable; CI starts one, so there it runs."""
+
 import json
 import shutil
 import subprocess
@@ -24,13 +25,38 @@ def cluster_up() -> str:
 
 pytestmark = pytest.mark.skipif(bool(cluster_up()), reason=cluster_up() or "ok")
 
-TINY = ["model.dim=32", "model.n_layers=2", "data.seq_len=32", "train.global_batch=4", "train.eval_every=0",
-        "train.sample_tokens=0", "train.progress=false", "train.log_every=1", "optim.warmup_steps=2"]
+TINY = [
+    "model.dim=32",
+    "model.n_layers=2",
+    "data.seq_len=32",
+    "train.global_batch=4",
+    "train.eval_every=0",
+    "train.sample_tokens=0",
+    "train.progress=false",
+    "train.log_every=1",
+    "optim.warmup_steps=2",
+]
 
 
 def launch(tmp_path, *args):
-    r = subprocess.run([sys.executable, "-m", "zoo_core.cli", "launch", f"runs_dir={tmp_path}", *TINY, *args,
-                        "--tasks-per-node", "2", "--time", "10"], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoo_core.cli",
+            "launch",
+            f"runs_dir={tmp_path}",
+            *TINY,
+            *args,
+            "--tasks-per-node",
+            "2",
+            "--time",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout.split()[-1]
 

@@ -3,6 +3,7 @@ submitit's LocalExecutor, which starts it through submitit's own job entry point
 signal handlers installed, as on a Slurm node), two tasks as two gloo ranks. A preemption signal to
 a task (SIGUSR2: submitit's; SIGTERM: Slurm's) stops both ranks after the same step with one
 checkpoint, and rank 0 says where to resume (docs/guarantees.md, docs/launch.md)."""
+
 import json
 import os
 import signal
@@ -17,10 +18,22 @@ from zoo_core import checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-RUN = ["model.dim=32", "model.n_layers=2", "data.seq_len=32", "train.global_batch=4", "train.steps=400",
-       "train.ckpt_every=0", "train.eval_every=0", "train.eval_batches=1", "train.eval_batch_size=4",
-       "train.sample_tokens=0", "train.progress=false", "train.log_every=1", "optim.warmup_steps=1",
-       "train.threads=1"]
+RUN = [
+    "model.dim=32",
+    "model.n_layers=2",
+    "data.seq_len=32",
+    "train.global_batch=4",
+    "train.steps=400",
+    "train.ckpt_every=0",
+    "train.eval_every=0",
+    "train.eval_batches=1",
+    "train.eval_batch_size=4",
+    "train.sample_tokens=0",
+    "train.progress=false",
+    "train.log_every=1",
+    "optim.warmup_steps=1",
+    "train.threads=1",
+]
 
 
 def steps(run):
@@ -55,8 +68,9 @@ def torch_loaded(pid):
         return False
 
 
-@pytest.mark.parametrize("sig,to,early", [(signal.SIGUSR2, [1], False), (signal.SIGTERM, [0, 1], False),
-                                          (signal.SIGUSR2, [1], True)])
+@pytest.mark.parametrize(
+    "sig,to,early", [(signal.SIGUSR2, [1], False), (signal.SIGTERM, [0, 1], False), (signal.SIGUSR2, [1], True)]
+)
 def test_preemption_signal_to_a_task_saves_one_checkpoint_on_both_ranks(sig, to, early, tmp_path, monkeypatch):
     """early: the signal comes while the task imports torch (zoo's handler is set by then); it is kept,
     and both ranks stop after the first step."""
@@ -75,8 +89,11 @@ def test_preemption_signal_to_a_task_saves_one_checkpoint_on_both_ranks(sig, to,
     try:
         deadline = time.time() + 240
         if early:
-            while not (len(pids := tasks(job._process.pid)) == 2 and all(map(torch_loaded, pids.values()))) \
-                    and not job.done() and time.time() < deadline:
+            while (
+                not (len(pids := tasks(job._process.pid)) == 2 and all(map(torch_loaded, pids.values())))
+                and not job.done()
+                and time.time() < deadline
+            ):
                 time.sleep(0.005)
             assert steps(run) == [], "training started before the signal"
         while not early and len(steps(run)) < 2 and not job.done() and time.time() < deadline:

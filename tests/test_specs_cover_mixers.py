@@ -3,6 +3,7 @@
 benchmark (benchmarks/recall/zoology-fig2-cpu.yaml). A row counts as zoo would run it: each
 (task, architecture, size) cell is resolved through the registry (presets and patterns
 expanded, n_layers applied) and its layers' mixers are read off the resolved model."""
+
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,12 @@ from zoo_core.config import layer_mixers, load_config, resolve
 from zoo_core.registry import get_registry
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = ["benchmarks/scaling/cpu-tiny.yaml", "benchmarks/scaling/demo.yaml",
-         "benchmarks/recall/zoology-fig2-cpu.yaml"]
+SPECS = ["benchmarks/scaling/cpu-tiny.yaml", "benchmarks/scaling/demo.yaml", "benchmarks/recall/zoology-fig2-cpu.yaml"]
 
 
 def in_repo_distributions():
     import tomllib
+
     return {tomllib.loads(p.read_text())["project"]["name"] for p in (ROOT / "plugins").glob("*/pyproject.toml")}
 
 

@@ -1,4 +1,5 @@
 """zoo throughput: measured step, FLOPs from the mixers' own counts, CSV output."""
+
 import csv
 import subprocess
 import sys
@@ -30,8 +31,25 @@ def test_sweep_doubles_until_the_limit():
 
 def test_cli_writes_csv(tmp_path):
     out = tmp_path / "tp.csv"
-    r = subprocess.run([sys.executable, "-m", "zoo_core.cli", "throughput", *TINY, "--micro-batch", "2",
-                        "--warmup", "1", "--repeats", "1", "--csv", str(out)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoo_core.cli",
+            "throughput",
+            *TINY,
+            "--micro-batch",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--csv",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(out.open()))
     assert rows[0]["mixers"] == "attention" and float(rows[0]["tokens_per_s"]) > 0

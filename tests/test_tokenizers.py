@@ -1,5 +1,6 @@
 """Tokenizers: every registered kind round-trips text; files are fingerprinted by
 content; missing files, bad files and missing libraries get one clear line."""
+
 import json
 import pickle
 import shutil
@@ -13,8 +14,14 @@ from zoo_core.data.synthetic import write_corpus
 from zoo_core.errors import UserError
 from zoo_core.registry import get_registry
 
-SAMPLES = ["Hello, world!\n", "  two  spaces\tand a tab\n\n\nparagraphs ", "héllo wörld — naïve café",
-           "漢字とかな 🙂 mixed with ascii", "a", "<|endoftext|> is ordinary text here"]
+SAMPLES = [
+    "Hello, world!\n",
+    "  two  spaces\tand a tab\n\n\nparagraphs ",
+    "héllo wörld — naïve café",
+    "漢字とかな 🙂 mixed with ascii",
+    "a",
+    "<|endoftext|> is ordinary text here",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +31,36 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
     corpus = write_corpus(root / "corpus", 60_000, kinds=("text", "jsonl"))
     tok_json, ranks = root / "bpe.json", root / "bpe.tiktoken"
-    assert main(["tokenizer", "train", "--vocab", "400", str(corpus), "--out", str(tok_json),
-                 "--tiktoken", str(ranks)]) == 0
+    assert (
+        main(["tokenizer", "train", "--vocab", "400", str(corpus), "--out", str(tok_json), "--tiktoken", str(ranks)])
+        == 0
+    )
     import sentencepiece as spm
-    spm.SentencePieceTrainer.train(input=str(corpus / "book0.txt"), model_prefix=str(root / "sp"), vocab_size=400,
-                                   model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
-                                   remove_extra_whitespaces=False, hard_vocab_limit=False, minloglevel=2,
-                                   allow_whitespace_only_pieces=True, split_by_whitespace=False)
+
+    spm.SentencePieceTrainer.train(
+        input=str(corpus / "book0.txt"),
+        model_prefix=str(root / "sp"),
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        allow_whitespace_only_pieces=True,
+        split_by_whitespace=False,
+    )
     return {"corpus": corpus, "hf": tok_json, "tiktoken": ranks, "sentencepiece": root / "sp.model", "root": root}
 
 
 @pytest.fixture(scope="module")
 def tokenizers(files):
-    return {"bytes": tokenizer_from_spec("bytes"), "hf": tokenizer_from_spec(f"hf:{files['hf']}"),
-            "sentencepiece": tokenizer_from_spec(f"sentencepiece:{files['sentencepiece']}"),
-            "tiktoken": tokenizer_from_spec(f"tiktoken:{files['tiktoken']}")}
+    return {
+        "bytes": tokenizer_from_spec("bytes"),
+        "hf": tokenizer_from_spec(f"hf:{files['hf']}"),
+        "sentencepiece": tokenizer_from_spec(f"sentencepiece:{files['sentencepiece']}"),
+        "tiktoken": tokenizer_from_spec(f"tiktoken:{files['tiktoken']}"),
+    }
 
 
 def test_every_tokenizer_is_registered():
@@ -65,7 +87,7 @@ def test_trained_bpe_learns_merges(files, tokenizers):
 
 
 def test_tokenizers_pickle_as_their_config(tokenizers):
-    for name, tok in tokenizers.items():
+    for _name, tok in tokenizers.items():
         clone = pickle.loads(pickle.dumps(tok))
         assert clone.encode(SAMPLES[2]) == tok.encode(SAMPLES[2]) and clone.fingerprint == tok.fingerprint
 
@@ -123,7 +145,10 @@ def test_a_missing_library_names_the_pip_command(files, monkeypatch):
 
 
 def test_cli_train_refuses_a_tiny_vocab_and_info_prints(files, capsys):
-    assert main(["tokenizer", "train", "--vocab", "100", str(files["corpus"]), "--out", str(files["root"] / "x.json")]) == 2
+    assert (
+        main(["tokenizer", "train", "--vocab", "100", str(files["corpus"]), "--out", str(files["root"] / "x.json")])
+        == 2
+    )
     assert "--vocab 100 is too small" in capsys.readouterr().err
     assert main(["tokenizer", "info", f"hf:{files['hf']}", "--text", "café"]) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
 """The single-process loop: it learns, logs, checkpoints, resumes and samples."""
+
 import json
 
 from zoo_core.train import train
@@ -24,7 +25,7 @@ def test_training_writes_the_run_directory(tmp_path, tiny_overrides):
 
 
 def test_loss_drops_on_shakespeare(tmp_path, tiny_overrides):
-    out = train(None, tiny_overrides + ["train.steps=40", "optim.lr=1e-2", "train.eval_every=0"])
+    train(None, tiny_overrides + ["train.steps=40", "optim.lr=1e-2", "train.eval_every=0"])
     losses = [r["loss"] for r in records(tmp_path / "t") if "loss" in r]
     assert losses[-1] < losses[0] - 1.0
 

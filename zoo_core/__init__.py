@@ -1,5 +1,14 @@
-"""zoo-core: interfaces, plugin registry, config and the one training loop."""
+"""zoo-core: interfaces, plugin registry, config and the one training loop.
+
+The rooms (contracts here at the top, `loop/`, the default plugins and the
+batteries) are drawn in docs/architecture.md; tests/test_layering.py keeps them apart.
+"""
+
 import pluggy
+
+from zoo_core import _aliases
+
+_aliases.install()  # old module paths (zoo_core.train, zoo_core.runs, ...) keep working
 
 __version__ = "0.1.0"
 

@@ -1,82 +1,28 @@
 """The `zoo` command.
 
-Each subcommand is a module in `zoo_core.commands` with `add_parser(sub)`;
-the CLI discovers them, so adding a command touches no shared file.
+Every subcommand is registered through the `register_commands` hook: the built-in
+ones by the default plugin `zoo_core.commands.plugin`, others by any installed plugin.
+A built-in command is dispatched from a registry of that plugin alone (no torch, no
+third-party imports: `zoo train` starts as fast as before); `zoo --help`, `zoo` and any
+other name load every plugin, so a third-party command is found and listed.
 Every user mistake ends as one line, `zoo: <problem and fix>`, with exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
-import pkgutil
 import sys
-import warnings
-from typing import Callable, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from zoo_core.errors import (EXIT_FAILED, EXIT_INTERRUPTED, StoppedBeforeStart, UserError, did_you_mean,
-                             disk_error_message, find_disk_error)
-
-
-def _one_line_warnings() -> None:
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"zoo: warning: {message}", file=sys.stderr)
-    warnings.showwarning = show
-    # DCP says this on every single-process save/load; it is the intended mode there.
-    warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+from zoo_core.errors import UserError, did_you_mean
+from zoo_core.loop.guard import _lost_peer, _one_line_warnings, run_guarded  # noqa: F401  (zoo_core.cli.run_guarded is public)
 
 
-def run_guarded(fn: Callable[[], object]) -> int:
-    """Run a command; user errors become one line and exit 2, never a traceback."""
-    _one_line_warnings()
-    try:
-        fn()
-        return 0
-    except UserError as exc:
-        if str(exc):  # ranks other than 0 raise the same error without a message
-            print(f"zoo: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("zoo: interrupted before training started; nothing was saved or changed", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except StoppedBeforeStart as exc:
-        import signal
-        print(f"zoo: preempted: stopped by {signal.Signals(exc.signum).name} before training started; "
-              f"nothing was saved or changed; run the same command again to start the run as it is", file=sys.stderr)
-        return exc.exit_code
-    except SystemExit:
-        raise
-    except Exception as exc:
-        disk = find_disk_error(exc)
-        if disk is not None:
-            print(f"zoo: {disk_error_message(disk)}", file=sys.stderr)
-            return EXIT_FAILED
-        code = getattr(exc, "exit_code", None)
-        if code is None and _lost_peer(exc):
-            rank = os.environ.get("RANK", "?")
-            print(f"zoo: rank {rank} stopped: another rank failed first (its message says why)", file=sys.stderr)
-            return EXIT_FAILED
-        if code is None:
-            raise
-        if str(exc):  # a collective stop prints its line once, on rank 0
-            print(f"zoo: {exc}", file=sys.stderr)
-        return code
-
-
-def _lost_peer(exc: BaseException) -> bool:
-    """Under torchrun: a collective that failed because another rank exited."""
-    if "RANK" not in os.environ:
-        return False
-    import torch.distributed as dist
-    text = str(exc)
-    return isinstance(exc, getattr(dist, "DistError", ())) or any(
-        s in text for s in ("Connection closed by peer", "Connection reset by peer", "remote worker"))
-
-
-def table(rows: List[List[str]], header: List[str]) -> str:
+def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header).rstrip(), fmt.format(*["-" * w for w in widths])]
     lines += [fmt.format(*[str(c) for c in r]).rstrip() for r in rows]
     return "\n".join(lines)
 
@@ -99,16 +45,62 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}; see {self.prog} --help")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import zoo_core.commands as commands
-    p = Parser(prog="zoo", description="Language-model architecture research with plugins.")
+#: The default plugin holding the built-in commands (zoo_core.registry.DEFAULT_PLUGINS lists it).
+BUILTIN_COMMANDS_PLUGIN = "zoo_core.commands.plugin"
+
+
+def command_registry(argv: Sequence[str]) -> Any:
+    """The registry to build the parser from. A built-in command, `zoo` and `zoo --help` use
+    the built-in commands alone (no torch, no plugin imported: as fast as before); any other
+    name loads every plugin, so that a third-party command runs (or a typo gets a suggestion)."""
+    from zoo_core.registry import DEFAULT_PLUGINS, build_registry, get_registry
+
+    if BUILTIN_COMMANDS_PLUGIN in DEFAULT_PLUGINS:
+        light = build_registry(default_plugins=(BUILTIN_COMMANDS_PLUGIN,), entry_points=False)
+        if not argv or argv[0].startswith("-") or argv[0] in light.names("commands"):
+            return light
+    return get_registry()
+
+
+def version() -> str:
+    """`zoo <version> (torch <version>)`, from package metadata: imports no torch."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    from zoo_core import __version__
+
+    try:
+        torch_version = dist_version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"zoo {__version__} (torch {torch_version})"
+
+
+def build_parser(registry: Any = None) -> argparse.ArgumentParser:
+    """`zoo`'s parser, one subparser per registered command."""
+    if registry is None:
+        from zoo_core.registry import get_registry
+
+        registry = get_registry()
+    p = Parser(
+        prog="zoo",
+        description="Language-model architecture research with plugins.",
+        epilog="Plugins may add commands: zoo plugins lists every installed plugin and its commands.",
+    )
+    p.add_argument("--version", action="store_true", help="print zoo's and torch's versions")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
-        importlib.import_module(f"zoo_core.commands.{mod}").add_parser(sub)
+    for entry in registry.entries("commands"):
+        entry.factory(sub)
+    for name, _claimants in registry.conflicts("commands").items():
+
+        def refuse(args, _name=name):
+            raise UserError(registry.conflict_message("commands", _name))
+
+        sub.add_parser(name, help="(registered twice: see zoo plugins)").set_defaults(fn=refuse)
     return p
 
 
-def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Options and `key=value` overrides in any order: a command's own parser reads its
     arguments intermixed (`zoo train model.dim=32 --nproc 2 cfg.yaml` is fine)."""
     choices = parser._subparsers._group_actions[0].choices if parser._subparsers else {}  # type: ignore[union-attr]
@@ -123,19 +115,24 @@ def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespac
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, registry: Any = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(registry if registry is not None else command_registry(argv))
     commands = sorted(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     if argv and not argv[0].startswith("-") and argv[0] not in commands:
-        print(f"zoo: unknown command '{argv[0]}'{did_you_mean(argv[0], commands)} "
-              f"(commands: {', '.join(commands)})", file=sys.stderr)
+        print(
+            f"zoo: unknown command '{argv[0]}'{did_you_mean(argv[0], commands)} (commands: {', '.join(commands)})",
+            file=sys.stderr,
+        )
         return 2
     try:
         args = parse(parser, argv)
     except UsageError as exc:
         print(f"zoo: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "version", False) and not getattr(args, "fn", None):
+        print(version())
+        return 0
     if not getattr(args, "fn", None):
         parser.print_help()
         return 0 if not argv else 2

@@ -6,17 +6,20 @@ Component sections (`model.mixer`, `model.block`, `model.loss`,
 `{name: ..., **options}`; once the name is resolved in the registry, the
 options are validated against that plugin's config dataclass.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, cast
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo_core.errors import UserError, did_you_mean, nearest
+from zoo_core.registry import SINGULAR
 
 
 @dataclass
@@ -24,32 +27,32 @@ class ModelConfig:
     dim: int = 256
     n_layers: int = 4
     #: The mixer used by every layer, unless `pattern` is set.
-    mixer: Dict[str, Any] = field(default_factory=lambda: {"name": "attention"})
+    mixer: dict[str, Any] = field(default_factory=lambda: {"name": "attention"})
     #: Hybrids: a per-layer list repeated up to n_layers, e.g.
     #: [hawk, hawk, {name: attention, window: 128}]. Entries named like `mixer`
     #: inherit its options.
-    pattern: Optional[List[Any]] = None
+    pattern: list[Any] | None = None
     #: A registered preset (e.g. griffin) that sets the model keys it names.
-    preset: Optional[str] = None
-    block: Dict[str, Any] = field(default_factory=lambda: {"name": "prenorm"})
-    loss: Dict[str, Any] = field(default_factory=lambda: {"name": "cross_entropy"})
+    preset: str | None = None
+    block: dict[str, Any] = field(default_factory=lambda: {"name": "prenorm"})
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "cross_entropy"})
     tie_embeddings: bool = True
     norm_eps: float = 1e-5
     init_std: float = 0.02
     #: Derived from the tokenizer (rounded up to a multiple of 8) when unset.
-    vocab_size: Optional[int] = None
+    vocab_size: int | None = None
 
 
 @dataclass
 class DataConfig:
-    source: Dict[str, Any] = field(default_factory=lambda: {"name": "corpus"})
-    tokenizer: Dict[str, Any] = field(default_factory=lambda: {"name": "bytes"})
+    source: dict[str, Any] = field(default_factory=lambda: {"name": "corpus"})
+    tokenizer: dict[str, Any] = field(default_factory=lambda: {"name": "bytes"})
     seq_len: int = 256
     #: Shorthand for a weighted mixture of corpora, {books: 0.7, code: 0.3}: the same as
     #: source: {name: mixture, sources: {...}} (keys are prepared directories or corpora).
-    sources: Optional[Dict[str, float]] = None
+    sources: dict[str, float] | None = None
     #: Where prepared shards are cached; default ~/.cache/zoo (or $ZOO_CACHE).
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -70,7 +73,7 @@ class TrainConfig:
     #: Sequences per optimizer step, over all ranks and accumulation steps.
     global_batch: int = 32
     #: Sequences per forward on one rank; default: global_batch / world size.
-    micro_batch: Optional[int] = None
+    micro_batch: int | None = None
     seed: int = 0
     device: str = "auto"
     #: Carry recurrent state across steps, per stream (truncated BPTT).
@@ -104,7 +107,7 @@ class ParallelConfig:
     #: none | full | selective (every other block).
     activation_checkpointing: str = "none"
     #: CPU float32 linear layers: auto (oneDNN or aten per shape, by a cached measurement,
-    #: zoo_core/cpu_linear.py) | onednn | aten.
+    #: zoo_core/loop/cpu/linear.py) | onednn | aten.
     cpu_linear: str = "auto"
 
 
@@ -138,9 +141,9 @@ CHOICES = {
 #: inclusive; None leaves that side open (finite numbers only). docs/config.md lists the same ranges.
 #: The upper ends only catch typos (a size or count no run could reach), so that
 #: nothing impossible is ever allocated; the model as a whole is checked against
-#: the machine's memory before it is built (zoo_core/validate.py).
+#: the machine's memory before it is built (zoo_core/loop/validate.py).
 MAX_COUNT = 10**9
-RANGES: Dict[str, tuple] = {
+RANGES: dict[str, tuple[float, float | None, str]] = {
     "model.dim": (1, 2**20, "the hidden size"),
     "model.n_layers": (1, 10**5, "the number of blocks"),
     "model.norm_eps": (0.0, 1.0, "the final RMSNorm epsilon"),
@@ -175,6 +178,7 @@ EXCLUSIVE_HIGH = {"optim.beta1", "optim.beta2"}
 
 # -- reading -----------------------------------------------------------------
 
+
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
@@ -182,8 +186,10 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     try:
         return OmegaConf.from_dotlist(list(overrides))
     except Exception as exc:  # OmegaConf's own errors, and YAML's on a value like {
-        raise UserError(f"could not parse overrides {' '.join(overrides)}: {_first_line(exc)}; "
-                        f"quote YAML values, e.g. 'model.pattern=[attention, hawk]'") from None
+        raise UserError(
+            f"could not parse overrides {' '.join(overrides)}: {_first_line(exc)}; "
+            f"quote YAML values, e.g. 'model.pattern=[attention, hawk]'"
+        ) from None
 
 
 def read_yaml(path: str | Path) -> DictConfig:
@@ -204,48 +210,57 @@ def check_keys(user: Any, schema: type = RunConfig, prefix: str = "") -> None:
     if not isinstance(user, (dict, DictConfig)):
         return
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    for key in user:
+    keys: list[Any] = list(user)
+    for key in keys:
         full = f"{prefix}{key}"
         if key not in fields:
             best = nearest(key, fields)
             hint = f"; did you mean '{prefix}{best}'?" if best else ""
-            raise UserError(f"unknown config key '{full}'{hint} "
-                            f"(valid keys under {prefix.rstrip('.') or 'the top level'}: {', '.join(fields)})")
+            raise UserError(
+                f"unknown config key '{full}'{hint} "
+                f"(valid keys under {prefix.rstrip('.') or 'the top level'}: {', '.join(fields)})"
+            )
         sub = _dataclass_type(fields[key])
         if sub is not None:
             check_keys(user[key], sub, f"{full}.")
 
 
-def _dataclass_type(f: dataclasses.Field) -> Optional[type]:
+def _dataclass_type(f: dataclasses.Field[Any]) -> type | None:
     return f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
 
 
 def merge(layers: Sequence[Any]) -> DictConfig:
     """Merge config layers over the defaults. A layer that renames a component
     (say model.mixer.name=hawk) drops the options lower layers gave the old one."""
-    cfg = OmegaConf.structured(RunConfig)
+    cfg: DictConfig = OmegaConf.structured(RunConfig)
     for layer in layers:
         check_keys(layer)
-        layer = OmegaConf.create(OmegaConf.to_container(layer)) if isinstance(layer, DictConfig) else OmegaConf.create(layer)
-        for (section, key) in COMPONENTS:
+        layer = (
+            OmegaConf.create(OmegaConf.to_container(layer))
+            if isinstance(layer, DictConfig)
+            else OmegaConf.create(layer)
+        )
+        layer = cast(DictConfig, layer)  # a mapping: read_yaml and parse_overrides return one
+        for section, key in COMPONENTS:
             new = OmegaConf.select(layer, f"{section}.{key}")
             if isinstance(new, str):  # shorthand: model.mixer=hawk
                 layer[section][key] = {"name": new}
                 new = layer[section][key]
             if new is not None and not isinstance(new, DictConfig):
-                raise UserError(f"{section}.{key}={new} is neither a name nor {{name: ..., options}}; "
-                                f"write it like {section}.{key}.name=<name>")
+                raise UserError(
+                    f"{section}.{key}={new} is neither a name nor {{name: ..., options}}; "
+                    f"write it like {section}.{key}.name=<name>"
+                )
             if new is not None and "name" in new and new.name != cfg[section][key].get("name"):
                 cfg[section][key] = {}
         try:
-            cfg = OmegaConf.merge(cfg, layer)
+            cfg = cast(DictConfig, OmegaConf.merge(cfg, layer))
         except OmegaConfBaseException as exc:
             raise UserError(_omegaconf_message(exc)) from None
     for (section, key), allowed in CHOICES.items():
         value = cfg[section][key]
         if value not in allowed:
-            raise UserError(f"{section}.{key}={value} is not one of {', '.join(allowed)}"
-                            f"{did_you_mean(value, allowed)}")
+            raise UserError(f"{section}.{key}={value} is not one of {', '.join(allowed)}{did_you_mean(value, allowed)}")
     check_ranges(cfg)
     return cfg
 
@@ -253,6 +268,7 @@ def merge(layers: Sequence[Any]) -> DictConfig:
 def check_ranges(cfg: Any) -> None:
     """Every numeric field inside its documented range, before anything uses it."""
     import math
+
     for key, (low, high, what) in RANGES.items():
         value = OmegaConf.select(cfg, key)
         if value is None:
@@ -264,8 +280,10 @@ def check_ranges(cfg: Any) -> None:
         too_low = value <= low if key in EXCLUSIVE_LOW else value < low
         too_high = high is not None and (value >= high if key in EXCLUSIVE_HIGH else value > high)
         if too_low or too_high:
-            raise UserError(f"{key}={value} is out of range: {key} is {what} and must be {_range_text(key)} "
-                            f"(docs/config.md lists every range)")
+            raise UserError(
+                f"{key}={value} is out of range: {key} is {what} and must be {_range_text(key)} "
+                f"(docs/config.md lists every range)"
+            )
 
 
 def _range_text(key: str) -> str:
@@ -277,8 +295,8 @@ def _range_text(key: str) -> str:
     return f"{lo} and {hi}"
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
-    layers: List[Any] = []
+def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    layers: list[Any] = []
     if path:
         layers.append(read_yaml(path))
     layers.append(parse_overrides(overrides))
@@ -287,7 +305,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
 
 # -- resolving plugin options --------------------------------------------------
 
-def validate_options(kind_label: str, options: Dict[str, Any], config_cls: Optional[type]) -> Dict[str, Any]:
+
+def validate_options(kind_label: str, options: dict[str, Any], config_cls: type | None) -> dict[str, Any]:
     """Validate a component's options against its dataclass; return them with defaults filled."""
     name = options.get("name")
     rest = {k: v for k, v in options.items() if k != "name"}
@@ -298,16 +317,23 @@ def validate_options(kind_label: str, options: Dict[str, Any], config_cls: Optio
     valid = [f.name for f in dataclasses.fields(config_cls)]
     for key in rest:
         if key not in valid:
-            raise UserError(f"unknown option '{key}' for {kind_label} '{name}'{did_you_mean(key, valid)} "
-                            f"(valid options: {', '.join(valid) or 'none'})")
+            raise UserError(
+                f"unknown option '{key}' for {kind_label} '{name}'{did_you_mean(key, valid)} "
+                f"(valid options: {', '.join(valid) or 'none'})"
+            )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(config_cls), rest)
     except OmegaConfBaseException as exc:
         raise UserError(f"{kind_label} '{name}': {_omegaconf_message(exc)}") from None
-    return {"name": name, **OmegaConf.to_container(merged, resolve=True)}
+    return {"name": name, **_plain(merged, resolve=True)}
 
 
-def to_dataclass(options: Dict[str, Any], config_cls: Optional[type]) -> Any:
+def _plain(node: Any, resolve: bool = False) -> dict[str, Any]:
+    """A mapping node as a plain dict (OmegaConf types the result as any container)."""
+    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=resolve))
+
+
+def to_dataclass(options: dict[str, Any], config_cls: type | None) -> Any:
     """The plugin's config object for resolved options."""
     if config_cls is None:
         return None
@@ -320,7 +346,7 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
 
     Returns a new config in which each component holds all of its options, so the
     config written to the run directory says exactly what was trained."""
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg))  # plain, so plugin keys fit
+    cfg = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg)))  # plain, so plugin keys fit
     model = cfg.model
     if model.preset:
         preset = registry.get("presets", model.preset).factory
@@ -332,27 +358,30 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
             if model[key] == defaults[key]:
                 model[key] = value
     if cfg.data.sources:
-        source = OmegaConf.to_container(cfg.data.source)
+        source = _plain(cfg.data.source)
         if source.get("name") not in ("corpus", "mixture"):
-            raise UserError(f"data.sources mixes corpora, but data.source.name is '{source.get('name')}'; "
-                            f"remove one of the two")
+            raise UserError(
+                f"data.sources mixes corpora, but data.source.name is '{source.get('name')}'; remove one of the two"
+            )
         rest = {k: v for k, v in source.items() if k not in ("name", "path", "sources")}
         cfg.data.source = {"name": "mixture", **rest, "sources": OmegaConf.to_container(cfg.data.sources)}
         cfg.data.sources = None
     for (section, key), kind in COMPONENTS.items():
-        opts = OmegaConf.to_container(cfg[section][key])
+        opts = _plain(cfg[section][key])
         if not opts.get("name"):
-            raise UserError(f"{section}.{key}.name is missing; set it, e.g. {section}.{key}.name=<one of: "
-                            f"{', '.join(registry.names(kind))}>")
+            raise UserError(
+                f"{section}.{key}.name is missing; set it, e.g. {section}.{key}.name=<one of: "
+                f"{', '.join(registry.names(kind))}>"
+            )
         entry = registry.get(kind, opts["name"])
-        cfg[section][key] = validate_options(f"{SINGULAR_LABEL[kind]}", opts, entry.config_cls)
+        cfg[section][key] = validate_options(SINGULAR[kind], opts, entry.config_cls)
     if model.pattern is not None:
         if len(model.pattern) == 0:
             raise UserError("model.pattern is empty; list at least one mixer, or set it to null")
-        base = OmegaConf.to_container(model.mixer)
+        base = _plain(model.mixer)
         resolved = []
         for item in model.pattern:
-            entry_opts = {"name": item} if isinstance(item, str) else OmegaConf.to_container(item)
+            entry_opts: Any = {"name": item} if isinstance(item, str) else OmegaConf.to_container(item)
             if not isinstance(entry_opts, dict) or "name" not in entry_opts:
                 raise UserError(f"model.pattern entry {item} needs a name, e.g. {{name: attention, window: 128}}")
             if entry_opts["name"] == base["name"]:
@@ -363,16 +392,13 @@ def resolve(cfg: DictConfig, registry: Any) -> DictConfig:
     return cfg
 
 
-SINGULAR_LABEL = {"mixers": "mixer", "blocks": "block", "losses": "loss",
-                  "data": "data source", "tokenizers": "tokenizer"}
-
-
-def layer_mixers(model_cfg: Any) -> List[Dict[str, Any]]:
+def layer_mixers(model_cfg: Any) -> list[dict[str, Any]]:
     """The resolved mixer options for each of the n_layers layers."""
     if model_cfg.pattern is None:
-        return [OmegaConf.to_container(model_cfg.mixer) if not isinstance(model_cfg.mixer, dict)
-                else dict(model_cfg.mixer)] * model_cfg.n_layers
-    pattern = [OmegaConf.to_container(p) if not isinstance(p, dict) else p for p in model_cfg.pattern]
+        return [
+            _plain(model_cfg.mixer) if not isinstance(model_cfg.mixer, dict) else dict(model_cfg.mixer)
+        ] * model_cfg.n_layers
+    pattern = [_plain(p) if not isinstance(p, dict) else p for p in model_cfg.pattern]
     return [pattern[i % len(pattern)] for i in range(model_cfg.n_layers)]
 
 
@@ -384,6 +410,7 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
 
 
 # -- messages -------------------------------------------------------------------
+
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

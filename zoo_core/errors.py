@@ -1,7 +1,9 @@
 """User-facing errors: one line that names the problem and the fix, exit status 2."""
+
 import difflib
 import errno
-from typing import Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Any
 
 
 class UserError(Exception):
@@ -14,7 +16,7 @@ class RegistryError(UserError):
     """Conflicting or broken plugins."""
 
 
-def nearest(word: str, choices: Iterable[str]) -> Optional[str]:
+def nearest(word: str, choices: Iterable[str]) -> str | None:
     """The closest valid choice to a mistyped word, or None."""
     found = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
     return found[0] if found else None
@@ -30,6 +32,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 #: signal with a checkpoint saved (EX_TEMPFAIL: run the same command again to resume),
 #: 130 interrupted before training started (nothing saved, nothing to resume).
 EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED, EXIT_INTERRUPTED = 1, 2, 75, 130
+#: Set by `zoo_core.launch.run_torchrun` for its workers: rank 0 writes the preemption there, so the
+#: launcher can exit "preempted" while torchrun sees every worker succeed. A contract, so that
+#: importing the launcher (a Slurm task unpickling `TrainTask`) imports no torch before its
+#: signal handlers are set.
+STATUS_ENV = "ZOO_LAUNCH_STATUS"
 
 
 class Preempted(Exception):
@@ -52,16 +59,16 @@ class StoppedBeforeStart(BaseException):
         self.signum = signum
 
 
-def stop_before_start(signum, frame) -> None:
+def stop_before_start(signum: int, frame: object) -> None:
     """A signal handler for a single process before the loop runs (the loop installs its own)."""
     raise StoppedBeforeStart(signum)
 
 
 #: Under torchrun or in a Slurm task: a preemption signal that came before the loop ran.
-early_signal: List[int] = []
+early_signal: list[int] = []
 
 
-def keep_for_the_loop(signum, frame) -> None:
+def keep_for_the_loop(signum: int, frame: object) -> None:
     """The handler for one of N ranks before the loop runs: every rank must stop after the same
     step, so the signal is kept, and the loop sums it over ranks after its first step and saves
     one checkpoint, as for a signal while training."""
@@ -79,11 +86,11 @@ DISK_FIXES = {
 }
 
 
-def find_disk_error(exc: BaseException) -> Optional[OSError]:
+def find_disk_error(exc: BaseException) -> OSError | None:
     """The disk fault (ENOSPC, EDQUOT, EROFS, EACCES, EPERM) behind an exception, if any:
     DCP wraps a rank's OSError in a CheckpointException, others chain it."""
     seen = set()
-    todo = [exc]
+    todo: list[BaseException | None] = [exc]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
@@ -100,7 +107,24 @@ def find_disk_error(exc: BaseException) -> Optional[OSError]:
 
 
 def disk_error_message(err: OSError) -> str:
+    """For an OSError that `find_disk_error` returned (its errno is one of DISK_FIXES)."""
     path = err.filename or "a file"
-    name = errno.errorcode.get(err.errno, str(err.errno))
-    return (f"cannot write {path} ({name}): {DISK_FIXES[err.errno]}; then run the same command again: "
-            f"checkpoints and metrics.jsonl are written so that the previous checkpoint stays intact and resumable")
+    code = err.errno if err.errno is not None else -1
+    name = errno.errorcode.get(code, str(err.errno))
+    fix = DISK_FIXES.get(code, "check the disk and the directory's permissions")
+    return (
+        f"cannot write {path} ({name}): {fix}; then run the same command again: "
+        f"checkpoints and metrics.jsonl are written so that the previous checkpoint stays intact and resumable"
+    )
+
+
+def require(module: str, what: str) -> Any:
+    """Import an optional library, or say in one line how to install it."""
+    try:
+        import importlib
+
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(
+            f"{what} needs the '{module}' package; run: pip install 'zoo-core[data]' (or pip install {module})"
+        ) from None

@@ -6,16 +6,20 @@ have the batch as their first dimension. The core can then detach it between
 training steps, select or concatenate rows, and checkpoint it, without knowing
 what is inside (see `zoo_core.state`).
 """
+
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 State = Any  # a pytree of tensors, batch first
+
+#: The target a loss skips (a data source's unscored positions): PyTorch's cross-entropy default.
+IGNORE_INDEX = -100
 
 
 class Mixer(nn.Module):
@@ -50,11 +54,10 @@ class Mixer(nn.Module):
         self.dim = dim
         self.config = config
 
-    def forward(self, x: Tensor, state: State = None, return_state: bool = False
-                ) -> Tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: State = None, return_state: bool = False) -> tuple[Tensor, State]:
         raise NotImplementedError
 
-    def step(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         y, state = self.forward(x[:, None], state, return_state=True)
         return y[:, 0], state
 
@@ -69,8 +72,9 @@ class Mixer(nn.Module):
 
     def reset_parameters(self) -> None:
         for m in self.children():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
 
 
 class Block(nn.Module):
@@ -101,10 +105,10 @@ class HeadOutput:
 
     loss: Tensor
     n_tokens: int
-    metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Set by `LanguageModel.forward` after a `custom_backward` head ran its own
     #: backward: (trunk output h, d loss / d h); the loop finishes with h.backward.
-    trunk_grad: Optional[Tuple[Tensor, Tensor]] = None
+    trunk_grad: tuple[Tensor, Tensor] | None = None
 
 
 class Head(nn.Module):
@@ -139,11 +143,11 @@ class Tokenizer(abc.ABC):
     """Text <-> token ids. `fingerprint` changes whenever the mapping does."""
 
     vocab_size: int
-    bos_id: Optional[int] = None
-    eos_id: Optional[int] = None
+    bos_id: int | None = None
+    eos_id: int | None = None
 
     @abc.abstractmethod
-    def encode(self, text: str) -> List[int]: ...
+    def encode(self, text: str) -> list[int]: ...
 
     @abc.abstractmethod
     def decode(self, ids: Sequence[int]) -> str: ...
@@ -174,14 +178,39 @@ class DataSource(abc.ABC):
     bytes_per_token: float = 1.0
 
     @abc.abstractmethod
-    def batch(self, stream_ids: Sequence[int]) -> Tuple[Tensor, Tensor]: ...
+    def batch(self, stream_ids: Sequence[int]) -> tuple[Tensor, Tensor]: ...
 
     @abc.abstractmethod
-    def state_dict(self) -> Dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    def load_state_dict(self, state: Dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-    def metrics(self, logits: Tensor, targets: Tensor) -> Dict[str, float]:
+    def metrics(self, logits: Tensor, targets: Tensor) -> dict[str, float]:
         """Extra evaluation metrics for this data (e.g. recall accuracy)."""
         return {}
+
+
+class Tracker(abc.ABC):
+    """A mirror of metrics.jsonl (TensorBoard, wandb, ...), registered through `register_trackers`.
+
+    On rank 0 the loop calls `check(cfg)` for every tracker whose `wanted(cfg)` is true before
+    training (a missing library is one line, `UserError`), then builds it with the step the run
+    resumes from and calls `log` with each record's numbers. metrics.jsonl stays the record."""
+
+    @classmethod
+    @abc.abstractmethod
+    def wanted(cls, cfg: Any) -> bool:
+        """Whether this run asks for the tracker (for the core's: train.tensorboard, train.wandb)."""
+
+    @classmethod  # noqa: B027 -- an optional hook: the default accepts every run
+    def check(cls, cfg: Any) -> None:
+        """Raise `zoo_core.errors.UserError` when the tracker cannot run (a library missing)."""
+
+    @abc.abstractmethod
+    def __init__(self, run_dir: Any, cfg: Any, step: int) -> None:
+        """Start logging after `step` (0 for a fresh run; on a resume, drop what lies past it)."""
+
+    @abc.abstractmethod
+    def log(self, numbers: dict[str, float], step: int) -> None:
+        """One record's numeric values at `step`."""

@@ -1,13 +1,14 @@
 """The plugin registry: pluggy over the entry-point group `zoo`.
 
 Plugins are modules named by `[project.entry-points.zoo]`. Each implements
-hooks from `zoo_core.hookspecs`. The core's own defaults (`zoo_core.builtins`)
-register through the same hooks, as pytest's built-in plugins do.
+hooks from `zoo_core.hookspecs`. The core's own defaults (`DEFAULT_PLUGINS`, one
+module each) register through the same hooks, as pytest's built-in plugins do.
 
 Two distributions registering the same name do not stop zoo: only a command
 that resolves that name fails, with one line naming both and how to choose
 (uninstall one, or set ZOO_PREFER=<distribution>[,<distribution>...]).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,26 +17,43 @@ import importlib.metadata as md
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 import pluggy
 
 from zoo_core import PLUGIN_API_VERSION, __version__, hookspecs
 from zoo_core.errors import RegistryError, UserError, did_you_mean
 
-KINDS = {
-    "mixers": "register_mixers",
-    "blocks": "register_blocks",
-    "losses": "register_losses",
-    "data": "register_data_sources",
-    "tokenizers": "register_tokenizers",
-    "presets": "register_presets",
-    "exports": "register_exports",
+#: The one table of component kinds: kind -> (hook in zoo_core.hookspecs, what one item is called).
+KIND_TABLE = {
+    "mixers": ("register_mixers", "mixer"),
+    "blocks": ("register_blocks", "block"),
+    "losses": ("register_losses", "loss"),
+    "data": ("register_data_sources", "data source"),
+    "tokenizers": ("register_tokenizers", "tokenizer"),
+    "presets": ("register_presets", "preset"),
+    "exports": ("register_exports", "export"),
+    "trackers": ("register_trackers", "tracker"),
+    "commands": ("register_commands", "command"),
 }
-SINGULAR = {"mixers": "mixer", "blocks": "block", "losses": "loss", "data": "data source",
-            "tokenizers": "tokenizer", "presets": "preset", "exports": "export"}
+KINDS = {kind: hook for kind, (hook, _) in KIND_TABLE.items()}
+SINGULAR = {kind: singular for kind, (_, singular) in KIND_TABLE.items()}
+#: The core's own plugins, loaded by module name before any entry point, registered through
+#: the same hooks as third-party plugins (pytest's `default_plugins`, llm's `default_plugins/`).
+#: Each shows in `zoo plugins` as `zoo-core.<name>` (blocks, losses, data, ...); a third-party plugin can replace any
+#: name they register (ZOO_PREFER picks between two claimants), and deleting a battery's folder
+#: leaves the others working (its plugin is reported as not loaded).
+DEFAULT_PLUGINS = (
+    "zoo_core.defaults.blocks",
+    "zoo_core.defaults.losses",
+    "zoo_core.data.plugin",
+    "zoo_core.tokenizers.plugin",
+    "zoo_core.trackers.plugin",
+    "zoo_core.commands.plugin",
+)
 ENTRY_POINT_GROUP = "zoo"
 #: Distributions that win a name registered twice (comma-separated).
 PREFER_ENV = "ZOO_PREFER"
@@ -52,7 +70,7 @@ class Entry:
     kind: str
     name: str
     factory: Any
-    config_cls: Optional[type]
+    config_cls: type | None
     description: str
     plugin: str
     distribution: str
@@ -64,34 +82,36 @@ class PluginInfo:
     name: str
     distribution: str
     version: str
-    registered: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+    registered: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 class Registry:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager("zoo")
         self.pm.add_hookspecs(hookspecs)
-        self.plugins: Dict[str, PluginInfo] = {}
-        self.failed: Dict[str, str] = {}
-        self._items: Dict[str, Dict[str, Entry]] = {k: {} for k in KINDS}
+        self.plugins: dict[str, PluginInfo] = {}
+        self.failed: dict[str, str] = {}
+        self._items: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         #: Names registered by more than one distribution, with every claimant.
-        self._conflicts: Dict[str, Dict[str, List[Entry]]] = {k: {} for k in KINDS}
+        self._conflicts: dict[str, dict[str, list[Entry]]] = {k: {} for k in KINDS}
 
     # -- loading ---------------------------------------------------------
     def add_plugin(self, module: Any, name: str, distribution: str, version: str) -> None:
         wanted = getattr(module, "zoo_api", PLUGIN_API_VERSION)
         if wanted != PLUGIN_API_VERSION:
-            self._fail(name, distribution,
-                       f"built for zoo plugin API {wanted}, but zoo-core {__version__} "
-                       f"provides API {PLUGIN_API_VERSION}; upgrade the plugin or zoo-core")
+            self._fail(
+                name,
+                distribution,
+                f"built for zoo plugin API {wanted}, but zoo-core {__version__} "
+                f"provides API {PLUGIN_API_VERSION}; upgrade the plugin or zoo-core",
+            )
             return
         self.pm.register(module, name=name)
         self.plugins[name] = PluginInfo(name, distribution, version)
 
     def _fail(self, name: str, distribution: str, why: str) -> None:
         self.failed[name] = why
-        warnings.warn(f"zoo plugin '{name}' ({distribution}) was not loaded: {why}",
-                      PluginWarning, stacklevel=3)
+        warnings.warn(f"zoo plugin '{name}' ({distribution}) was not loaded: {why}", PluginWarning, stacklevel=3)
 
     def collect(self) -> None:
         """Ask every loaded plugin to register its items, one plugin at a time,
@@ -105,13 +125,13 @@ class Registry:
                 except Exception as exc:  # a plugin bug must not take the others down
                     self._fail(info.name, info.distribution, f"{type(exc).__name__}: {exc}")
 
-    def _registrar(self, kind: str, info: PluginInfo) -> Callable:
-        def register(name: str, factory: Any, config_cls: Optional[type] = None,
-                     description: str = "") -> None:
+    def _registrar(self, kind: str, info: PluginInfo) -> Callable[..., None]:
+        def register(name: str, factory: Any, config_cls: type | None = None, description: str = "") -> None:
             entry = Entry(kind, name, factory, config_cls, description, info.name, info.distribution, info.version)
             info.registered.setdefault(kind, []).append(name)
-            claimants = self._conflicts[kind].get(name) or ([self._items[kind][name]] if name in self._items[kind]
-                                                            else [])
+            claimants = self._conflicts[kind].get(name) or (
+                [self._items[kind][name]] if name in self._items[kind] else []
+            )
             if not claimants:
                 self._items[kind][name] = entry
                 return
@@ -123,19 +143,20 @@ class Registry:
             else:
                 self._items[kind].pop(name, None)
                 self._conflicts[kind][name] = claimants
+
         return register
 
     # -- queries ---------------------------------------------------------
-    def names(self, kind: str) -> List[str]:
+    def names(self, kind: str) -> list[str]:
         return sorted(self._items[kind])
 
-    def entries(self, kind: str) -> List[Entry]:
+    def entries(self, kind: str) -> list[Entry]:
         return [self._items[kind][n] for n in self.names(kind)]
 
     def has(self, kind: str, name: str) -> bool:
         return name in self._items[kind] or name in self._conflicts[kind]
 
-    def conflicts(self, kind: str) -> Dict[str, List[Entry]]:
+    def conflicts(self, kind: str) -> dict[str, list[Entry]]:
         return dict(self._conflicts[kind])
 
     def get(self, kind: str, name: str) -> Entry:
@@ -148,33 +169,36 @@ class Registry:
 
     def conflict_message(self, kind: str, name: str) -> str:
         dists = [c.distribution for c in self._conflicts[kind][name]]
-        return (f"{SINGULAR[kind]} '{name}' is registered by {len(dists)} distributions: {' and '.join(dists)}; "
-                f"uninstall one (pip uninstall {dists[-1]}), or choose one with {PREFER_ENV}={dists[0]}")
+        return (
+            f"{SINGULAR[kind]} '{name}' is registered by {len(dists)} distributions: {' and '.join(dists)}; "
+            f"uninstall one (pip uninstall {dists[-1]}), or choose one with {PREFER_ENV}={dists[0]}"
+        )
 
     def unknown_message(self, kind: str, name: str) -> str:
         installed = self.names(kind)
-        msg = (f"unknown {SINGULAR[kind]} '{name}'{did_you_mean(name, installed)} "
-               f"(installed {kind}: {', '.join(installed) or 'none'})")
+        msg = (
+            f"unknown {SINGULAR[kind]} '{name}'{did_you_mean(name, installed)} "
+            f"(installed {kind}: {', '.join(installed) or 'none'})"
+        )
         plugin_dir = _catalog().get(name)
         if plugin_dir:
-            msg += (f"; '{name}' comes with zoo-{plugin_dir}: "
-                    f"pip install ./plugins/{plugin_dir} (in a zoo checkout)")
+            msg += f"; '{name}' comes with zoo-{plugin_dir}: pip install ./plugins/{plugin_dir} (in a zoo checkout)"
         else:
             msg += "; install the plugin that provides it with pip (zoo plugins lists what is installed)"
         return msg
 
 
-def _preferred() -> List[str]:
+def _preferred() -> list[str]:
     return [d.strip() for d in os.environ.get(PREFER_ENV, "").split(",") if d.strip()]
 
 
 @lru_cache(maxsize=1)
-def _catalog() -> Dict[str, str]:
+def _catalog() -> dict[str, str]:
     data = json.loads((Path(__file__).parent / "catalog.json").read_text())
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def _entry_points_to_load() -> List[md.EntryPoint]:
+def _entry_points_to_load() -> list[md.EntryPoint]:
     eps = list(md.entry_points(group=ENTRY_POINT_GROUP))
     if os.environ.get("ZOO_DISABLE_PLUGIN_AUTOLOAD"):
         wanted = {p.strip() for p in os.environ.get("ZOO_PLUGINS", "").split(",") if p.strip()}
@@ -182,12 +206,20 @@ def _entry_points_to_load() -> List[md.EntryPoint]:
     return eps
 
 
-def build_registry() -> Registry:
+def build_registry(default_plugins: Sequence[str] = DEFAULT_PLUGINS, entry_points: bool = True) -> Registry:
+    """The core's default plugins (by module name), then every installed plugin's entry point."""
     reg = Registry()
-    builtins = importlib.import_module("zoo_core.builtins")
-    reg.add_plugin(builtins, "zoo-core", "zoo-core", __version__)
+    for module_name in default_plugins:
+        parts = module_name.split(".")
+        name = "zoo-core." + (parts[-2] if parts[-1] == "plugin" else parts[-1])
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a removed or broken battery: the rest still works
+            reg._fail(name, "zoo-core", f"{type(exc).__name__}: {exc}")
+            continue
+        reg.add_plugin(module, name, "zoo-core", __version__)
     seen = set()
-    for ep in _entry_points_to_load():
+    for ep in _entry_points_to_load() if entry_points else []:
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
         if ep.name in seen:  # the same distribution found twice on sys.path
@@ -203,7 +235,7 @@ def build_registry() -> Registry:
     return reg
 
 
-_REGISTRY: Optional[Registry] = None
+_REGISTRY: Registry | None = None
 
 
 def get_registry(refresh: bool = False) -> Registry:

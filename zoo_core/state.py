@@ -1,5 +1,7 @@
 """Generic operations on mixer states (pytrees of batch-first tensors)."""
-from typing import Any, Callable, Sequence
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils._pytree import tree_map
@@ -7,7 +9,7 @@ from torch.utils._pytree import tree_map
 State = Any
 
 
-def map_state(fn: Callable, state: State) -> State:
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
     return tree_map(lambda t: fn(t) if isinstance(t, torch.Tensor) else t, state)
 
 

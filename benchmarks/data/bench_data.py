@@ -6,6 +6,7 @@ peak memory while preparing generated corpora of growing size.
 Everything is generated under a temporary directory (or --work) and removed.
 Each prepare runs in a fresh process, so its peak RSS (and its workers') is its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,41 +49,65 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {system}"
 
 
 def bench_prepare(work: Path, size_mb: int, spec: str, workers: int) -> dict:
     from zoo_core.data.synthetic import write_big_text
+
     src = write_big_text(work / f"src-{size_mb}", size_mb << 20, file_bytes=min(size_mb, 64) << 20)
     out = work / f"prep-{size_mb}-{spec.split(':')[0]}"
-    res = subprocess.run([sys.executable, "-c", PREPARE_CHILD, str(src), str(out), spec, str(workers)],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", PREPARE_CHILD, str(src), str(out), spec, str(workers)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stats = json.loads(res.stdout.strip().splitlines()[-1])
     shutil.rmtree(src)
     shutil.rmtree(out)
-    stats.update(size_mb=size_mb, tokenizer=spec.split(":")[0], workers=workers,
-                 mb_per_s=stats["source_bytes"] / 2 ** 20 / stats["wall_s"])
+    stats.update(
+        size_mb=size_mb,
+        tokenizer=spec.split(":")[0],
+        workers=workers,
+        mb_per_s=stats["source_bytes"] / 2**20 / stats["wall_s"],
+    )
     return stats
 
 
 def bench_loader(work: Path, G: int, T: int, seconds: float) -> dict:
     import numpy as np  # noqa: F401
+
     from zoo_core.data.corpus import CorpusConfig, CorpusSource
     from zoo_core.data.mixture import MixtureConfig, MixtureSource
     from zoo_core.data.prepare import prepare
     from zoo_core.data.synthetic import write_big_text
     from zoo_core.tokenizers import ByteTokenizer
+
     tok = ByteTokenizer()
     dirs = []
     for i in range(2):
         src = write_big_text(work / f"load-src{i}", 48 << 20, file_bytes=8 << 20, seed=i)
         dirs.append(prepare(str(src), tok, work / f"load{i}", progress=False, workers=2, shard_mb=4))
     out = {}
-    for name, make in (("corpus", lambda: CorpusSource(CorpusConfig(path=str(dirs[0])), tokenizer=tok, split="train",
-                                                         seq_len=T, n_streams=G)),
-                       ("mixture", lambda: MixtureSource(MixtureConfig(sources={str(dirs[0]): 0.7, str(dirs[1]): 0.3}),
-                                                         tokenizer=tok, split="train", seq_len=T, n_streams=G))):
+    for name, make in (
+        (
+            "corpus",
+            lambda: CorpusSource(CorpusConfig(path=str(dirs[0])), tokenizer=tok, split="train", seq_len=T, n_streams=G),
+        ),
+        (
+            "mixture",
+            lambda: MixtureSource(
+                MixtureConfig(sources={str(dirs[0]): 0.7, str(dirs[1]): 0.3}),
+                tokenizer=tok,
+                split="train",
+                seq_len=T,
+                n_streams=G,
+            ),
+        ),
+    ):
         src = make()
         t, n = time.perf_counter(), 0
         while time.perf_counter() - t < seconds:  # includes hashing each shard on first touch (verify=lazy)
@@ -100,8 +125,21 @@ def bench_loader(work: Path, G: int, T: int, seconds: float) -> dict:
 def bench_training(work: Path, steps: int) -> float:
     """tokens/s of the default model (attention, dim 256, 4 layers, 32 x 256 tokens a step) on this CPU."""
     from zoo_core.train import train
-    train(None, [f"runs_dir={work}", "name=t", f"train.steps={steps}", "train.eval_every=0", "train.ckpt_every=0",
-                 "train.sample_tokens=0", "train.log_every=1", "train.progress=false", "train.eval_batches=1"])
+
+    train(
+        None,
+        [
+            f"runs_dir={work}",
+            "name=t",
+            f"train.steps={steps}",
+            "train.eval_every=0",
+            "train.ckpt_every=0",
+            "train.sample_tokens=0",
+            "train.log_every=1",
+            "train.progress=false",
+            "train.eval_batches=1",
+        ],
+    )
     rows = [json.loads(l) for l in (work / "t" / "metrics.jsonl").read_text().splitlines()]
     tps = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]  # the first step warms up
     return sum(tps) / len(tps)
@@ -122,32 +160,45 @@ def main() -> None:
         # Prepares first, while this process is small: workers' peak RSS counts pages shared at fork.
         prep = [bench_prepare(work, s, "bytes", args.workers) for s in args.sizes_mb]
         if args.hf_mb:
-            from zoo_core.tokenizers.training import train_bpe
             from zoo_core.data.synthetic import write_big_text
+            from zoo_core.tokenizers.training import train_bpe
+
             tok_json = train_bpe([str(write_big_text(work / "tok-src", 4 << 20))], 4096, work / "bpe.json")
             prep.append(bench_prepare(work, args.hf_mb, f"hf:{tok_json}", args.workers))
         loader = bench_loader(work, G=32, T=256, seconds=3.0)
         training = bench_training(work, args.train_steps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    lines = [f"# Data pipeline on CPU", "",
-             f"Machine: {machine()}. Shared with other jobs while measured, so timings are noisy.",
-             f"Command: `python benchmarks/data/bench_data.py {' '.join(sys.argv[1:])}`", "",
-             "## Loader throughput (32 streams x 256 tokens per batch, bytes tokenizer, 4 MB shards)", "",
-             "| source | first pass, incl. sha256 of each shard on first read (tokens/s) | steady (tokens/s) |",
-             "|---|---|---|"]
+    lines = [
+        "# Data pipeline on CPU",
+        "",
+        f"Machine: {machine()}. Shared with other jobs while measured, so timings are noisy.",
+        f"Command: `python benchmarks/data/bench_data.py {' '.join(sys.argv[1:])}`",
+        "",
+        "## Loader throughput (32 streams x 256 tokens per batch, bytes tokenizer, 4 MB shards)",
+        "",
+        "| source | first pass, incl. sha256 of each shard on first read (tokens/s) | steady (tokens/s) |",
+        "|---|---|---|",
+    ]
     for name, r in loader.items():
         lines.append(f"| {name} | {r['first_pass_tok_s']:,.0f} | {r['steady_tok_s']:,.0f} |")
-    lines += ["", f"Training consumes {training:,.0f} tokens/s here (default model: attention, dim 256, 4 layers, "
-                  f"32 x 256 tokens per step, mean of {args.train_steps - 1} steps after the first): the corpus loader "
-                  f"reads {loader['corpus']['steady_tok_s'] / training:,.0f}x faster, the mixture "
-                  f"{loader['mixture']['steady_tok_s'] / training:,.0f}x.", "",
-              f"## Prepare: peak memory does not grow with the corpus ({args.workers} workers, 64 MB shards)", "",
-              "| corpus | tokenizer | shards | wall (s) | MB/s | peak RSS main (MB) | peak RSS largest worker (MB) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Training consumes {training:,.0f} tokens/s here (default model: attention, dim 256, 4 layers, "
+        f"32 x 256 tokens per step, mean of {args.train_steps - 1} steps after the first): the corpus loader "
+        f"reads {loader['corpus']['steady_tok_s'] / training:,.0f}x faster, the mixture "
+        f"{loader['mixture']['steady_tok_s'] / training:,.0f}x.",
+        "",
+        f"## Prepare: peak memory does not grow with the corpus ({args.workers} workers, 64 MB shards)",
+        "",
+        "| corpus | tokenizer | shards | wall (s) | MB/s | peak RSS main (MB) | peak RSS largest worker (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in prep:
-        lines.append(f"| {r['size_mb']:,} MB generated text | {r['tokenizer']} | {r['shards']} | {r['wall_s']:.1f} | "
-                     f"{r['mb_per_s']:.1f} | {r['main_rss_mb']:.0f} | {r['worker_rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['size_mb']:,} MB generated text | {r['tokenizer']} | {r['shards']} | {r['wall_s']:.1f} | "
+            f"{r['mb_per_s']:.1f} | {r['main_rss_mb']:.0f} | {r['worker_rss_mb']:.0f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -13,9 +13,11 @@ def main(path):
     with open(path) as f:
         data = json.load(f)
     m = data.get("machine_info", {})
-    print(f"machine: {m.get('cpu', {}).get('brand_raw', m.get('processor', '?'))}; "
-          f"torch threads {m.get('torch_threads', '?')}; freed memory kept: {m.get('zoo_freed_memory_kept', '?')}; "
-          f"load average at start {m.get('load_average', '?')}\n")
+    print(
+        f"machine: {m.get('cpu', {}).get('brand_raw', m.get('processor', '?'))}; "
+        f"torch threads {m.get('torch_threads', '?')}; freed memory kept: {m.get('zoo_freed_memory_kept', '?')}; "
+        f"load average at start {m.get('load_average', '?')}\n"
+    )
     rows = defaultdict(dict)
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
@@ -72,8 +74,11 @@ def ssd_table(data):
         r = rows[key]
         cells = [key[0], key[1], "x".join(map(str, key[2]))]
         for impl in impls:
-            cells += [f"{r[impl]['ms']:.2f}", f"{r[impl]['gbs']:.2f}", f"{r[impl]['tflops']:.3g}"] \
-                if impl in r else ["-", "-", "-"]
+            cells += (
+                [f"{r[impl]['ms']:.2f}", f"{r[impl]['gbs']:.2f}", f"{r[impl]['tflops']:.3g}"]
+                if impl in r
+                else ["-", "-", "-"]
+            )
         for other in ratios:  # > 1: triton is faster
             ok = "triton" in r and other in r
             cells.append(f"{r[other]['ms'] / r['triton']['ms']:.2f}x" if ok else "-")

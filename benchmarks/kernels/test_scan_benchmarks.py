@@ -5,7 +5,7 @@ Shapes are (batch 8, T, channels 256) for T in 256..16K, plus (8, 65536, 1536) o
 selective_scan (Mamba-1) adds a state of N = 16 per channel. Its `torch-chunked`
 row is its flat path (linear_scan over the D*N channels, what runs without a C
 compiler), its `torch` row the fused compiled kernel, and its `triton` row the
-fused Triton kernels (triton_selective.py; no (B, T, D, N) tensors, so it also
+fused Triton kernels (zoo_kernels/selective/triton.py; no (B, T, D, N) tensors, so it also
 runs at (8, 65536, 1536)).
 Each case reports median ms and effective GB/s in extra_info, where the traffic model
 counts every input read once and every output written once (fwd+bwd adds the
@@ -20,7 +20,6 @@ import pytest
 import torch
 
 import zoo_kernels
-from zoo_kernels import ops
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -28,7 +27,7 @@ LENGTHS = [256, 1024, 4096, 16384]
 NAIVE_MAX_T = 4096  # the naive Python loop takes seconds per call beyond this
 SHAPES = [(8, t, 256) for t in LENGTHS] + ([(8, 65536, 1536)] if CUDA else [])
 # torch-chunked: the torch backend with its compiled CPU kernel switched off
-# (ZOO_KERNELS_CPP=0), i.e. the pure-PyTorch chunked loops of chunked.py.
+# (ZOO_KERNELS_CPP=0), i.e. the pure-PyTorch chunked loops of zoo_kernels/scan/chunk.py.
 IMPLS = ["naive", "torch", "torch-chunked", "triton"]
 # per case: rounds are sized from one warm-up call (GPU timings settle sooner)
 TARGET_SECONDS = float(os.environ.get("ZOO_BENCH_SECONDS", 0.3 if CUDA else 1.5))
@@ -45,15 +44,28 @@ def make_inputs(op, shape, dtype):
     if op == "linear_scan":
         return {"a": (0.5 + 0.5 * rand(b, t, d)).to(dtype), "x": (rand(b, t, d) - 0.5).to(dtype), "h0": rand(b, d)}
     if op == "log_linear_scan":
-        return {"log_a": (0.5 + 0.5 * rand(b, t, d)).log().to(dtype), "log_x": rand(b, t, d).to(dtype),
-                "log_h0": rand(b, d)}
+        return {
+            "log_a": (0.5 + 0.5 * rand(b, t, d)).log().to(dtype),
+            "log_x": rand(b, t, d).to(dtype),
+            "log_h0": rand(b, d),
+        }
     if op == "selective_scan":
         n = SELECTIVE_STATE
-        return {"u": (rand(b, t, d) - 0.5).to(dtype), "dt": (0.1 * rand(b, t, d)).to(dtype),
-                "A": -(1 + rand(d, n) * n), "B": (rand(b, t, n) - 0.5).to(dtype), "C": (rand(b, t, n) - 0.5).to(dtype),
-                "h0": rand(b, d, n)}
-    return {"x": rand(b, t, d).to(dtype), "r_pre": rand(b, t, d).to(dtype), "i_pre": rand(b, t, d).to(dtype),
-            "a_param": rand(d), "h0": rand(b, d)}
+        return {
+            "u": (rand(b, t, d) - 0.5).to(dtype),
+            "dt": (0.1 * rand(b, t, d)).to(dtype),
+            "A": -(1 + rand(d, n) * n),
+            "B": (rand(b, t, n) - 0.5).to(dtype),
+            "C": (rand(b, t, n) - 0.5).to(dtype),
+            "h0": rand(b, d, n),
+        }
+    return {
+        "x": rand(b, t, d).to(dtype),
+        "r_pre": rand(b, t, d).to(dtype),
+        "i_pre": rand(b, t, d).to(dtype),
+        "a_param": rand(d),
+        "h0": rand(b, d),
+    }
 
 
 def traffic_bytes(inputs, outputs, backward):
@@ -90,11 +102,7 @@ def test_scan(benchmark, device_bandwidth_gbs, monkeypatch, op, impl, direction,
     inputs = make_inputs(op, shape, getattr(torch, dtype))
     tensors = [v.requires_grad_(backward) for v in inputs.values()]
     backend = "torch" if impl == "torch-chunked" else impl
-    if op == "selective_scan":  # not in ops: its public function dispatches on ZOO_KERNELS
-        monkeypatch.setenv("ZOO_KERNELS", backend)
-        fn = lambda backend, **kw: zoo_kernels.selective_scan(**kw)  # noqa: E731
-    else:
-        fn = getattr(ops, op)
+    fn = getattr(zoo_kernels, op)  # every op takes backend=
 
     def run():
         out = fn(**inputs, backend=backend)
@@ -112,9 +120,18 @@ def test_scan(benchmark, device_bandwidth_gbs, monkeypatch, op, impl, direction,
     seconds = benchmark.stats.stats.median  # robust to other load on the machine
     moved = traffic_bytes(tensors, [o.detach() for o in outputs], backward)
     info = benchmark.extra_info
-    info.update(op=op, impl=impl, direction=direction, shape=list(shape), dtype=dtype, rounds=rounds,
-                threads=torch.get_num_threads(), ms=round(seconds * 1e3, 3), bytes=moved,
-                gbs=round(moved / seconds / 1e9, 2))
+    info.update(
+        op=op,
+        impl=impl,
+        direction=direction,
+        shape=list(shape),
+        dtype=dtype,
+        rounds=rounds,
+        threads=torch.get_num_threads(),
+        ms=round(seconds * 1e3, 3),
+        bytes=moved,
+        gbs=round(moved / seconds / 1e9, 2),
+    )
     if device_bandwidth_gbs:
         info["device_gbs"] = round(device_bandwidth_gbs, 1)
         info["pct_of_device_bw"] = round(100 * moved / seconds / 1e9 / device_bandwidth_gbs, 1)

@@ -38,8 +38,11 @@ DEVICE = "cuda" if CUDA else "cpu"
 HAS_MAMBA_SSM = CUDA and importlib.util.find_spec("mamba_ssm") is not None
 TARGET_SECONDS = float(os.environ.get("ZOO_BENCH_SECONDS", 0.3 if CUDA else 1.5))
 # (batch, T, H, P, G, N, L)
-SHAPES = ([(8, 2048, 24, 64, 1, 64, 64), (2, 8192, 24, 64, 1, 64, 64), (8, 2048, 24, 64, 1, 128, 64)] if CUDA
-          else [(2, 512, 8, 64, 1, 64, 64)])
+SHAPES = (
+    [(8, 2048, 24, 64, 1, 64, 64), (2, 8192, 24, 64, 1, 64, 64), (8, 2048, 24, 64, 1, 128, 64)]
+    if CUDA
+    else [(2, 512, 8, 64, 1, 64, 64)]
+)
 IMPLS = ["torch-chunked", "triton", "mamba-ssm"]
 
 
@@ -51,9 +54,14 @@ def make_inputs(shape, dtype):
         return torch.randn(*s, generator=gen, device=DEVICE, dtype=torch.float32)
 
     # dt and A in float32, as Mamba-2 passes them; A in [-16, -1] like its init
-    return {"x": randn(b, T, H, P).to(dtype), "dt": F.softplus(randn(b, T, H) - 3),
-            "A": -(1 + 15 * torch.rand(H, generator=gen, device=DEVICE)),
-            "B": randn(b, T, G, N).to(dtype), "C": randn(b, T, G, N).to(dtype), "h0": randn(b, H, P, N)}
+    return {
+        "x": randn(b, T, H, P).to(dtype),
+        "dt": F.softplus(randn(b, T, H) - 3),
+        "A": -(1 + 15 * torch.rand(H, generator=gen, device=DEVICE)),
+        "B": randn(b, T, G, N).to(dtype),
+        "C": randn(b, T, G, N).to(dtype),
+        "h0": randn(b, H, P, N),
+    }
 
 
 def forward_flops(shape):
@@ -69,8 +77,9 @@ def implementation(impl, chunk):
         return lambda x, dt, A, B, C, h0: ssd_triton(x, dt, A, B, C, chunk, h0)
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-    return lambda x, dt, A, B, C, h0: mamba_chunk_scan_combined(x, dt, A, B, C, chunk, initial_states=h0,
-                                                                return_final_states=True)
+    return lambda x, dt, A, B, C, h0: mamba_chunk_scan_combined(
+        x, dt, A, B, C, chunk, initial_states=h0, return_final_states=True
+    )
 
 
 def sync():
@@ -112,9 +121,20 @@ def test_ssd(benchmark, device_bandwidth_gbs, impl, direction, shape, dtype):
     moved *= 2 if backward else 1
     flops = forward_flops(shape) * (3 if backward else 1)
     info = benchmark.extra_info
-    info.update(op="ssd", impl=impl, direction=direction, shape=list(shape), dtype=dtype, rounds=rounds,
-                threads=torch.get_num_threads(), ms=round(seconds * 1e3, 3), bytes=moved, flops=flops,
-                gbs=round(moved / seconds / 1e9, 2), tflops=round(flops / seconds / 1e12, 6))
+    info.update(
+        op="ssd",
+        impl=impl,
+        direction=direction,
+        shape=list(shape),
+        dtype=dtype,
+        rounds=rounds,
+        threads=torch.get_num_threads(),
+        ms=round(seconds * 1e3, 3),
+        bytes=moved,
+        flops=flops,
+        gbs=round(moved / seconds / 1e9, 2),
+        tflops=round(flops / seconds / 1e12, 6),
+    )
     if device_bandwidth_gbs:
         info["device_gbs"] = round(device_bandwidth_gbs, 1)
         info["pct_of_device_bw"] = round(100 * moved / seconds / 1e9 / device_bandwidth_gbs, 1)

@@ -2,7 +2,7 @@
 
     python benchmarks/kernels/tune_triton.py [--shape 8 65536 1536] [--full]
 
-Times zoo_kernels.triton_scan's linear-scan forward (fp32) for a grid of
+Times zoo_kernels.scan.triton's linear-scan forward (fp32) for a grid of
 (BLOCK_T, BLOCK_D, num_warps, num_stages), plus two loop variants written
 here: `prefetch` loads tile k+1 before scanning tile k, and `range` asks
 Triton to software-pipeline the time loop (tl.range num_stages). Every
@@ -10,6 +10,7 @@ variant's output is checked against the torch path first. Prints GB/s
 (inputs read once, outputs written once) and the % of a device-to-device
 copy, measured in the same process. Timings: triton.testing.do_bench medians.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from zoo_kernels import ops, triton_scan as ts
+import zoo_kernels
+from zoo_kernels.scan import triton as ts
 
 
 def copy_gbs(n: int = 2**28) -> float:
@@ -31,8 +33,22 @@ def copy_gbs(n: int = 2**28) -> float:
 
 
 @triton.jit
-def _fwd_variant(A, X, H0, H, HLAST, T, D, sb, st, sd,
-                 BT: tl.constexpr, BD: tl.constexpr, PREFETCH: tl.constexpr, STAGES: tl.constexpr):
+def _fwd_variant(
+    A,
+    X,
+    H0,
+    H,
+    HLAST,
+    T,
+    D,
+    sb,
+    st,
+    sd,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    STAGES: tl.constexpr,
+):
     """linear scan forward with h0, (B, T, D) contiguous inputs: the package kernel's loop, varied."""
     b = tl.program_id(0).to(tl.int64)
     d = tl.program_id(1) * BD + tl.arange(0, BD)
@@ -68,8 +84,9 @@ def run_variant(a, x, h0, bt, bd, warps, stages, prefetch):
     bsz, length, dim = x.shape
     h = torch.empty_like(x)
     h_last = torch.empty((bsz, dim), device=x.device)
-    _fwd_variant[(bsz, triton.cdiv(dim, bd))](a, x, h0, h, h_last, length, dim, *x.stride(), BT=bt, BD=bd,
-                                              PREFETCH=prefetch, STAGES=stages, num_warps=warps)
+    _fwd_variant[(bsz, triton.cdiv(dim, bd))](
+        a, x, h0, h, h_last, length, dim, *x.stride(), BT=bt, BD=bd, PREFETCH=prefetch, STAGES=stages, num_warps=warps
+    )
     return h, h_last
 
 
@@ -83,11 +100,14 @@ def main() -> None:
     a = 0.5 + 0.5 * torch.rand(b, t, d, device="cuda", generator=gen)
     x = torch.rand(b, t, d, device="cuda", generator=gen) - 0.5
     h0 = torch.rand(b, d, device="cuda", generator=gen)
-    ref, ref_last = ops.linear_scan(a, x, h0, backend="torch")
+    ref, ref_last = zoo_kernels.linear_scan(a, x, h0, backend="torch")
     moved = a.nbytes + x.nbytes + h0.nbytes + ref.nbytes + ref_last.nbytes
     bw = copy_gbs()
-    print(f"{torch.cuda.get_device_name()}: copy {bw:.0f} GB/s; shape {tuple(args.shape)}; "
-          f"{moved / 1e9:.2f} GB moved per forward", flush=True)
+    print(
+        f"{torch.cuda.get_device_name()}: copy {bw:.0f} GB/s; shape {tuple(args.shape)}; "
+        f"{moved / 1e9:.2f} GB moved per forward",
+        flush=True,
+    )
 
     def check(out):
         h, last = out
@@ -117,15 +137,13 @@ def main() -> None:
         if bt * bd // (32 * w) < 1 or bt * bd > 16384:
             continue
         ts.BLOCK_T, ts.BLOCK_D, ts.NUM_WARPS = bt, bd, w
-        time_it(f"package BT={bt} BD={bd} warps={w} stages={ts.NUM_STAGES}",
-                lambda: ts.linear_scan_fwd(a, x, h0))
+        time_it(f"package BT={bt} BD={bd} warps={w} stages={ts.NUM_STAGES}", lambda: ts.linear_scan_fwd(a, x, h0))
         for prefetch, stages in ((True, 1), (False, 2), (False, 3)):
             label = "prefetch" if prefetch else f"range stages={stages}"
-            time_it(f"{label} BT={bt} BD={bd} warps={w}",
-                    lambda: run_variant(a, x, h0, bt, bd, w, stages, prefetch))
+            time_it(f"{label} BT={bt} BD={bd} warps={w}", lambda: run_variant(a, x, h0, bt, bd, w, stages, prefetch))
     ts.BLOCK_T, ts.BLOCK_D, ts.NUM_WARPS, ts.NUM_STAGES = default
     print("\nbest 10:")
-    for gbs, name, ms, err in sorted(results, reverse=True)[:10]:
+    for gbs, name, ms, _err in sorted(results, reverse=True)[:10]:
         print(f"| {name} | {ms:.3f} ms | {gbs:.0f} GB/s | {100 * gbs / bw:.1f}% |")
 
 

@@ -20,6 +20,7 @@ The vocabulary is large so that the (batch x time x vocab) logits dominate,
 as they do in the paper's setting. Step times are printed but left out of the
 table: on a shared CPU they measure the neighbours more than the trick.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,22 @@ def child(args) -> dict:
 
     torch.set_num_threads(args.threads)
     registry = get_registry()
-    cfg = resolve(load_config(None, [
-        f"model.dim={args.dim}", f"model.n_layers={args.layers}", f"model.vocab_size={args.vocab}",
-        "model.mixer.name=attention", "model.loss.name=mtp", f"model.loss.n_heads={args.n}",
-        f"model.loss.form={args.form}", f"model.loss.sequential_backward={args.trick}"]), registry)
+    cfg = resolve(
+        load_config(
+            None,
+            [
+                f"model.dim={args.dim}",
+                f"model.n_layers={args.layers}",
+                f"model.vocab_size={args.vocab}",
+                "model.mixer.name=attention",
+                "model.loss.name=mtp",
+                f"model.loss.n_heads={args.n}",
+                f"model.loss.form={args.form}",
+                f"model.loss.sequential_backward={args.trick}",
+            ],
+        ),
+        registry,
+    )
     model = build_model(cfg, registry, args.vocab).train()
     g = torch.Generator().manual_seed(0)
     inputs = torch.randint(0, args.vocab, (args.batch, args.seq), generator=g)
@@ -74,8 +87,14 @@ def child(args) -> dict:
         step()
     tensors = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"] / 2**20
     params = sum(p.numel() for p in model.parameters()) * 4 / 2**20
-    return {"n": args.n, "trick": args.trick, "rss_step_mib": rss_step, "tensor_peak_mib": tensors,
-            "params_mib": params, "step_s": seconds}
+    return {
+        "n": args.n,
+        "trick": args.trick,
+        "rss_step_mib": rss_step,
+        "tensor_peak_mib": tensors,
+        "params_mib": params,
+        "step_s": seconds,
+    }
 
 
 def _status_kib(field: str) -> int:
@@ -104,9 +123,18 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": str(args.threads)}
-    base = [sys.executable, __file__, "--child", f"--vocab={args.vocab}", f"--dim={args.dim}",
-            f"--layers={args.layers}", f"--batch={args.batch}", f"--seq={args.seq}", f"--form={args.form}",
-            f"--threads={args.threads}"]
+    base = [
+        sys.executable,
+        __file__,
+        "--child",
+        f"--vocab={args.vocab}",
+        f"--dim={args.dim}",
+        f"--layers={args.layers}",
+        f"--batch={args.batch}",
+        f"--seq={args.seq}",
+        f"--form={args.form}",
+        f"--threads={args.threads}",
+    ]
     rows = []
     for n in [int(x) for x in args.heads.split(",")]:
         for trick in ("false", "true"):
@@ -115,9 +143,12 @@ def main() -> None:
                 sys.exit(out.stderr[-3000:])
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = rows[-1]
-            print(f"n={n} sequential={trick}: step RSS +{r['rss_step_mib']:.0f} MiB, "
-                  f"tensor peak {r['tensor_peak_mib']:.0f} MiB, params {r['params_mib']:.0f} MiB, "
-                  f"{r['step_s']:.2f} s", flush=True)
+            print(
+                f"n={n} sequential={trick}: step RSS +{r['rss_step_mib']:.0f} MiB, "
+                f"tensor peak {r['tensor_peak_mib']:.0f} MiB, params {r['params_mib']:.0f} MiB, "
+                f"{r['step_s']:.2f} s",
+                flush=True,
+            )
     table = _markdown(rows, args)
     print(table)
     if args.out:
@@ -127,18 +158,23 @@ def main() -> None:
 
 def _markdown(rows, args) -> str:
     logits_mib = args.batch * args.seq * args.vocab * 4 / 2**20
-    lines = [f"Shape: dim {args.dim}, {args.layers} attention layers, vocab {args.vocab}, batch {args.batch} x "
-             f"seq {args.seq} (one head's fp32 logits = {logits_mib:.0f} MiB), form `{args.form}`, fp32, "
-             f"{args.threads} thread(s). Machine: {platform.machine()} {platform.processor() or ''} "
-             f"{os.cpu_count()} cores, Linux {platform.release()}, torch CPU.", "",
-             "| n heads | params MiB | step RSS MiB, one graph | step RSS MiB, sequential | "
-             "tensor peak MiB, one graph | tensor peak MiB, sequential |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Shape: dim {args.dim}, {args.layers} attention layers, vocab {args.vocab}, batch {args.batch} x "
+        f"seq {args.seq} (one head's fp32 logits = {logits_mib:.0f} MiB), form `{args.form}`, fp32, "
+        f"{args.threads} thread(s). Machine: {platform.machine()} {platform.processor() or ''} "
+        f"{os.cpu_count()} cores, Linux {platform.release()}, torch CPU.",
+        "",
+        "| n heads | params MiB | step RSS MiB, one graph | step RSS MiB, sequential | "
+        "tensor peak MiB, one graph | tensor peak MiB, sequential |",
+        "|---|---|---|---|---|---|",
+    ]
     by = {(r["n"], r["trick"]): r for r in rows}
     for n in sorted({r["n"] for r in rows}):
         a, b = by[(n, "false")], by[(n, "true")]
-        lines.append(f"| {n} | {a['params_mib']:.0f} | {a['rss_step_mib']:.0f} | {b['rss_step_mib']:.0f} | "
-                     f"{a['tensor_peak_mib']:.0f} | {b['tensor_peak_mib']:.0f} |")
+        lines.append(
+            f"| {n} | {a['params_mib']:.0f} | {a['rss_step_mib']:.0f} | {b['rss_step_mib']:.0f} | "
+            f"{a['tensor_peak_mib']:.0f} | {b['tensor_peak_mib']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@
    `--repeats` runs, batch 1, after a warm-up), the share of drafts accepted
    and the tokens emitted per trunk forward round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ def main() -> None:
     args = p.parse_args()
 
     import torch
+
     from zoo_core.generate import generate
     from zoo_core.runs import load_run
     from zoo_core.train import train
@@ -46,12 +48,30 @@ def main() -> None:
     name = f"mtp-spec-{args.mixer}-{args.form}-n{args.n_heads}-d{args.dim}-s{args.steps}"
     run_dir = Path(args.runs_dir) / name
     t0 = time.perf_counter()
-    train(None, [f"runs_dir={args.runs_dir}", f"name={name}", f"model.mixer.name={args.mixer}",
-                 f"model.dim={args.dim}", f"model.n_layers={args.layers}", "model.loss.name=mtp",
-                 f"model.loss.n_heads={args.n_heads}", f"model.loss.form={args.form}", f"data.seq_len={args.seq}",
-                 f"train.global_batch={args.batch}", f"train.steps={args.steps}", "train.eval_every=0",
-                 "train.eval_batches=8", "train.sample_tokens=0", "train.progress=false", "optim.lr=3e-3",
-                 f"optim.warmup_steps={min(50, args.steps // 4)}", f"train.threads={args.threads}", "train.log_every=25"])
+    train(
+        None,
+        [
+            f"runs_dir={args.runs_dir}",
+            f"name={name}",
+            f"model.mixer.name={args.mixer}",
+            f"model.dim={args.dim}",
+            f"model.n_layers={args.layers}",
+            "model.loss.name=mtp",
+            f"model.loss.n_heads={args.n_heads}",
+            f"model.loss.form={args.form}",
+            f"data.seq_len={args.seq}",
+            f"train.global_batch={args.batch}",
+            f"train.steps={args.steps}",
+            "train.eval_every=0",
+            "train.eval_batches=8",
+            "train.sample_tokens=0",
+            "train.progress=false",
+            "optim.lr=3e-3",
+            f"optim.warmup_steps={min(50, args.steps // 4)}",
+            f"train.threads={args.threads}",
+            "train.log_every=25",
+        ],
+    )
     train_s = time.perf_counter() - t0
     torch.set_num_threads(args.threads)
     run = load_run(run_dir, device="cpu")
@@ -84,21 +104,33 @@ def main() -> None:
             tps.append(args.tokens / s)
             same &= out[0] == plain[0]
         med = statistics.median(tps)
-        rows.append((f"self-speculative, {n_draft} draft(s)", f"{stats.acceptance:.1%}",
-                     f"{stats.tokens_per_round:.2f}", f"{med:.0f}", f"{med / base:.2f}x", "yes" if same else "NO"))
+        rows.append(
+            (
+                f"self-speculative, {n_draft} draft(s)",
+                f"{stats.acceptance:.1%}",
+                f"{stats.tokens_per_round:.2f}",
+                f"{med:.0f}",
+                f"{med / base:.2f}x",
+                "yes" if same else "NO",
+            )
+        )
         print(rows[-1], flush=True)
 
     sample = tok.decode(plain_tps[0][0][0][:120]).replace("\n", " / ")
-    lines = [f"Model: byte-level Shakespeare, {args.mixer} x {args.layers} layers, dim {args.dim}, `mtp` head "
-             f"n_heads={args.n_heads} form={args.form}, trained {args.steps} steps x {args.batch} x {args.seq} tokens "
-             f"({train_s / 60:.1f} min); val loss (head 1) {val.get('val_loss', float('nan')):.3f}, "
-             f"bits/byte {val.get('val_bpb', float('nan')):.3f}.",
-             f"Decoding: batch 1, {args.tokens} new tokens, {len(prompts)} prompts, median of {args.repeats} runs "
-             f"per prompt after a warm-up, tokens per CPU-second of the process ({args.threads} thread(s); CPU time, not wall time, because the machine is shared), fp32. Machine: {platform.machine()} "
-             f"{os.cpu_count()} cores, Linux {platform.release()}, shared with other jobs.",
-             f"Greedy sample: `{sample}`", "",
-             "| decoder | drafts accepted | tokens per round | tokens/s | speed-up | identical to plain greedy |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Model: byte-level Shakespeare, {args.mixer} x {args.layers} layers, dim {args.dim}, `mtp` head "
+        f"n_heads={args.n_heads} form={args.form}, trained {args.steps} steps x {args.batch} x {args.seq} tokens "
+        f"({train_s / 60:.1f} min); val loss (head 1) {val.get('val_loss', float('nan')):.3f}, "
+        f"bits/byte {val.get('val_bpb', float('nan')):.3f}.",
+        f"Decoding: batch 1, {args.tokens} new tokens, {len(prompts)} prompts, median of {args.repeats} runs "
+        f"per prompt after a warm-up, tokens per CPU-second of the process ({args.threads} thread(s); "
+        f"CPU time, not wall time, because the machine is shared), fp32. Machine: {platform.machine()} "
+        f"{os.cpu_count()} cores, Linux {platform.release()}, shared with other jobs.",
+        f"Greedy sample: `{sample}`",
+        "",
+        "| decoder | drafts accepted | tokens per round | tokens/s | speed-up | identical to plain greedy |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines) + "\n"
     print(table)
@@ -108,6 +140,7 @@ def main() -> None:
 
 def _last_val(run_dir: Path) -> dict:
     import json
+
     vals = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
     return vals[-1] if vals else {}
 

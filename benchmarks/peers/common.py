@@ -1,4 +1,5 @@
 """What both peer benchmarks share: threads, machine description, load, timing."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,8 @@ import resource
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import torch
 
@@ -54,13 +55,17 @@ def cpu_name() -> str:
 def cpu_flags() -> str:
     """The SIMD/matrix flags that decide CPU kernels (zoo_core.cpu_tune.FLAGS), and the notable absences."""
     from zoo_core.cpu_tune import cpu_info
+
     have = cpu_info()["flags"]
-    missing = [name for name, flag in (("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_tile"))
-               if flag not in have]
+    missing = [
+        name
+        for name, flag in (("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_tile"))
+        if flag not in have
+    ]
     return " ".join(have) + ("; no " + ", no ".join(missing) if missing else "")
 
 
-def machine() -> Dict[str, str]:
+def machine() -> dict[str, str]:
     return {
         "host": platform.node(),
         "cpu": cpu_name(),
@@ -75,9 +80,11 @@ def machine() -> Dict[str, str]:
 def machine_line() -> str:
     """The results files' "Machine:" line: hardware, software, zoo's revision, time."""
     m = machine()
-    return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}; flags {m['flags']}); {m['os']}; "
-            f"Python {m['python']}, "
-            f"torch {m['torch']}; zoo at git {git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}.")
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}; flags {m['flags']}); {m['os']}; "
+        f"Python {m['python']}, "
+        f"torch {m['torch']}; zoo at git {git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}."
+    )
 
 
 def machine_slug() -> str:
@@ -92,8 +99,13 @@ def git_rev() -> str:
     if os.environ.get("ZOO_GIT_REV"):
         return os.environ["ZOO_GIT_REV"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
         return out.stdout.strip() or "?"
     except Exception:
         return "?"
@@ -103,14 +115,15 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def time_steps(step: Callable[[], None], warmup: int, repeats: int, budget_s: float,
-               min_repeats: int = 3) -> List[float]:
+def time_steps(
+    step: Callable[[], None], warmup: int, repeats: int, budget_s: float, min_repeats: int = 3
+) -> list[float]:
     """Run `warmup` untimed steps, then up to `repeats` timed ones (wall clock,
     perf_counter); stop early once `budget_s` of timed steps have run and at
     least `min_repeats` were taken (for the very slow reference paths)."""
     for _ in range(warmup):
         step()
-    times: List[float] = []
+    times: list[float] = []
     spent = 0.0
     while len(times) < repeats:
         t0 = time.perf_counter()
@@ -122,11 +135,11 @@ def time_steps(step: Callable[[], None], warmup: int, repeats: int, budget_s: fl
     return times
 
 
-def median(xs: List[float]) -> float:
+def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def spread(xs: List[float]) -> str:
+def spread(xs: list[float]) -> str:
     """min-max around the median, in percent."""
     m = statistics.median(xs)
     return f"{100 * (min(xs) / m - 1):+.0f}/{100 * (max(xs) / m - 1):+.0f}%"

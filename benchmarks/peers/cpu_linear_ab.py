@@ -7,6 +7,7 @@ process, its linear route switched between steps (`cpu_linear.set_cpu_linear`), 
 shared machine lands on both routes of a pair; the ratio of each pair, their median and spread are
 reported. Answers "is auto at least 0.95x aten" where separate processes minutes apart cannot.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,13 @@ def main() -> None:
     args = p.parse_args()
     common.pin_threads(args.threads)
     from zoo_core.cpu_memory import keep_freed_memory
+
     keep_freed_memory()
+    import models
     import torch
 
-    import models
     from zoo_core import cpu_linear
+
     print(common.machine_line())
     print(f"load average before: {common.load()}")
     print("| model | auto / aten, median of pairs | min - max | each pair | routes auto took |")
@@ -60,8 +63,12 @@ def main() -> None:
             t = {mode: step(mode) for mode in order}
             ratios.append(t["aten"] / t["auto"])
         routes = ", ".join(f"{k} {v}" for k, v in sorted(cpu_linear.choices().items()))
-        print(f"| {name} | **{statistics.median(ratios):.2f}x** | {min(ratios):.2f}x - {max(ratios):.2f}x | "
-              + " / ".join(f"{r:.2f}" for r in ratios) + f" | {routes} |", flush=True)
+        print(
+            f"| {name} | **{statistics.median(ratios):.2f}x** | {min(ratios):.2f}x - {max(ratios):.2f}x | "
+            + " / ".join(f"{r:.2f}" for r in ratios)
+            + f" | {routes} |",
+            flush=True,
+        )
     print(f"load average after: {common.load()}")
 
 

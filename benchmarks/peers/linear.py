@@ -11,6 +11,7 @@ own products (BLAS sgemm: MKL in PyTorch's x86 wheels); "zoo" is
 Also records which BLAS the wheel uses and the max relative difference of the
 two against float64.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,14 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 
 #: (name, in features, out features) of the layers in benchmarks/peers/models.py at dim 256.
-SHAPES = [("attention wq, wo; head", 256, 256), ("attention wkv", 256, 512), ("SwiGLU w_in", 256, 1408),
-          ("SwiGLU w_out", 704, 256), ("mamba2 in_proj", 256, 1160), ("mamba2 out_proj", 512, 256)]
+SHAPES = [
+    ("attention wq, wo; head", 256, 256),
+    ("attention wkv", 256, 512),
+    ("SwiGLU w_in", 256, 1408),
+    ("SwiGLU w_out", 704, 256),
+    ("mamba2 in_proj", 256, 1160),
+    ("mamba2 out_proj", 512, 256),
+]
 
 
 def main() -> None:
@@ -39,6 +46,7 @@ def main() -> None:
     import torch
 
     from zoo_core import cpu_linear
+
     why_not = cpu_linear.set_cpu_linear("onednn")
     if why_not:
         sys.exit(f"oneDNN linear unavailable here: {why_not}")
@@ -57,13 +65,19 @@ def main() -> None:
         for product, (ours_torch, ours_zoo) in pairs.items():
             t_torch = common.median(common.time_steps(ours_torch, 3, args.repeats, 10.0))
             t_zoo = common.median(common.time_steps(ours_zoo, 3, args.repeats, 10.0))
-            ref = {"forward": x.double() @ w.double().t(), "input grad": g.double() @ w.double(),
-                   "weight grad": g.double().t() @ x.double()}[product]
+            ref = {
+                "forward": x.double() @ w.double().t(),
+                "input grad": g.double() @ w.double(),
+                "weight grad": g.double().t() @ x.double(),
+            }[product]
             err = max(float((f().double() - ref).norm() / ref.norm()) for f in (ours_torch, ours_zoo))
             gflop = 2 * M * k * n / 1e9
             rows.append((name, f"{k}->{n}", product, gflop / t_torch, gflop / t_zoo, t_torch / t_zoo, err))
-            print(f"{name:24s} {k}->{n:<5d} {product:12s} torch {gflop / t_torch:6.0f}  zoo {gflop / t_zoo:6.0f} "
-                  f"GFLOP/s  {t_torch / t_zoo:.2f}x", flush=True)
+            print(
+                f"{name:24s} {k}->{n:<5d} {product:12s} torch {gflop / t_torch:6.0f}  zoo {gflop / t_zoo:6.0f} "
+                f"GFLOP/s  {t_torch / t_zoo:.2f}x",
+                flush=True,
+            )
     text = report(rows, args, load_before, common.load(), torch)
     print(text)
     if not args.no_write:
@@ -72,14 +86,19 @@ def main() -> None:
 
 def report(rows, args, load_before, load_after, torch) -> str:
     blas = "MKL" if torch.backends.mkl.is_available() else "the wheel's BLAS"
-    lines = [f"# Linear layers: torch's {blas} sgemm against zoo's oneDNN route ({common.machine_slug()})", "",
-             common.machine_line(), f"Threads pinned: {args.threads}. Load average before: {load_before}; "
-             f"after: {load_after}.", "",
-             f"Command: `python benchmarks/peers/linear.py`. {args.tokens} tokens (batch 8 x seq 256), fp32; "
-             "median of repeated calls. 'torch' is F.linear and autograd's products; 'zoo' is "
-             "`zoo_core.cpu_linear` (parallel.cpu_linear=auto), which the zoo rows of peers-train use.", "",
-             "| layer | in->out | product | torch GFLOP/s | zoo GFLOP/s | zoo / torch | max rel. error vs fp64 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Linear layers: torch's {blas} sgemm against zoo's oneDNN route ({common.machine_slug()})",
+        "",
+        common.machine_line(),
+        f"Threads pinned: {args.threads}. Load average before: {load_before}; after: {load_after}.",
+        "",
+        f"Command: `python benchmarks/peers/linear.py`. {args.tokens} tokens (batch 8 x seq 256), fp32; "
+        "median of repeated calls. 'torch' is F.linear and autograd's products; 'zoo' is "
+        "`zoo_core.cpu_linear` (parallel.cpu_linear=auto), which the zoo rows of peers-train use.",
+        "",
+        "| layer | in->out | product | torch GFLOP/s | zoo GFLOP/s | zoo / torch | max rel. error vs fp64 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += [f"| {n} | {s} | {p} | {a:.0f} | {b:.0f} | **{r:.2f}x** | {e:.1e} |" for n, s, p, a, b, r, e in rows]
     return "\n".join(lines) + "\n"
 

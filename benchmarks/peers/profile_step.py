@@ -1,8 +1,9 @@
 """Where a training step's time goes: torch.profiler over a few steps of one model.
 
-    python benchmarks/peers/profile_step.py mamba2            # zoo's model
-    python benchmarks/peers/profile_step.py mamba2 --peer     # the peer's
+python benchmarks/peers/profile_step.py mamba2            # zoo's model
+python benchmarks/peers/profile_step.py mamba2 --peer     # the peer's
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,16 +27,16 @@ def main() -> None:
     args = p.parse_args()
     common.pin_threads(args.threads)
     from zoo_core.cpu_memory import keep_freed_memory
+
     keep_freed_memory()  # as train_step.py does for every model
+    import models
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import models
     torch.manual_seed(0)
     builders = {row: fn for row, _, _, fn in models.ROWS}
     mixer = {row: m for row, m, _, _ in models.ROWS}[args.row]
-    model, loss_fn, opt, note = (builders[args.row](args.seq) if args.peer
-                                 else models.build_zoo(mixer, args.seq))
+    model, loss_fn, opt, note = builders[args.row](args.seq) if args.peer else models.build_zoo(mixer, args.seq)
     tokens = torch.randint(0, models.VOCAB, (args.batch, args.seq + 1))
     inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 

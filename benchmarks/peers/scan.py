@@ -28,6 +28,7 @@ is kept for reuse (zoo_core.cpu_memory, what `zoo train` does on CPU) for every
 row alike; --glibc-default measures with glibc's own allocator thresholds, under
 which each fresh tensor over 32 MiB (T >= 4K here) is page-faulted in again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,18 +54,22 @@ def main() -> None:
     p.add_argument("--loop-max", type=int, default=16384, help="longest T for the Python loop")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-write", action="store_true")
-    p.add_argument("--glibc-default", action="store_true",
-                   help="leave glibc's allocator thresholds alone (fresh big tensors are page-faulted in)")
+    p.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="leave glibc's allocator thresholds alone (fresh big tensors are page-faulted in)",
+    )
     args = p.parse_args()
     common.pin_threads(args.threads)
     if not args.glibc_default:
         from zoo_core.cpu_memory import keep_freed_memory
+
         args.freed_memory = "kept for reuse (zoo_core.cpu_memory)" if not keep_freed_memory() else "glibc default"
     else:
         args.freed_memory = "glibc default (--glibc-default)"
     import torch
+
     import zoo_kernels
-    from zoo_kernels import ops
 
     try:
         from accelerated_scan.ref import scan as acc_scan
@@ -77,8 +82,7 @@ def main() -> None:
 
     cpp = _cpp_state()
     load_before = common.load()
-    print(f"load average before: {load_before}; threads {torch.get_num_threads()}; compiled kernel: {cpp}",
-          flush=True)
+    print(f"load average before: {load_before}; threads {torch.get_num_threads()}; compiled kernel: {cpp}", flush=True)
     B, D = args.batch, args.channels
     rows = []  # (T, name, fwd ms, fwd+bwd ms, bytes fwd, bytes fwdbwd)
 
@@ -88,13 +92,14 @@ def main() -> None:
             out = fn(*leaves)
             if backward:
                 out.backward(g)
+
         times = common.time_steps(call, args.warmup, args.repeats, args.budget)
         return 1e3 * common.median(times)
 
     for T in args.lengths:
         gen = torch.Generator().manual_seed(T)
         a = torch.rand(B, T, D, generator=gen) * 0.5 + 0.5  # decays in (0.5, 1)
-        x = torch.rand(B, T, D, generator=gen) + 0.1        # positive, so log x exists
+        x = torch.rand(B, T, D, generator=gen) + 0.1  # positive, so log x exists
         grad = torch.randn(B, T, D, generator=gen)
         a_ct, x_ct = a.transpose(1, 2).contiguous(), x.transpose(1, 2).contiguous()
         log_a, log_x = a.log(), x.log()
@@ -106,10 +111,13 @@ def main() -> None:
         # zoo
         def zoo(a_, x_):
             return zoo_kernels.linear_scan(a_, x_)[0]
+
         entries.append(("zoo linear_scan (CPU path)", zoo, (a, x), grad))
         if cpp == "compiled":
+
             def zoo_chunked(a_, x_):
-                return _without_cpp(lambda: ops.linear_scan(a_, x_, None, backend="torch")[0])
+                return _without_cpp(lambda: zoo_kernels.linear_scan(a_, x_, None, backend="torch")[0])
+
             entries.append(("zoo chunked torch (ZOO_KERNELS_CPP=0)", zoo_chunked, (a, x), grad))
 
         # Python loop
@@ -121,23 +129,25 @@ def main() -> None:
                 h = at * h + xt
                 hs.append(h)
             return torch.stack(hs, 1)
+
         if T <= args.loop_max:
             entries.append(("Python loop over time", loop, (a, x), grad))
 
         # accelerated-scan reference
         if acc_scan is not None:
-            entries.append(("accelerated-scan ref.scan (B, C, T)", acc_scan, (a_ct, x_ct),
-                            grad.transpose(1, 2).contiguous()))
+            entries.append(
+                ("accelerated-scan ref.scan (B, C, T)", acc_scan, (a_ct, x_ct), grad.transpose(1, 2).contiguous())
+            )
         else:
             rows.append((T, f"accelerated-scan ref: n/a ({acc_err})", None, None))
 
         # log space: zoo vs Heinsen (mingru-pytorch)
         def zoo_log(la, lx):
             return zoo_kernels.log_linear_scan(la, lx)[0].exp()
+
         entries.append(("zoo log_linear_scan + exp", zoo_log, (log_a, log_x), grad))
         if heinsen_associative_scan_log is not None:
-            entries.append(("Heinsen log scan (mingru-pytorch)", heinsen_associative_scan_log,
-                            (log_a, log_x), grad))
+            entries.append(("Heinsen log scan (mingru-pytorch)", heinsen_associative_scan_log, (log_a, log_x), grad))
         else:
             rows.append((T, f"Heinsen (mingru-pytorch): n/a ({heinsen_err})", None, None))
 
@@ -154,11 +164,14 @@ def main() -> None:
         def floor_bwd():
             torch.mul(grad, out)  # reads g, h; writes da
             torch.add(grad, a)  # reads g, a; writes dx
+
         f = 1e3 * common.median(common.time_steps(floor_fwd, args.warmup, args.repeats, args.budget))
         b = 1e3 * common.median(common.time_steps(floor_bwd, args.warmup, args.repeats, args.budget))
         rows.append((T, "memory floor (same bytes)", f, f + b))
-        print(f"T={T:6d} {'memory floor':42s} fwd {f:9.2f} ms  fwd+bwd {f + b:9.2f} ms "
-              f"({12 * n / f / 1e6:.1f} GB/s fwd)", flush=True)
+        print(
+            f"T={T:6d} {'memory floor':42s} fwd {f:9.2f} ms  fwd+bwd {f + b:9.2f} ms ({12 * n / f / 1e6:.1f} GB/s fwd)",
+            flush=True,
+        )
 
     load_after = common.load()
     text = report(rows, args, load_before, load_after, cpp, B, D)
@@ -169,10 +182,10 @@ def main() -> None:
 
 def _cpp_state() -> str:
     try:
-        from zoo_kernels import cpu_kernel
+        from zoo_kernels import cbuild
     except ImportError:
         return "not in this zoo-kernels"
-    return "compiled" if cpu_kernel.available() else f"unavailable ({cpu_kernel.why_unavailable()})"
+    return "compiled" if cbuild.available() else f"unavailable ({cbuild.why_unavailable()})"
 
 
 def _without_cpp(fn):
@@ -220,10 +233,15 @@ def report(rows, args, load_before, load_after, cpp, B, D) -> str:
             rf = f"{f / ref[0]:.1f}x" if ref else ""
             rb = f"{b / ref[1]:.1f}x" if ref else ""
         lines.append(f"| {T} | {name} | {f:.2f} | {b:.2f} | {rf} | {rb} |")
-    lines += ["", "Log-space rows are compared with zoo's log_linear_scan; the other rows with zoo's linear_scan.",
-              "Memory floor bandwidth (forward, 12 B/element): " + ", ".join(
-                  f"T={T}: {12 * B * T * D / f / 1e6:.1f} GB/s" for T, name, f, b in rows
-                  if name.startswith("memory floor")) + "."]
+    lines += [
+        "",
+        "Log-space rows are compared with zoo's log_linear_scan; the other rows with zoo's linear_scan.",
+        "Memory floor bandwidth (forward, 12 B/element): "
+        + ", ".join(
+            f"T={T}: {12 * B * T * D / f / 1e6:.1f} GB/s" for T, name, f, b in rows if name.startswith("memory floor")
+        )
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 

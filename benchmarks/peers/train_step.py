@@ -10,6 +10,7 @@ in each; the median round is reported). Every model runs in a fresh subprocess w
 torch threads pinned, so its peak memory (growth of the process's resident
 high-water mark from just before the model is built) is its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,18 +37,19 @@ def worker(args) -> None:
     freed = "glibc default"
     if not args.glibc_default:  # both sides alike: what `zoo train` does on CPU, applied to the peers too
         from zoo_core.cpu_memory import keep_freed_memory
+
         freed = "kept for reuse" if keep_freed_memory() is None else "glibc default"
+    import models
     import torch
 
-    import models
     builders = {row: fn for row, _, _, fn in models.ROWS}
     mixers = {row: mixer for row, mixer, _, _ in models.ROWS}
     torch.manual_seed(0)
     if args.side == "zoo":
         import zoo_core.registry  # noqa: F401  (imports before the memory baseline)
     else:
-        import transformers  # noqa: F401
         import minGRU_pytorch  # noqa: F401
+        import transformers  # noqa: F401
     T, B = args.seq, args.batch
     tokens = torch.randint(0, models.VOCAB, (B, T + 1))
     inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
@@ -58,6 +60,7 @@ def worker(args) -> None:
         model, loss_fn, opt, note = models.build_zoo(mixers[args.row], T, compile=args.compile, extra=extra)
         if args.bf16:  # what zoo train does on one process: autocast over the fp32 weights
             from zoo_core.parallelize import warn_cpu_bf16
+
             warn_cpu_bf16()
             fp32_loss = loss_fn
 
@@ -85,19 +88,52 @@ def worker(args) -> None:
     routes = {}
     if args.side == "zoo":
         from zoo_core import cpu_linear
+
         routes = {"mode": args.cpu_linear, "shapes": cpu_linear.choices()}
-    print(json.dumps({
-        "row": args.row, "side": args.side, "note": note, "params": sum(p.numel() for p in model.parameters()),
-        "step_s": med, "tokens_per_s": B * T / med, "steps": len(times), "spread": common.spread(times),
-        "first_step_s": first_s, "build_s": build_s, "peak_mb": common.max_rss_mb() - base,
-        "threads": torch.get_num_threads(), "freed_memory": freed, "cpu_linear": routes,
-    }))
+    print(
+        json.dumps(
+            {
+                "row": args.row,
+                "side": args.side,
+                "note": note,
+                "params": sum(p.numel() for p in model.parameters()),
+                "step_s": med,
+                "tokens_per_s": B * T / med,
+                "steps": len(times),
+                "spread": common.spread(times),
+                "first_step_s": first_s,
+                "build_s": build_s,
+                "peak_mb": common.max_rss_mb() - base,
+                "threads": torch.get_num_threads(),
+                "freed_memory": freed,
+                "cpu_linear": routes,
+            }
+        )
+    )
 
 
 def run_one(row: str, side: str, args) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--row", row, "--side", side,
-           "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-           "--budget", str(args.budget), "--seq", str(args.seq), "--batch", str(args.batch)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--row",
+        row,
+        "--side",
+        side,
+        "--threads",
+        str(args.threads),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+        "--budget",
+        str(args.budget),
+        "--seq",
+        str(args.seq),
+        "--batch",
+        str(args.batch),
+    ]
     if args.compile and side == "zoo":
         cmd.append("--compile")
     if side == "zoo":
@@ -125,30 +161,60 @@ def fmt_mb(r: dict) -> str:
 
 def main() -> None:
     import models
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", nargs="*", default=[r for r, *_ in models.ROWS],
-                   help="rows to run (default: all): " + ", ".join(r for r, *_ in models.ROWS))
+    p.add_argument(
+        "--rows",
+        nargs="*",
+        default=[r for r, *_ in models.ROWS],
+        help="rows to run (default: all): " + ", ".join(r for r, *_ in models.ROWS),
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--budget", type=float, default=60.0, help="stop timing a model after this many seconds "
-                   "(at least 3 timed steps): HF's Mamba reference path takes seconds per step")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=60.0,
+        help="stop timing a model after this many seconds "
+        "(at least 3 timed steps): HF's sequential Mamba path is far slower than the others",
+    )
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--zoo-modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled", "aten", "bf16"],
-                   help="zoo eager, and zoo with parallel.compile=true (torch.compile per block, as `zoo train` "
-                   "does); peers run as their users run them (eager). Both take parallel.cpu_linear=auto; `aten` "
-                   "is zoo eager with parallel.cpu_linear=aten, for auto against aten in the same rounds; `bf16` is zoo "
-                   "eager with parallel.mixed_precision=bf16 (CPU autocast)")
-    p.add_argument("--tune-cache", type=Path, default=None, help="the CPU choices cache the zoo runs share "
-                   "(ZOO_CPU_TUNE; default: a fresh file for this run, so cpu_linear=auto measures in it)")
-    p.add_argument("--rounds", type=int, default=3, help="run every row this many times, zoo and peer back to "
-                   "back; report the median run and the median paired ratio")
-    p.add_argument("--glibc-default", action="store_true", help="leave glibc's allocator thresholds alone "
-                   "(by default every model, zoo's and the peers', keeps freed memory for reuse, as `zoo train` does)")
+    p.add_argument(
+        "--zoo-modes",
+        nargs="*",
+        default=["eager", "compiled"],
+        choices=["eager", "compiled", "aten", "bf16"],
+        help="zoo eager, and zoo with parallel.compile=true (torch.compile per block, as `zoo train` "
+        "does); peers run as their users run them (eager). Both take parallel.cpu_linear=auto; `aten` "
+        "is zoo eager with parallel.cpu_linear=aten, for auto against aten in the same rounds; `bf16` is zoo "
+        "eager with parallel.mixed_precision=bf16 (CPU autocast)",
+    )
+    p.add_argument(
+        "--tune-cache",
+        type=Path,
+        default=None,
+        help="the CPU choices cache the zoo runs share "
+        "(ZOO_CPU_TUNE; default: a fresh file for this run, so cpu_linear=auto measures in it)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="run every row this many times, zoo and peer back to "
+        "back; report the median run and the median paired ratio",
+    )
+    p.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="leave glibc's allocator thresholds alone "
+        "(by default every model, zoo's and the peers', keeps freed memory for reuse, as `zoo train` does)",
+    )
     p.add_argument("--timeout", type=float, default=1800)
-    p.add_argument("--out", type=Path, default=None, help="results file (default: "
-                   "benchmarks/results/peers-train-<machine>.md)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="results file (default: benchmarks/results/peers-train-<machine>.md)"
+    )
     p.add_argument("--no-write", action="store_true")
     common.add_worker_args(p)
     args = p.parse_args()
@@ -157,14 +223,18 @@ def main() -> None:
 
     if args.tune_cache is None:
         import tempfile
+
         args.tune_cache = Path(tempfile.mkdtemp(prefix="zoo-peers-")) / "cpu-tune.json"
     os.environ["ZOO_CPU_TUNE"] = str(args.tune_cache)
     load_before = common.load()
-    print(f"load average before: {load_before}; threads {args.threads}; batch {args.batch} x seq {args.seq}; "
-          f"{args.rounds} rounds", flush=True)
+    print(
+        f"load average before: {load_before}; threads {args.threads}; batch {args.batch} x seq {args.seq}; "
+        f"{args.rounds} rounds",
+        flush=True,
+    )
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
     peer_of = {row: peer for row, _, peer, _ in models.ROWS}
-    zoo_rounds: dict = {}   # (mixer, mode) -> one result per round; a zoo model shared by two rows runs once
+    zoo_rounds: dict = {}  # (mixer, mode) -> one result per round; a zoo model shared by two rows runs once
     peer_rounds: dict = {}  # row -> one result per round
     rows = list(args.rows)
     if "attention" not in rows:  # the recurrent-vs-attention ratio needs zoo attention
@@ -185,12 +255,15 @@ def main() -> None:
                 continue
             prev = peer_rounds.get(row, [])
             if prev and prev[0].get("first_step_s", 0) > SLOW_S:
-                prev.append(prev[0])  # HF's sequential Mamba: minutes per run, 100x off; timed once
+                prev.append(prev[0])  # a peer whose first step took over SLOW_S (HF's sequential Mamba) is timed once
             else:
                 peer_rounds.setdefault(row, []).append(run_one(row, "peer", args))
             peer = peer_rounds[row][-1]
-            msg = "  ".join(f"zoo {md} {fmt_tps(zoo_rounds[mixer_of[row], md][-1])} "
-                            f"({_ratio(zoo_rounds[mixer_of[row], md][-1], peer)})" for md in args.zoo_modes)
+            msg = "  ".join(
+                f"zoo {md} {fmt_tps(zoo_rounds[mixer_of[row], md][-1])} "
+                f"({_ratio(zoo_rounds[mixer_of[row], md][-1], peer)})"
+                for md in args.zoo_modes
+            )
             print(f"round {r + 1} {row:24s} {peer_of[row]:34s} {fmt_tps(peer):>8s} tok/s | {msg}", flush=True)
         _write(zoo_rounds, peer_rounds, args, load_before, done=r + 1)
 
@@ -198,16 +271,22 @@ def main() -> None:
 def _write(zoo_rounds, peer_rounds, args, load_before, done: int) -> None:
     """The report of the rounds so far: written after every round, so a run cut short keeps them."""
     import models
+
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
     final = done == args.rounds
     load_after = common.load()
     if final:
         print(f"load average after: {load_after}")
     zoo_runs = {key: _median_run(runs) for key, runs in zoo_rounds.items()}
-    results = {row: ({md: zoo_runs[mixer_of[row], md] for md in args.zoo_modes}, _median_run(peer_rounds[row]))
-               for row in args.rows}
-    per_round = {(row, md): _round_ratios(zoo_rounds[mixer_of[row], md], peer_rounds[row])
-                 for row in args.rows for md in args.zoo_modes}
+    results = {
+        row: ({md: zoo_runs[mixer_of[row], md] for md in args.zoo_modes}, _median_run(peer_rounds[row]))
+        for row in args.rows
+    }
+    per_round = {
+        (row, md): _round_ratios(zoo_rounds[mixer_of[row], md], peer_rounds[row])
+        for row in args.rows
+        for md in args.zoo_modes
+    }
     text = report(results, zoo_runs, per_round, args, load_before, load_after)
     extra = paired_modes(zoo_rounds, args)
     if extra:
@@ -221,8 +300,12 @@ def _write(zoo_rounds, peer_rounds, args, load_before, done: int) -> None:
     if not args.no_write:
         common.write_report(text, args.out, "train")
         raw = (args.out or common.RESULTS / f"peers-train-{common.machine_slug()}.md").with_suffix(".json")
-        raw.write_text(json.dumps({"zoo": {f"{m} {md}": runs for (m, md), runs in zoo_rounds.items()},
-                                   "peer": peer_rounds}, indent=1) + "\n")
+        raw.write_text(
+            json.dumps(
+                {"zoo": {f"{m} {md}": runs for (m, md), runs in zoo_rounds.items()}, "peer": peer_rounds}, indent=1
+            )
+            + "\n"
+        )
 
 
 def _median_run(runs: list) -> dict:
@@ -236,8 +319,10 @@ def _median_run(runs: list) -> dict:
 
 def _round_ratios(zoo_runs: list, peer_runs: list) -> list:
     """zoo / peer tokens/s in each round (None where a run failed)."""
-    return [None if "error" in z or "error" in p else z["tokens_per_s"] / p["tokens_per_s"]
-            for z, p in zip(zoo_runs, peer_runs)]
+    return [
+        None if "error" in z or "error" in p else z["tokens_per_s"] / p["tokens_per_s"]
+        for z, p in zip(zoo_runs, peer_runs)
+    ]
 
 
 def _median_ratio(ratios: list) -> str:
@@ -254,6 +339,7 @@ def _ratio(a: dict, b: dict) -> str:
 
 def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
     import models
+
     peer_of = {row: peer for row, _, peer, _ in models.ROWS}
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
     modes = args.zoo_modes
@@ -277,15 +363,22 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         "resident high-water mark (ru_maxrss) from just before the model is built. zoo runs eager and with "
         "`parallel.compile=true` (torch.compile per block, what `zoo train` does with that switch); the peers "
         "run eager, as their users run them on CPU. Freed memory: "
-        + ("glibc's defaults (--glibc-default), for every model." if args.glibc_default else
-           "kept for reuse in every process, zoo's and the peers' alike (zoo_core.cpu_memory, what `zoo train` "
-           "does on CPU; glibc would otherwise page-fault every fresh tensor over its mmap threshold in again)."),
+        + (
+            "glibc's defaults (--glibc-default), for every model."
+            if args.glibc_default
+            else "kept for reuse in every process, zoo's and the peers' alike (zoo_core.cpu_memory, what `zoo train` "
+            "does on CPU; glibc would otherwise page-fault every fresh tensor over its mmap threshold in again)."
+        ),
         "",
         "## Tokens/s",
         "",
-        "| model | peer | peer tok/s | " + " | ".join(f"zoo {md} tok/s" for md in modes) + " | "
-        + " | ".join(f"zoo {md} / peer" for md in modes) + " | "
-        + " | ".join(f"zoo {md} / zoo attention {md}" for md in modes) + " |",
+        "| model | peer | peer tok/s | "
+        + " | ".join(f"zoo {md} tok/s" for md in modes)
+        + " | "
+        + " | ".join(f"zoo {md} / peer" for md in modes)
+        + " | "
+        + " | ".join(f"zoo {md} / zoo attention {md}" for md in modes)
+        + " |",
         "|---|---|---|" + "---|" * (3 * len(modes)),
     ]
     for row, (zs, p) in results.items():
@@ -295,15 +388,34 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         cells += [f"**{_median_ratio(per_round[row, md])}**" for md in modes]
         cells += ["" if mixer_of[row] == "attention" or not attn[md] else _ratio(zs[md], attn[md]) for md in modes]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Ratio in each round", "", "| model | " + " | ".join(f"zoo {md} / peer" for md in modes) + " |",
-              "|---|" + "---|" * len(modes)]
-    lines += ["| " + " | ".join([row] + [" / ".join("n/a" if r is None else f"{r:.2f}x" for r in per_round[row, md])
-                                         for md in modes]) + " |" for row in results]
-    lines += ["", "## Memory, spread, parameters", "",
-              "| model | peer peak MB | " + " | ".join(f"zoo {md} peak MB" for md in modes)
-              + " | peer n, spread | " + " | ".join(f"zoo {md} n, spread" for md in modes)
-              + " | zoo first step s (" + ", ".join(modes) + ") | params zoo / peer |",
-              "|---|---|" + "---|" * (2 * len(modes)) + "---|---|---|"]
+    lines += [
+        "",
+        "## Ratio in each round",
+        "",
+        "| model | " + " | ".join(f"zoo {md} / peer" for md in modes) + " |",
+        "|---|" + "---|" * len(modes),
+    ]
+    lines += [
+        "| "
+        + " | ".join(
+            [row] + [" / ".join("n/a" if r is None else f"{r:.2f}x" for r in per_round[row, md]) for md in modes]
+        )
+        + " |"
+        for row in results
+    ]
+    lines += [
+        "",
+        "## Memory, spread, parameters",
+        "",
+        "| model | peer peak MB | "
+        + " | ".join(f"zoo {md} peak MB" for md in modes)
+        + " | peer n, spread | "
+        + " | ".join(f"zoo {md} n, spread" for md in modes)
+        + " | zoo first step s ("
+        + ", ".join(modes)
+        + ") | params zoo / peer |",
+        "|---|---|" + "---|" * (2 * len(modes)) + "---|---|---|",
+    ]
     for row, (zs, p) in results.items():
         z0 = next(iter(zs.values()))
         cells = [row, fmt_mb(p)] + [fmt_mb(zs[md]) for md in modes]
@@ -316,25 +428,38 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
     lines += ["", "## Shapes and choices", ""]
     for key, note in models.SHAPE_NOTES.items():
         lines.append(f"- **{key}**: {note}")
-    lines += [f"- {models.PEER_LM_NOTE}",
-              "- Optimizers: zoo models use zoo's own `build_optimizer` (AdamW, weight decay on matrices only, "
-              "foreach=False); peers use `torch.optim.AdamW` (defaults) with the same lr 3e-3, betas (0.9, 0.95), "
-              "eps 1e-8, weight decay 0.1. Peers' loss is F.cross_entropy on their logits.",
-              "", "## Builds", ""]
+    lines += [
+        f"- {models.PEER_LM_NOTE}",
+        "- Optimizers: zoo models use zoo's own `build_optimizer` (AdamW, weight decay on matrices only, "
+        "foreach=False); peers use `torch.optim.AdamW` (defaults) with the same lr 3e-3, betas (0.9, 0.95), "
+        "eps 1e-8, weight decay 0.1. Peers' loss is F.cross_entropy on their logits.",
+        "",
+        "## Builds",
+        "",
+    ]
     for row, (zs, p) in results.items():
-        lines.append(f"- {row}: " + " | ".join(z.get("note", z.get("error", "")) for z in zs.values())
-                     + f" | {p.get('note', p.get('error'))}")
+        lines.append(
+            f"- {row}: "
+            + " | ".join(z.get("note", z.get("error", "")) for z in zs.values())
+            + f" | {p.get('note', p.get('error'))}"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _routes_section(zoo_runs, results, args) -> list:
     """Which route cpu_linear=auto took per linear shape; auto against aten where both ran."""
     import models
+
     mixer_of = {row: mixer for row, mixer, _, _ in models.ROWS}
-    lines = ["", "## cpu_linear: routes chosen", "",
-             f"`parallel.cpu_linear=auto` timed oneDNN against aten at each linear shape (M x K -> N; forward and both "
-             f"gradients, interleaved rounds) in the first zoo process of this run and cached the choice "
-             f"({args.tune_cache.name}, fresh for the run); oneDNN only where it measured >= 1.05x aten.", ""]
+    lines = [
+        "",
+        "## cpu_linear: routes chosen",
+        "",
+        f"`parallel.cpu_linear=auto` timed oneDNN against aten at each linear shape (M x K -> N; forward and both "
+        f"gradients, interleaved rounds) in the first zoo process of this run and cached the choice "
+        f"({args.tune_cache.name}, fresh for the run); oneDNN only where it measured >= 1.05x aten.",
+        "",
+    ]
     mixers = list(dict.fromkeys(mixer_of[row] for row in results))
     for mixer in mixers:
         for md in args.zoo_modes:
@@ -342,30 +467,40 @@ def _routes_section(zoo_runs, results, args) -> list:
             routes = run.get("cpu_linear", {})
             if md == "eager" and routes.get("shapes") is not None:
                 shapes = routes["shapes"]
-                lines.append(f"- {mixer}: " + (", ".join(f"{k} {v}" for k, v in sorted(shapes.items()))
-                                               or "no float32 linear"))
+                lines.append(
+                    f"- {mixer}: " + (", ".join(f"{k} {v}" for k, v in sorted(shapes.items())) or "no float32 linear")
+                )
     return lines
 
 
 def paired_modes(zoo_rounds, args) -> list:
     """Against zoo eager (fp32, cpu_linear=auto), paired per round: auto / aten and bf16 / fp32."""
     lines = []
-    for other, title, num, den in (("aten", "cpu_linear=auto against aten", "auto", "aten"),
-                                   ("bf16", "bf16 autocast against fp32 (both cpu_linear=auto)", "bf16", "fp32")):
+    for other, title, num, den in (
+        ("aten", "cpu_linear=auto against aten", "auto", "aten"),
+        ("bf16", "bf16 autocast against fp32 (both cpu_linear=auto)", "bf16", "fp32"),
+    ):
         if not {"eager", other} <= set(args.zoo_modes):
             continue
-        lines += ["", f"## {title} (same rounds)", "",
-                  f"| model | {num} tok/s | {den} tok/s | {num} / {den} (median of rounds) | each round |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {title} (same rounds)",
+            "",
+            f"| model | {num} tok/s | {den} tok/s | {num} / {den} (median of rounds) | each round |",
+            "|---|---|---|---|---|",
+        ]
         for (mixer, md), runs in zoo_rounds.items():
             if md != "eager" or (mixer, other) not in zoo_rounds:
                 continue
             b = zoo_rounds[mixer, other]
             a, b = (runs, b) if other == "aten" else (b, runs)
             ratios = _round_ratios(a, b)
-            lines.append(f"| {mixer} | {fmt_tps(_median_run(a))} | {fmt_tps(_median_run(b))} | "
-                         f"**{_median_ratio(ratios)}** | "
-                         + " / ".join("n/a" if r is None else f"{r:.2f}x" for r in ratios) + " |")
+            lines.append(
+                f"| {mixer} | {fmt_tps(_median_run(a))} | {fmt_tps(_median_run(b))} | "
+                f"**{_median_ratio(ratios)}** | "
+                + " / ".join("n/a" if r is None else f"{r:.2f}x" for r in ratios)
+                + " |"
+            )
     return lines
 
 

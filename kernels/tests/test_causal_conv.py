@@ -3,15 +3,18 @@
 Each path is forced: the compiled kernel (skipped, with the build error, when it
 cannot be built) and the torch fallback inside the op (ZOO_KERNELS_CPP=0).
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo_kernels import conv, cpu_kernel
+from zoo_kernels import cbuild
 from zoo_kernels.conv import _conv_op, causal_conv1d
+from zoo_kernels.conv import cpu as conv_cpu
 
-needs_kernel = pytest.mark.skipif(not cpu_kernel.available(),
-                                  reason=f"compiled CPU kernel not built here: {cpu_kernel.why_unavailable()}")
+needs_kernel = pytest.mark.skipif(
+    not cbuild.available(), reason=f"compiled CPU kernel not built here: {cbuild.why_unavailable()}"
+)
 
 
 @pytest.fixture(params=[pytest.param("compiled", marks=needs_kernel), "torch"])
@@ -25,9 +28,9 @@ def naive(x, weight, bias, prev, activation):
     W = weight.shape[1]
     prev = x.new_zeros(x.shape[0], W - 1, x.shape[2]) if prev is None else prev
     xs = torch.cat([prev, x], 1)
-    ys = [(xs[:, t:t + W] * weight.t()).sum(1) for t in range(x.shape[1])]
+    ys = [(xs[:, t : t + W] * weight.t()).sum(1) for t in range(x.shape[1])]
     y = torch.stack(ys, 1) + (0 if bias is None else bias)
-    return (F.silu(y) if activation == "silu" else y), xs[:, xs.shape[1] - (W - 1):]
+    return (F.silu(y) if activation == "silu" else y), xs[:, xs.shape[1] - (W - 1) :]
 
 
 def inputs(B, T, C, W, with_bias, with_prev, seed=0):
@@ -81,7 +84,7 @@ def test_thread_counts_and_noncontiguous_agree_bitwise():
     finally:
         torch.set_num_threads(old)
     # a slice of a wider tensor (like Mamba's of in_proj's output) and a non-unit channel stride
-    strided = torch.cat([x, -x], -1)[..., :x.shape[2]]
+    strided = torch.cat([x, -x], -1)[..., : x.shape[2]]
     y1, _ = causal_conv1d(strided, w, b, prev, "silu")
     y2, _ = causal_conv1d(x.transpose(1, 2).contiguous().transpose(1, 2), w, b, prev, "silu")
     assert not strided.is_contiguous() and torch.equal(y1, ref[0]) and torch.equal(y2, ref[0])
@@ -89,9 +92,9 @@ def test_thread_counts_and_noncontiguous_agree_bitwise():
 
 def test_fallback_gives_the_same_values(monkeypatch):
     calls = []
-    real = conv._call
-    monkeypatch.setattr(conv, "_call", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
-    args, have = inputs(2, 11, 24, 4, True, True), cpu_kernel.available()
+    real = conv_cpu._call
+    monkeypatch.setattr(conv_cpu, "_call", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    args, have = inputs(2, 11, 24, 4, True, True), cbuild.available()
     got = run(causal_conv1d, args, torch.float32, "silu")
     assert calls == ([0, 2] if have else [])  # the kernel's forward and backward ran
     monkeypatch.setenv("ZOO_KERNELS_CPP", "0")

@@ -1,4 +1,5 @@
 """CausalConv: the parallel conv, its one-token step and the equation agree, gradients included."""
+
 import pytest
 import torch
 
@@ -9,7 +10,7 @@ def naive(conv, x, prev):
     """y_t = b + sum_j w_j x_{t-k+1+j}, read off the definition one token at a time."""
     xx = torch.cat([prev, x], dim=1)
     k = conv.width
-    ys = [(xx[:, t:t + k] * conv.weight.t()).sum(1) for t in range(x.shape[1])]
+    ys = [(xx[:, t : t + k] * conv.weight.t()).sum(1) for t in range(x.shape[1])]
     y = torch.stack(ys, 1)
     return y + conv.bias if conv.bias is not None else y
 

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-
 from scan_checks import BF16_TOL, DEVICE, FP32_TOL, compare, lengths, shape
-from zoo_kernels import naive, ops
+
+import zoo_kernels
 from zoo_kernels.backends import triton_installed
+from zoo_kernels.scan import naive
 
 REGIMES = {
     "mixed": lambda u: u,  # decays spread over (0, 1)
@@ -26,7 +27,7 @@ def make(backend, length, regime, with_h0, dtype=torch.float32, seed=0):
 
 
 def fast(backend):
-    return lambda a, x, h0: ops.linear_scan(a, x, h0, backend=backend)
+    return lambda a, x, h0: zoo_kernels.linear_scan(a, x, h0, backend=backend)
 
 
 @pytest.mark.parametrize("regime", list(REGIMES))
@@ -49,7 +50,7 @@ def test_bf16_inputs(backend, regime):
 
 def test_output_dtypes(backend):
     inputs = make(backend, 7, "mixed", True, dtype=torch.bfloat16)
-    h, h_last = ops.linear_scan(**inputs, backend=backend)
+    h, h_last = zoo_kernels.linear_scan(**inputs, backend=backend)
     assert h.dtype == torch.bfloat16 and h_last.dtype == torch.float32
     assert h.shape == inputs["x"].shape and h_last.shape == inputs["h0"].shape
 
@@ -57,7 +58,7 @@ def test_output_dtypes(backend):
 @pytest.mark.skipif(not triton_installed(), reason="triton is not importable")
 def test_triton_state_carried_across_tiles(monkeypatch):
     """Several time tiles, the last one partial: the carry between tiles is exercised."""
-    from zoo_kernels import triton_scan
+    from zoo_kernels.scan import triton as triton_scan
 
     monkeypatch.setattr(triton_scan, "BLOCK_T", 16)
     for with_h0 in (False, True):

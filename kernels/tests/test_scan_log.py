@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
-
 from scan_checks import BF16_TOL, DEVICE, FP32_TOL, compare, lengths, shape
-from zoo_kernels import naive, ops
+
+import zoo_kernels
+from zoo_kernels.scan import naive
 
 REGIMES = {  # log of decays a in (0, 1)
     "mixed": lambda u: torch.log(u.clamp_min(1e-6)),
@@ -27,7 +28,7 @@ def make(backend, length, regime, with_h0, dtype=torch.float32, seed=0):
 
 
 def fast(backend):
-    return lambda log_a, log_x, log_h0: ops.log_linear_scan(log_a, log_x, log_h0, backend=backend)
+    return lambda log_a, log_x, log_h0: zoo_kernels.log_linear_scan(log_a, log_x, log_h0, backend=backend)
 
 
 @pytest.mark.parametrize("regime", list(REGIMES))

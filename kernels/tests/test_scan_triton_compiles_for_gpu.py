@@ -16,7 +16,7 @@ from zoo_kernels.backends import triton_installed
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason="triton is not importable")
 
-COMPILE_ALL = r'''
+COMPILE_ALL = r"""
 import sys
 import triton
 try:
@@ -24,8 +24,9 @@ try:
     from triton.compiler import ASTSource
 except ImportError as err:
     print("SKIP no ahead-of-time compile API:", err); sys.exit(0)
-from zoo_kernels import triton_scan as ts
-from zoo_kernels import triton_selective as tsel
+from zoo_kernels.rglru import triton as trg
+from zoo_kernels.scan import triton as ts
+from zoo_kernels.selective import triton as tsel
 from zoo_kernels.ssd import triton as tssd
 
 SCALARS = {"T": "i32", "D": "i32", "c": "fp32", "N": "i32", "NT": "i32", "NB": "i32"}
@@ -38,8 +39,8 @@ CASES = [
     (ts._scan_fwd_kernel, {"A": "*bf16", "X": "*bf16", "H": "*bf16"}, {"HAS_H0": True, "LOG": False}, SCAN),
     (ts._scan_fwd_kernel, {}, {"HAS_H0": False, "LOG": True}, SCAN),
     (ts._scan_bwd_kernel, {}, {"HAS_H0": True, "HAS_DA": True}, SCAN),
-    (ts._rg_lru_fwd_kernel, {"X": "*bf16", "RP": "*bf16", "IP": "*bf16", "H": "*bf16"}, {"HAS_H0": True}, SCAN),
-    (ts._rg_lru_bwd_kernel, {}, {"HAS_H0": True}, SCAN),
+    (trg._rg_lru_fwd_kernel, {"X": "*bf16", "RP": "*bf16", "IP": "*bf16", "H": "*bf16"}, {"HAS_H0": True}, SCAN),
+    (trg._rg_lru_bwd_kernel, {}, {"HAS_H0": True}, SCAN),
     (tsel._ss_fwd_kernel, {**BF16_SEL, "Y": "*bf16"}, {"HAS_H0": True}, SEL),
     (tsel._ss_fwd_kernel, {}, {"HAS_H0": False}, SEL_BIG_N),
     (tsel._ss_bwd_kernel, {**BF16_SEL, "GY": "*bf16", "DU": "*bf16", "DDT": "*bf16"}, {"HAS_DH0": True}, SEL),
@@ -81,7 +82,7 @@ for kernel, pointers, flags, blocks in CASES:
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": blocks["num_warps"]})
     assert len(out.asm["cubin"]) > 0, kernel.__name__
     print("compiled", kernel.__name__, flags)
-'''
+"""
 
 
 def test_kernels_compile_for_sm90():

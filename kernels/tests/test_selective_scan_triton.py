@@ -1,4 +1,4 @@
-"""Mamba-1's fused Triton selective scan (triton_selective.py) against the float64 loop.
+"""Mamba-1's fused Triton selective scan (zoo_kernels/selective/triton.py) against the float64 loop.
 
 Without a GPU the kernels run under TRITON_INTERPRET=1 (set by conftest.py), so
 the shapes are tiny. The `small_blocks` fixture shrinks the tiles (BLOCK_T=8,
@@ -11,19 +11,18 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from scan_checks import BF16_TOL, DEVICE, FP32_TOL, NO_TRITON
 
 import zoo_kernels
 from zoo_kernels.backends import triton_installed
 from zoo_kernels.selective import _triton_bwd_op, _triton_op, selective_scan_naive, selective_scan_triton
-
-from scan_checks import BF16_TOL, DEVICE, FP32_TOL, NO_TRITON
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason=NO_TRITON)
 
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    from zoo_kernels import triton_selective
+    from zoo_kernels.selective import triton as triton_selective
 
     monkeypatch.setattr(triton_selective, "BLOCK_T", 8)
     monkeypatch.setattr(triton_selective, "BLOCK_D", 8)
@@ -33,15 +32,21 @@ def small_blocks(monkeypatch):
 def inputs(b, T, D, N, with_h0, seed=0):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    return [r(b, T, D), F.softplus(r(b, T, D)), -torch.exp(r(D, N)), r(b, T, N), r(b, T, N),
-            r(b, D, N) if with_h0 else None]
+    return [
+        r(b, T, D),
+        F.softplus(r(b, T, D)),
+        -torch.exp(r(D, N)),
+        r(b, T, N),
+        r(b, T, N),
+        r(b, D, N) if with_h0 else None,
+    ]
 
 
 def extreme_decays(b, T, D, N, seed=0):
     """dt * A spread log-uniformly over about [-20, -1e-3]: decays from ~2e-9 to ~0.999."""
     g = torch.Generator().manual_seed(seed)
     args = inputs(b, T, D, N, True, seed)
-    args[1] = 10 ** (torch.rand(b, T, D, generator=g, dtype=torch.float64) * 2.3 - 1.5)    # dt in [0.03, 6.3]
+    args[1] = 10 ** (torch.rand(b, T, D, generator=g, dtype=torch.float64) * 2.3 - 1.5)  # dt in [0.03, 6.3]
     args[2] = -(10 ** (torch.rand(D, N, generator=g, dtype=torch.float64) * 2.0 - 1.5))  # -A in [0.03, 3.2]
     return args
 
@@ -92,7 +97,7 @@ def test_matches_the_loop_with_gradients(small_blocks, b, T, D, N, with_h0):
 
 def test_default_blocks_several_tiles():
     """The shipped BLOCK_T (checkpoint spacing): three tiles, the last partial."""
-    from zoo_kernels import triton_selective
+    from zoo_kernels.selective import triton as triton_selective
 
     T = 2 * triton_selective.BLOCK_T + 5
     against_the_loop(inputs(1, T, 5, 2, True))

@@ -16,8 +16,14 @@ from zoo_kernels.ssd import ssd_chunked, ssd_naive
 def inputs(b, T, H, P, G, N, dtype, with_h0=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
-    return [r(b, T, H, P), F.softplus(r(b, T, H)), -torch.exp(r(H)), r(b, T, G, N), r(b, T, G, N),
-            r(b, H, P, N) if with_h0 else None]
+    return [
+        r(b, T, H, P),
+        F.softplus(r(b, T, H)),
+        -torch.exp(r(H)),
+        r(b, T, G, N),
+        r(b, T, G, N),
+        r(b, H, P, N) if with_h0 else None,
+    ]
 
 
 def outputs_and_grads(fn, args):
@@ -31,12 +37,15 @@ def outputs_and_grads(fn, args):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["f64", "f32"])
-@pytest.mark.parametrize("b,T,H,P,G,N,L,with_h0", [
-    (2, 13, 4, 3, 2, 5, 4, True),     # 2 groups; 4 chunks, the last partial
-    (1, 1, 2, 4, 1, 3, 8, True),      # one step
-    (2, 9, 3, 2, 3, 4, 16, False),    # a chunk longer than the sequence; a group per head
-    (1, 64, 2, 8, 1, 16, 16, True),   # 4 whole chunks
-])
+@pytest.mark.parametrize(
+    "b,T,H,P,G,N,L,with_h0",
+    [
+        (2, 13, 4, 3, 2, 5, 4, True),  # 2 groups; 4 chunks, the last partial
+        (1, 1, 2, 4, 1, 3, 8, True),  # one step
+        (2, 9, 3, 2, 3, 4, 16, False),  # a chunk longer than the sequence; a group per head
+        (1, 64, 2, 8, 1, 16, 16, True),  # 4 whole chunks
+    ],
+)
 def test_ssd_chunked_matches_the_loop_with_gradients(b, T, H, P, G, N, L, with_h0, dtype, tol):
     args = inputs(b, T, H, P, G, N, dtype, with_h0)
     got = outputs_and_grads(lambda *a: ssd_chunked(*a[:5], L, a[5]), args)

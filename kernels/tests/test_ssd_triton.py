@@ -17,12 +17,11 @@ Tolerances (norm-wise relative error ||got - want|| / ||want||):
 import pytest
 import torch
 import torch.nn.functional as F
+from scan_checks import BF16_TOL, DEVICE, NO_TRITON
 
 import zoo_kernels
 from zoo_kernels.backends import triton_installed
 from zoo_kernels.ssd import _ssd_bwd_op, _ssd_op, ssd_naive, ssd_scan, ssd_triton
-
-from scan_checks import BF16_TOL, DEVICE, NO_TRITON
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason=NO_TRITON)
 
@@ -31,9 +30,9 @@ F32_TOL = 1e-5
 
 # (batch, T, heads, headdim P, ngroups G, d_state N, chunk L, with h0)
 SHAPES = [
-    (1, 11, 4, 3, 2, 5, 4, True),    # 2 groups of 2 heads; 3 chunks, the last partial; P, N not powers of 2
-    (1, 1, 2, 4, 1, 3, 8, True),     # one step
-    (2, 5, 2, 4, 2, 3, 16, False),   # one chunk longer than the sequence; a group per head; no h0
+    (1, 11, 4, 3, 2, 5, 4, True),  # 2 groups of 2 heads; 3 chunks, the last partial; P, N not powers of 2
+    (1, 1, 2, 4, 1, 3, 8, True),  # one step
+    (2, 5, 2, 4, 2, 3, 16, False),  # one chunk longer than the sequence; a group per head; no h0
     (1, 13, 2, 20, 1, 20, 6, True),  # with small_blocks: 2 N blocks, 2 P blocks, 7 state blocks; L = 6
 ]
 
@@ -53,8 +52,14 @@ def inputs(b, T, H, P, G, N, with_h0=True, seed=0):
     """float64 CPU tensors (outputs_and_grads moves them to DEVICE)."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    return [r(b, T, H, P), F.softplus(r(b, T, H)), -torch.exp(r(H)), r(b, T, G, N), r(b, T, G, N),
-            r(b, H, P, N) if with_h0 else None]
+    return [
+        r(b, T, H, P),
+        F.softplus(r(b, T, H)),
+        -torch.exp(r(H)),
+        r(b, T, G, N),
+        r(b, T, G, N),
+        r(b, H, P, N) if with_h0 else None,
+    ]
 
 
 def on_device(b, T, H, P, G, N, dtype=torch.float32):
@@ -102,8 +107,7 @@ def against_the_loop(args, chunk, dtype, tol, **kw):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, F64_TOL), (torch.float32, F32_TOL)], ids=["f64", "f32"])
 @pytest.mark.parametrize("b,T,H,P,G,N,L,with_h0", SHAPES)
-def test_ssd_triton_forward_backward_and_states_match_the_loop(small_blocks, b, T, H, P, G, N, L, with_h0,
-                                                               dtype, tol):
+def test_ssd_triton_forward_backward_and_states_match_the_loop(small_blocks, b, T, H, P, G, N, L, with_h0, dtype, tol):
     got = against_the_loop(inputs(b, T, H, P, G, N, with_h0), L, dtype, tol)
     assert got[0].dtype == dtype and got[1].dtype == dtype  # h_T accumulates in float32 / float64
 
@@ -123,8 +127,8 @@ def test_ssd_triton_extreme_decays():
     """dt * A from -10 (a step's decay 5e-5; far less over a chunk) to -4e-3 (0.996): nothing overflows."""
     args = inputs(2, 12, 2, 3, 1, 4)
     g = torch.Generator().manual_seed(2)
-    args[1] = 10 ** (torch.rand(2, 12, 2, generator=g, dtype=torch.float64) * 2.3 - 1.5)   # dt in [0.03, 6.3]
-    args[2] = -(10 ** (torch.rand(2, generator=g, dtype=torch.float64) * 2.0 - 1.5))      # -A in [0.03, 3.2]
+    args[1] = 10 ** (torch.rand(2, 12, 2, generator=g, dtype=torch.float64) * 2.3 - 1.5)  # dt in [0.03, 6.3]
+    args[2] = -(10 ** (torch.rand(2, generator=g, dtype=torch.float64) * 2.0 - 1.5))  # -A in [0.03, 3.2]
     z = args[1] * args[2]
     assert z.min() < -5 and z.max() > -2e-2
     against_the_loop(args, 4, torch.float32, F32_TOL)
@@ -163,8 +167,14 @@ def test_ssd_triton_state_carries_across_calls():
 
 def test_ssd_triton_bf16_inputs():
     args = inputs(1, 9, 2, 4, 1, 4)
-    leaves = [args[0].bfloat16(), args[1].float(), args[2].float(), args[3].bfloat16(), args[4].bfloat16(),
-              args[5].float()]  # as Mamba-2 under bf16: dt and A in float32
+    leaves = [
+        args[0].bfloat16(),
+        args[1].float(),
+        args[2].float(),
+        args[3].bfloat16(),
+        args[4].bfloat16(),
+        args[5].float(),
+    ]  # as Mamba-2 under bf16: dt and A in float32
     leaves = [t.detach().to(DEVICE).requires_grad_() for t in leaves]
     y, h = ssd_triton(*leaves[:5], 4, leaves[5])
     assert y.dtype == torch.bfloat16 and h.dtype == torch.float32

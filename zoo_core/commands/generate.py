@@ -4,12 +4,13 @@ One prompt streams to the terminal token by token; several (repeated --prompt or
 --prompts-file) run as one ragged batch and print in order. `--bench` times
 prefill and decode separately on random prompts instead.
 """
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -19,8 +20,9 @@ def unescape(s: str) -> str:
     return s.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def read_prompts(args) -> List[str]:
+def read_prompts(args) -> list[str]:
     from zoo_core.errors import UserError
+
     prompts = list(args.prompt or [])
     if args.prompts_file:
         path = Path(args.prompts_file)
@@ -44,11 +46,12 @@ class TextStream:
 
     def __init__(self, decode, stop_strings: Sequence[str], out=None) -> None:
         self.decode, self.stop_strings, self.out = decode, stop_strings, out or sys.stdout
-        self.ids: List[int] = []
+        self.ids: list[int] = []
         self.shown = 0
 
     def text(self) -> str:
-        from zoo_core.generate import cut_at_stop
+        from zoo_core.loop.generate import cut_at_stop
+
         return cut_at_stop(self.decode(self.ids), self.stop_strings)[0]
 
     def __call__(self, row: int, tid: int) -> None:
@@ -56,46 +59,67 @@ class TextStream:
         text = self.text()
         if text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
             return
-        print(text[self.shown:], end="", file=self.out, flush=True)
+        print(text[self.shown :], end="", file=self.out, flush=True)
         self.shown = len(text)
 
     def finish(self) -> None:
-        print(self.text()[self.shown:], file=self.out, flush=True)
+        print(self.text()[self.shown :], file=self.out, flush=True)
 
 
 def bench(run_, args) -> None:
     import torch
 
     from zoo_core.cli import table
-    from zoo_core.generate import generate
+    from zoo_core.loop.generate import generate
+
     g = torch.Generator().manual_seed(args.seed)
     vocab = run_.tokenizer.vocab_size
     prompts = torch.randint(0, vocab, (args.batch_size, args.prompt_len), generator=g).tolist()
     generate(run_.model, prompts, min(args.max_tokens, 8), temperature=0)  # warm-up (allocator, kernels)
     t: dict = {}
     generate(run_.model, prompts, args.max_tokens, temperature=0, timings=t)
-    result = {"device": str(next(run_.model.parameters()).device), "dtype": args.dtype,
-              "batch": args.batch_size, "prompt_len": args.prompt_len, "new_tokens": args.max_tokens,
-              "prefill_tokens_per_s": t["prefill_tokens"] / t["prefill_s"],
-              "decode_tokens_per_s": t["new_tokens"] / t["decode_s"],
-              "prefill_s": t["prefill_s"], "decode_s": t["decode_s"],
-              "state_mb": run_.model.state_size(args.prompt_len + args.max_tokens) * args.batch_size / 2**20}
+    result = {
+        "device": str(next(run_.model.parameters()).device),
+        "dtype": args.dtype,
+        "batch": args.batch_size,
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.max_tokens,
+        "prefill_tokens_per_s": t["prefill_tokens"] / t["prefill_s"],
+        "decode_tokens_per_s": t["new_tokens"] / t["decode_s"],
+        "prefill_s": t["prefill_s"],
+        "decode_s": t["decode_s"],
+        "state_mb": run_.model.state_size(args.prompt_len + args.max_tokens) * args.batch_size / 2**20,
+    }
     if args.json:
         text = json.dumps(result, indent=2)
         print(text) if args.json == "-" else Path(args.json).write_text(text + "\n")
     if args.json != "-":
-        print(table([[result["device"], args.dtype, args.batch_size, args.prompt_len, args.max_tokens,
-                      f"{result['prefill_tokens_per_s']:,.0f}", f"{result['decode_tokens_per_s']:,.0f}",
-                      f"{result['state_mb']:.2f}"]],
-                    ["device", "dtype", "batch", "prompt", "new", "prefill tok/s", "decode tok/s", "state MB"]))
+        print(
+            table(
+                [
+                    [
+                        result["device"],
+                        args.dtype,
+                        args.batch_size,
+                        args.prompt_len,
+                        args.max_tokens,
+                        f"{result['prefill_tokens_per_s']:,.0f}",
+                        f"{result['decode_tokens_per_s']:,.0f}",
+                        f"{result['state_mb']:.2f}",
+                    ]
+                ],
+                ["device", "dtype", "batch", "prompt", "new", "prefill tok/s", "decode tok/s", "state MB"],
+            )
+        )
 
 
 def run(args) -> None:
     import torch
 
     from zoo_core.errors import UserError
-    from zoo_core.generate import StopStrings, generate
-    from zoo_core.runs import load_run
+    from zoo_core.loop.generate import StopStrings, generate
+    from zoo_core.loop.runs import load_run
+
     for name in ("max_tokens", "batch_size", "prompt_len"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -114,10 +138,18 @@ def run(args) -> None:
     single = len(prompts) == 1
     if single:
         print(texts[0], end="", flush=True)
-    generate(run_.model, prompts, args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-             top_p=args.top_p, seed=args.seed, stop=StopStrings(tok.decode, stops) if stops else None,
-             eos_id=None if args.ignore_eos else tok.eos_id,
-             on_token=streams[0] if single else (lambda r, t: streams[r].ids.append(t)))
+    generate(
+        run_.model,
+        prompts,
+        args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop=StopStrings(tok.decode, stops) if stops else None,
+        eos_id=None if args.ignore_eos else tok.eos_id,
+        on_token=streams[0] if single else (lambda r, t: streams[r].ids.append(t)),
+    )
     if single:
         streams[0].finish()
         return

@@ -5,6 +5,7 @@ any family a plugin maps) becomes a zoo run that zoo eval, zoo generate and zoo 
 
 def run(args) -> None:
     from zoo_core.interop import import_hf
+
     run_dir = import_hf(args.dir, args.name, args.runs_dir, args.overrides)
     print(f"imported {args.dir} as {run_dir} (zoo eval {run_dir}; zoo generate {run_dir}; zoo train {run_dir})")
 

@@ -1,4 +1,5 @@
 """zoo launch CONFIG [overrides] --nodes N --gpus-per-node G [--partition P] [--local] [--sweep FILE]"""
+
 from pathlib import Path
 
 from zoo_core.cli import split_config
@@ -6,21 +7,33 @@ from zoo_core.cli import split_config
 
 def run(args) -> None:
     from zoo_core.config import parse_overrides, read_yaml, resolve
-    from zoo_core.launch import launch_local, submit, sweep_configs
-    from zoo_core.registry import get_registry
-    from zoo_core.train import run_config
     from zoo_core.errors import UserError
-    from zoo_core.validate import check_request
+    from zoo_core.launch import launch_local, submit, sweep_configs
+    from zoo_core.loop.runs import check_run_dir
+    from zoo_core.loop.train import run_config
+    from zoo_core.loop.validate import check_request
+    from zoo_core.registry import get_registry
+
     config, overrides = split_config(args.args)
     registry = get_registry()
     cfg = resolve(run_config(config, overrides), registry)
+    array = None
+    if args.sweep:
+        layers = ([read_yaml(config)] if config and not Path(config).is_dir() else []) + [parse_overrides(overrides)]
+        array = sweep_configs(layers, args.sweep, registry)
     # Everything is checked before prepare_run writes config.yaml or the code snapshot.
     if args.local:
         nproc = args.nproc or args.gpus_per_node or args.tasks_per_node or 1
-        check_request(cfg, registry, nproc)
-        code = launch_local(cfg, nproc)
-        if code:
-            raise SystemExit(code)
+        runs = array or [cfg]
+        for c in runs:
+            check_request(c, registry, nproc)
+            check_run_dir(Path(c.runs_dir) / c.name)
+        for i, c in enumerate(runs):  # a sweep: one run after another, each its own torchrun
+            if array:
+                print(f"sweep run {i + 1} of {len(runs)}: {Path(c.runs_dir) / c.name}", flush=True)
+            code = launch_local(c, nproc)
+            if code:
+                raise SystemExit(code)
         return
     for name in ("nodes", "time"):
         if getattr(args, name) < 1:
@@ -29,18 +42,25 @@ def run(args) -> None:
         if (getattr(args, name) or 0) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     world = args.nodes * (args.tasks_per_node or max(args.gpus_per_node, 1))
-    array = None
-    if args.sweep:
-        layers = ([read_yaml(config)] if config and not Path(config).is_dir() else []) + [parse_overrides(overrides)]
-        array = sweep_configs(layers, args.sweep, registry)
     for c in array or [cfg]:
         check_request(c, registry, world, memory=False)  # each rank checks the fit on its own node
+        check_run_dir(Path(c.runs_dir) / c.name)
     bad = [kv for kv in args.slurm if "=" not in kv]
     if bad:
         raise UserError(f"--slurm {bad[0]} is not KEY=VALUE; write it like --slurm account=myproject")
     extra = dict(kv.split("=", 1) for kv in args.slurm) if args.slurm else {}
-    ids = submit(cfg, args.nodes, args.gpus_per_node, args.tasks_per_node, args.partition, args.time,
-                 args.cpus_per_task, array, extra, requeue=not args.no_requeue)
+    ids = submit(
+        cfg,
+        args.nodes,
+        args.gpus_per_node,
+        args.tasks_per_node,
+        args.partition,
+        args.time,
+        args.cpus_per_task,
+        array,
+        extra,
+        requeue=not args.no_requeue,
+    )
     for job_id in ids:
         print(job_id)
 

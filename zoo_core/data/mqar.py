@@ -17,18 +17,18 @@ of the text tokenizer: the model's embedding covers max(tokenizer, source)
 (`declared_vocab`). Windows are a pure function of (seed, split, stream, window
 index), so they do not depend on which rank draws them, and resume is exact.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
 from zoo_core.errors import UserError
-from zoo_core.interfaces import DataSource, Tokenizer
-
-IGNORE = -100
+from zoo_core.interfaces import IGNORE_INDEX, DataSource, Tokenizer
 
 
 @dataclass
@@ -50,11 +50,14 @@ def _check(config: MQARConfig, seq_len: int) -> None:
     if n < 1 or half - 1 < n:
         raise UserError(f"mqar needs 1 <= num_kv_pairs <= vocab/2 - 1 (got {n} with vocab {config.vocab})")
     if seq_len < 4 * n:
-        raise UserError(f"mqar with {n} pairs needs data.seq_len >= {4 * n} (got {seq_len}); "
-                        f"raise data.seq_len or lower data.source.num_kv_pairs")
+        raise UserError(
+            f"mqar with {n} pairs needs data.seq_len >= {4 * n} (got {seq_len}); "
+            f"raise data.seq_len or lower data.source.num_kv_pairs"
+        )
     if 0 < config.filler < config.vocab:
-        raise UserError(f"mqar filler={config.filler} is a key or value id (1..{config.vocab - 1}); "
-                        f"use 0 or an id >= vocab")
+        raise UserError(
+            f"mqar filler={config.filler} is a key or value id (1..{config.vocab - 1}); use 0 or an id >= vocab"
+        )
     if config.random_filler and half - 1 - n < 1:
         raise UserError(f"mqar random_filler needs spare key ids: raise data.source.vocab above {2 * (n + 2)}")
     if config.power_a <= 0:
@@ -69,8 +72,18 @@ class MQARSource(DataSource):
         """Token ids this source emits are < this (the model's embedding must cover it)."""
         return max(config.vocab, config.filler + 1)
 
-    def __init__(self, config: MQARConfig, *, tokenizer: Optional[Tokenizer] = None, split: str, seq_len: int,
-                 n_streams: int, seed: int = 0, cache_dir: Optional[str] = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: MQARConfig,
+        *,
+        tokenizer: Tokenizer | None = None,
+        split: str,
+        seq_len: int,
+        n_streams: int,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        progress: bool = True,
+    ) -> None:
         _check(config, seq_len)
         self.config, self.seq_len, self.n_streams = config, seq_len, n_streams
         self.vocab_size = self.declared_vocab(config)
@@ -80,7 +93,7 @@ class MQARSource(DataSource):
         gaps = torch.arange(1, slots + 1, dtype=torch.float64)
         self.gap_p = gaps ** (config.power_a - 1)  # Zoology: power_a * g^(power_a-1), normalised
 
-    def window(self, stream: int, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def window(self, stream: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets), each (seq_len,), for window k of a stream."""
         cfg, T = self.config, self.seq_len
         digest = hashlib.sha256(f"{self.salt}:{stream}:{k}".encode()).digest()
@@ -90,19 +103,19 @@ class MQARSource(DataSource):
         keys = key_perm[:n]
         values = torch.randperm(cfg.vocab - half, generator=g)[:n] + half
         inputs = torch.full((T,), cfg.filler, dtype=torch.long)
-        inputs[0:2 * n:2], inputs[1:2 * n:2] = keys, values
+        inputs[0 : 2 * n : 2], inputs[1 : 2 * n : 2] = keys, values
         # Key i is queried at gap i (drawn without replacement from the power law); only keys are written.
         gaps = torch.multinomial(self.gap_p, n, replacement=False, generator=g)
         where = 2 * n + 2 * gaps
         if cfg.random_filler:
             spare = key_perm[n:]
-            inputs[2 * n:] = spare[torch.randint(len(spare), (T - 2 * n,), generator=g)]
+            inputs[2 * n :] = spare[torch.randint(len(spare), (T - 2 * n,), generator=g)]
         inputs[where] = keys
-        targets = torch.full((T,), IGNORE, dtype=torch.long)
+        targets = torch.full((T,), IGNORE_INDEX, dtype=torch.long)
         targets[where] = values
         return inputs, targets
 
-    def batch(self, stream_ids: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, stream_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = [], []
         for s in stream_ids:
             x, y = self.window(s, self.position[s])
@@ -111,11 +124,13 @@ class MQARSource(DataSource):
             targets.append(y)
         return torch.stack(inputs), torch.stack(targets)
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"position": list(self.position), "n_streams": self.n_streams}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["n_streams"] != self.n_streams:
-            raise UserError(f"checkpointed mqar state has {state['n_streams']} streams, this run "
-                            f"{self.n_streams}; keep train.global_batch when resuming")
+            raise UserError(
+                f"checkpointed mqar state has {state['n_streams']} streams, this run "
+                f"{self.n_streams}; keep train.global_batch when resuming"
+            )
         self.position = list(state["position"])

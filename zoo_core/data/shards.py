@@ -13,6 +13,7 @@ Checks when a split is opened (`verify`):
 * `full`: the sha256 of every shard before training starts.
 `zoo data verify DIR` checks everything, sizes and hashes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,7 @@ import json
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -37,19 +38,24 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.uint32)
 
 
-def default_cache_dir(cache_dir: Optional[str] = None) -> Path:
+def default_cache_dir(cache_dir: str | None = None) -> Path:
     root = cache_dir or os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo"
     return Path(root).expanduser() / "data"
 
 
-def prepared_dir_for(src: str, tokenizer: Tokenizer, val_fraction: float, cache_dir: Optional[str],
-                     text_field: str = "text") -> Path:
+def prepared_dir_for(
+    src: str, tokenizer: Tokenizer, val_fraction: float, cache_dir: str | None, text_field: str = "text"
+) -> Path:
     """The cache directory for `src` prepared with these settings."""
     from zoo_core.data.corpora import source_files
+
     files = source_files(src)
-    key = hashlib.sha1(json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-                                  + [tokenizer.fingerprint, val_fraction, text_field, FORMAT_VERSION]
-                                  ).encode()).hexdigest()[:12]
+    key = hashlib.sha1(
+        json.dumps(
+            [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+            + [tokenizer.fingerprint, val_fraction, text_field, FORMAT_VERSION]
+        ).encode()
+    ).hexdigest()[:12]
     label = Path(src).name if src not in ("", ".") else "data"
     return default_cache_dir(cache_dir) / f"{label}-{key}"
 
@@ -62,37 +68,49 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(prepared: Path) -> Dict[str, Any]:
+def read_manifest(prepared: Path) -> dict[str, Any]:
     path = Path(prepared) / MANIFEST
     if not path.exists():
-        raise UserError(f"'{prepared}' is not a prepared data directory (no {MANIFEST}); "
-                        f"run: zoo data prepare SRC --out {prepared}")
+        raise UserError(
+            f"'{prepared}' is not a prepared data directory (no {MANIFEST}); run: zoo data prepare SRC --out {prepared}"
+        )
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise UserError(f"'{path}' is corrupted (not valid JSON); prepare '{prepared}' again") from None
     if manifest.get("format") == 1:  # one file per split, before shards
-        for s, info in manifest["splits"].items():
-            info["shards"] = [{"file": info["file"], "tokens": info["tokens"], "bytes": info["bytes"],
-                               "documents": info["documents"], "sha256": info["sha256"]}]
+        for _s, info in manifest["splits"].items():
+            info["shards"] = [
+                {
+                    "file": info["file"],
+                    "tokens": info["tokens"],
+                    "bytes": info["bytes"],
+                    "documents": info["documents"],
+                    "sha256": info["sha256"],
+                }
+            ]
     elif manifest.get("format") != FORMAT_VERSION:
-        raise UserError(f"'{path}' has format {manifest.get('format')}, this zoo reads {FORMAT_VERSION}; "
-                        f"prepare '{prepared}' again")
+        raise UserError(
+            f"'{path}' has format {manifest.get('format')}, this zoo reads {FORMAT_VERSION}; prepare '{prepared}' again"
+        )
     return manifest
 
 
-def check_tokenizer(manifest: Dict[str, Any], prepared: Path, tokenizer: Tokenizer) -> None:
+def check_tokenizer(manifest: dict[str, Any], prepared: Path, tokenizer: Tokenizer) -> None:
     if manifest["tokenizer"] != tokenizer.fingerprint:
-        raise UserError(f"'{prepared}' was tokenized with '{manifest['tokenizer']}' but the model uses "
-                        f"'{tokenizer.fingerprint}'; prepare the data again with this tokenizer "
-                        f"(zoo data prepare SRC --tokenizer ...) or set data.tokenizer to the one it was made with")
+        raise UserError(
+            f"'{prepared}' was tokenized with '{manifest['tokenizer']}' but the model uses "
+            f"'{tokenizer.fingerprint}'; prepare the data again with this tokenizer "
+            f"(zoo data prepare SRC --tokenizer ...) or set data.tokenizer to the one it was made with"
+        )
 
 
 class ShardedTokens:
     """The shards of one split as one long read-only token array."""
 
-    def __init__(self, root: Path, shards: List[Dict[str, Any]], dtype: np.dtype, verify: str = "lazy",
-                 max_open: int = 64) -> None:
+    def __init__(
+        self, root: Path, shards: list[dict[str, Any]], dtype: np.dtype, verify: str = "lazy", max_open: int = 64
+    ) -> None:
         if verify not in VERIFY_MODES:
             raise UserError(f"data.source.verify={verify} is not one of {', '.join(VERIFY_MODES)}")
         self.root, self.shards, self.dtype, self.verify = Path(root), shards, np.dtype(dtype), verify
@@ -102,7 +120,7 @@ class ShardedTokens:
             if "index" in sh:
                 check_size(self.root / sh["index"], sh["documents"] * 8, self.root)
         self.starts = np.concatenate([[0], np.cumsum([sh["tokens"] for sh in shards], dtype=np.int64)])
-        self._open: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self._open: OrderedDict[int, np.ndarray] = OrderedDict()
         self.max_open = max_open  # each memmap keeps a file descriptor
         if verify == "full":
             for j in range(len(shards)):
@@ -118,8 +136,10 @@ class ShardedTokens:
         if key in _VERIFIED and not force:
             return
         if sha256_file(path) != self.shards[j]["sha256"]:
-            raise UserError(f"shard '{path}' is corrupted: its sha256 does not match {MANIFEST}; "
-                            f"prepare '{self.root}' again (zoo data verify {self.root} checks every shard)")
+            raise UserError(
+                f"shard '{path}' is corrupted: its sha256 does not match {MANIFEST}; "
+                f"prepare '{self.root}' again (zoo data verify {self.root} checks every shard)"
+            )
         _VERIFIED.add(key)
 
     def shard(self, j: int) -> np.ndarray:
@@ -144,7 +164,7 @@ class ShardedTokens:
         while count > 0:
             off = start - int(self.starts[j])
             take = min(count, int(self.starts[j + 1]) - start)
-            parts.append(self.shard(j)[off:off + take])
+            parts.append(self.shard(j)[off : off + take])
             start, count, j = start + take, count - take, j + 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -160,8 +180,9 @@ def check_size(path: Path, expected: int, prepared: Path) -> None:
         raise UserError(f"shard '{path}' is {what}; prepare '{prepared}' again")
 
 
-def load_split(prepared: Path, split: str, tokenizer: Tokenizer, verify: str = "lazy"
-               ) -> Tuple[ShardedTokens, Dict[str, Any]]:
+def load_split(
+    prepared: Path, split: str, tokenizer: Tokenizer, verify: str = "lazy"
+) -> tuple[ShardedTokens, dict[str, Any]]:
     """The tokens of one split, after the tokenizer and shard-size checks."""
     manifest = read_manifest(prepared)
     check_tokenizer(manifest, prepared, tokenizer)
@@ -171,17 +192,19 @@ def load_split(prepared: Path, split: str, tokenizer: Tokenizer, verify: str = "
     return ShardedTokens(Path(prepared), info["shards"], np.dtype(manifest["dtype"]), verify), info
 
 
-def verify_dir(prepared: Path) -> Dict[str, int]:
+def verify_dir(prepared: Path) -> dict[str, int]:
     """Check every shard's size and sha256 (and every index's); raise on the first bad file."""
     manifest = read_manifest(prepared)
     counts = {"shards": 0, "tokens": 0, "bytes_read": 0}
-    for split, info in manifest["splits"].items():
+    for _split, info in manifest["splits"].items():
         tokens = ShardedTokens(Path(prepared), info["shards"], np.dtype(manifest["dtype"]), verify="size")
         for j, sh in enumerate(info["shards"]):
             tokens._check_hash(j, force=True)
             if "index_sha256" in sh and sha256_file(Path(prepared) / sh["index"]) != sh["index_sha256"]:
-                raise UserError(f"index '{Path(prepared) / sh['index']}' is corrupted: its sha256 does not match "
-                                f"{MANIFEST}; prepare '{prepared}' again")
+                raise UserError(
+                    f"index '{Path(prepared) / sh['index']}' is corrupted: its sha256 does not match "
+                    f"{MANIFEST}; prepare '{prepared}' again"
+                )
             counts["shards"] += 1
             counts["bytes_read"] += tokens.paths[j].stat().st_size
         counts["tokens"] += len(tokens)

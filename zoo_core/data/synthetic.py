@@ -1,16 +1,17 @@
 """Generated corpora for tests and benchmarks: pseudo-words with punctuation,
 newlines and some non-ASCII text, written as text, jsonl and parquet files."""
+
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence
 
 EXTRA = ["café", "naïve", "Größe", "漢字", "かな", "🙂", "—", "“quoted”"]
 
 
-def vocabulary(rng: random.Random, n: int = 400, letters: str = "abcdefghijklmnopqrstuvwxyz") -> List[str]:
+def vocabulary(rng: random.Random, n: int = 400, letters: str = "abcdefghijklmnopqrstuvwxyz") -> list[str]:
     return ["".join(rng.choice(letters) for _ in range(rng.randint(1, 8))) for _ in range(n)] + EXTRA
 
 
@@ -26,8 +27,14 @@ def random_text(rng: random.Random, n_bytes: int, words: Sequence[str]) -> str:
     return "".join(out)
 
 
-def write_corpus(root: Path, n_bytes: int, kinds: Sequence[str] = ("text", "jsonl", "parquet"), seed: int = 0,
-                 files_per_kind: int = 2, letters: str = "abcdefghijklmnopqrstuvwxyz") -> Path:
+def write_corpus(
+    root: Path,
+    n_bytes: int,
+    kinds: Sequence[str] = ("text", "jsonl", "parquet"),
+    seed: int = 0,
+    files_per_kind: int = 2,
+    letters: str = "abcdefghijklmnopqrstuvwxyz",
+) -> Path:
     """A directory of about n_bytes of text spread over text, jsonl and parquet files."""
     rng = random.Random(seed)
     words = vocabulary(rng, letters=letters)
@@ -49,7 +56,10 @@ def write_corpus(root: Path, n_bytes: int, kinds: Sequence[str] = ("text", "json
             else:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
-                pq.write_table(pa.table({"text": docs}), root / f"rows{i}.parquet", row_group_size=max(len(docs) // 3, 1))
+
+                pq.write_table(
+                    pa.table({"text": docs}), root / f"rows{i}.parquet", row_group_size=max(len(docs) // 3, 1)
+                )
     return root
 
 

@@ -1,8 +1,10 @@
 """Build components the way the core does, plus small helpers shared by the checks."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +14,7 @@ from zoo_core.config import to_dataclass, validate_options
 from zoo_core.interfaces import Mixer
 
 
-def make_config(config_cls: Optional[type], options: Optional[dict] = None, name: str = "?") -> Any:
+def make_config(config_cls: type | None, options: dict | None = None, name: str = "?") -> Any:
     """The plugin's config object for `options`, validated as `zoo train` validates them."""
     if config_cls is None:
         if options:
@@ -60,8 +62,7 @@ def state_bytes(state: Any) -> int:
 def seq_forward(module: nn.Module, x: Tensor, state: Any = None, return_state: bool = False):
     """Call forward and check it returns the (y, state) pair the contract asks for."""
     out = module(x, state, return_state=return_state)
-    assert isinstance(out, tuple) and len(out) == 2, \
-        f"forward must return (y, state), got {type(out).__name__}"
+    assert isinstance(out, tuple) and len(out) == 2, f"forward must return (y, state), got {type(out).__name__}"
     return out
 
 
@@ -92,7 +93,7 @@ class ProbeMixer(Mixer):
     """A tiny correct mixer (h_t = a h_{t-1} + W x_t, y = U h_t) that the kit puts
     inside blocks under test, and that the kit's own tests mutate into broken ones."""
 
-    def __init__(self, dim: int, config: Optional[ProbeConfig] = None) -> None:
+    def __init__(self, dim: int, config: ProbeConfig | None = None) -> None:
         super().__init__(dim, config or ProbeConfig())
         self.w_in = nn.Linear(dim, dim, bias=False)
         self.w_out = nn.Linear(dim, dim, bias=False)

@@ -1,32 +1,51 @@
 """Checks for data sources: batch shapes, resumable position, stream independence."""
+
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
-from zoo_core.interfaces import Tokenizer
+from zoo_core.interfaces import IGNORE_INDEX, Tokenizer
 from zoo_core.testing.report import Report
 from zoo_core.testing.sequence import yaml_round_trip
 
-IGNORE = -100
 CHECKS = ("batches", "resume", "stream independence", "yaml round-trip")
 
 
 class DataChecks:
-    def __init__(self, label: str, factory: Callable, config: Any, config_cls: Optional[type],
-                 tokenizer: Optional[Tokenizer] = None, seq_len: int = 16, n_streams: int = 2,
-                 cache_dir: Optional[str] = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        label: str,
+        factory: Callable,
+        config: Any,
+        config_cls: type | None,
+        tokenizer: Tokenizer | None = None,
+        seq_len: int = 16,
+        n_streams: int = 2,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
         from zoo_core.tokenizers import ByteTokenizer
+
         self.label, self.factory, self.config, self.config_cls = label, factory, config, config_cls
         self.tok = tokenizer or ByteTokenizer()
         self.T, self.S, self.cache_dir, self.seed = seq_len, n_streams, cache_dir, seed
 
     def source(self, split: str = "train"):
-        # The same keywords `zoo_core.components.build_source` passes.
-        return self.factory(self.config, tokenizer=self.tok, split=split, seq_len=self.T, n_streams=self.S,
-                            seed=self.seed, cache_dir=self.cache_dir, progress=False)
+        # The same keywords `zoo_core.loop.components.build_source` passes.
+        return self.factory(
+            self.config,
+            tokenizer=self.tok,
+            split=split,
+            seq_len=self.T,
+            n_streams=self.S,
+            seed=self.seed,
+            cache_dir=self.cache_dir,
+            progress=False,
+        )
 
     def batches(self) -> str:
         # A synthetic source may declare its own ids (`declared_vocab`); the model is sized to cover both.
@@ -38,10 +57,11 @@ class DataChecks:
                 inputs, targets = src.batch(list(range(self.S)))
                 for name, t in (("inputs", inputs), ("targets", targets)):
                     assert t.dtype == torch.int64, f"{split} {name} dtype {t.dtype}, want int64"
-                    assert tuple(t.shape) == (self.S, self.T), \
+                    assert tuple(t.shape) == (self.S, self.T), (
                         f"{split} {name} shape {tuple(t.shape)}, want (n_streams, seq_len) = {(self.S, self.T)}"
+                    )
                 assert 0 <= int(inputs.min()) and int(inputs.max()) < vocab, f"{split} inputs outside [0, {vocab})"
-                ok = (targets == IGNORE) | ((targets >= 0) & (targets < vocab))
+                ok = (targets == IGNORE_INDEX) | ((targets >= 0) & (targets < vocab))
                 assert ok.all(), f"{split} targets outside [0, {vocab}) and not the ignore index -100"
             assert src.bytes_per_token > 0, f"bytes_per_token = {src.bytes_per_token}: must be positive"
         return f"train and val give ({self.S}, {self.T}) int64 batches"
@@ -54,8 +74,9 @@ class DataChecks:
         fresh = self.source()
         fresh.load_state_dict(saved)
         got = fresh.batch(list(range(self.S)))
-        assert all(torch.equal(a, b) for a, b in zip(want, got)), \
+        assert all(torch.equal(a, b) for a, b in zip(want, got)), (
             "after load_state_dict(state_dict()) the next batch differs: the position does not resume"
+        )
         return "JSON state_dict resumes the same next batch"
 
     def streams(self) -> str:
@@ -63,11 +84,16 @@ class DataChecks:
         alone = self.source().batch([self.S - 1])
         assert all(torch.equal(a[-1:], b) for a, b in zip(together, alone)), (
             f"stream {self.S - 1} reads different tokens when asked alone: a stream's windows must not depend "
-            f"on which other streams a rank reads (world-size invariance)")
+            f"on which other streams a rank reads (world-size invariance)"
+        )
         return "a stream reads the same alone or together"
 
     def run(self, skip: Sequence[str] = ()) -> Report:
         report = Report()
-        plan = [("batches", self.batches), ("resume", self.resume), ("stream independence", self.streams),
-                ("yaml round-trip", lambda: yaml_round_trip(self.config, self.config_cls))]
+        plan = [
+            ("batches", self.batches),
+            ("resume", self.resume),
+            ("stream independence", self.streams),
+            ("yaml round-trip", lambda: yaml_round_trip(self.config, self.config_cls)),
+        ]
         return report.run_plan(self.label, plan, skip, build=self.source)

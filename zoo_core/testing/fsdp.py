@@ -1,10 +1,11 @@
-"""FSDP2 on one gloo rank, wrapped as `zoo_core.parallelize` wraps blocks."""
+"""FSDP2 on one gloo rank, wrapped as `zoo_core.loop.parallelize` wraps blocks."""
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import tempfile
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist

@@ -1,18 +1,19 @@
 """Checks for loss heads: `forward(h, targets) -> HeadOutput`, `logits(h)`, gradients."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from zoo_core.interfaces import HeadOutput
+from zoo_core.interfaces import IGNORE_INDEX, HeadOutput
 from zoo_core.testing.build import materialise
 from zoo_core.testing.report import Report
 from zoo_core.testing.sequence import yaml_round_trip
 
-IGNORE = -100
 CHECKS = ("output (tied)", "output (untied)", "gradients", "bf16", "flops accounting", "yaml round-trip")
 
 
@@ -26,8 +27,18 @@ class _Holder(nn.Module):
 
 
 class HeadChecks:
-    def __init__(self, label: str, factory: Callable, config: Any, config_cls: Optional[type],
-                 dim: int = 32, vocab: int = 64, seq_len: int = 16, batch: int = 2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        label: str,
+        factory: Callable,
+        config: Any,
+        config_cls: type | None,
+        dim: int = 32,
+        vocab: int = 64,
+        seq_len: int = 16,
+        batch: int = 2,
+        seed: int = 0,
+    ) -> None:
         self.label, self.factory, self.config, self.config_cls = label, factory, config, config_cls
         self.dim, self.V, self.T, self.B, self.seed = dim, vocab, seq_len, batch, seed
 
@@ -41,7 +52,7 @@ class HeadChecks:
         g = torch.Generator().manual_seed(self.seed + 1)
         h = torch.randn(self.B, self.T, self.dim, generator=g).to(dtype)
         targets = torch.randint(0, self.V, (self.B, self.T), generator=g)
-        targets[0, -3:] = IGNORE  # the loss must skip ignored targets
+        targets[0, -3:] = IGNORE_INDEX  # the loss must skip ignored targets
         return h, targets
 
     def _loss(self, holder: _Holder, h: Tensor, targets: Tensor) -> HeadOutput:
@@ -64,15 +75,18 @@ class HeadChecks:
         loss = out.loss
         assert isinstance(loss, Tensor) and loss.dim() == 0, "HeadOutput.loss must be a scalar tensor"
         assert torch.isfinite(loss), f"loss is {float(loss.detach())}"
-        assert isinstance(out.n_tokens, int) and 0 < out.n_tokens <= targets.numel(), \
+        assert isinstance(out.n_tokens, int) and 0 < out.n_tokens <= targets.numel(), (
             f"n_tokens = {out.n_tokens!r}: must be an int in 1..{targets.numel()}"
+        )
         for k, v in out.metrics.items():
-            assert isinstance(v, (int, float)) or (isinstance(v, Tensor) and v.numel() == 1), \
+            assert isinstance(v, (int, float)) or (isinstance(v, Tensor) and v.numel() == 1), (
                 f"metric {k} is not a scalar"
+            )
         with torch.no_grad():
             logits = holder.head.logits(h.detach())
-        assert tuple(logits.shape) == (self.B, self.T, self.V), \
+        assert tuple(logits.shape) == (self.B, self.T, self.V), (
             f"logits shape {tuple(logits.shape)} != (batch, time, vocab) {(self.B, self.T, self.V)}"
+        )
         return f"loss {float(loss.detach()):.3f} over {out.n_tokens} tokens, logits {tuple(logits.shape)}"
 
     def gradients(self) -> str:
@@ -83,12 +97,17 @@ class HeadChecks:
             h.requires_grad_(True)
             self._loss(holder, h, targets)
             assert h.grad is not None and h.grad.abs().sum() > 0, "no gradient reaches the hidden states h"
-            dead = [n for n, p in holder.head.named_parameters()
-                    if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+            dead = [
+                n
+                for n, p in holder.head.named_parameters()
+                if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+            ]
             assert not dead, f"no gradient reaches ({'tied' if tied else 'untied'}): {', '.join(dead[:5])}"
             g = holder.embed.weight.grad
             extra = " + tied embedding" if tied and g is not None and g.abs().sum() > 0 else ""
-            notes.append(f"{'tied' if tied else 'untied'}: h + {sum(1 for _ in holder.head.parameters())} params{extra}")
+            notes.append(
+                f"{'tied' if tied else 'untied'}: h + {sum(1 for _ in holder.head.parameters())} params{extra}"
+            )
         return "; ".join(notes)
 
     def bf16(self) -> str:
@@ -109,9 +128,14 @@ class HeadChecks:
 
     def run(self, skip: Sequence[str] = ()) -> Report:
         report = Report()
-        plan = [("output (tied)", lambda: self.output(True)), ("output (untied)", lambda: self.output(False)),
-                ("gradients", self.gradients), ("bf16", self.bf16), ("flops accounting", self.accounting),
-                ("yaml round-trip", lambda: yaml_round_trip(self.config, self.config_cls))]
+        plan = [
+            ("output (tied)", lambda: self.output(True)),
+            ("output (untied)", lambda: self.output(False)),
+            ("gradients", self.gradients),
+            ("bf16", self.bf16),
+            ("flops accounting", self.accounting),
+            ("yaml round-trip", lambda: yaml_round_trip(self.config, self.config_cls)),
+        ]
         return report.run_plan(self.label, plan, skip, build=self._build_on_meta)
 
     def _build_on_meta(self) -> None:

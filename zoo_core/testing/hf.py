@@ -7,13 +7,16 @@
 transformers' reference (non-CUDA) paths cast to float32 in places (`A_log.float()`,
 the chunked scan's `.float()`, norms' `.to(torch.float32)`, the RG-LRU's `.type(float32)`), which would cap a float64
 comparison at float32 rounding. `hf_float64` keeps float64 tensors float64 through
-those casts (and turns integer tensors, RoPE's positions, into float64) while it is active, so module-level comparisons can be held to ~1e-12.
+those casts (and turns integer tensors, RoPE's positions, into float64) while it is active, so
+module-level comparisons can be held to ~1e-12.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -25,6 +28,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 def require_transformers() -> Any:
     import pytest
+
     return pytest.importorskip("transformers", reason="transformers is not installed (pip install -e '.[hf]')")
 
 
@@ -65,11 +69,12 @@ def make_run(runs_dir, name: str, overrides=(), seed: int = 0, perturb: float = 
     parameter so that norms, biases and gates are far from their initial values."""
     from pathlib import Path
 
-    from zoo_core import checkpoint
     from zoo_core.config import load_config, resolve, save_config
-    from zoo_core.distributed import World
-    from zoo_core.model import build_model
+    from zoo_core.loop import checkpoint
+    from zoo_core.loop.distributed import World
+    from zoo_core.loop.model import build_model
     from zoo_core.registry import get_registry
+
     registry = get_registry()
     cfg = resolve(load_config(None, [f"name={name}", f"runs_dir={runs_dir}", *overrides]), registry)
     if cfg.model.vocab_size is None:

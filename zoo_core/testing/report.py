@@ -1,9 +1,10 @@
 """Check results and the report that collects them."""
+
 from __future__ import annotations
 
 import dataclasses
 import traceback
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 
 class Skip(Exception):
@@ -32,9 +33,9 @@ def _reason(exc: BaseException) -> str:
 class Report:
     """The outcome of every check run against one or more components."""
 
-    results: List[CheckResult] = dataclasses.field(default_factory=list)
+    results: list[CheckResult] = dataclasses.field(default_factory=list)
 
-    def run(self, component: str, check: str, fn: Callable[[], Optional[str]]) -> CheckResult:
+    def run(self, component: str, check: str, fn: Callable[[], str | None]) -> CheckResult:
         """Run one check; a returned string is a pass note, AssertionError a failure."""
         try:
             result = CheckResult(component, check, "pass", fn() or "")
@@ -45,13 +46,14 @@ class Report:
         self.results.append(result)
         return result
 
-    def run_plan(self, component: str, plan, skip=(), build: Optional[Callable[[], object]] = None) -> "Report":
+    def run_plan(self, component: str, plan, skip=(), build: Callable[[], object] | None = None) -> Report:
         """Run (name, fn) checks in order. `build` first constructs the component with the
         given options: a UserError there means it needs options the kit cannot guess, so
         every check is skipped with that reason (pass options to check it)."""
         why = None
         if build is not None:
             from zoo_core.errors import UserError
+
             try:
                 build()
             except UserError as exc:
@@ -68,12 +70,12 @@ class Report:
                 self.run(component, name, fn)
         return self
 
-    def extend(self, other: "Report") -> "Report":
+    def extend(self, other: Report) -> Report:
         self.results.extend(other.results)
         return self
 
     @property
-    def failures(self) -> List[CheckResult]:
+    def failures(self) -> list[CheckResult]:
         return [r for r in self.results if r.status == "fail"]
 
     @property
@@ -81,11 +83,12 @@ class Report:
         return not self.failures
 
     def table(self) -> str:
-        rows = [[r.component, r.check, r.status.upper() if r.status == "fail" else r.status, r.reason]
-                for r in self.results]
+        rows = [
+            [r.component, r.check, r.status.upper() if r.status == "fail" else r.status, r.reason] for r in self.results
+        ]
         header = ["component", "check", "status", "reason"]
         widths = [max(len(str(x[i])) for x in rows + [header]) for i in range(3)]
-        fmt = "  ".join("{:<%d}" % w for w in widths) + "  {}"
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
         lines = [fmt.format(*header).rstrip(), fmt.format(*["-" * w for w in widths], "-" * 6)]
         lines += [fmt.format(*r).rstrip() for r in rows]
         return "\n".join(lines)
@@ -95,7 +98,7 @@ class Report:
         n_skip = sum(r.status == "skip" for r in self.results)
         return f"{n_pass} passed, {len(self.failures)} failed, {n_skip} skipped"
 
-    def raise_for_failures(self) -> "Report":
+    def raise_for_failures(self) -> Report:
         """For tests: an AssertionError listing every failed check."""
         if self.failures:
             lines = [f"{r.component}: {r.check}: {r.reason}" for r in self.failures]

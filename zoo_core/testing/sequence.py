@@ -3,41 +3,71 @@
 Equivalence checks run in float64, so a mismatch is a bug and not rounding;
 shape/dtype checks run in the dtypes training uses (fp32, bf16).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from zoo_core.config import to_dataclass, validate_options
-from zoo_core.testing.build import (config_equal, materialise, max_abs, rel_err, seq_forward,
-                                    state_bytes, state_leaves, step_through)
+from zoo_core.testing.build import (
+    config_equal,
+    materialise,
+    max_abs,
+    rel_err,
+    seq_forward,
+    state_bytes,
+    state_leaves,
+    step_through,
+)
 from zoo_core.testing.fsdp import check_fsdp_matches
 from zoo_core.testing.report import Report
 
 #: Relative tolerance of the float64 equivalence checks.
 TOL = 1e-6
-CHECKS = ("meta-init", "shape+dtype fp32", "shape+dtype bf16", "causality", "step = forward",
-          "state carry", "state batch-first", "gradients", "flops/state accounting", "compile", "fsdp",
-          "yaml round-trip")
+CHECKS = (
+    "meta-init",
+    "shape+dtype fp32",
+    "shape+dtype bf16",
+    "causality",
+    "step = forward",
+    "state carry",
+    "state batch-first",
+    "gradients",
+    "flops/state accounting",
+    "compile",
+    "fsdp",
+    "yaml round-trip",
+)
 
 
 class SequenceChecks:
     """`build(dim)` returns an unmaterialised module (called under the meta device)."""
 
-    def __init__(self, label: str, build: Callable[[int], nn.Module], config: Any, config_cls: Optional[type],
-                 dim: int = 32, seq_len: int = 16, batch: int = 2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        label: str,
+        build: Callable[[int], nn.Module],
+        config: Any,
+        config_cls: type | None,
+        dim: int = 32,
+        seq_len: int = 16,
+        batch: int = 2,
+        seed: int = 0,
+    ) -> None:
         self.label, self.build, self.config, self.config_cls = label, build, config, config_cls
         self.dim, self.T, self.B, self.seed = dim, seq_len, batch, seed
 
-    def module(self, dtype=torch.float32, dim: Optional[int] = None) -> nn.Module:
+    def module(self, dtype=torch.float32, dim: int | None = None) -> nn.Module:
         d = dim or self.dim
         return materialise(lambda: self.build(d), dtype, self.seed)
 
-    def x(self, dtype=torch.float64, T: Optional[int] = None) -> Tensor:
+    def x(self, dtype=torch.float64, T: int | None = None) -> Tensor:
         g = torch.Generator().manual_seed(self.seed + 1)
         return torch.randn(self.B, T or self.T, self.dim, generator=g, dtype=torch.float64).to(dtype)
 
@@ -47,8 +77,10 @@ class SequenceChecks:
         n = 0
         for name, t in list(m.named_parameters()) + list(m.named_buffers()):
             if t.is_floating_point():
-                assert torch.isfinite(t).all(), (f"{name} is not finite after reset_parameters on a meta-built "
-                                                 f"module: initialise every parameter/buffer in reset_parameters")
+                assert torch.isfinite(t).all(), (
+                    f"{name} is not finite after reset_parameters on a meta-built "
+                    f"module: initialise every parameter/buffer in reset_parameters"
+                )
             n += t.numel()
         return f"{n} parameter/buffer values initialised"
 
@@ -105,11 +137,15 @@ class SequenceChecks:
                 a, s = seq_forward(m, x[:, :k], return_state=True)
                 b, _ = seq_forward(m, x[:, k:], s)
                 errs.append(rel_err(torch.cat([a, b], 1), whole))
-                assert errs[-1] < TOL, (f"two segments ({k} + {self.T - k} tokens) with the carried state differ "
-                                        f"from the whole sequence (rel err {errs[-1]:.2e})")
+                assert errs[-1] < TOL, (
+                    f"two segments ({k} + {self.T - k} tokens) with the carried state differ "
+                    f"from the whole sequence (rel err {errs[-1]:.2e})"
+                )
             y0, _ = seq_forward(m, x, m.init_state(self.B, x.device, torch.float64))
             errs.append(rel_err(y0, whole))
-            assert errs[-1] < TOL, f"forward from init_state differs from forward with state=None (rel err {errs[-1]:.2e})"
+            assert errs[-1] < TOL, (
+                f"forward from init_state differs from forward with state=None (rel err {errs[-1]:.2e})"
+            )
         return f"rel err {max(errs):.1e}"
 
     def state_layout(self) -> str:
@@ -121,7 +157,8 @@ class SequenceChecks:
             for t in state_leaves(st):
                 assert t.dim() >= 1 and t.shape[0] == self.B, (
                     f"{which} has a tensor of shape {tuple(t.shape)}: every state tensor must be batch-first "
-                    f"(batch {self.B})")
+                    f"(batch {self.B})"
+                )
         return f"{len(state_leaves(s))} tensors, batch first"
 
     def gradients(self) -> str:
@@ -155,11 +192,15 @@ class SequenceChecks:
         f, f2 = float(m.flops_per_token(self.T)), float(m2.flops_per_token(self.T))
         s, s2 = m.state_size(self.T), m2.state_size(self.T)
         assert math.isfinite(f) and f > 0, f"flops_per_token({self.T}) = {f}: must be positive"
-        assert 1.2 < f2 / f < 10, (f"flops_per_token grows {f2 / f:.2f}x from dim {self.dim} to {2 * self.dim}; "
-                                   f"expected between linear and cubic in dim")
+        assert 1.2 < f2 / f < 10, (
+            f"flops_per_token grows {f2 / f:.2f}x from dim {self.dim} to {2 * self.dim}; "
+            f"expected between linear and cubic in dim"
+        )
         n_params = sum(p.numel() for p in m.parameters())
-        assert f >= n_params, (f"flops_per_token = {f:.0f} is below the parameter count {n_params}: "
-                               f"each weight used per token costs 2 FLOPs (multiply-add)")
+        assert f >= n_params, (
+            f"flops_per_token = {f:.0f} is below the parameter count {n_params}: "
+            f"each weight used per token costs 2 FLOPs (multiply-add)"
+        )
         assert isinstance(s, (int, float)) and s >= 0, f"state_size({self.T}) = {s!r}: must be bytes >= 0"
         assert s2 >= s, f"state_size shrinks from {s} to {s2} bytes when dim doubles"
         with torch.no_grad():
@@ -167,8 +208,9 @@ class SequenceChecks:
         actual = state_bytes(st) / self.B
         if actual > 0 or s > 0:
             ratio = s / max(actual, 1e-9)
-            assert 0.5 <= ratio <= 2, (f"state_size({self.T}) = {s} bytes but forward's state holds "
-                                       f"{actual:.0f} bytes per sequence")
+            assert 0.5 <= ratio <= 2, (
+                f"state_size({self.T}) = {s} bytes but forward's state holds {actual:.0f} bytes per sequence"
+            )
         return f"flops/token {f:.3g} ({f2 / f:.1f}x at 2*dim), state {s} B/seq (actual {actual:.0f})"
 
     def compiled(self) -> str:
@@ -199,8 +241,10 @@ class SequenceChecks:
             torch._dynamo.reset()
         assert counters["stats"]["unique_graphs"] > graphs, "torch.compile captured no graph of forward"
         errs = [rel_err(a, b) for a, b in zip(got, eager) if b is not None]
-        assert max(errs) < TOL, (f"torch.compile changes the output or gradients (rel err {max(errs):.2e}): "
-                                 f"run `TORCH_LOGS=graph_breaks` on it, and give custom ops fake kernels")
+        assert max(errs) < TOL, (
+            f"torch.compile changes the output or gradients (rel err {max(errs):.2e}): "
+            f"run `TORCH_LOGS=graph_breaks` on it, and give custom ops fake kernels"
+        )
         return f"rel err {max(errs):.1e}, {breaks} graph break{'s' * (breaks != 1)}"
 
     def fsdp(self) -> str:
@@ -213,13 +257,20 @@ class SequenceChecks:
 
     def run(self, skip: Sequence[str] = ()) -> Report:
         report = Report()
-        plan = [("meta-init", self.meta_init),
-                ("shape+dtype fp32", lambda: self.dtype(torch.float32)),
-                ("shape+dtype bf16", lambda: self.dtype(torch.bfloat16)),
-                ("causality", self.causality), ("step = forward", self.step),
-                ("state carry", self.state_carry), ("state batch-first", self.state_layout),
-                ("gradients", self.gradients), ("flops/state accounting", self.accounting),
-                ("compile", self.compiled), ("fsdp", self.fsdp), ("yaml round-trip", self.yaml)]
+        plan = [
+            ("meta-init", self.meta_init),
+            ("shape+dtype fp32", lambda: self.dtype(torch.float32)),
+            ("shape+dtype bf16", lambda: self.dtype(torch.bfloat16)),
+            ("causality", self.causality),
+            ("step = forward", self.step),
+            ("state carry", self.state_carry),
+            ("state batch-first", self.state_layout),
+            ("gradients", self.gradients),
+            ("flops/state accounting", self.accounting),
+            ("compile", self.compiled),
+            ("fsdp", self.fsdp),
+            ("yaml round-trip", self.yaml),
+        ]
         return report.run_plan(self.label, plan, skip, build=self._build_on_meta)
 
     def _build_on_meta(self) -> None:
@@ -227,7 +278,7 @@ class SequenceChecks:
             self.build(self.dim)
 
 
-def yaml_round_trip(config: Any, config_cls: Optional[type]) -> str:
+def yaml_round_trip(config: Any, config_cls: type | None) -> str:
     """The config written to a run's config.yaml reads back as the same object."""
     if config_cls is None:
         return "takes no options"

@@ -1,8 +1,9 @@
 """The core's byte tokenizer: 256 byte values plus special tokens."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence
 
 import numpy as np
 
@@ -21,7 +22,7 @@ class ByteTokenizer(Tokenizer):
         self.bos_id, self.eos_id, self.pad_id = 256, 257, 258
         self.vocab_size = 259
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
     def encode_array(self, text: str) -> np.ndarray:

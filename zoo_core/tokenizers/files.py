@@ -7,41 +7,36 @@ The libraries are optional (`pip install 'zoo-core[data]'`) and imported here
 only when a tokenizer is built. Instances pickle as their config, so
 `zoo data prepare` can rebuild them in worker processes.
 """
+
 from __future__ import annotations
 
 import base64
 import dataclasses
 import hashlib
-import importlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
-from zoo_core.errors import UserError
+from zoo_core.errors import UserError, require  # noqa: F401  (zoo_core.tokenizers.files.require is used by plugins)
 from zoo_core.interfaces import Tokenizer
 
 #: cl100k_base's pre-tokenizer regex (tiktoken's default for GPT-4-era BPEs).
-CL100K_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
-                  r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
 #: End-of-document tokens looked for, in order, when the config names none.
 EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|eot_id|>", "[SEP]")
 BOS_NAMES = ("<s>", "<bos>", "<|begin_of_text|>", "[CLS]")
 
 
-def require(module: str, what: str) -> Any:
-    """Import an optional library, or say in one line how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UserError(f"{what} needs the '{module}' package; run: pip install 'zoo-core[data]' "
-                        f"(or pip install {module})") from None
-
-
 def _file(kind: str, path: str, example: str) -> Path:
     if not path:
-        raise UserError(f"tokenizer '{kind}' needs a file: set data.tokenizer.path={example} "
-                        f"(or --tokenizer {kind}:{example})")
+        raise UserError(
+            f"tokenizer '{kind}' needs a file: set data.tokenizer.path={example} (or --tokenizer {kind}:{example})"
+        )
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"tokenizer file '{path}' does not exist; give the path to a {kind} {example} file")
@@ -59,8 +54,8 @@ class FileTokenizer(Tokenizer):
         h = hashlib.sha256(self._raw)
         h.update(json.dumps(options, sort_keys=True).encode())
         self._fingerprint = f"{self.kind}-{h.hexdigest()[:16]}"
-        self.bos_id: Optional[int] = None
-        self.eos_id: Optional[int] = None
+        self.bos_id: int | None = None
+        self.eos_id: int | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -80,12 +75,13 @@ class FileTokenizer(Tokenizer):
 
 # -- Hugging Face tokenizers ----------------------------------------------------------
 
+
 @dataclass
 class HFTokenizerConfig:
     #: A `tokenizers` JSON file (tokenizer.json, or one written by `zoo tokenizer train`).
     path: str = ""
     #: The end-of-document token; default: the first of <|endoftext|>, </s>, <eos>, ... it has.
-    eos: Optional[str] = None
+    eos: str | None = None
 
 
 class HFTokenizer(FileTokenizer):
@@ -97,8 +93,9 @@ class HFTokenizer(FileTokenizer):
         try:
             self.tok = lib.Tokenizer.from_str(self._raw.decode("utf-8"))
         except Exception as exc:
-            raise UserError(f"'{self.path}' is not a Hugging Face tokenizers JSON file "
-                            f"({str(exc).splitlines()[0][:120]})") from None
+            raise UserError(
+                f"'{self.path}' is not a Hugging Face tokenizers JSON file ({str(exc).splitlines()[0][:120]})"
+            ) from None
         # A literal "<|endoftext|>" in a document is ordinary text, never a separator.
         self.tok.encode_special_tokens = True
         vocab = self.tok.get_vocab(with_added_tokens=True)
@@ -114,7 +111,7 @@ class HFTokenizer(FileTokenizer):
         if self.eos_id is None:
             self._extra_eos(self.vocab_size)
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -122,6 +119,7 @@ class HFTokenizer(FileTokenizer):
 
 
 # -- SentencePiece ---------------------------------------------------------------------
+
 
 @dataclass
 class SentencePieceConfig:
@@ -147,7 +145,7 @@ class SentencePieceTokenizer(FileTokenizer):
         if self.eos_id is None:
             self._extra_eos(self.vocab_size)
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         return self.sp.encode(text, out_type=int)
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -155,6 +153,7 @@ class SentencePieceTokenizer(FileTokenizer):
 
 
 # -- tiktoken ----------------------------------------------------------------------------
+
 
 @dataclass
 class TiktokenConfig:
@@ -166,8 +165,8 @@ class TiktokenConfig:
     eos: str = "<|endoftext|>"
 
 
-def read_ranks(path: Path) -> Dict[bytes, int]:
-    ranks: Dict[bytes, int] = {}
+def read_ranks(path: Path) -> dict[bytes, int]:
+    ranks: dict[bytes, int] = {}
     with path.open("rb") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -176,7 +175,9 @@ def read_ranks(path: Path) -> Dict[bytes, int]:
                 token, rank = line.split()
                 ranks[base64.b64decode(token, validate=True)] = int(rank)
             except Exception:
-                raise UserError(f"{path}:{n} is not 'base64-token rank'; a tiktoken ranks file has one per line") from None
+                raise UserError(
+                    f"{path}:{n} is not 'base64-token rank'; a tiktoken ranks file has one per line"
+                ) from None
     if not ranks:
         raise UserError(f"tiktoken ranks file '{path}' is empty")
     return ranks
@@ -191,18 +192,26 @@ class TiktokenTokenizer(FileTokenizer):
         ranks = read_ranks(self.path)
         missing = 256 - sum(1 for i in range(256) if bytes([i]) in ranks)
         if missing:
-            raise UserError(f"tiktoken ranks file '{self.path}' lacks {missing} of the 256 single bytes; "
-                            f"a byte-level BPE needs them all to encode any text")
+            raise UserError(
+                f"tiktoken ranks file '{self.path}' lacks {missing} of the 256 single bytes; "
+                f"a byte-level BPE needs them all to encode any text"
+            )
         self.eos_id = max(ranks.values()) + 1
         try:
-            self.enc = tiktoken.Encoding(f"zoo-{self.fingerprint}", pat_str=config.pattern, mergeable_ranks=ranks,
-                                         special_tokens={config.eos: self.eos_id})
+            self.enc = tiktoken.Encoding(
+                f"zoo-{self.fingerprint}",
+                pat_str=config.pattern,
+                mergeable_ranks=ranks,
+                special_tokens={config.eos: self.eos_id},
+            )
         except Exception as exc:
-            raise UserError(f"could not build a tiktoken encoding from '{self.path}' "
-                            f"(check data.tokenizer.pattern): {str(exc).splitlines()[0][:120]}") from None
+            raise UserError(
+                f"could not build a tiktoken encoding from '{self.path}' "
+                f"(check data.tokenizer.pattern): {str(exc).splitlines()[0][:120]}"
+            ) from None
         self.vocab_size = self.eos_id + 1
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         # Ordinary text only: a literal "<|endoftext|>" in a document is not a separator.
         return self.enc.encode_ordinary(text)
 

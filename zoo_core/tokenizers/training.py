@@ -5,11 +5,12 @@ Byte-level means every byte is in the base vocabulary, so any text encodes
 and decodes back exactly; documents are streamed, so memory holds the
 pre-token counts, not the corpus.
 """
+
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence
 
 from zoo_core.data.corpora import iter_texts, source_files
 from zoo_core.errors import UserError
@@ -18,19 +19,27 @@ from zoo_core.tokenizers.files import require
 EOS = "<|endoftext|>"
 
 
-def train_bpe(sources: Sequence[str], vocab_size: int, out: Path, text_field: str = "text",
-              min_frequency: int = 2) -> Path:
+def train_bpe(
+    sources: Sequence[str], vocab_size: int, out: Path, text_field: str = "text", min_frequency: int = 2
+) -> Path:
     """Train on the documents of `sources` (files, directories or named corpora); write `out` (JSON)."""
     lib = require("tokenizers", "zoo tokenizer train")
     if vocab_size < 257 + 1:
-        raise UserError(f"--vocab {vocab_size} is too small: a byte-level BPE has 256 byte tokens and {EOS}; "
-                        f"use at least 258 (a few thousand is usual)")
-    files: List[Path] = [f for s in sources for f in source_files(s)]
+        raise UserError(
+            f"--vocab {vocab_size} is too small: a byte-level BPE has 256 byte tokens and {EOS}; "
+            f"use at least 258 (a few thousand is usual)"
+        )
+    files: list[Path] = [f for s in sources for f in source_files(s)]
     tok = lib.Tokenizer(lib.models.BPE())
     tok.pre_tokenizer = lib.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = lib.decoders.ByteLevel()
-    trainer = lib.trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS],
-                                      initial_alphabet=lib.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = lib.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS],
+        initial_alphabet=lib.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(iter_texts(files, text_field), trainer=trainer)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -40,9 +49,11 @@ def train_bpe(sources: Sequence[str], vocab_size: int, out: Path, text_field: st
     return out
 
 
-def byte_to_unicode() -> Dict[int, str]:
+def byte_to_unicode() -> dict[int, str]:
     """GPT-2's printable stand-ins for the 256 bytes, which byte-level BPE vocabularies are written in."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -67,7 +78,9 @@ def export_tiktoken(json_path: Path, out: Path) -> Path:
         try:
             raw = bytes(to_byte[c] for c in text)
         except KeyError:
-            raise UserError(f"'{json_path}' is not a byte-level BPE (token {text!r}); only those export to tiktoken") from None
+            raise UserError(
+                f"'{json_path}' is not a byte-level BPE (token {text!r}); only those export to tiktoken"
+            ) from None
         lines.append(f"{base64.b64encode(raw).decode()} {len(lines)}")
     out = Path(out)
     out.write_text("\n".join(lines) + "\n")

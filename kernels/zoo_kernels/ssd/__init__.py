@@ -3,7 +3,7 @@
 - `naive.ssd_naive`: one step per token, the recurrence of Dao & Gu 2024 (the specification);
 - `chunk.ssd_chunked`: the chunked algorithm in plain PyTorch (CPU fast path);
 - `triton`: the chunked algorithm as Triton kernels with their own backward (CUDA tensors;
-  CPU tensors under TRITON_INTERPRET=1, for the tests), as torch.library custom ops with
+  CPU tensors under TRITON_INTERPRET=1, for the tests), as custom ops (zoo_kernels._custom_op) with
   fake kernels and a registered autograd, so torch.compile traces them as single nodes.
 
     h_t = exp(dt_t A_h) h_{t-1} + dt_t x_t B_t^T        y_t = h_t C_t
@@ -15,47 +15,43 @@ y (batch, T, H, P) in x's dtype and h_T (batch, H, P, N) in float32 (float64 for
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
-import torch
 from torch import Tensor
 
-from ..backends import select, triton_installed
+from .. import backends
+from .._custom_op import define, grad_or_zeros
+from .._tensors import acc_dtype
 from .chunk import ssd_chunked
-from .naive import acc_dtype, ssd_naive
+from .naive import ssd_naive
 
 __all__ = ["ssd_scan", "ssd_naive", "ssd_chunked", "ssd_triton"]
 
 
 def _kernels():
-    if not triton_installed():
-        raise RuntimeError("backend 'triton' requested but triton is not installed")
-    from . import triton as kernels
-    return kernels
+    return backends.triton_module("ssd.triton")
 
 
-@torch.library.custom_op("zoo_kernels::ssd_triton", mutates_args=())
-def _ssd_op(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-            h0: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def _ssd(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None
+) -> tuple[Tensor, Tensor]:
     return _kernels().ssd_fwd(x, dt, A.contiguous(), B, C, chunk_size, h0)
 
 
-@_ssd_op.register_fake
-def _(x, dt, A, B, C, chunk_size, h0):
+def _ssd_bwd(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None, gy: Tensor, gh: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _kernels().ssd_bwd(x, dt, A.contiguous(), B, C, chunk_size, h0, gy, gh)
+
+
+def _fake(x, dt, A, B, C, chunk_size, h0):
     b, _, H, P = x.shape
     return x.new_empty(x.shape), x.new_empty((b, H, P, B.shape[3]), dtype=acc_dtype(x))
 
 
-@torch.library.custom_op("zoo_kernels::ssd_triton_backward", mutates_args=())
-def _ssd_bwd_op(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-                h0: Optional[Tensor], gy: Tensor, gh: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _kernels().ssd_bwd(x, dt, A.contiguous(), B, C, chunk_size, h0, gy, gh)
+def _bwd_fake(x, dt, A, B, C, chunk_size, h0, gy, gh):
+    return tuple(t.new_empty(t.shape) for t in (x, dt, A, B, C, gh))
 
 
-@_ssd_bwd_op.register_fake
-def _(x, dt, A, B, C, chunk_size, h0, gy, gh):
-    return (x.new_empty(x.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty(B.shape),
-            C.new_empty(C.shape), gh.new_empty(gh.shape))
+_ssd_bwd_op = define("ssd_triton_backward", _ssd_bwd, _bwd_fake)
 
 
 def _setup(ctx, inputs, output):
@@ -67,19 +63,18 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, gy, gh):
     x, dt, A, B, C, h0 = ctx.saved_tensors
     b, _, H, P = x.shape
-    if gy is None:
-        gy = torch.zeros_like(x)
-    if gh is None:
-        gh = x.new_zeros((b, H, P, B.shape[3]), dtype=acc_dtype(x))
+    gy = grad_or_zeros(gy, x.shape, x)
+    gh = grad_or_zeros(gh, (b, H, P, B.shape[3]), x, acc_dtype(x))
     dx, ddt, dA, dB, dC, dh0 = _ssd_bwd_op(x, dt, A, B, C, ctx.chunk_size, h0, gy, gh)
     return dx, ddt, dA, dB, dC, None, (None if h0 is None else dh0.to(h0.dtype))
 
 
-_ssd_op.register_autograd(_backward, setup_context=_setup)
+_ssd_op = define("ssd_triton", _ssd, _fake, backward=_backward, setup=_setup)
 
 
-def ssd_triton(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-               h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def ssd_triton(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The Triton kernels (see ssd/triton.py); any strides, float dtypes."""
     return _ssd_op(x, dt, A, B, C, int(chunk_size), h0)
 
@@ -89,26 +84,40 @@ def _check(x, dt, A, B, C, chunk_size, h0) -> None:
     if ok:
         b, T, H, P = x.shape
         G, N = B.shape[2], B.shape[3]
-        ok = (dt.shape == (b, T, H) and A.shape == (H,) and B.shape[:2] == (b, T) and C.shape == B.shape
-              and H % G == 0 and (h0 is None or h0.shape == (b, H, P, N)))
+        ok = (
+            dt.shape == (b, T, H)
+            and A.shape == (H,)
+            and B.shape[:2] == (b, T)
+            and C.shape == B.shape
+            and H % G == 0
+            and (h0 is None or h0.shape == (b, H, P, N))
+        )
     if not ok:
         raise ValueError(
             "ssd_scan: expected x (b, T, H, P), dt (b, T, H), A (H,), B, C (b, T, G, N) with G dividing H, "
             f"h0 (b, H, P, N), T >= 1 and chunk_size >= 1; got x {tuple(x.shape)}, dt {tuple(dt.shape)}, "
             f"A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}, "
-            f"h0 {None if h0 is None else tuple(h0.shape)}, chunk_size {chunk_size}")
+            f"h0 {None if h0 is None else tuple(h0.shape)}, chunk_size {chunk_size}"
+        )
 
 
-def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int = 64,
-             h0: Optional[Tensor] = None, *, backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+def ssd_scan(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int = 64,
+    h0: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
     """The SSD scan on `backend` (naive | torch | triton), by default the one zoo_kernels.backends
     picks for x (triton for CUDA tensors when triton is installed; ZOO_KERNELS forces one)."""
     _check(x, dt, A, B, C, chunk_size, h0)
-    backend = backend or select(x)
+    backend = backends.select(x, backend)
     if backend == "naive":
         return ssd_naive(x, dt, A, B, C, h0)
     if backend == "torch":
         return ssd_chunked(x, dt, A, B, C, chunk_size, h0)
-    if backend == "triton":
-        return ssd_triton(x, dt, A, B, C, chunk_size, h0)
-    raise ValueError(f"ssd_scan: unknown backend {backend!r}: expected naive, torch or triton")
+    return ssd_triton(x, dt, A, B, C, chunk_size, h0)

@@ -15,19 +15,19 @@ cores at (8, 256, 8 heads x 64, N 64).
 A tail shorter than L is padded with dt = 0 (decay 1, input 0), which leaves the
 state unchanged, so any length works.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .naive import acc_dtype
+from .._tensors import acc_dtype
 
 
-def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-                h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def ssd_chunked(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Same contract as `naive.ssd_naive`: returns (y (b, T, H, P), h_T (b, H, P, N))."""
     b, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
@@ -41,15 +41,15 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     dt = dt.to(acc).view(b, nc, L, H)
     B = B.to(acc).view(b, nc, L, G, N)
     C = C.to(acc).view(b, nc, L, G, N)
-    a = torch.cumsum(dt * A.to(acc), dim=2)                                  # (b, c, l, H), decreasing
-    xdt = x.to(acc).view(b, nc, L, G, k, P) * dt.view(b, nc, L, G, k, 1)    # (b, c, l, G, k, P)
+    a = torch.cumsum(dt * A.to(acc), dim=2)  # (b, c, l, H), decreasing
+    xdt = x.to(acc).view(b, nc, L, G, k, P) * dt.view(b, nc, L, G, k, 1)  # (b, c, l, G, k, P)
 
     # 1. within-chunk quadratic form: C.B per group times each head's segment-sum decay
-    CB = torch.einsum("bclgn,bcsgn->bcgls", C, B)                           # (b, c, G, l, s)
+    CB = torch.einsum("bclgn,bcsgn->bcgls", C, B)  # (b, c, G, l, s)
     a_heads = a.permute(0, 1, 3, 2).reshape(b, nc, G, k, L)
     causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
     seg = (a_heads[..., :, None] - a_heads[..., None, :]).masked_fill(~causal, -float("inf"))
-    scores = torch.exp(seg) * CB[:, :, :, None]                             # (b, c, G, k, l, s)
+    scores = torch.exp(seg) * CB[:, :, :, None]  # (b, c, G, k, l, s)
     y = torch.einsum("bcgkls,bcsgkp->bclgkp", scores, xdt)
 
     # 2. each chunk's end state, from a zero start: (x dt decay-to-end)^T B per group
@@ -64,7 +64,7 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     for c in range(nc):
         entering.append(h)
         h = chunk_decay[:, c] * h + states[:, c]
-    entering = torch.stack(entering, 1).flatten(3, 4)                        # (b, c, G, k*P, N)
+    entering = torch.stack(entering, 1).flatten(3, 4)  # (b, c, G, k*P, N)
 
     # 4. the entering state's contribution to every position of its chunk: exp(a_l) C_l h
     y_in = torch.einsum("bclgn,bcgqn->bclgq", C, entering).view(b, nc, L, G, k, P)

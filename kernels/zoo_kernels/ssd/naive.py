@@ -10,29 +10,26 @@ H a multiple of G (the heads of a group share its B and C, like grouped-query
 attention); h0 (batch, H, P, N) or None. Returns y (batch, T, H, P) in x's dtype
 and h_T (batch, H, P, N) in float32 (float64 for float64 x). D * x is the mixer's.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-
-def acc_dtype(t: Tensor) -> torch.dtype:
-    """States accumulate in float32 (float64 when the inputs are float64)."""
-    return torch.promote_types(t.dtype, torch.float32)
+from .._tensors import acc_dtype
 
 
-def ssd_naive(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-              h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def ssd_naive(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     b, T, H, P = x.shape
     rep = H // B.shape[2]
     acc = acc_dtype(x)
     h = x.new_zeros(b, H, P, B.shape[3], dtype=acc) if h0 is None else h0.to(acc)
     ys = []
     for t in range(T):
-        dt_t = dt[:, t].to(acc)                                            # (b, H)
-        B_t = B[:, t].repeat_interleave(rep, 1).to(acc)                    # (b, H, N)
+        dt_t = dt[:, t].to(acc)  # (b, H)
+        B_t = B[:, t].repeat_interleave(rep, 1).to(acc)  # (b, H, N)
         C_t = C[:, t].repeat_interleave(rep, 1).to(acc)
         decay = torch.exp(dt_t * A.to(acc))[:, :, None, None]
         h = decay * h + (dt_t[:, :, None] * x[:, t].to(acc))[..., None] * B_t[:, :, None, :]

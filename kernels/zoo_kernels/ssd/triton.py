@@ -41,12 +41,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .naive import acc_dtype
+from .._tensors import acc_dtype
+from ..backends import check_triton_device
 
 NUM_WARPS = 4
-BLOCK_N_MAX = 64   # state columns per N block (loops over N)
-BLOCK_P_MAX = 64   # head channels per program of the forward chunk scan
-BLOCK_S = 1024     # state entries (P*N) per program of the state passing
+BLOCK_N_MAX = 64  # state columns per N block (loops over N)
+BLOCK_P_MAX = 64  # head channels per program of the forward chunk scan
+BLOCK_S = 1024  # state entries (P*N) per program of the state passing
 
 
 def _pow2(n: int, floor: int = 16) -> int:
@@ -83,8 +84,9 @@ def _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64: tl.constexpr, BL: t
 @triton.jit
 def _tile(PTR, bi, t, tm, head, cols, cm, s_b, s_t, s_h, s_c, F64: tl.constexpr):
     """A (BL, cols) tile of a (batch, T, heads or groups, cols) tensor; padding is 0."""
-    v = tl.load(PTR + bi * s_b + t[:, None] * s_t + head * s_h + cols[None, :] * s_c,
-                mask=tm[:, None] & cm[None, :], other=0.0)
+    v = tl.load(
+        PTR + bi * s_b + t[:, None] * s_t + head * s_h + cols[None, :] * s_c, mask=tm[:, None] & cm[None, :], other=0.0
+    )
     return _acc(v, F64)
 
 
@@ -93,11 +95,35 @@ def _tile(PTR, bi, t, tm, head, cols, cm, s_b, s_t, s_h, s_c, F64: tl.constexpr)
 
 @triton.jit
 def _chunk_state(
-    X, DT, A, Y, OUT,
-    T, H, P, N, L, NC, HPG,
-    sxb, sxt, sxh, sxp, sdb, sdt, sdh, syb, syt, syg, syn,
-    GRAD: tl.constexpr, F64: tl.constexpr, PREC: tl.constexpr,
-    BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    X,
+    DT,
+    A,
+    Y,
+    OUT,
+    T,
+    H,
+    P,
+    N,
+    L,
+    NC,
+    HPG,
+    sxb,
+    sxt,
+    sxh,
+    sxp,
+    sdb,
+    sdt,
+    sdh,
+    syb,
+    syt,
+    syg,
+    syn,
+    GRAD: tl.constexpr,
+    F64: tl.constexpr,
+    PREC: tl.constexpr,
+    BL: tl.constexpr,
+    BP: tl.constexpr,
+    BN: tl.constexpr,
 ):
     """OUT[b, c, h] (P, N) = sum_l w_l X_l Y_l^T, contiguous (batch, NC, H, P, N).
     Forward (GRAD=False): X = x, Y = B, w = exp(a_last - a_l) dt_l: the chunk's end state.
@@ -125,10 +151,25 @@ def _chunk_state(
 
 @triton.jit
 def _state_pass(
-    S, DT, A, H0, HIN, HL,
-    T, H, L, NC, PN, sdb, sdt, sdh,
-    HAS_H0: tl.constexpr, REVERSE: tl.constexpr, F64: tl.constexpr,
-    BL: tl.constexpr, BS: tl.constexpr,
+    S,
+    DT,
+    A,
+    H0,
+    HIN,
+    HL,
+    T,
+    H,
+    L,
+    NC,
+    PN,
+    sdb,
+    sdt,
+    sdh,
+    HAS_H0: tl.constexpr,
+    REVERSE: tl.constexpr,
+    F64: tl.constexpr,
+    BL: tl.constexpr,
+    BS: tl.constexpr,
 ):
     """h <- exp(a_last_c) h + S[c] over the chunks, storing HIN[c] = h before each update.
     Forward: S = chunk states, H0 = h0, HL = h_T. Reverse: S = D (gradients from each
@@ -159,10 +200,40 @@ def _state_pass(
 
 @triton.jit
 def _chunk_scan_fwd(
-    X, DT, A, B, C, HIN, Y,
-    T, H, P, N, L, NC, HPG,
-    sxb, sxt, sxh, sxp, sdb, sdt, sdh, sbb, sbt, sbg, sbn, scb, sct, scg, scn,
-    F64: tl.constexpr, PREC: tl.constexpr, BL: tl.constexpr, BPF: tl.constexpr, BN: tl.constexpr,
+    X,
+    DT,
+    A,
+    B,
+    C,
+    HIN,
+    Y,
+    T,
+    H,
+    P,
+    N,
+    L,
+    NC,
+    HPG,
+    sxb,
+    sxt,
+    sxh,
+    sxp,
+    sdb,
+    sdt,
+    sdh,
+    sbb,
+    sbt,
+    sbg,
+    sbn,
+    scb,
+    sct,
+    scg,
+    scn,
+    F64: tl.constexpr,
+    PREC: tl.constexpr,
+    BL: tl.constexpr,
+    BPF: tl.constexpr,
+    BN: tl.constexpr,
 ):
     """Y (batch, T, H, P) contiguous: the intra-chunk quadratic form plus the entering state's output."""
     pid = tl.program_id(0)
@@ -181,27 +252,108 @@ def _chunk_scan_fwd(
         nm = n < N
         bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
         cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
-        hin = tl.load(HIN + (((bi * NC + c) * H + h) * P + p[:, None]) * N + n[None, :],
-                      mask=pm[:, None] & nm[None, :], other=0.0)
+        hin = tl.load(
+            HIN + (((bi * NC + c) * H + h) * P + p[:, None]) * N + n[None, :], mask=pm[:, None] & nm[None, :], other=0.0
+        )
         cb += tl.dot(cm, tl.trans(bm), input_precision=PREC)
         y_in += tl.dot(cm, tl.trans(hin), input_precision=PREC)
     causal = l[:, None] >= l[None, :]
     decay = tl.exp(tl.where(causal, a[:, None] - a[None, :], float("-inf")))
     scores = cb * decay * dt[None, :]
     y = tl.dot(scores, x, input_precision=PREC) + tl.exp(a)[:, None] * y_in
-    tl.store(Y + ((bi * T + t[:, None]) * H + h) * P + p[None, :], y.to(Y.dtype.element_ty),
-             mask=tm[:, None] & pm[None, :])
+    tl.store(
+        Y + ((bi * T + t[:, None]) * H + h) * P + p[None, :], y.to(Y.dtype.element_ty), mask=tm[:, None] & pm[None, :]
+    )
 
 
 # ---- backward of the chunk outputs and states ----------------------------------------------
 
 
 @triton.jit
+def _bwd_n_block(
+    B,
+    C,
+    GH,
+    HIN,
+    bi,
+    t,
+    tm,
+    g,
+    n0,
+    N,
+    st,
+    p,
+    pm,
+    sbb,
+    sbt,
+    sbg,
+    sbn,
+    scb,
+    sct,
+    scg,
+    scn,
+    F64: tl.constexpr,
+    BN: tl.constexpr,
+):
+    """The backward's operands on state columns n0 + [0, BN): the chunk's B and C tiles, and the
+    (P, BN) blocks of GH and HIN at state offset st."""
+    n = n0 + tl.arange(0, BN)
+    nm = n < N
+    bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
+    cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
+    pn = (st + p[:, None]) * N + n[None, :]
+    pnm = pm[:, None] & nm[None, :]
+    gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
+    hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+    return n, nm, bm, cm, gh, hin
+
+
+@triton.jit
 def _chunk_scan_bwd(
-    X, DT, A, B, C, HIN, GY, GH, DX, DDT, DAP, DB, DC,
-    T, H, P, N, L, NC, HPG,
-    sxb, sxt, sxh, sxp, sdb, sdt, sdh, sbb, sbt, sbg, sbn, scb, sct, scg, scn, sgb, sgt, sgh, sgp,
-    F64: tl.constexpr, PREC: tl.constexpr, BL: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    X,
+    DT,
+    A,
+    B,
+    C,
+    HIN,
+    GY,
+    GH,
+    DX,
+    DDT,
+    DAP,
+    DB,
+    DC,
+    T,
+    H,
+    P,
+    N,
+    L,
+    NC,
+    HPG,
+    sxb,
+    sxt,
+    sxh,
+    sxp,
+    sdb,
+    sdt,
+    sdh,
+    sbb,
+    sbt,
+    sbg,
+    sbn,
+    scb,
+    sct,
+    scg,
+    scn,
+    sgb,
+    sgt,
+    sgh,
+    sgp,
+    F64: tl.constexpr,
+    PREC: tl.constexpr,
+    BL: tl.constexpr,
+    BP: tl.constexpr,
+    BN: tl.constexpr,
 ):
     """DX (batch, T, H, P), DDT (batch, T, H), DB, DC per head (batch, T, H, N), DAP (batch, NC, H):
     all contiguous. GH = dL/dh_out and HIN = h_in per chunk, (batch, NC, H, P, N)."""
@@ -216,26 +368,21 @@ def _chunk_scan_bwd(
     x = _tile(X, bi, t, tm, h, p, pm, sxb, sxt, sxh, sxp, F64)
     gy = _tile(GY, bi, t, tm, h, p, pm, sgb, sgt, sgh, sgp, F64)
     u = x * dt[:, None]
-    gu = tl.dot(gy, tl.trans(u), input_precision=PREC)              # (l, s): gy_l . u_s
+    gu = tl.dot(gy, tl.trans(u), input_precision=PREC)  # (l, s): gy_l . u_s
     causal = l[:, None] >= l[None, :]
     m = tl.exp(tl.where(causal, a[:, None] - a[None, :], float("-inf")))
     to_end = tl.exp(a_last - a)
     from_start = tl.exp(a)
 
     cb = _acc(tl.zeros((BL, BL), tl.float32), F64)
-    du_state = _acc(tl.zeros((BL, BP), tl.float32), F64)            # B_s gH^T
-    y_in = _acc(tl.zeros((BL, BP), tl.float32), F64)                # C_l h_in^T
-    r = _acc(tl.zeros((BP,), tl.float32), F64)                      # <gH, h_in> by rows
+    du_state = _acc(tl.zeros((BL, BP), tl.float32), F64)  # B_s gH^T
+    y_in = _acc(tl.zeros((BL, BP), tl.float32), F64)  # C_l h_in^T
+    r = _acc(tl.zeros((BP,), tl.float32), F64)  # <gH, h_in> by rows
     st = ((bi * NC + c) * H + h) * P
     for n0 in range(0, N, BN):
-        n = n0 + tl.arange(0, BN)
-        nm = n < N
-        bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
-        cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
-        pn = (st + p[:, None]) * N + n[None, :]
-        pnm = pm[:, None] & nm[None, :]
-        gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
-        hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+        n, nm, bm, cm, gh, hin = _bwd_n_block(
+            B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm, sbb, sbt, sbg, sbn, scb, sct, scg, scn, F64, BN
+        )
         cb += tl.dot(cm, tl.trans(bm), input_precision=PREC)
         du_state += tl.dot(bm, tl.trans(gh), input_precision=PREC)
         y_in += tl.dot(cm, tl.trans(hin), input_precision=PREC)
@@ -247,24 +394,20 @@ def _chunk_scan_bwd(
     q = to_end * tl.sum(u * du_state, 1)
     da = tl.sum(s_, 1) - tl.sum(s_, 0) + from_start * tl.sum(gy * y_in, 1) - q
     da += tl.where(l == BL - 1, tl.sum(q, 0) + tl.exp(a_last) * tl.sum(r, 0), 0.0)
-    d_dta = tl.cumsum(da, 0, reverse=True)                          # dL/d(dt_j A)
+    d_dta = tl.cumsum(da, 0, reverse=True)  # dL/d(dt_j A)
     ddt = tl.sum(x * du, 1) + _acc(tl.load(A + h), F64) * d_dta
     th = (bi * T + t) * H + h
-    tl.store(DX + th[:, None] * P + p[None, :], (du * dt[:, None]).to(DX.dtype.element_ty),
-             mask=tm[:, None] & pm[None, :])
+    tl.store(
+        DX + th[:, None] * P + p[None, :], (du * dt[:, None]).to(DX.dtype.element_ty), mask=tm[:, None] & pm[None, :]
+    )
     tl.store(DDT + th, ddt.to(DDT.dtype.element_ty), mask=tm)
     tl.store(DAP + (bi * NC + c) * H + h, tl.sum(dt * d_dta, 0))
 
     gum = gu * m
     for n0 in range(0, N, BN):
-        n = n0 + tl.arange(0, BN)
-        nm = n < N
-        bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
-        cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
-        pn = (st + p[:, None]) * N + n[None, :]
-        pnm = pm[:, None] & nm[None, :]
-        gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
-        hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+        n, nm, bm, cm, gh, hin = _bwd_n_block(
+            B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm, sbb, sbt, sbg, sbn, scb, sct, scg, scn, F64, BN
+        )
         dc = tl.dot(gum, bm, input_precision=PREC) + from_start[:, None] * tl.dot(gy, hin, input_precision=PREC)
         db = tl.dot(tl.trans(gum), cm, input_precision=PREC) + to_end[:, None] * tl.dot(u, gh, input_precision=PREC)
         tn = th[:, None] * N + n[None, :]
@@ -273,13 +416,6 @@ def _chunk_scan_bwd(
 
 
 # ---- host wrappers (called by the custom ops in ssd/__init__.py) ----------------------------
-
-
-def _check_device(t: torch.Tensor) -> None:
-    import os
-
-    if not t.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("zoo_kernels Triton SSD: CUDA tensors needed (or TRITON_INTERPRET=1 for CPU tensors)")
 
 
 def _plan(x, B, chunk_size):
@@ -291,72 +427,155 @@ def _plan(x, B, chunk_size):
     return b, T, H, P, G, N, L, triton.cdiv(T, L), f64, prec, blocks(P, N, L)
 
 
+def _chunk_states(src, dt, A, M, grad, plan):
+    """Step 2 (_chunk_state) over every chunk: from x and B, or in the backward (grad) from gy and C."""
+    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    out = torch.empty((b, nc, H, P, N), dtype=torch.float64 if f64 else torch.float32, device=src.device)
+    _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
+        src,
+        dt,
+        A,
+        M,
+        out,
+        T,
+        H,
+        P,
+        N,
+        L,
+        nc,
+        H // G,
+        *src.stride(),
+        *dt.stride(),
+        *M.stride(),
+        GRAD=grad,
+        F64=f64,
+        PREC=prec,
+        BL=bs["BL"],
+        BP=bs["BP"],
+        BN=bs["BN"],
+        num_warps=NUM_WARPS,
+    )
+    return out
+
+
+def _pass_states(states, dt, A, init, reverse, plan):
+    """Step 3 (_state_pass): what enters every chunk and what leaves the last one, from `init`
+    (None: zeros); reversed in the backward."""
+    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    entering = torch.empty_like(states)
+    last = torch.empty((b, H, P, N), dtype=states.dtype, device=states.device)
+    _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
+        states,
+        dt,
+        A,
+        last if init is None else init,
+        entering,
+        last,
+        T,
+        H,
+        L,
+        nc,
+        P * N,
+        *dt.stride(),
+        HAS_H0=init is not None,
+        REVERSE=reverse,
+        F64=f64,
+        BL=bs["BL"],
+        BS=BLOCK_S,
+        num_warps=NUM_WARPS,
+    )
+    return entering, last
+
+
 def _states(x, dt, A, B, h0, plan):
     """Steps 2-3: the state entering every chunk (batch, NC, H, P, N) and h_T."""
-    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
-    acc = acc_dtype(x)
-    dev = x.device
-    states = torch.empty((b, nc, H, P, N), dtype=acc, device=dev)
-    _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
-        x, dt, A, B, states, T, H, P, N, L, nc, H // G,
-        *x.stride(), *dt.stride(), *B.stride(),
-        GRAD=False, F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
+    return _pass_states(
+        _chunk_states(x, dt, A, B, False, plan), dt, A, None if h0 is None else h0.contiguous(), False, plan
     )
-    h_in = torch.empty_like(states)
-    h_last = torch.empty((b, H, P, N), dtype=acc, device=dev)
-    h0c = h0.contiguous() if h0 is not None else h_last  # dummy pointer when absent
-    _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
-        states, dt, A, h0c, h_in, h_last, T, H, L, nc, P * N, *dt.stride(),
-        HAS_H0=h0 is not None, REVERSE=False, F64=f64, BL=bs["BL"], BS=BLOCK_S, num_warps=NUM_WARPS,
-    )
-    return h_in, h_last
 
 
 def ssd_fwd(x, dt, A, B, C, chunk_size, h0):
     """Returns y (x's dtype) and h_T (float32; float64 for float64 x)."""
-    _check_device(x)
+    check_triton_device(x)
     plan = _plan(x, B, chunk_size)
     b, T, H, P, G, N, L, nc, f64, prec, bs = plan
     h_in, h_last = _states(x, dt, A, B, h0, plan)
     y = torch.empty((b, T, H, P), dtype=x.dtype, device=x.device)
     _chunk_scan_fwd[(b * H, nc, triton.cdiv(P, bs["BPF"]))](
-        x, dt, A, B, C, h_in, y, T, H, P, N, L, nc, H // G,
-        *x.stride(), *dt.stride(), *B.stride(), *C.stride(),
-        F64=f64, PREC=prec, BL=bs["BL"], BPF=bs["BPF"], BN=bs["BN"], num_warps=NUM_WARPS,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        h_in,
+        y,
+        T,
+        H,
+        P,
+        N,
+        L,
+        nc,
+        H // G,
+        *x.stride(),
+        *dt.stride(),
+        *B.stride(),
+        *C.stride(),
+        F64=f64,
+        PREC=prec,
+        BL=bs["BL"],
+        BPF=bs["BPF"],
+        BN=bs["BN"],
+        num_warps=NUM_WARPS,
     )
     return y, h_last
 
 
 def ssd_bwd(x, dt, A, B, C, chunk_size, h0, gy, gh):
     """Returns dx, ddt, dA, dB, dC in their inputs' dtypes and dh0 (h_T's dtype)."""
-    _check_device(x)
+    check_triton_device(x)
     plan = _plan(x, B, chunk_size)
     b, T, H, P, G, N, L, nc, f64, prec, bs = plan
     acc = acc_dtype(x)
     dev = x.device
     h_in, _ = _states(x, dt, A, B, h0, plan)
-    d_in = torch.empty((b, nc, H, P, N), dtype=acc, device=dev)
-    _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
-        gy, dt, A, C, d_in, T, H, P, N, L, nc, H // G,
-        *gy.stride(), *dt.stride(), *C.stride(),
-        GRAD=True, F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
-    )
-    g_out = torch.empty_like(d_in)
-    dh0 = torch.empty((b, H, P, N), dtype=acc, device=dev)
-    _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
-        d_in, dt, A, gh.contiguous(), g_out, dh0, T, H, L, nc, P * N, *dt.stride(),
-        HAS_H0=True, REVERSE=True, F64=f64, BL=bs["BL"], BS=BLOCK_S, num_warps=NUM_WARPS,
-    )
+    g_out, dh0 = _pass_states(_chunk_states(gy, dt, A, C, True, plan), dt, A, gh.contiguous(), True, plan)
     dx = torch.empty((b, T, H, P), dtype=x.dtype, device=dev)
     ddt = torch.empty((b, T, H), dtype=dt.dtype, device=dev)
     da_part = torch.empty((b, nc, H), dtype=acc, device=dev)
     db = torch.empty((b, T, H, N), dtype=acc, device=dev)
     dc = torch.empty((b, T, H, N), dtype=acc, device=dev)
     _chunk_scan_bwd[(b * H, nc)](
-        x, dt, A, B, C, h_in, gy, g_out, dx, ddt, da_part, db, dc, T, H, P, N, L, nc, H // G,
-        *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *gy.stride(),
-        F64=f64, PREC=prec, BL=bs["BL"], BP=bs["BP"], BN=bs["BN"], num_warps=NUM_WARPS,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        h_in,
+        gy,
+        g_out,
+        dx,
+        ddt,
+        da_part,
+        db,
+        dc,
+        T,
+        H,
+        P,
+        N,
+        L,
+        nc,
+        H // G,
+        *x.stride(),
+        *dt.stride(),
+        *B.stride(),
+        *C.stride(),
+        *gy.stride(),
+        F64=f64,
+        PREC=prec,
+        BL=bs["BL"],
+        BP=bs["BP"],
+        BN=bs["BN"],
+        num_warps=NUM_WARPS,
     )
     per_group = lambda d: d.view(b, T, G, H // G, N).sum(3)  # noqa: E731  heads of a group share B, C
-    return (dx, ddt, da_part.sum((0, 1)).to(A.dtype), per_group(db).to(B.dtype), per_group(dc).to(C.dtype),
-            dh0)
+    return (dx, ddt, da_part.sum((0, 1)).to(A.dtype), per_group(db).to(B.dtype), per_group(dc).to(C.dtype), dh0)

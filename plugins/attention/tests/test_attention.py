@@ -1,4 +1,5 @@
 """Attention's three paths agree: naive softmax, SDPA, and the KV-cache step."""
+
 import pytest
 import torch
 
@@ -16,11 +17,22 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 5}, {"n_kv_heads": 1, "window": 3},
-                                {"window": 12}, {"window": 13}, {"n_kv_heads": 1, "window": 64},
-                                {"rope_fraction": 0.5, "out_bias": True},
-                                {"position": "learned"}, {"position": "none", "window": 5},
-                                {"conv": 3, "position": "none"}])  # T = 13
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"n_kv_heads": 2},
+        {"window": 5},
+        {"n_kv_heads": 1, "window": 3},
+        {"window": 12},
+        {"window": 13},
+        {"n_kv_heads": 1, "window": 64},
+        {"rope_fraction": 0.5, "out_bias": True},
+        {"position": "learned"},
+        {"position": "none", "window": 5},
+        {"conv": 3, "position": "none"},
+    ],
+)  # T = 13
 def test_sdpa_equals_naive_with_gradients(kw):
     fast, naive = make(**kw), make(**kw, backend="naive")
     x = torch.randn(2, 13, 32, dtype=torch.float64, requires_grad=True)
@@ -35,9 +47,18 @@ def test_sdpa_equals_naive_with_gradients(kw):
     assert all(rel(a, b) < 1e-10 for a, b in zip(gp_fast, gp_naive))
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"window": 4}, {"rope_fraction": 0.25, "out_bias": True},
-                                {"position": "learned"}, {"position": "none"},
-                                {"conv": 3, "position": "learned", "window": 4}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"n_kv_heads": 2},
+        {"window": 4},
+        {"rope_fraction": 0.25, "out_bias": True},
+        {"position": "learned"},
+        {"position": "none"},
+        {"conv": 3, "position": "learned", "window": 4},
+    ],
+)
 def test_step_equals_parallel(kw):
     m = make(**kw)
     x = torch.randn(3, 11, 32, dtype=torch.float64)
@@ -80,6 +101,7 @@ def test_window_bounds_state_size_and_flops():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_complex_rope_equals_reference_rope(dtype):
     from zoo_attention.rope import rope, rope_cis, rotate
+
     x = torch.randn(2, 9, 3, 8).to(dtype)  # (B, T, H, hd)
     pos = torch.tensor([[5 + t for t in range(9)], list(range(9))])
     cis = rope_cis(pos, 8, 500.0, dtype)
@@ -87,8 +109,9 @@ def test_complex_rope_equals_reference_rope(dtype):
     assert ours.dtype == dtype
     torch.testing.assert_close(ours, rope(x.transpose(1, 2), pos, 500.0))
     xg = x.clone().requires_grad_()
-    traced = torch.compile(lambda x: rotate(x, rope_cis(pos, 8, 500.0, dtype)), backend="aot_eager",
-                           fullgraph=True)(xg)  # the real (cos, sin) form, cos and sin from one opaque op
+    traced = torch.compile(lambda x: rotate(x, rope_cis(pos, 8, 500.0, dtype)), backend="aot_eager", fullgraph=True)(
+        xg
+    )  # the real (cos, sin) form, cos and sin from one opaque op
     torch.testing.assert_close(traced.transpose(1, 2), ours)
     w = torch.randn(traced.shape).to(dtype)
     xr = x.clone().requires_grad_()
@@ -99,6 +122,7 @@ def test_complex_rope_equals_reference_rope(dtype):
 
 def test_cos_sin_op():
     from zoo_attention.rope import cos_sin
+
     angles = torch.randn(2, 5, 1, 4) * 100
     torch.library.opcheck(cos_sin, (angles,))
     cos, sin = cos_sin(angles)
@@ -151,6 +175,7 @@ def test_attention_path_is_picked_once(monkeypatch):
     where it is usable (CUDA half precision, installed); SDPA otherwise."""
     from zoo_attention import flash
     from zoo_attention.mixer import attention_path
+
     q = torch.zeros(1, 2, 3, 8)
     assert attention_path("naive", q, plain_causal=True) == "naive"
     assert attention_path("auto", q, plain_causal=True) == "sdpa"  # a CPU tensor

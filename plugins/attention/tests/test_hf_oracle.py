@@ -1,6 +1,7 @@
 """Outside oracle: transformers' LlamaAttention with zoo's weights copied in (q and k rows
 permuted: zoo's RoPE rotates interleaved pairs, Llama's halves), float64, outputs and
 gradients, zoo's three paths (SDPA, naive, KV-cache step)."""
+
 import pytest
 import torch
 
@@ -19,13 +20,22 @@ def rel(a, b):
 
 def pair(heads=4, kv=2, hd=8, theta=10000.0, backend="sdpa"):
     torch.manual_seed(0)
-    zoo = Attention(DIM, AttentionConfig(n_heads=heads, n_kv_heads=kv, head_dim=hd, rope_theta=theta,
-                                         backend=backend)).to(f64)
-    cfg = transformers.LlamaConfig(hidden_size=DIM, num_attention_heads=heads, num_key_value_heads=kv, head_dim=hd,
-                                   rope_parameters={"rope_type": "default", "rope_theta": theta},
-                                   num_hidden_layers=1, vocab_size=8, intermediate_size=8)
+    zoo = Attention(
+        DIM, AttentionConfig(n_heads=heads, n_kv_heads=kv, head_dim=hd, rope_theta=theta, backend=backend)
+    ).to(f64)
+    cfg = transformers.LlamaConfig(
+        hidden_size=DIM,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=hd,
+        rope_parameters={"rope_type": "default", "rope_theta": theta},
+        num_hidden_layers=1,
+        vocab_size=8,
+        intermediate_size=8,
+    )
     cfg._attn_implementation = "eager"
     from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRotaryEmbedding
+
     hf = LlamaAttention(cfg, 0).to(f64).eval()
     rotary = LlamaRotaryEmbedding(cfg)
     k, v = zoo.wkv.weight.split(kv * hd)

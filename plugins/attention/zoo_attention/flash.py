@@ -2,10 +2,10 @@
 
 Imported lazily; when it is missing on a GPU the mixer says so once and uses
 PyTorch SDPA, which computes the same function."""
+
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -22,14 +22,18 @@ def usable(q: Tensor) -> bool:
         _checked = True
         try:
             from flash_attn import flash_attn_func
+
             _fn = flash_attn_func
         except ImportError:
-            warnings.warn("zoo-attention: flash-attn is not installed; using PyTorch SDPA "
-                          "(pip install 'zoo-attention[cuda]' for flash-attn)", stacklevel=2)
+            warnings.warn(
+                "zoo-attention: flash-attn is not installed; using PyTorch SDPA "
+                "(pip install 'zoo-attention[cuda]' for flash-attn)",
+                stacklevel=2,
+            )
     return _fn is not None
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, window: Optional[int]) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, window: int | None) -> Tensor:
     # flash-attn wants (B, T, H, hd) and handles grouped kv heads itself.
     window_size = (window - 1, 0) if window else (-1, -1)
     out = _fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True, window_size=window_size)

@@ -5,45 +5,56 @@ Llama's rotates halves (x[i], x[i + hd/2]), both with frequency theta^(-2i/hd).
 Permuting the rows of every q and k head (even rows first, then odd) turns one
 into the other; q.k is unchanged, so the logits are equal.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from zoo_core.errors import UserError
-from zoo_core.interop import (HFMapping, Weights, head_weights, mixer_options, refuse_eps, refuse_unless_prenorm,
-                              same_options, section)
+from zoo_core.interop import (
+    HFMapping,
+    Weights,
+    head_weights,
+    mixer_options,
+    refuse_eps,
+    refuse_unless_prenorm,
+    same_options,
+    section,
+)
 
 ACTS = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}  # zoo block.mlp_act -> transformers hidden_act
 
 
-def rope_rows(head_dim: int, rotated: Optional[int] = None) -> Tensor:
+def rope_rows(head_dim: int, rotated: int | None = None) -> Tensor:
     """Llama's row order for one head, as zoo rows: [0, 2, 4, ..., 1, 3, 5, ...] over the
     `rotated` first dims (all by default), the rest in place."""
     r = head_dim if rotated is None else rotated
     return torch.cat([torch.arange(0, r, 2), torch.arange(1, r, 2), torch.arange(r, head_dim)])
 
 
-def to_halves(w: Tensor, head_dim: int, rotated: Optional[int] = None) -> Tensor:
+def to_halves(w: Tensor, head_dim: int, rotated: int | None = None) -> Tensor:
     return w.view(-1, head_dim, w.shape[-1])[:, rope_rows(head_dim, rotated)].reshape(w.shape)
 
 
-def to_pairs(w: Tensor, head_dim: int, rotated: Optional[int] = None) -> Tensor:
+def to_pairs(w: Tensor, head_dim: int, rotated: int | None = None) -> Tensor:
     return w.view(-1, head_dim, w.shape[-1])[:, torch.argsort(rope_rows(head_dim, rotated))].reshape(w.shape)
 
 
-def unmapped_position(a: Dict[str, Any]) -> Optional[str]:
+def unmapped_position(a: dict[str, Any]) -> str | None:
     """Attention options that neither Llama nor RecurrentGemma has (both rotate q and k, no input conv)."""
     if a.get("position", "rope") != "rope":
         return f"model.mixer.position={a['position']}: the HF attentions use RoPE only; position=rope maps"
     if a.get("conv"):
-        return f"model.mixer.conv={a['conv']} (a short conv before q, k, v) has no HF attention counterpart; conv=0 maps"
+        return (
+            f"model.mixer.conv={a['conv']} (a short conv before q, k, v) has no HF attention counterpart; conv=0 maps"
+        )
     return None
 
 
-def attention_shape(dim: int, opts: Dict[str, Any]) -> Tuple[int, int, int]:
+def attention_shape(dim: int, opts: dict[str, Any]) -> tuple[int, int, int]:
     hd = opts["head_dim"]
     heads = opts.get("n_heads") or max(1, dim // hd)
     return heads, opts.get("n_kv_heads") or heads, hd
@@ -54,16 +65,21 @@ class LlamaMapping(HFMapping):
     model_types = ("llama",)
     architecture = "LlamaForCausalLM"
 
-    def refuse(self, m: Any) -> Optional[str]:
+    def refuse(self, m: Any) -> str | None:
         opts = mixer_options(m)
         block, loss = section(m, "block"), section(m, "loss")
-        why = refuse_unless_prenorm(m, "Llama") or same_options(opts, "LlamaConfig", "attention") or \
-            refuse_eps(m, "LlamaConfig")
+        why = (
+            refuse_unless_prenorm(m, "Llama")
+            or same_options(opts, "LlamaConfig", "attention")
+            or refuse_eps(m, "LlamaConfig")
+        )
         if why:
             return why
         if opts[0].get("window"):
-            return (f"model.mixer.window={opts[0]['window']} (sliding window) has no LlamaForCausalLM counterpart; "
-                    "full causal attention (window unset) maps")
+            return (
+                f"model.mixer.window={opts[0]['window']} (sliding window) has no LlamaForCausalLM counterpart; "
+                "full causal attention (window unset) maps"
+            )
         if block.get("mlp") is False:
             return "model.block.mlp=false: every Llama layer has an MLP; model.block.mlp=true (or unset) maps"
         if block.get("mlp_act") not in ACTS:
@@ -73,40 +89,63 @@ class LlamaMapping(HFMapping):
         if unmapped_position(opts[0]):
             return unmapped_position(opts[0])
         if opts[0].get("rope_fraction", 1.0) != 1.0:
-            return f"model.mixer.rope_fraction={opts[0]['rope_fraction']} (partial RoPE) has no Llama counterpart; 1.0 maps"
+            fraction = opts[0]["rope_fraction"]
+            return f"model.mixer.rope_fraction={fraction} (partial RoPE) has no Llama counterpart; 1.0 maps"
         if opts[0].get("out_bias"):
-            return "model.mixer.out_bias=true has no Llama counterpart (its attention_bias covers q, k, v and o); false maps"
+            return (
+                "model.mixer.out_bias=true has no Llama counterpart "
+                "(its attention_bias covers q, k, v and o); false maps"
+            )
         return None
 
-    def to_hf(self, m: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
+    def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         opts, block = mixer_options(m)[0], section(m, "block")
         heads, kv, hd = attention_shape(m.dim, opts)
         hidden = w["layers.0.mlp.w_out.weight"].shape[1]
-        config = dict(vocab_size=m.vocab_size, hidden_size=m.dim, intermediate_size=hidden,
-                      num_hidden_layers=m.n_layers, num_attention_heads=heads, num_key_value_heads=kv, head_dim=hd,
-                      hidden_act=ACTS[block["mlp_act"]], rms_norm_eps=float(m.norm_eps),
-                      rope_parameters={"rope_type": "default", "rope_theta": float(opts["rope_theta"])},
-                      max_position_embeddings=4096, tie_word_embeddings=bool(m.tie_embeddings),
-                      attention_bias=False, mlp_bias=bool(block.get("mlp_bias")))
-        out = {"model.embed_tokens.weight": w["embed.weight"], "model.norm.weight": w["norm.weight"],
-               "lm_head.weight": head_weights(m, w)}
+        config = dict(
+            vocab_size=m.vocab_size,
+            hidden_size=m.dim,
+            intermediate_size=hidden,
+            num_hidden_layers=m.n_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            head_dim=hd,
+            hidden_act=ACTS[block["mlp_act"]],
+            rms_norm_eps=float(m.norm_eps),
+            rope_parameters={"rope_type": "default", "rope_theta": float(opts["rope_theta"])},
+            max_position_embeddings=4096,
+            tie_word_embeddings=bool(m.tie_embeddings),
+            attention_bias=False,
+            mlp_bias=bool(block.get("mlp_bias")),
+        )
+        out = {
+            "model.embed_tokens.weight": w["embed.weight"],
+            "model.norm.weight": w["norm.weight"],
+            "lm_head.weight": head_weights(m, w),
+        }
         for i in range(m.n_layers):
             z, h = f"layers.{i}.", f"model.layers.{i}."
             k, v = w[z + "mixer.wkv.weight"].split(kv * hd)
-            out.update({h + "input_layernorm.weight": w[z + "mixer_norm.weight"],
-                        h + "post_attention_layernorm.weight": w[z + "mlp_norm.weight"],
-                        h + "self_attn.q_proj.weight": to_halves(w[z + "mixer.wq.weight"], hd),
-                        h + "self_attn.k_proj.weight": to_halves(k, hd),
-                        h + "self_attn.v_proj.weight": v,
-                        h + "self_attn.o_proj.weight": w[z + "mixer.wo.weight"]})
+            out.update(
+                {
+                    h + "input_layernorm.weight": w[z + "mixer_norm.weight"],
+                    h + "post_attention_layernorm.weight": w[z + "mlp_norm.weight"],
+                    h + "self_attn.q_proj.weight": to_halves(w[z + "mixer.wq.weight"], hd),
+                    h + "self_attn.k_proj.weight": to_halves(k, hd),
+                    h + "self_attn.v_proj.weight": v,
+                    h + "self_attn.o_proj.weight": w[z + "mixer.wo.weight"],
+                }
+            )
             out.update(split_mlp(w, z, h + "mlp.", hidden))
         return config, out
 
-    def from_hf(self, c: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
+    def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         rope = dict(getattr(c, "rope_parameters", None) or {})
         if rope.get("rope_type", "default") != "default" or rope.get("partial_rotary_factor", 1.0) != 1.0:
-            raise UserError(f"Llama rope_parameters {rope} (scaled or partial RoPE) have no zoo counterpart; "
-                            f"rope_type default with the whole head rotated maps")
+            raise UserError(
+                f"Llama rope_parameters {rope} (scaled or partial RoPE) have no zoo counterpart; "
+                f"rope_type default with the whole head rotated maps"
+            )
         if getattr(c, "attention_bias", False):
             raise UserError("Llama attention_bias=true has no zoo counterpart (zoo attention has no biases)")
         act = {v: k for k, v in ACTS.items()}.get(c.hidden_act)
@@ -115,24 +154,45 @@ class LlamaMapping(HFMapping):
         hd = c.head_dim or c.hidden_size // c.num_attention_heads
         kv = c.num_key_value_heads or c.num_attention_heads
         tied = bool(c.tie_word_embeddings)
-        model = {"dim": c.hidden_size, "n_layers": c.num_hidden_layers, "vocab_size": c.vocab_size,
-                 "tie_embeddings": tied, "norm_eps": float(c.rms_norm_eps),
-                 "mixer": {"name": "attention", "n_heads": c.num_attention_heads, "head_dim": hd, "n_kv_heads": kv,
-                           "rope_theta": float(rope.get("rope_theta", 10000.0))},
-                 "block": {"name": "prenorm", "mlp": True, "mlp_hidden": c.intermediate_size, "mlp_act": act,
-                           "mlp_bias": bool(getattr(c, "mlp_bias", False)), "norm_eps": float(c.rms_norm_eps)},
-                 "loss": {"name": "cross_entropy"}}
+        model = {
+            "dim": c.hidden_size,
+            "n_layers": c.num_hidden_layers,
+            "vocab_size": c.vocab_size,
+            "tie_embeddings": tied,
+            "norm_eps": float(c.rms_norm_eps),
+            "mixer": {
+                "name": "attention",
+                "n_heads": c.num_attention_heads,
+                "head_dim": hd,
+                "n_kv_heads": kv,
+                "rope_theta": float(rope.get("rope_theta", 10000.0)),
+            },
+            "block": {
+                "name": "prenorm",
+                "mlp": True,
+                "mlp_hidden": c.intermediate_size,
+                "mlp_act": act,
+                "mlp_bias": bool(getattr(c, "mlp_bias", False)),
+                "norm_eps": float(c.rms_norm_eps),
+            },
+            "loss": {"name": "cross_entropy"},
+        }
         out = {"embed.weight": w["model.embed_tokens.weight"], "norm.weight": w["model.norm.weight"]}
         if not tied:
             out["head.proj.weight"] = w["lm_head.weight"]
         for i in range(c.num_hidden_layers):
             z, h = f"layers.{i}.", f"model.layers.{i}."
-            out.update({z + "mixer_norm.weight": w[h + "input_layernorm.weight"],
-                        z + "mlp_norm.weight": w[h + "post_attention_layernorm.weight"],
-                        z + "mixer.wq.weight": to_pairs(w[h + "self_attn.q_proj.weight"], hd),
-                        z + "mixer.wkv.weight": torch.cat([to_pairs(w[h + "self_attn.k_proj.weight"], hd),
-                                                           w[h + "self_attn.v_proj.weight"]]),
-                        z + "mixer.wo.weight": w[h + "self_attn.o_proj.weight"]})
+            out.update(
+                {
+                    z + "mixer_norm.weight": w[h + "input_layernorm.weight"],
+                    z + "mlp_norm.weight": w[h + "post_attention_layernorm.weight"],
+                    z + "mixer.wq.weight": to_pairs(w[h + "self_attn.q_proj.weight"], hd),
+                    z + "mixer.wkv.weight": torch.cat(
+                        [to_pairs(w[h + "self_attn.k_proj.weight"], hd), w[h + "self_attn.v_proj.weight"]]
+                    ),
+                    z + "mixer.wo.weight": w[h + "self_attn.o_proj.weight"],
+                }
+            )
             out.update(join_mlp(w, z, h + "mlp."))
         return model, out
 
@@ -143,8 +203,13 @@ def split_mlp(w: Weights, z: str, h: str, hidden: int) -> Weights:
     for suffix in ("weight", "bias"):
         if z + f"mlp.w_in.{suffix}" in w:
             gate, up = w[z + f"mlp.w_in.{suffix}"].split(hidden)
-            out.update({h + f"gate_proj.{suffix}": gate, h + f"up_proj.{suffix}": up,
-                        h + f"down_proj.{suffix}": w[z + f"mlp.w_out.{suffix}"]})
+            out.update(
+                {
+                    h + f"gate_proj.{suffix}": gate,
+                    h + f"up_proj.{suffix}": up,
+                    h + f"down_proj.{suffix}": w[z + f"mlp.w_out.{suffix}"],
+                }
+            )
     return out
 
 

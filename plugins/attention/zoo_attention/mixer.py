@@ -14,11 +14,12 @@ Three paths, as every zoo mixer has, picked once per forward by `attention_path`
 * fast: flash-attn on CUDA when installed (`flash.py`), else PyTorch SDPA;
 * step: one token against the KV cache.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +35,12 @@ from zoo_core.interfaces import Mixer
 @dataclass
 class AttentionConfig:
     #: Query heads; default dim // head_dim.
-    n_heads: Optional[int] = None
+    n_heads: int | None = None
     head_dim: int = 64
     #: Key/value heads for grouped-query attention; default n_heads.
-    n_kv_heads: Optional[int] = None
+    n_kv_heads: int | None = None
     #: Sliding window (local attention): each query sees this many positions, itself included.
-    window: Optional[int] = None
+    window: int | None = None
     rope_theta: float = 10000.0
     #: The fraction of each head's dims RoPE rotates (the first ones; RecurrentGemma: 0.5); the rest pass.
     rope_fraction: float = 1.0
@@ -73,8 +74,10 @@ class Attention(Mixer):
         self.window = config.window
         self.rope_dim = int(self.head_dim * config.rope_fraction)
         if not 0 < config.rope_fraction <= 1 or self.rope_dim % 2:
-            raise ValueError(f"attention rope_fraction={config.rope_fraction} must be in (0, 1] and give an even "
-                             f"number of dims of head_dim={self.head_dim}")
+            raise ValueError(
+                f"attention rope_fraction={config.rope_fraction} must be in (0, 1] and give an even "
+                f"number of dims of head_dim={self.head_dim}"
+            )
         self.pos_embed = nn.Parameter(torch.empty(config.max_positions, dim)) if config.position == "learned" else None
         if config.conv < 0 or config.conv == 1:
             raise ValueError(f"attention conv={config.conv}: give a kernel of 2 or more, or 0 for none")
@@ -84,7 +87,7 @@ class Attention(Mixer):
         self.wo = nn.Linear(self.n_heads * self.head_dim, dim, bias=config.out_bias)
 
     # -- q, k, v ---------------------------------------------------------------------
-    def _project(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _project(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v as (B, T, heads, head_dim), learned positions added to x first."""
         B, T, _ = x.shape
         if self.pos_embed is not None:
@@ -93,8 +96,9 @@ class Attention(Mixer):
         k, v = self.wkv(x).view(B, T, 2, self.n_kv_heads, self.head_dim).unbind(2)
         return q, k, v
 
-    def _rope(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, dtype: torch.dtype, reference: bool
-              ) -> Tuple[Tensor, Tensor, Tensor]:
+    def _rope(
+        self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, dtype: torch.dtype, reference: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """RoPE on q and k (position=rope; `reference`: the equation's form, else the fast one);
         q, k, v to (B, heads, T, head_dim)."""
         if self.config.position != "rope":
@@ -102,7 +106,7 @@ class Attention(Mixer):
         q, k = rope_qk(q, k, positions, self.rope_dim, self.config.rope_theta, dtype, reference)
         return q, k, v.transpose(1, 2)
 
-    def _qkv(self, x: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _qkv(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v as (B, heads, T, head_dim) with the position signal; RoPE's form from the backend."""
         q, k, v = self._project(x, positions)
         return self._rope(q, k, v, positions, x.dtype, reference=self.config.backend == "naive")
@@ -111,13 +115,13 @@ class Attention(Mixer):
         B, H, T, hd = o.shape
         return self.wo(o.transpose(1, 2).reshape(B, T, H * hd))
 
-    def _short_conv(self, x: Tensor, state: Optional[Dict[str, Tensor]]) -> Tuple[Tensor, Optional[Tensor]]:
+    def _short_conv(self, x: Tensor, state: dict[str, Tensor] | None) -> tuple[Tensor, Tensor | None]:
         if self.conv is None:
             return x, None
         return short_conv(self.conv, x, None if state is None else state["conv"])
 
     # -- forward: naive / flash-attn / SDPA, one pick -----------------------------------
-    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
         B, T, _ = x.shape
         cached = state is not None and state["k"].shape[2] > 0
         x, conv_state = self._short_conv(x, state)
@@ -136,7 +140,7 @@ class Attention(Mixer):
         return self._out(o), new_state
 
     # -- recurrent step: one token against the KV cache ---------------------------------
-    def step(self, x: Tensor, state: Dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor]):
         pos = state["next"][:, None]
         xc, conv_state = self._short_conv(x[:, None], state)
         q, k, v = self._qkv(xc, pos)
@@ -150,23 +154,28 @@ class Attention(Mixer):
         o = scores.softmax(-1) @ vr
         return self._out(o)[:, 0], self._trim(k, v, k_pos, pos[:, 0] + 1, conv_state)
 
-    def _trim(self, k: Tensor, v: Tensor, k_pos: Tensor, next_pos: Tensor,
-              conv_state: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    def _trim(
+        self, k: Tensor, v: Tensor, k_pos: Tensor, next_pos: Tensor, conv_state: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """With a window, later queries never see keys older than window - 1 steps."""
         if self.window and k.shape[2] > self.window - 1:
             keep = max(self.window - 1, 0)
-            k, v, k_pos = k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:], k_pos[:, k_pos.shape[1] - keep:]
+            k, v, k_pos = k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :], k_pos[:, k_pos.shape[1] - keep :]
         state = {"k": k, "v": v, "pos": k_pos, "next": next_pos}
         if conv_state is not None:
             state["conv"] = conv_state
         return state
 
-    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> dict[str, Tensor]:
         dtype = dtype or self.wq.weight.dtype
         device = device or self.wq.weight.device
         empty = torch.zeros(batch_size, self.n_kv_heads, 0, self.head_dim, device=device, dtype=dtype)
-        state = {"k": empty, "v": empty.clone(), "pos": torch.zeros(batch_size, 0, dtype=torch.long, device=device),
-                 "next": torch.zeros(batch_size, dtype=torch.long, device=device)}
+        state = {
+            "k": empty,
+            "v": empty.clone(),
+            "pos": torch.zeros(batch_size, 0, dtype=torch.long, device=device),
+            "next": torch.zeros(batch_size, dtype=torch.long, device=device),
+        }
         if self.conv is not None:
             state["conv"] = torch.zeros(batch_size, self.conv.kernel_size[0] - 1, self.dim, device=device, dtype=dtype)
         return state
@@ -197,8 +206,8 @@ class Attention(Mixer):
         return (2 * self.n_kv_heads * self.head_dim * kept + conv) * self.wq.weight.element_size()
 
 
-
 # -- the paths of a forward -------------------------------------------------------------
+
 
 def attention_path(backend: str, q: Tensor, plain_causal: bool) -> str:
     """naive | flash | sdpa. flash-attn (imported lazily; one line when it is missing on a GPU)
@@ -210,8 +219,9 @@ def attention_path(backend: str, q: Tensor, plain_causal: bool) -> str:
     return "sdpa"
 
 
-def attend(path: str, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, window: Optional[int],
-           plain_causal: bool) -> Tensor:
+def attend(
+    path: str, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, window: int | None, plain_causal: bool
+) -> Tensor:
     """o (B, H, Tq, hd) from q (B, H, Tq, hd) and k, v (B, H_kv, Tk, hd) on `path`."""
     if path == "naive":
         return naive_attention(q, k, v, q_pos, k_pos, window)

@@ -1,5 +1,6 @@
 """Attention as the equations write it: the definition the fast path is tested against.
 The reference RoPE sits with the fast one in rope.py (re-exported here as `rope`)."""
+
 import math
 
 import torch

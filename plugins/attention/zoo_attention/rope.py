@@ -11,9 +11,10 @@ forward, one complex multiplication over q and k; under torch.compile the real f
 inductor fuses and which needs no complex codegen). For the training step these forms sit in,
 see the attention rows of benchmarks/results/peers-train-*.md.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -71,8 +72,9 @@ def first_dims(fn: Callable[[Tensor], Tensor], t: Tensor, n: int) -> Tensor:
     return fn(t) if n == t.shape[-1] else torch.cat([fn(t[..., :n]), t[..., n:]], dim=-1)
 
 
-def rope_qk(q: Tensor, k: Tensor, positions: Tensor, n_rot: int, theta: float, dtype: torch.dtype,
-            reference: bool = False) -> Tuple[Tensor, Tensor]:
+def rope_qk(
+    q: Tensor, k: Tensor, positions: Tensor, n_rot: int, theta: float, dtype: torch.dtype, reference: bool = False
+) -> tuple[Tensor, Tensor]:
     """q, k (B, T, heads, hd) -> (B, heads, T, hd), the first n_rot dims of each head rotated.
     `reference`: the equation (`rope`), else the fast form with angles in `dtype`'s work precision."""
     if reference:

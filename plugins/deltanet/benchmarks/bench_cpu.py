@@ -12,6 +12,7 @@
    per token, at each length: what grows with T. The recurrences keep a d_k x d_v state per
    token; the chunked form keeps per-chunk blocks and one state per chunk.
 """
+
 import argparse
 import statistics
 import time
@@ -35,7 +36,7 @@ def inputs(T, seed=0):
 def recurrent(q, k, v, beta, log_a):
     """The decoding update, token by token (what `GatedDeltaNet.step` does)."""
     h = q.new_zeros(B, H, DK, DV)
-    q = q * DK ** -0.5
+    q = q * DK**-0.5
     outs = []
     for t in range(q.shape[1]):
         h = h * log_a[:, t].exp()[..., None, None]
@@ -93,8 +94,10 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     lengths = [int(x) for x in args.lengths.split(",")]
-    print(f"torch {torch.__version__}, {args.threads} thread(s), B={B} H={H} d_k={DK} d_v={DV}, float32, "
-          f"forward + backward, median of {args.repeats}\n")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), B={B} H={H} d_k={DK} d_v={DV}, float32, "
+        f"forward + backward, median of {args.repeats}\n"
+    )
     print("| path | " + " | ".join(f"T={T} ms" for T in lengths) + " |")
     print("|---|" + "---:|" * len(lengths))
     rows = {}

@@ -1,4 +1,5 @@
 """Random delta-rule inputs shared by the tests (L2-normalised keys, as the mixers feed them)."""
+
 import sys
 
 import torch
@@ -10,11 +11,14 @@ def import_qwen3_next():
     kernels at import when fla is importable (they are Triton, CUDA only, and importing all of
     fla.ops costs ~10 s). Skips the test when transformers has no Qwen3-Next (< 4.57)."""
     import pytest
+
     fla = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "fla" or n.startswith("fla.")}
     sys.modules["fla"] = None
     try:
-        return pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next",
-                                   reason="transformers with Qwen3-Next (>= 4.57) is not installed")
+        return pytest.importorskip(
+            "transformers.models.qwen3_next.modeling_qwen3_next",
+            reason="transformers with Qwen3-Next (>= 4.57) is not installed",
+        )
     finally:
         del sys.modules["fla"]
         sys.modules.update(fla)
@@ -44,7 +48,8 @@ def outputs_and_grads(fn, args, seed=1):
     xs = leaves(args)
     o, h = fn(*xs)
     g = torch.Generator().manual_seed(seed)
-    loss = (o.double() * torch.randn(o.shape, generator=g, dtype=torch.float64)).sum() \
-        + (h.double() * torch.randn(h.shape, generator=g, dtype=torch.float64)).sum()
+    loss = (o.double() * torch.randn(o.shape, generator=g, dtype=torch.float64)).sum() + (
+        h.double() * torch.randn(h.shape, generator=g, dtype=torch.float64)
+    ).sum()
     used = [t for t in xs if t is not None]
     return o, h, torch.autograd.grad(loss, used)

@@ -2,17 +2,18 @@
 (fla-core's fla.ops.delta_rule.naive and fla.ops.gated_delta_rule.naive, pure PyTorch, which
 run on CPU; its Triton kernels do not). They compute in float32 whatever the input, so the
 tolerances are float32's. Same inputs, same state layout (B, H, d_k, d_v), same q scale."""
-import pytest
-import torch
 
-fla_delta = pytest.importorskip("fla.ops.delta_rule.naive",
-                                reason="fla-core is not installed (pip install 'zoo-deltanet[test]')")
+import pytest
+
+fla_delta = pytest.importorskip(
+    "fla.ops.delta_rule.naive", reason="fla-core is not installed (pip install 'zoo-deltanet[test]')"
+)
 fla_gated = pytest.importorskip("fla.ops.gated_delta_rule.naive", reason="fla-core is not installed")
+
+from deltanet_checks import outputs_and_grads, rel, rule_inputs  # noqa: E402
 
 from zoo_deltanet.chunked import chunk_delta_rule  # noqa: E402
 from zoo_deltanet.reference import naive_delta_rule  # noqa: E402
-
-from deltanet_checks import outputs_and_grads, rel, rule_inputs  # noqa: E402
 
 TOL = 2e-5
 
@@ -28,8 +29,7 @@ def fla_deltanet(q, k, v, beta, log_a, h0):  # (B, H, T, D) layout
 
 
 def fla_gdn(q, k, v, beta, log_a, h0):
-    return fla_gated.naive_recurrent_gated_delta_rule(q, k, v, beta, log_a, initial_state=h0,
-                                                      output_final_state=True)
+    return fla_gated.naive_recurrent_gated_delta_rule(q, k, v, beta, log_a, initial_state=h0, output_final_state=True)
 
 
 @pytest.mark.parametrize("gated", [False, True])
@@ -52,7 +52,8 @@ def test_chunked_equals_flas_chunked_references():
     assert rel(o, o_fla.transpose(1, 2)) < TOL and rel(h, h_fla) < TOL
 
     q, k, v, beta, log_a, h0 = rule_inputs(T=29)
-    o_fla, h_fla = fla_gated.naive_chunk_gated_delta_rule(q, k, v, log_a, beta, chunk_size=8, initial_state=h0,
-                                                          output_final_state=True)
+    o_fla, h_fla = fla_gated.naive_chunk_gated_delta_rule(
+        q, k, v, log_a, beta, chunk_size=8, initial_state=h0, output_final_state=True
+    )
     o, h = chunk_delta_rule(q, k, v, beta, log_a, 16, h0)
     assert rel(o, o_fla) < TOL and rel(h, h_fla) < TOL

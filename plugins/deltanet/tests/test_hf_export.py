@@ -3,11 +3,11 @@ MLP) <-> transformers' Qwen3NextForCausalLM (layer_types all linear_attention, e
 mlp_only_layers), through the core's export hook (`zoo export RUN --format hf`, `zoo import
 DIR`). transformers is the oracle: built from a directory or a config, never a hub, on CPU
 with its torch-only delta rule and conv (no fla, no causal-conv1d)."""
+
 import json
 
 import pytest
 import torch
-
 from deltanet_checks import import_qwen3_next, rel
 
 import_qwen3_next()  # before anything loads it with fla's kernels bound
@@ -20,9 +20,18 @@ tf = require_transformers()
 BASE = ["model.dim=32", "model.n_layers=2", "model.mixer.name=gated_deltanet", "model.mixer.chunk_size=8"]
 FAMILIES = {
     "tied": ["model.mixer.n_heads=2", "model.mixer.head_k_dim=8"],
-    "untied": ["model.n_layers=3", "model.mixer.n_heads=3", "model.mixer.head_k_dim=4", "model.mixer.conv=2",
-               "model.mixer.expand_v=1.5", "model.tie_embeddings=false", "model.norm_eps=1e-6",
-               "model.block.norm_eps=1e-6", "model.mixer.norm_eps=1e-6", "model.block.mlp_hidden=40"],
+    "untied": [
+        "model.n_layers=3",
+        "model.mixer.n_heads=3",
+        "model.mixer.head_k_dim=4",
+        "model.mixer.conv=2",
+        "model.mixer.expand_v=1.5",
+        "model.tie_embeddings=false",
+        "model.norm_eps=1e-6",
+        "model.block.norm_eps=1e-6",
+        "model.mixer.norm_eps=1e-6",
+        "model.block.mlp_hidden=40",
+    ],
 }
 
 
@@ -61,6 +70,7 @@ def test_export_is_an_all_linear_attention_dense_qwen3_next(family, exported):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_export_loads_in_transformers_with_equal_logits(family, exported):
     from zoo_core.runs import load_run
+
     run, out = exported[family]
     zoo = load_run(run, device="cpu").model
     hf = tf.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
@@ -73,6 +83,7 @@ def test_export_loads_in_transformers_with_equal_logits(family, exported):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_float64_export_equals_zoo_in_float64(family, exported, tmp_path):
     from zoo_core.runs import load_run
+
     run, _ = exported[family]
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf64"), "--dtype", "float64"]) == 0
     hf = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "hf64", dtype=torch.float64).eval()
@@ -93,6 +104,7 @@ def test_greedy_generation_in_transformers_gives_zoos_tokens(family, exported):
     and conv-state update one token at a time (the masks passed ready-made, as none is needed)."""
     from zoo_core.generate import generate
     from zoo_core.runs import load_run
+
     run, out = exported[family]
     zoo = load_run(run, device="cpu", dtype=torch.float64).model
     prompt = tokens(T=6, B=1, seed=2)
@@ -115,6 +127,7 @@ def test_greedy_generation_in_transformers_gives_zoos_tokens(family, exported):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_import_of_the_export_gives_back_the_same_model(family, exported, tmp_path):
     from zoo_core.runs import load_run
+
     run, out = exported[family]
     assert main(["import", str(out), "--name", "back", "--runs-dir", str(tmp_path)]) == 0
     back, orig = load_run(tmp_path / "back", device="cpu"), load_run(run, device="cpu")
@@ -130,11 +143,25 @@ def test_import_of_the_export_gives_back_the_same_model(family, exported, tmp_pa
 
 def qwen3_next_from_config(**kw):
     """A Qwen3-Next causal LM built from a config (no hub), its 1-d parameters moved off init."""
-    common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, intermediate_size=40,
-                  layer_types=["linear_attention"] * 3, mlp_only_layers=[0, 1, 2], linear_num_key_heads=2,
-                  linear_num_value_heads=2, linear_key_head_dim=8, linear_value_head_dim=16,
-                  linear_conv_kernel_dim=3, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                  pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    common = dict(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=3,
+        intermediate_size=40,
+        layer_types=["linear_attention"] * 3,
+        mlp_only_layers=[0, 1, 2],
+        linear_num_key_heads=2,
+        linear_num_value_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=16,
+        linear_conv_kernel_dim=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     model = tf.AutoModelForCausalLM.from_config(tf.Qwen3NextConfig(**{**common, **kw}))
     with torch.no_grad():
@@ -147,7 +174,8 @@ def qwen3_next_from_config(**kw):
 def tiny_tokenizer_json(vocab: int) -> str:
     """A `tokenizers` file with `vocab` ids (as tests/test_hf_interop.py writes one)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())[:vocab - 1]
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())[: vocab - 1]
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[], unk_token=alphabet[0]))
     tok.add_special_tokens(["<eos>"])
     return tok.to_str()
@@ -155,6 +183,7 @@ def tiny_tokenizer_json(vocab: int) -> str:
 
 def test_import_of_a_qwen3_next_built_from_a_config(tmp_path):
     from zoo_core.runs import load_run
+
     hf = qwen3_next_from_config()
     hf.save_pretrained(tmp_path / "src")
     (tmp_path / "src" / "tokenizer.json").write_text(tiny_tokenizer_json(64))
@@ -164,12 +193,23 @@ def test_import_of_a_qwen3_next_built_from_a_config(tmp_path):
         assert rel(load_run(tmp_path / "runs" / "imp", device="cpu").model.logits(x)[0], hf_logits(hf, x)) < 1e-5
 
 
-@pytest.mark.parametrize("kw,words", [
-    ({"layer_types": ["linear_attention", "full_attention", "linear_attention"]}, "full_attention"),
-    ({"mlp_only_layers": [0, 2], "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
-      "shared_expert_intermediate_size": 8}, "mixture-of-experts"),
-    ({"linear_num_value_heads": 4}, "linear_num_value_heads"),
-])
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        ({"layer_types": ["linear_attention", "full_attention", "linear_attention"]}, "full_attention"),
+        (
+            {
+                "mlp_only_layers": [0, 2],
+                "num_experts": 4,
+                "num_experts_per_tok": 2,
+                "moe_intermediate_size": 8,
+                "shared_expert_intermediate_size": 8,
+            },
+            "mixture-of-experts",
+        ),
+        ({"linear_num_value_heads": 4}, "linear_num_value_heads"),
+    ],
+)
 def test_what_zoo_cannot_express_is_refused_on_import_in_one_line(kw, words, tmp_path, capsys):
     qwen3_next_from_config(**kw).save_pretrained(tmp_path / "src")
     assert main(["import", str(tmp_path / "src"), "--name", "imp", "--runs-dir", str(tmp_path / "runs")]) == 2
@@ -178,16 +218,19 @@ def test_what_zoo_cannot_express_is_refused_on_import_in_one_line(kw, words, tmp
     assert not (tmp_path / "runs" / "imp").exists()
 
 
-@pytest.mark.parametrize("overrides,words", [
-    (["model.mixer.name=deltanet"], "deltanet"),  # no decay: no transformers counterpart
-    (["model.preset=gdn-hybrid", "model.n_layers=4"], "gated_deltanet+attention"),
-    (["model.block.mlp=false"], "model.block.mlp=false"),
-    (["model.block.mlp_act=gelu_tanh"], "mlp_act"),
-    (["model.block.mlp_bias=true"], "mlp_bias"),
-    (["model.mixer.norm_eps=1e-6"], "model.mixer.norm_eps"),
-    (["model.loss.logit_softcap=30"], "logit_softcap"),
-    (["model.pattern=[{name: gated_deltanet, n_heads: 2}, {name: gated_deltanet, n_heads: 4}]"], "n_heads"),
-])
+@pytest.mark.parametrize(
+    "overrides,words",
+    [
+        (["model.mixer.name=deltanet"], "deltanet"),  # no decay: no transformers counterpart
+        (["model.preset=gdn-hybrid", "model.n_layers=4"], "gated_deltanet+attention"),
+        (["model.block.mlp=false"], "model.block.mlp=false"),
+        (["model.block.mlp_act=gelu_tanh"], "mlp_act"),
+        (["model.block.mlp_bias=true"], "mlp_bias"),
+        (["model.mixer.norm_eps=1e-6"], "model.mixer.norm_eps"),
+        (["model.loss.logit_softcap=30"], "logit_softcap"),
+        (["model.pattern=[{name: gated_deltanet, n_heads: 2}, {name: gated_deltanet, n_heads: 4}]"], "n_heads"),
+    ],
+)
 def test_what_does_not_map_is_refused_on_export_in_one_line_before_writing(overrides, words, tmp_path, capsys):
     run = make_run(tmp_path / "runs", "r", BASE + overrides)
     out = tmp_path / "out"

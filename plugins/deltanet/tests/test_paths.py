@@ -1,16 +1,16 @@
 """The three paths against the equations, in float64 with gradients: the chunked WY/UT form
 and the mixers' forward, naive backend and step agree with the per-token recurrence
 S_t = a_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T, o_t = S_t q_t."""
+
 import pytest
 import torch
+from deltanet_checks import outputs_and_grads, rel, rule_inputs
 
 from zoo_core.errors import UserError
 from zoo_core.testing.build import materialise, step_through
 from zoo_deltanet import DeltaNet, DeltaNetConfig, GatedDeltaNet, GatedDeltaNetConfig
 from zoo_deltanet.chunked import chunk_delta_rule
 from zoo_deltanet.reference import naive_delta_rule, naive_mixer
-
-from deltanet_checks import outputs_and_grads, rel, rule_inputs
 
 DIM = 24
 
@@ -37,7 +37,7 @@ def test_recurrence_is_the_delta_rule_written_out():
     kk, vv, b, a = k[0, 0, 0], v[0, 0, 0], beta[0, 0, 0], log_a[0, 0, 0].exp()
     S1 = a * (S0 - b * torch.outer(S0 @ kk, kk)) + b * torch.outer(vv, kk)
     o, h = naive(q, k, v, beta, log_a, h0)
-    assert torch.allclose(h[0, 0].t(), S1) and torch.allclose(o[0, 0, 0], S1 @ q[0, 0, 0] / 3 ** 0.5)
+    assert torch.allclose(h[0, 0].t(), S1) and torch.allclose(o[0, 0, 0], S1 @ q[0, 0, 0] / 3**0.5)
 
 
 def test_float32_chunked_matches_float64_recurrence():
@@ -58,8 +58,10 @@ def random_state(m, batch):
 
 
 @pytest.mark.parametrize("cls", [DeltaNet, GatedDeltaNet])
-@pytest.mark.parametrize("kw,T", [({"chunk_size": 8}, 21), ({"n_heads": 2, "head_k_dim": 4, "expand_v": 1.5,
-                                                             "conv": 2, "chunk_size": 5}, 13)])
+@pytest.mark.parametrize(
+    "kw,T",
+    [({"chunk_size": 8}, 21), ({"n_heads": 2, "head_k_dim": 4, "expand_v": 1.5, "conv": 2, "chunk_size": 5}, 13)],
+)
 def test_mixer_forward_naive_and_step_agree_with_gradients(cls, kw, T):
     m = make(cls, **kw)
     x = torch.randn(2, T, DIM, dtype=torch.float64, requires_grad=True)
@@ -110,9 +112,16 @@ def test_state_size_is_the_bytes_of_the_state(cls):
     assert m.state_size(5) == m.state_size(5000) == nbytes
 
 
-@pytest.mark.parametrize("kw,word", [({"backend": "fast"}, "backend"), ({"expand_v": 1.3}, "expand_v"),
-                                     ({"chunk_size": 0}, "chunk_size"), ({"dt_min": 0.5, "dt_max": 0.1}, "dt_min"),
-                                     ({"backend": "triton", "chunk_size": 24}, "power of two")])
+@pytest.mark.parametrize(
+    "kw,word",
+    [
+        ({"backend": "fast"}, "backend"),
+        ({"expand_v": 1.3}, "expand_v"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"dt_min": 0.5, "dt_max": 0.1}, "dt_min"),
+        ({"backend": "triton", "chunk_size": 24}, "power of two"),
+    ],
+)
 def test_bad_options_name_the_problem(kw, word):
     with pytest.raises(UserError, match=word):
         make(GatedDeltaNet, **kw)

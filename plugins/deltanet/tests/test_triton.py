@@ -2,17 +2,18 @@
 TRITON_INTERPRET=1 (conftest.py), so the shapes are tiny. Its backward is the chunked
 PyTorch path recomputed (there is no Triton backward kernel): the gradient checks here
 check that wiring, not a kernel."""
+
 import pytest
 import torch
+from deltanet_checks import outputs_and_grads, rel, rule_inputs
 
 from zoo_deltanet import GatedDeltaNet, GatedDeltaNetConfig
 from zoo_deltanet.reference import naive_delta_rule, naive_mixer
 from zoo_deltanet.triton_chunk import chunk_delta_rule_triton, triton_installed
 
-from deltanet_checks import outputs_and_grads, rel, rule_inputs
-
-pytestmark = pytest.mark.skipif(not triton_installed(),
-                                reason="triton is not importable (pip install 'zoo-deltanet[triton]')")
+pytestmark = pytest.mark.skipif(
+    not triton_installed(), reason="triton is not importable (pip install 'zoo-deltanet[triton]')"
+)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -20,6 +21,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def narrow_columns(monkeypatch):
     """16 state columns per program, so d_v = 20 spans two column blocks, the last partial."""
     from zoo_deltanet import triton_kernel
+
     monkeypatch.setattr(triton_kernel, "MAX_BV", 16)
 
 
@@ -37,8 +39,11 @@ def test_kernel_equals_recurrence(narrow_columns, gated, h0, dtype, tol):
     """T = 37 over chunks of 16 (the last partial), d_k = 5 padded to 16, d_v = 20 in two blocks."""
     args = rule_inputs(B=1, T=37, H=2, K=5, V=20, gated=gated, h0=h0)
     o_ref, h_ref = naive(*args)
-    o, h = chunk_delta_rule_triton(*[None if t is None else t.to(DEVICE, dtype) for t in args[:5]], 16,
-                                   None if args[5] is None else args[5].to(DEVICE, dtype))
+    o, h = chunk_delta_rule_triton(
+        *[None if t is None else t.to(DEVICE, dtype) for t in args[:5]],
+        16,
+        None if args[5] is None else args[5].to(DEVICE, dtype),
+    )
     assert o.dtype == dtype and rel(o.cpu(), o_ref) < tol and rel(h.cpu(), h_ref) < tol
 
 

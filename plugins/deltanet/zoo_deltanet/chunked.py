@@ -19,25 +19,31 @@ Gamma_ij = exp(g_i - g_j) for i >= j (0 above the diagonal):
 so the work is matmuls of C x C, C x d_k and d_k x d_v blocks, and a sequential loop over
 T / C chunks instead of T steps. Plain DeltaNet is the case a_t = 1 (g = 0).
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def chunk_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Optional[Tensor] = None,
-                     chunk_size: int = 64, h0: Optional[Tensor] = None, scale: Optional[float] = None
-                     ) -> Tuple[Tensor, Tensor]:
+def chunk_delta_rule(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_a: Tensor | None = None,
+    chunk_size: int = 64,
+    h0: Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
     """q, k (B, T, H, Dk), v (B, T, H, Dv), beta (B, T, H), log_a (B, T, H) or None (no decay),
     h0 (B, H, Dk, Dv) or None. Returns o (B, T, H, Dv) and the final state (B, H, Dk, Dv),
     both in the accumulation dtype (float32, or float64 for float64 inputs)."""
     B, T, Hh, Dk = q.shape
     Dv = v.shape[-1]
     acc = torch.promote_types(q.dtype, torch.float32)
-    scale = Dk ** -0.5 if scale is None else scale
+    scale = Dk**-0.5 if scale is None else scale
     C = chunk_size
     pad = (-T) % C  # zero rows at the end: k = 0 and beta = 0 leave the state alone, a = 1
 
@@ -59,7 +65,7 @@ def chunk_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Optio
         eg = g.exp()[..., None]
         kd = k * (g[..., -1:] - g).exp()[..., None]  # decayed to the chunk's end
         qg = q * eg
-        P = (q @ k.transpose(-1, -2) * gamma)
+        P = q @ k.transpose(-1, -2) * gamma
         chunk_decay = g[..., -1].exp()[..., None, None]
     else:
         A = (kb @ k.transpose(-1, -2)).masked_fill(~strict, 0)
@@ -77,8 +83,9 @@ def chunk_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Optio
     n_chunks = q.shape[2]
     decays = [None] * n_chunks if chunk_decay is None else chunk_decay.unbind(2)
     outs = []
-    for U_n, W_n, qg_n, P_n, kd_n, a_n in zip(U.unbind(2), W.unbind(2), qg.unbind(2), P.unbind(2),
-                                              kd.transpose(-1, -2).unbind(2), decays):
+    for U_n, W_n, qg_n, P_n, kd_n, a_n in zip(
+        U.unbind(2), W.unbind(2), qg.unbind(2), P.unbind(2), kd.transpose(-1, -2).unbind(2), decays
+    ):
         u_new = U_n - W_n @ h
         outs.append(qg_n @ h + P_n @ u_new)
         h = (h if a_n is None else h * a_n) + kd_n @ u_new

@@ -19,26 +19,40 @@ Not mapped: DeltaNet (no decay), attention layers (Qwen3-Next's are output-gated
 RoPE, so gdn-hybrid is not exported), mixture-of-experts layers and more value heads than key
 heads on import.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from zoo_core.errors import UserError
-from zoo_core.interop import (HFMapping, Weights, head_weights, mixer_options, refuse_eps, refuse_unless_prenorm,
-                              same_options, section)
+from zoo_core.interop import (
+    HFMapping,
+    Weights,
+    head_weights,
+    mixer_options,
+    refuse_eps,
+    refuse_unless_prenorm,
+    same_options,
+    section,
+)
 
 
-def qwen3_next_config_kwargs(m) -> Dict[str, int]:
+def qwen3_next_config_kwargs(m) -> dict[str, int]:
     """The Qwen3NextConfig fields one GatedDeltaNet layer fixes."""
-    return {"hidden_size": m.dim, "linear_num_key_heads": m.n_heads, "linear_num_value_heads": m.n_heads,
-            "linear_key_head_dim": m.head_k_dim, "linear_value_head_dim": m.head_v_dim,
-            "linear_conv_kernel_dim": m.config.conv}
+    return {
+        "hidden_size": m.dim,
+        "linear_num_key_heads": m.n_heads,
+        "linear_num_value_heads": m.n_heads,
+        "linear_key_head_dim": m.head_k_dim,
+        "linear_value_head_dim": m.head_v_dim,
+        "linear_conv_kernel_dim": m.config.conv,
+    }
 
 
-def _layer_to_hf(qkv: Tensor, z: Tensor, b: Tensor, a: Tensor, H: int, Dk: int, Dv: int) -> Tuple[Tensor, Tensor]:
+def _layer_to_hf(qkv: Tensor, z: Tensor, b: Tensor, a: Tensor, H: int, Dk: int, Dv: int) -> tuple[Tensor, Tensor]:
     """Our qkv_proj, g_proj, b_proj, a_proj rows as Qwen3-Next's in_proj_qkvz, in_proj_ba."""
     dim = qkv.shape[-1]
     q, k, v = qkv.split([H * Dk, H * Dk, H * Dv])
@@ -47,7 +61,7 @@ def _layer_to_hf(qkv: Tensor, z: Tensor, b: Tensor, a: Tensor, H: int, Dk: int, 
     return qkvz, torch.stack([b, a], 1).reshape(-1, dim)
 
 
-def _layer_from_hf(qkvz: Tensor, ba: Tensor, H: int, Dk: int, Dv: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _layer_from_hf(qkvz: Tensor, ba: Tensor, H: int, Dk: int, Dv: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The inverse of `_layer_to_hf`: (qkv_proj, g_proj, b_proj, a_proj) weights."""
     dim = qkvz.shape[-1]
     q, k, v, z = qkvz.reshape(H, 2 * Dk + 2 * Dv, dim).split([Dk, Dk, Dv, Dv], 1)
@@ -56,17 +70,29 @@ def _layer_from_hf(qkvz: Tensor, ba: Tensor, H: int, Dk: int, Dv: int) -> Tuple[
     return torch.cat([flat(q), flat(k), flat(v)]), flat(z), b, a
 
 
-def to_qwen3_next(m) -> Dict[str, Tensor]:
+def to_qwen3_next(m) -> dict[str, Tensor]:
     """A GatedDeltaNet's state dict as Qwen3NextGatedDeltaNet's."""
-    qkvz, ba = _layer_to_hf(m.qkv_proj.weight.detach(), m.g_proj.weight.detach(), m.b_proj.weight.detach(),
-                            m.a_proj.weight.detach(), m.n_heads, m.head_k_dim, m.head_v_dim)
-    return {"in_proj_qkvz.weight": qkvz, "in_proj_ba.weight": ba,
-            "conv1d.weight": m.conv_weight.detach()[:, None, :],  # (C, 1, W); w[..., -1] on x_t
-            "dt_bias": m.dt_bias.detach(), "A_log": m.A_log.detach(),
-            "norm.weight": m.norm_weight.detach(), "out_proj.weight": m.out_proj.weight.detach()}
+    qkvz, ba = _layer_to_hf(
+        m.qkv_proj.weight.detach(),
+        m.g_proj.weight.detach(),
+        m.b_proj.weight.detach(),
+        m.a_proj.weight.detach(),
+        m.n_heads,
+        m.head_k_dim,
+        m.head_v_dim,
+    )
+    return {
+        "in_proj_qkvz.weight": qkvz,
+        "in_proj_ba.weight": ba,
+        "conv1d.weight": m.conv_weight.detach()[:, None, :],  # (C, 1, W); w[..., -1] on x_t
+        "dt_bias": m.dt_bias.detach(),
+        "A_log": m.A_log.detach(),
+        "norm.weight": m.norm_weight.detach(),
+        "out_proj.weight": m.out_proj.weight.detach(),
+    }
 
 
-def _head_dims(dim: int, o: Dict[str, Any]) -> Tuple[int, int, int]:
+def _head_dims(dim: int, o: dict[str, Any]) -> tuple[int, int, int]:
     """(H, d_k, d_v) as GatedDeltaNet derives them from its options."""
     H = o["n_heads"]
     dk = o["head_k_dim"] or max(1, round(0.75 * dim / H))
@@ -78,80 +104,143 @@ class Qwen3NextMapping(HFMapping):
     model_types = ("qwen3_next",)
     architecture = "Qwen3NextForCausalLM"
 
-    def refuse(self, m: Any) -> Optional[str]:
+    def refuse(self, m: Any) -> str | None:
         opts = mixer_options(m)
         block, loss = section(m, "block"), section(m, "loss")
-        why = refuse_unless_prenorm(m, "Qwen3-Next") or same_options(opts, "Qwen3NextConfig", "gated_deltanet") \
+        why = (
+            refuse_unless_prenorm(m, "Qwen3-Next")
+            or same_options(opts, "Qwen3NextConfig", "gated_deltanet")
             or refuse_eps(m, "Qwen3NextConfig", ("model.mixer.norm_eps", opts[0]["norm_eps"]))
+        )
         if why:
             return why
         if block.get("mlp") is False:
-            return ("model.block.mlp=false; every Qwen3-Next layer has an MLP (dense in mlp_only_layers): "
-                    "model.block.mlp=true (or unset) maps")
+            return (
+                "model.block.mlp=false; every Qwen3-Next layer has an MLP (dense in mlp_only_layers): "
+                "model.block.mlp=true (or unset) maps"
+            )
         if block.get("mlp_act") != "silu":
-            return (f"model.block.mlp_act={block.get('mlp_act')}; Qwen3-Next's one hidden_act serves the short conv "
-                    f"(SiLU in gated_deltanet) and the MLP: model.block.mlp_act=silu maps")
+            return (
+                f"model.block.mlp_act={block.get('mlp_act')}; Qwen3-Next's one hidden_act serves the short conv "
+                f"(SiLU in gated_deltanet) and the MLP: model.block.mlp_act=silu maps"
+            )
         if block.get("mlp_bias"):
             return "model.block.mlp_bias=true has no Qwen3-Next counterpart (its MLPs have no biases); false maps"
         if loss.get("logit_softcap"):
             return f"model.loss.logit_softcap={loss['logit_softcap']} has no Qwen3-Next counterpart; 0 (off) maps"
         return None
 
-    def to_hf(self, m: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
+    def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         H, Dk, Dv = _head_dims(m.dim, mixer_options(m)[0])
         hidden = w["layers.0.mlp.w_out.weight"].shape[1]
         n = m.n_layers
-        config = dict(vocab_size=m.vocab_size, hidden_size=m.dim, intermediate_size=hidden, num_hidden_layers=n,
-                      layer_types=["linear_attention"] * n, mlp_only_layers=list(range(n)), hidden_act="silu",
-                      rms_norm_eps=float(m.norm_eps), tie_word_embeddings=bool(m.tie_embeddings),
-                      linear_num_key_heads=H, linear_num_value_heads=H, linear_key_head_dim=Dk,
-                      linear_value_head_dim=Dv, linear_conv_kernel_dim=int(mixer_options(m)[0]["conv"]))
-        out = {"model.embed_tokens.weight": w["embed.weight"], "model.norm.weight": w["norm.weight"] - 1,
-               "lm_head.weight": head_weights(m, w)}
+        config = dict(
+            vocab_size=m.vocab_size,
+            hidden_size=m.dim,
+            intermediate_size=hidden,
+            num_hidden_layers=n,
+            layer_types=["linear_attention"] * n,
+            mlp_only_layers=list(range(n)),
+            hidden_act="silu",
+            rms_norm_eps=float(m.norm_eps),
+            tie_word_embeddings=bool(m.tie_embeddings),
+            linear_num_key_heads=H,
+            linear_num_value_heads=H,
+            linear_key_head_dim=Dk,
+            linear_value_head_dim=Dv,
+            linear_conv_kernel_dim=int(mixer_options(m)[0]["conv"]),
+        )
+        out = {
+            "model.embed_tokens.weight": w["embed.weight"],
+            "model.norm.weight": w["norm.weight"] - 1,
+            "lm_head.weight": head_weights(m, w),
+        }
         for i in range(n):
             z, h = f"layers.{i}.", f"model.layers.{i}."
             x = z + "mixer."
-            qkvz, ba = _layer_to_hf(w[x + "qkv_proj.weight"], w[x + "g_proj.weight"], w[x + "b_proj.weight"],
-                                    w[x + "a_proj.weight"], H, Dk, Dv)
+            qkvz, ba = _layer_to_hf(
+                w[x + "qkv_proj.weight"],
+                w[x + "g_proj.weight"],
+                w[x + "b_proj.weight"],
+                w[x + "a_proj.weight"],
+                H,
+                Dk,
+                Dv,
+            )
             gate, up = w[z + "mlp.w_in.weight"].split(hidden)
-            out.update({h + "input_layernorm.weight": w[z + "mixer_norm.weight"] - 1,
-                        h + "post_attention_layernorm.weight": w[z + "mlp_norm.weight"] - 1,
-                        h + "linear_attn.in_proj_qkvz.weight": qkvz, h + "linear_attn.in_proj_ba.weight": ba,
-                        h + "linear_attn.conv1d.weight": w[x + "conv_weight"][:, None, :],
-                        h + "linear_attn.dt_bias": w[x + "dt_bias"], h + "linear_attn.A_log": w[x + "A_log"],
-                        h + "linear_attn.norm.weight": w[x + "norm_weight"],
-                        h + "linear_attn.out_proj.weight": w[x + "out_proj.weight"],
-                        h + "mlp.gate_proj.weight": gate, h + "mlp.up_proj.weight": up,
-                        h + "mlp.down_proj.weight": w[z + "mlp.w_out.weight"]})
+            out.update(
+                {
+                    h + "input_layernorm.weight": w[z + "mixer_norm.weight"] - 1,
+                    h + "post_attention_layernorm.weight": w[z + "mlp_norm.weight"] - 1,
+                    h + "linear_attn.in_proj_qkvz.weight": qkvz,
+                    h + "linear_attn.in_proj_ba.weight": ba,
+                    h + "linear_attn.conv1d.weight": w[x + "conv_weight"][:, None, :],
+                    h + "linear_attn.dt_bias": w[x + "dt_bias"],
+                    h + "linear_attn.A_log": w[x + "A_log"],
+                    h + "linear_attn.norm.weight": w[x + "norm_weight"],
+                    h + "linear_attn.out_proj.weight": w[x + "out_proj.weight"],
+                    h + "mlp.gate_proj.weight": gate,
+                    h + "mlp.up_proj.weight": up,
+                    h + "mlp.down_proj.weight": w[z + "mlp.w_out.weight"],
+                }
+            )
         return config, out
 
-    def from_hf(self, c: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
+    def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         n = c.num_hidden_layers
         kinds = sorted(set(c.layer_types[:n]) - {"linear_attention"})
         if kinds:
-            raise UserError(f"Qwen3-Next layer_types include {', '.join(kinds)}: its attention (output-gated, partial "
-                            f"RoPE) has no zoo counterpart; only all-linear_attention models import")
-        sparse = [i for i in range(n) if i not in (c.mlp_only_layers or [])
-                  and c.num_experts > 0 and (i + 1) % c.decoder_sparse_step == 0]
+            raise UserError(
+                f"Qwen3-Next layer_types include {', '.join(kinds)}: its attention (output-gated, partial "
+                f"RoPE) has no zoo counterpart; only all-linear_attention models import"
+            )
+        sparse = [
+            i
+            for i in range(n)
+            if i not in (c.mlp_only_layers or []) and c.num_experts > 0 and (i + 1) % c.decoder_sparse_step == 0
+        ]
         if sparse:
-            raise UserError(f"Qwen3-Next layers {sparse[:4]}{'...' if len(sparse) > 4 else ''} are mixture-of-experts, "
-                            f"which zoo's prenorm block has no counterpart for; only dense MLPs (mlp_only_layers) import")
+            raise UserError(
+                f"Qwen3-Next layers {sparse[:4]}{'...' if len(sparse) > 4 else ''} are mixture-of-experts, "
+                f"which zoo's prenorm block has no counterpart for; only dense MLPs (mlp_only_layers) import"
+            )
         if c.linear_num_value_heads != c.linear_num_key_heads:
-            raise UserError(f"Qwen3-Next linear_num_value_heads={c.linear_num_value_heads} differs from "
-                            f"linear_num_key_heads={c.linear_num_key_heads}; zoo's gated_deltanet has one value head a "
-                            f"key head")
+            raise UserError(
+                f"Qwen3-Next linear_num_value_heads={c.linear_num_value_heads} differs from "
+                f"linear_num_key_heads={c.linear_num_key_heads}; zoo's gated_deltanet has one value head a "
+                f"key head"
+            )
         if c.hidden_act != "silu":
-            raise UserError(f"Qwen3-Next hidden_act={c.hidden_act} has no zoo counterpart (gated_deltanet's conv "
-                            f"uses SiLU); silu maps")
+            raise UserError(
+                f"Qwen3-Next hidden_act={c.hidden_act} has no zoo counterpart (gated_deltanet's conv "
+                f"uses SiLU); silu maps"
+            )
         H, Dk, Dv = c.linear_num_key_heads, c.linear_key_head_dim, c.linear_value_head_dim
         tied, eps = bool(c.tie_word_embeddings), float(c.rms_norm_eps)
-        model = {"dim": c.hidden_size, "n_layers": n, "vocab_size": c.vocab_size, "tie_embeddings": tied,
-                 "norm_eps": eps,
-                 "mixer": {"name": "gated_deltanet", "n_heads": H, "head_k_dim": Dk, "expand_v": Dv / Dk,
-                           "conv": c.linear_conv_kernel_dim, "norm_eps": eps},
-                 "block": {"name": "prenorm", "mlp": True, "mlp_hidden": c.intermediate_size, "mlp_act": "silu",
-                           "mlp_bias": False, "norm_eps": eps},
-                 "loss": {"name": "cross_entropy"}}
+        model = {
+            "dim": c.hidden_size,
+            "n_layers": n,
+            "vocab_size": c.vocab_size,
+            "tie_embeddings": tied,
+            "norm_eps": eps,
+            "mixer": {
+                "name": "gated_deltanet",
+                "n_heads": H,
+                "head_k_dim": Dk,
+                "expand_v": Dv / Dk,
+                "conv": c.linear_conv_kernel_dim,
+                "norm_eps": eps,
+            },
+            "block": {
+                "name": "prenorm",
+                "mlp": True,
+                "mlp_hidden": c.intermediate_size,
+                "mlp_act": "silu",
+                "mlp_bias": False,
+                "norm_eps": eps,
+            },
+            "loss": {"name": "cross_entropy"},
+        }
         out = {"embed.weight": w["model.embed_tokens.weight"], "norm.weight": w["model.norm.weight"] + 1}
         if not tied:
             out["head.proj.weight"] = w["lm_head.weight"]
@@ -159,14 +248,21 @@ class Qwen3NextMapping(HFMapping):
             z, h = f"layers.{i}.", f"model.layers.{i}.linear_attn."
             qkv, g, b, a = _layer_from_hf(w[h + "in_proj_qkvz.weight"], w[h + "in_proj_ba.weight"], H, Dk, Dv)
             p = f"model.layers.{i}."
-            out.update({z + "mixer_norm.weight": w[p + "input_layernorm.weight"] + 1,
-                        z + "mlp_norm.weight": w[p + "post_attention_layernorm.weight"] + 1,
-                        z + "mixer.qkv_proj.weight": qkv, z + "mixer.g_proj.weight": g,
-                        z + "mixer.b_proj.weight": b, z + "mixer.a_proj.weight": a,
-                        z + "mixer.conv_weight": w[h + "conv1d.weight"][:, 0],
-                        z + "mixer.dt_bias": w[h + "dt_bias"], z + "mixer.A_log": w[h + "A_log"],
-                        z + "mixer.norm_weight": w[h + "norm.weight"],
-                        z + "mixer.out_proj.weight": w[h + "out_proj.weight"],
-                        z + "mlp.w_in.weight": torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
-                        z + "mlp.w_out.weight": w[p + "mlp.down_proj.weight"]})
+            out.update(
+                {
+                    z + "mixer_norm.weight": w[p + "input_layernorm.weight"] + 1,
+                    z + "mlp_norm.weight": w[p + "post_attention_layernorm.weight"] + 1,
+                    z + "mixer.qkv_proj.weight": qkv,
+                    z + "mixer.g_proj.weight": g,
+                    z + "mixer.b_proj.weight": b,
+                    z + "mixer.a_proj.weight": a,
+                    z + "mixer.conv_weight": w[h + "conv1d.weight"][:, 0],
+                    z + "mixer.dt_bias": w[h + "dt_bias"],
+                    z + "mixer.A_log": w[h + "A_log"],
+                    z + "mixer.norm_weight": w[h + "norm.weight"],
+                    z + "mixer.out_proj.weight": w[h + "out_proj.weight"],
+                    z + "mlp.w_in.weight": torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
+                    z + "mlp.w_out.weight": w[p + "mlp.down_proj.weight"],
+                }
+            )
         return model, out

@@ -16,12 +16,13 @@ Three paths: naive (`reference.naive_delta_rule`, the equation per token), chunk
 (`chunked.chunk_delta_rule`, the WY/UT form, on CPU; the Triton kernel in
 `triton_chunk.py` on CUDA) and the O(1) `step` for decoding.
 """
+
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +30,10 @@ from torch import Tensor, nn
 
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
-from zoo_kernels.conv import causal_conv1d
-
 from zoo_deltanet import triton_chunk
 from zoo_deltanet.chunked import chunk_delta_rule
 from zoo_deltanet.reference import naive_delta_rule
+from zoo_kernels.conv import causal_conv1d
 
 BACKENDS = ("auto", "chunked", "triton", "naive")
 
@@ -80,21 +80,27 @@ class DeltaNet(Mixer):
         c = config
         name = type(self).__name__
         if c.backend not in BACKENDS:
-            raise UserError(f"{name} backend '{c.backend}' is not one of {', '.join(BACKENDS)}; "
-                            f"set model.mixer.backend=auto")
+            raise UserError(
+                f"{name} backend '{c.backend}' is not one of {', '.join(BACKENDS)}; set model.mixer.backend=auto"
+            )
         if c.backend == "triton" and not triton_chunk.supported_chunk(c.chunk_size):
-            raise UserError(f"{name} backend=triton needs chunk_size a power of two >= 16 (got {c.chunk_size}); "
-                            f"set model.mixer.chunk_size=64")
+            raise UserError(
+                f"{name} backend=triton needs chunk_size a power of two >= 16 (got {c.chunk_size}); "
+                f"set model.mixer.chunk_size=64"
+            )
         if c.n_heads < 1 or c.conv < 1 or c.chunk_size < 1 or c.head_k_dim < 0 or c.expand_v <= 0:
-            raise UserError(f"{name}: need n_heads >= 1, conv >= 1, chunk_size >= 1, head_k_dim >= 0 "
-                            f"and expand_v > 0 (got {c.n_heads}, {c.conv}, {c.chunk_size}, {c.head_k_dim}, "
-                            f"{c.expand_v})")
+            raise UserError(
+                f"{name}: need n_heads >= 1, conv >= 1, chunk_size >= 1, head_k_dim >= 0 "
+                f"and expand_v > 0 (got {c.n_heads}, {c.conv}, {c.chunk_size}, {c.head_k_dim}, "
+                f"{c.expand_v})"
+            )
         self.n_heads = c.n_heads
         self.head_k_dim = c.head_k_dim or max(1, round(0.75 * dim / c.n_heads))
         dv = c.expand_v * self.head_k_dim
         if abs(dv - round(dv)) > 1e-6:
-            raise UserError(f"{name}: expand_v * head_k_dim = {dv} is not a whole number; "
-                            f"choose expand_v and head_k_dim so it is")
+            raise UserError(
+                f"{name}: expand_v * head_k_dim = {dv} is not a whole number; choose expand_v and head_k_dim so it is"
+            )
         self.head_v_dim = int(round(dv))
         self.key_dim, self.value_dim = self.n_heads * self.head_k_dim, self.n_heads * self.head_v_dim
         self.conv_dim = 2 * self.key_dim + self.value_dim  # one depthwise conv over q, k and v
@@ -117,7 +123,7 @@ class DeltaNet(Mixer):
         self._init_own()
 
     # -- the pieces every path shares ------------------------------------------------------------
-    def _log_decay(self, x: Tensor) -> Optional[Tensor]:
+    def _log_decay(self, x: Tensor) -> Tensor | None:
         return None  # DeltaNet: alpha = 1
 
     def _qkvb(self, qkv: Tensor, x: Tensor):
@@ -141,20 +147,25 @@ class DeltaNet(Mixer):
             if x.is_cuda and triton_chunk.usable():
                 if triton_chunk.supported_chunk(chunk):
                     return "triton"
-                triton_chunk.warn_once(f"zoo-deltanet: chunk_size={chunk} is not a power of two >= 16, so CUDA "
-                                       f"tensors take the chunked PyTorch path (set model.mixer.chunk_size=64)")
+                triton_chunk.warn_once(
+                    f"zoo-deltanet: chunk_size={chunk} is not a power of two >= 16, so CUDA "
+                    f"tensors take the chunked PyTorch path (set model.mixer.chunk_size=64)"
+                )
             return "chunked"
         if b == "triton" and not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-            raise UserError(f"{type(self).__name__} backend=triton needs CUDA tensors (or TRITON_INTERPRET=1); "
-                            f"set model.mixer.backend=auto")
+            raise UserError(
+                f"{type(self).__name__} backend=triton needs CUDA tensors (or TRITON_INTERPRET=1); "
+                f"set model.mixer.backend=auto"
+            )
         return b
 
     # -- the three paths ----------------------------------------------------------------------
-    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
         conv_state = None if state is None else state["conv"]
         h0 = None if state is None else state["ssm"]
-        qkv, new_conv = causal_conv1d(self.qkv_proj(x), self.conv_weight.to(x.dtype), None, conv_state,
-                                      activation="silu")
+        qkv, new_conv = causal_conv1d(
+            self.qkv_proj(x), self.conv_weight.to(x.dtype), None, conv_state, activation="silu"
+        )
         q, k, v, beta = self._qkvb(qkv, x)
         log_a = self._log_decay(x)
         backend = self._backend(x)
@@ -167,12 +178,12 @@ class DeltaNet(Mixer):
         y = self._out(o, x)
         return y, ({"conv": new_conv, "ssm": h} if return_state else None)
 
-    def step(self, x: Tensor, state: Dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor]):
         """One token: H <- a H;  H <- H + k (beta (v - H^T k))^T;  o = H^T q."""
         window = torch.cat([state["conv"].to(x.dtype), self.qkv_proj(x)[:, None]], 1)  # (B, W, C)
         qkv = F.silu(torch.einsum("bwc,cw->bc", window, self.conv_weight.to(x.dtype)))
         q, k, v, beta = self._qkvb(qkv, x)
-        q = q * self.head_k_dim ** -0.5
+        q = q * self.head_k_dim**-0.5
         h = state["ssm"].to(q.dtype)
         log_a = self._log_decay(x)
         if log_a is not None:
@@ -182,12 +193,20 @@ class DeltaNet(Mixer):
         o = torch.einsum("bhkv,bhk->bhv", h, q)
         return self._out(o, x), {"conv": window[:, 1:], "ssm": h}
 
-    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> dict[str, Tensor]:
         w = self.qkv_proj.weight
         device, dtype = device or w.device, dtype or w.dtype
-        return {"conv": torch.zeros(batch_size, self.config.conv - 1, self.conv_dim, device=device, dtype=dtype),
-                "ssm": torch.zeros(batch_size, self.n_heads, self.head_k_dim, self.head_v_dim, device=device,
-                                   dtype=torch.promote_types(dtype, torch.float32))}
+        return {
+            "conv": torch.zeros(batch_size, self.config.conv - 1, self.conv_dim, device=device, dtype=dtype),
+            "ssm": torch.zeros(
+                batch_size,
+                self.n_heads,
+                self.head_k_dim,
+                self.head_v_dim,
+                device=device,
+                dtype=torch.promote_types(dtype, torch.float32),
+            ),
+        }
 
     # -- accounting ---------------------------------------------------------------------------
     def flops_per_token(self, seq_len: int) -> float:
@@ -197,7 +216,7 @@ class DeltaNet(Mixer):
         conv = 2 * self.config.conv * self.conv_dim
         # per chunk and head: K K^T, Q K^T (2 C^2 Dk each), the triangular solve (~C^3 / 3 madds),
         # W and U (2 C^2 (Dk + Dv)), P U' (2 C^2 Dv); W H, Q H, K^T U' (2 C Dk Dv each)
-        per_chunk = 2 * C * C * (3 * Dk + 2 * Dv) + 2 * C ** 3 / 3 + 6 * C * Dk * Dv
+        per_chunk = 2 * C * C * (3 * Dk + 2 * Dv) + 2 * C**3 / 3 + 6 * C * Dk * Dv
         core = H * per_chunk / C
         elementwise = 10 * (self.conv_dim + self.value_dim)  # SiLU, l2 norms, gated norm
         return float(proj + conv + core + elementwise)
@@ -215,8 +234,9 @@ class GatedDeltaNet(DeltaNet):
     def __init__(self, dim: int, config: GatedDeltaNetConfig) -> None:
         c = config
         if not 0 < c.dt_min <= c.dt_max or c.dt_init_floor <= 0 or not 0 < c.A_init_min <= c.A_init_max:
-            raise UserError("GatedDeltaNet: need 0 < dt_min <= dt_max, dt_init_floor > 0 and "
-                            "0 < A_init_min <= A_init_max")
+            raise UserError(
+                "GatedDeltaNet: need 0 < dt_min <= dt_max, dt_init_floor > 0 and 0 < A_init_min <= A_init_max"
+            )
         super().__init__(dim, config)
         self.a_proj = nn.Linear(dim, self.n_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(self.n_heads))

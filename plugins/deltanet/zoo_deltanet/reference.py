@@ -9,17 +9,23 @@ With S_t in R^{d_v x d_k} per head (the papers' layout):
 as flash-linear-attention and transformers do; these functions take and return that layout.
 `naive_mixer` recomputes a whole mixer from its weights with none of its code paths.
 """
-from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def naive_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Optional[Tensor] = None,
-                     h0: Optional[Tensor] = None, scale: Optional[float] = None) -> Tuple[Tensor, Tensor]:
+def naive_delta_rule(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    alpha: Tensor | None = None,
+    h0: Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
     """q, k (B, T, H, Dk), v (B, T, H, Dv), beta and alpha (the decay a_t) (B, T, H),
     h0 (B, H, Dk, Dv). Returns o (B, T, H, Dv) and the final state (B, H, Dk, Dv), in
     float32 or wider (float64 in, float64 out)."""
@@ -27,7 +33,7 @@ def naive_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Optio
     q, k, v, beta = (t.to(acc) for t in (q, k, v, beta))
     B, T, Hh, Dk = q.shape
     Dv = v.shape[-1]
-    q = q * (Dk ** -0.5 if scale is None else scale)
+    q = q * (Dk**-0.5 if scale is None else scale)
     eye = torch.eye(Dk, dtype=acc, device=q.device)
     S = q.new_zeros(B, Hh, Dv, Dk) if h0 is None else h0.to(acc).transpose(-1, -2)
     outs = []
@@ -48,11 +54,11 @@ def naive_conv_silu(x: Tensor, weight: Tensor, prev: Tensor) -> Tensor:
     """y_t[c] = SiLU(sum_j weight[c, j] x_{t-W+1+j}[c]), the inputs before t = 0 from prev."""
     W = weight.shape[1]
     xs = torch.cat([prev.to(x.dtype), x], 1)
-    y = torch.stack([(xs[:, t:t + W] * weight.t()).sum(1) for t in range(x.shape[1])], 1)
+    y = torch.stack([(xs[:, t : t + W] * weight.t()).sum(1) for t in range(x.shape[1])], 1)
     return y * torch.sigmoid(y)
 
 
-def naive_mixer(m, x: Tensor, state: Optional[Dict[str, Tensor]] = None) -> Tensor:
+def naive_mixer(m, x: Tensor, state: dict[str, Tensor] | None = None) -> Tensor:
     """The whole DeltaNet / GatedDeltaNet mixer `m`, from its weights."""
     B, T, _ = x.shape
     state = state if state is not None else m.init_state(B, x.device, x.dtype)

@@ -8,11 +8,11 @@ memory. The op has a fake (meta) implementation, so torch.compile traces through
 Triton is imported on the first call. Without it, CUDA tensors fall back to the chunked
 PyTorch path with one warning naming the install command.
 """
+
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -26,7 +26,7 @@ _said = set()
 def warn_once(message: str) -> None:
     if message not in _said:
         _said.add(message)
-        warnings.warn(message)
+        warnings.warn(message, stacklevel=2)
 
 
 def triton_installed() -> bool:
@@ -43,8 +43,11 @@ def usable() -> bool:
     if triton_installed():
         return True
     if not _warned:
-        warnings.warn("zoo-deltanet: triton is not importable, so CUDA tensors take the chunked PyTorch path "
-                      "(pip install 'zoo-deltanet[triton]')")
+        warnings.warn(
+            "zoo-deltanet: triton is not importable, so CUDA tensors take the chunked PyTorch path "
+            "(pip install 'zoo-deltanet[triton]')",
+            stacklevel=2,
+        )
         _warned = True
     return False
 
@@ -55,8 +58,9 @@ def supported_chunk(chunk: int) -> bool:
 
 
 @torch.library.custom_op("zoo_deltanet::chunk_delta_rule_fwd", mutates_args=())
-def _fwd_op(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Optional[Tensor], h0: Optional[Tensor],
-            chunk: int, scale: float) -> Tuple[Tensor, Tensor]:
+def _fwd_op(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Tensor | None, h0: Tensor | None, chunk: int, scale: float
+) -> tuple[Tensor, Tensor]:
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("the Triton delta-rule kernel needs CUDA tensors, or TRITON_INTERPRET=1 on CPU")
     from zoo_deltanet import triton_kernel
@@ -88,8 +92,9 @@ def _backward(ctx, go, ght):
     """Recompute with the chunked PyTorch path and differentiate it (no Triton backward yet)."""
     saved = ctx.saved_tensors
     with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_(ctx.needs_input_grad[i])
-                  for i, t in enumerate(saved)]
+        leaves = [
+            None if t is None else t.detach().requires_grad_(ctx.needs_input_grad[i]) for i, t in enumerate(saved)
+        ]
         q, k, v, beta, log_a, h0 = leaves
         o, ht = chunk_delta_rule(q, k, v, beta, log_a, ctx.chunk, h0, ctx.scale)
         wanted = [t for t in leaves if t is not None and t.requires_grad]
@@ -100,14 +105,23 @@ def _backward(ctx, go, ght):
 _fwd_op.register_autograd(_backward, setup_context=_setup)
 
 
-def chunk_delta_rule_triton(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Optional[Tensor] = None,
-                            chunk_size: int = 64, h0: Optional[Tensor] = None, scale: Optional[float] = None
-                            ) -> Tuple[Tensor, Tensor]:
+def chunk_delta_rule_triton(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_a: Tensor | None = None,
+    chunk_size: int = 64,
+    h0: Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
     """chunked.chunk_delta_rule's contract, forward by the Triton kernel. Computes in float32
     (float64 for float64 inputs); returns o and the final state in that dtype."""
     if not supported_chunk(chunk_size):
-        raise ValueError(f"the Triton delta-rule kernel needs chunk_size a power of two >= 16, got {chunk_size}; "
-                         f"set model.mixer.chunk_size=64 or backend=chunked")
+        raise ValueError(
+            f"the Triton delta-rule kernel needs chunk_size a power of two >= 16, got {chunk_size}; "
+            f"set model.mixer.chunk_size=64 or backend=chunked"
+        )
     acc = torch.promote_types(q.dtype, torch.float32)
     to = lambda t: None if t is None else t.to(acc)  # noqa: E731
     scale = q.shape[-1] ** -0.5 if scale is None else scale

@@ -16,6 +16,7 @@ the end is written: there is no backward kernel (triton_chunk.py recomputes the 
 with the chunked PyTorch path). Arithmetic is in DTYPE (float32; float64 under the
 interpreter), dots in IEEE precision. Under TRITON_INTERPRET=1 it runs on CPU tensors.
 """
+
 from __future__ import annotations
 
 import triton
@@ -25,10 +26,28 @@ MAX_BV = 64  # state columns per program (untuned: no GPU timing exists)
 
 
 @triton.jit
-def chunk_delta_rule_fwd_kernel(q, k, v, beta, g, h0, o, ht, T, scale,
-                                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                                C: tl.constexpr, LOG2C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                                HAS_G: tl.constexpr, HAS_H0: tl.constexpr, DTYPE: tl.constexpr):
+def chunk_delta_rule_fwd_kernel(
+    q,
+    k,
+    v,
+    beta,
+    g,
+    h0,
+    o,
+    ht,
+    T,
+    scale,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    LOG2C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    HAS_G: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
     i_v = tl.program_id(0)
     i_bh = tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -105,6 +124,24 @@ def launch(q, k, v, beta, g, h0, o, ht, scale: float, chunk: int) -> None:
     dtype = tl.float64 if q.dtype == torch.float64 else tl.float32
     grid = (triton.cdiv(V, BV), B * H)
     chunk_delta_rule_fwd_kernel[grid](
-        q, k, v, beta, beta if g is None else g, q if h0 is None else h0, o, ht, T, scale,
-        H=H, K=K, V=V, C=chunk, LOG2C=chunk.bit_length() - 1, BK=BK, BV=BV,
-        HAS_G=g is not None, HAS_H0=h0 is not None, DTYPE=dtype)
+        q,
+        k,
+        v,
+        beta,
+        beta if g is None else g,
+        q if h0 is None else h0,
+        o,
+        ht,
+        T,
+        scale,
+        H=H,
+        K=K,
+        V=V,
+        C=chunk,
+        LOG2C=chunk.bit_length() - 1,
+        BK=BK,
+        BV=BV,
+        HAS_G=g is not None,
+        HAS_H0=h0 is not None,
+        DTYPE=dtype,
+    )

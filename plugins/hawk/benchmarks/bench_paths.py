@@ -5,6 +5,7 @@
 Forward + backward of one mixer, median over repeats. Reports wall time and the
 process CPU time (steadier than wall time on a shared machine).
 """
+
 import argparse
 import statistics
 import time
@@ -38,11 +39,16 @@ def main():
     torch.manual_seed(0)
     m = Hawk(a.dim, HawkConfig())
     x = torch.randn(a.batch, a.seq, a.dim, requires_grad=True)
-    print(f"fwd+bwd, B={a.batch} T={a.seq} dim={a.dim} (RNN width {m.hidden}), {a.threads} thread(s); "
-          f"median ms wall / cpu")
+    print(
+        f"fwd+bwd, B={a.batch} T={a.seq} dim={a.dim} (RNN width {m.hidden}), {a.threads} thread(s); "
+        f"median ms wall / cpu"
+    )
     print(f"{'mixer':10s} {'scan':>15s} {'step loop':>15s} {'naive loop':>15s}")
-    cols = [timed(lambda x: m(x)[0], x, a.repeats), timed(lambda x: step_through(m, x, m.init_state(x.shape[0]))[0], x, a.repeats),
-            timed(lambda x: naive_hawk(m, x), x, a.repeats)]
+    cols = [
+        timed(lambda x: m(x)[0], x, a.repeats),
+        timed(lambda x: step_through(m, x, m.init_state(x.shape[0]))[0], x, a.repeats),
+        timed(lambda x: naive_hawk(m, x), x, a.repeats),
+    ]
     print(f"{'hawk':10s} " + " ".join(f"{w:7.1f} / {c:5.1f}" for w, c in cols))
 
 

@@ -1,6 +1,7 @@
 """Hawk: the RG-LRU scan, the step and the paper's loop agree (outputs and
 gradients, with a carried state), the decay at init lies in [0.9, 0.999],
 outputs are causal, state carries, and Hawk and Griffin learn Shakespeare."""
+
 import json
 from pathlib import Path
 
@@ -38,9 +39,16 @@ def grads(m, x, y, g):
     return torch.autograd.grad(y, [x, *m.parameters()], g)
 
 
-@pytest.mark.parametrize("T,kw", [(70, {}), (13, {"conv": 2, "expand": 2.0}),
-                                  (13, {"gate_heads": 4, "expand": 1.5, "bias": True}),
-                                  (13, {"reset_at_start": True, "gate_heads": 2, "expand": 1.0}), (1, {"reset_at_start": True})])
+@pytest.mark.parametrize(
+    "T,kw",
+    [
+        (70, {}),
+        (13, {"conv": 2, "expand": 2.0}),
+        (13, {"gate_heads": 4, "expand": 1.5, "bias": True}),
+        (13, {"reset_at_start": True, "gate_heads": 2, "expand": 1.0}),
+        (1, {"reset_at_start": True}),
+    ],
+)
 def test_scan_equals_step_and_naive_with_gradients(T, kw):
     m = make(**kw)
     x = torch.randn(2, T, DIM, dtype=torch.float64, requires_grad=True)
@@ -67,17 +75,19 @@ def test_decay_at_init_is_in_the_papers_range():
     """sigmoid(Lambda) in [0.9, 0.999] with its square uniform, and the recurrence really
     decays by sigmoid(Lambda)^(c r): one step from h0 = 1 with no input and r = 1 gives a^c."""
     from zoo_core.testing.build import materialise
+
     m = materialise(lambda: Hawk(64, HawkConfig(expand=32.0)))  # 2048 channels, init as the core does
     base = torch.sigmoid(m.a_param.double())
     assert base.min() >= 0.9 and base.max() <= 0.999
-    sq = base ** 2
-    lo, hi = 0.9 ** 2, 0.999 ** 2
+    sq = base**2
+    lo, hi = 0.9**2, 0.999**2
     # spread over the whole ring [lo, hi] with the mean of U[lo, hi] (2048 draws; a uniform in a
     # instead of a^2 differs by less than sampling noise here, so it is not told apart)
     assert sq.min() < lo + 0.01 and sq.max() > hi - 0.01
     assert abs(sq.mean().item() - (lo + hi) / 2) < 0.01
     assert (sq < (lo + hi) / 2).float().mean().item() == pytest.approx(0.5, abs=0.05)
     from zoo_kernels import rg_lru
+
     H = m.hidden
     ones = torch.ones(1, 1, H)
     h1, _ = rg_lru(torch.zeros(1, 1, H), 30 * ones, ones, m.a_param.detach(), m.config.c, h0=torch.ones(1, H))
@@ -91,7 +101,7 @@ def test_decay_init_is_uniform_in_the_square():
     [0.9^2, 0.999^2] (uniform a would put 51.3% there; the sampling std is 0.1%)."""
     lo, hi = 0.9, 0.999
     sq = torch.sigmoid(init_decay_param(200_000, lo, hi, torch.Generator().manual_seed(0))) ** 2
-    assert abs((sq < (lo ** 2 + hi ** 2) / 2).double().mean().item() - 0.5) < 0.005
+    assert abs((sq < (lo**2 + hi**2) / 2).double().mean().item() - 0.5) < 0.005
 
 
 def test_causal():
@@ -133,6 +143,7 @@ def test_bad_options_name_the_problem(kw, word):
 def test_griffin_preset_pattern():
     from zoo_core.config import layer_mixers, load_config, resolve
     from zoo_core.registry import get_registry
+
     cfg = resolve(load_config(str(GRIFFIN_YAML), ["model.n_layers=6"]), get_registry())
     names = [(m["name"], m.get("window")) for m in layer_mixers(cfg.model)]
     assert names == [("hawk", None), ("hawk", None), ("attention", 1024)] * 2
@@ -141,11 +152,25 @@ def test_griffin_preset_pattern():
 
 # -- training on Shakespeare bytes -------------------------------------------------------------
 
+
 def tiny(tmp_path, *extra):
-    return [f"runs_dir={tmp_path}", "name=t", "model.dim=32", "model.n_layers=2", "data.seq_len=32",
-            "train.global_batch=4", "train.eval_every=0", "train.sample_tokens=0", "train.progress=false",
-            "train.log_every=1", "train.threads=1", "train.eval_batches=1", "train.eval_batch_size=4",
-            "optim.warmup_steps=2", *extra]
+    return [
+        f"runs_dir={tmp_path}",
+        "name=t",
+        "model.dim=32",
+        "model.n_layers=2",
+        "data.seq_len=32",
+        "train.global_batch=4",
+        "train.eval_every=0",
+        "train.sample_tokens=0",
+        "train.progress=false",
+        "train.log_every=1",
+        "train.threads=1",
+        "train.eval_batches=1",
+        "train.eval_batch_size=4",
+        "optim.warmup_steps=2",
+        *extra,
+    ]
 
 
 def losses(run_dir):
@@ -155,6 +180,7 @@ def losses(run_dir):
 
 def test_hawk_loss_drops_on_shakespeare(tmp_path):
     from zoo_core.train import train
+
     train(None, tiny(tmp_path, "model.mixer.name=hawk", "train.steps=40", "optim.lr=1e-2"))
     loss = losses(tmp_path / "t")
     assert len(loss) == 40 and loss[-1] < loss[0] - 1.0, loss
@@ -162,6 +188,7 @@ def test_hawk_loss_drops_on_shakespeare(tmp_path):
 
 def test_hawk_trains_with_carried_state(tmp_path):
     from zoo_core.train import train
+
     train(None, tiny(tmp_path, "model.mixer.name=hawk", "train.steps=4", "train.carry_state=true"))
     loss = losses(tmp_path / "t")
     assert len(loss) == 4 and all(l == l and l < 10 for l in loss)
@@ -169,8 +196,11 @@ def test_hawk_trains_with_carried_state(tmp_path):
 
 def test_griffin_config_trains(tmp_path):
     from zoo_core.train import train
-    train(str(GRIFFIN_YAML), tiny(tmp_path, "model.n_layers=3", "train.steps=30", "optim.lr=1e-2",
-                                  "train.carry_state=true"))
+
+    train(
+        str(GRIFFIN_YAML),
+        tiny(tmp_path, "model.n_layers=3", "train.steps=30", "optim.lr=1e-2", "train.carry_state=true"),
+    )
     loss = losses(tmp_path / "t")
     assert len(loss) == 30 and loss[-1] < loss[0] - 1.0, loss
 
@@ -178,8 +208,11 @@ def test_griffin_config_trains(tmp_path):
 def test_conformance_kit_with_other_options():
     # The core's suite runs the kit on the defaults.
     from zoo_core.testing import check_mixer
+
     check_mixer(Hawk, HawkConfig(conv=2, expand=1.0), name="hawk").raise_for_failures()
-    check_mixer(Hawk, HawkConfig(gate_heads=4, expand=1.0, bias=True, reset_at_start=True), name="hawk").raise_for_failures()
+    check_mixer(
+        Hawk, HawkConfig(gate_heads=4, expand=1.0, bias=True, reset_at_start=True), name="hawk"
+    ).raise_for_failures()
 
 
 def test_reset_at_start_is_a_first_token_with_multiplier_one():
@@ -201,8 +234,9 @@ def test_gate_heads_must_divide_the_width():
         make(gate_heads=5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="needs a CUDA GPU: there the fast path runs zoo-kernels' Triton RG-LRU")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: there the fast path runs zoo-kernels' Triton RG-LRU"
+)
 def test_cuda_fast_path_matches_naive():
     m = make()  # float64 on CPU: the reference
     x = torch.randn(2, 100, DIM, dtype=torch.float64, requires_grad=True)

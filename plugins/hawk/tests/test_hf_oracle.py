@@ -1,6 +1,7 @@
 """Outside oracle: transformers' RecurrentGemmaRecurrentBlock (and its local attention)
 with zoo's weights copied in, float64, outputs and gradients, every zoo path
 (fast scan, naive loop, step)."""
+
 import pytest
 import torch
 
@@ -23,21 +24,37 @@ def pair(seed=0):
     with torch.no_grad():
         for p in zoo.parameters():
             p.add_(torch.randn_like(p) * 0.3)
-    cfg = transformers.RecurrentGemmaConfig(hidden_size=DIM, lru_width=zoo.hidden, num_attention_heads=HEADS,
-                                            conv1d_width=4, num_hidden_layers=1, vocab_size=8,
-                                            block_types=["recurrent"])
+    cfg = transformers.RecurrentGemmaConfig(
+        hidden_size=DIM,
+        lru_width=zoo.hidden,
+        num_attention_heads=HEADS,
+        conv1d_width=4,
+        num_hidden_layers=1,
+        vocab_size=8,
+        block_types=["recurrent"],
+    )
     from transformers.models.recurrent_gemma.modeling_recurrent_gemma import RecurrentGemmaRecurrentBlock
+
     hf = RecurrentGemmaRecurrentBlock(cfg, 0).to(f64).eval()
     H, n = zoo.hidden, HEADS
     gw, gb = zoo.gate_weight, zoo.gate_bias.view(2, n, H // n)
     wy, wx = zoo.in_proj.weight.split(H)
     by, bx = zoo.in_proj.bias.split(H)
-    pairs = [(wy, hf.linear_y.weight), (by, hf.linear_y.bias), (wx, hf.linear_x.weight), (bx, hf.linear_x.bias),
-             (zoo.out_proj.weight, hf.linear_out.weight), (zoo.out_proj.bias, hf.linear_out.bias),
-             (zoo.conv.weight, hf.conv_1d.weight), (zoo.conv.bias, hf.conv_1d.bias),
-             (-zoo.a_param, hf.rg_lru.recurrent_param),
-             (gw[0], hf.rg_lru.recurrent_gate_weight), (gb[0], hf.rg_lru.recurrent_gate_bias),
-             (gw[1], hf.rg_lru.input_gate_weight), (gb[1], hf.rg_lru.input_gate_bias)]
+    pairs = [
+        (wy, hf.linear_y.weight),
+        (by, hf.linear_y.bias),
+        (wx, hf.linear_x.weight),
+        (bx, hf.linear_x.bias),
+        (zoo.out_proj.weight, hf.linear_out.weight),
+        (zoo.out_proj.bias, hf.linear_out.bias),
+        (zoo.conv.weight, hf.conv_1d.weight),
+        (zoo.conv.bias, hf.conv_1d.bias),
+        (-zoo.a_param, hf.rg_lru.recurrent_param),
+        (gw[0], hf.rg_lru.recurrent_gate_weight),
+        (gb[0], hf.rg_lru.recurrent_gate_bias),
+        (gw[1], hf.rg_lru.input_gate_weight),
+        (gb[1], hf.rg_lru.input_gate_bias),
+    ]
     with torch.no_grad():
         for p, q in pairs:
             q.copy_(p.reshape(q.shape))
@@ -69,8 +86,14 @@ def test_hawk_equals_recurrent_gemma_recurrent_block(path):
         yh = hf(xh, position_ids=pos, attention_mask=None, use_cache=False)[0]
     assert rel(yz, yh) < 1e-12
     params = [zoo.in_proj.weight, zoo.gate_weight, zoo.gate_bias, zoo.a_param, zoo.conv.weight, zoo.out_proj.weight]
-    hf_params = [hf.linear_y.weight, hf.rg_lru.recurrent_gate_weight, hf.rg_lru.recurrent_gate_bias,
-                 hf.rg_lru.recurrent_param, hf.conv_1d.weight, hf.linear_out.weight]
+    hf_params = [
+        hf.linear_y.weight,
+        hf.rg_lru.recurrent_gate_weight,
+        hf.rg_lru.recurrent_gate_bias,
+        hf.rg_lru.recurrent_param,
+        hf.conv_1d.weight,
+        hf.linear_out.weight,
+    ]
     gz = torch.autograd.grad((yz * w).sum(), [xz, *params])
     with hf_float64():
         gh = torch.autograd.grad((yh * w).sum(), [xh, *hf_params])

@@ -15,25 +15,35 @@ The block is the same computation; four differences are folded in:
   hawk's reset_at_start option. The MLP is GeGLU (block.mlp_act=gelu_tanh) with
   biases, and the logits are always soft-capped (loss.logit_softcap > 0).
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 
 from zoo_attention.hf import unmapped_position
 from zoo_core.errors import UserError
-from zoo_core.interop import (HFMapping, Weights, head_weights, mixer_options, refuse_eps, refuse_unless_prenorm,
-                              same_options, section)
+from zoo_core.interop import (
+    HFMapping,
+    Weights,
+    head_weights,
+    mixer_options,
+    refuse_eps,
+    refuse_unless_prenorm,
+    same_options,
+    section,
+)
 
 
 def residual_scale(dim: int) -> float:
     """RecurrentGemma's embedding multiplier, as it computes it (a bfloat16 buffer)."""
-    return torch.tensor(dim ** 0.5, dtype=torch.bfloat16).item()
+    return torch.tensor(dim**0.5, dtype=torch.bfloat16).item()
 
 
 def _halves(w, hd: int, rotated: int, inverse: bool = False):
     from zoo_attention.hf import to_halves, to_pairs
+
     return (to_pairs if inverse else to_halves)(w, hd, rotated)
 
 
@@ -42,33 +52,46 @@ class RecurrentGemmaMapping(HFMapping):
     model_types = ("recurrent_gemma",)
     architecture = "RecurrentGemmaForCausalLM"
 
-    def refuse(self, m: Any) -> Optional[str]:
+    def refuse(self, m: Any) -> str | None:
         opts = mixer_options(m)
         hawks = [o for o in opts if o["name"] == "hawk"]
         attns = [o for o in opts if o["name"] == "attention"]
         block, loss = section(m, "block"), section(m, "loss")
         if not hawks:
             return "needs at least one hawk layer (attention-only models map to LlamaForCausalLM)"
-        why = refuse_unless_prenorm(m, "RecurrentGemma") or same_options(hawks, "RecurrentGemmaConfig", "hawk") \
-            or (attns and same_options(attns, "RecurrentGemmaConfig", "attention")) or refuse_eps(m, "RecurrentGemma")
+        why = (
+            refuse_unless_prenorm(m, "RecurrentGemma")
+            or same_options(hawks, "RecurrentGemmaConfig", "hawk")
+            or (attns and same_options(attns, "RecurrentGemmaConfig", "attention"))
+            or refuse_eps(m, "RecurrentGemma")
+        )
         if why:
             return why
         h = hawks[0]
         if h["gate_heads"] is None:
-            return ("model.mixer.gate_heads is unset (dense gates); RecurrentGemma's gates are block-diagonal: "
-                    "train with model.mixer.gate_heads=N (N = its num_attention_heads)")
+            return (
+                "model.mixer.gate_heads is unset (dense gates); RecurrentGemma's gates are block-diagonal: "
+                "train with model.mixer.gate_heads=N (N = its num_attention_heads)"
+            )
         if not h["reset_at_start"]:
-            return ("model.mixer.reset_at_start=false; RecurrentGemma resets the state at position 0: "
-                    "train with model.mixer.reset_at_start=true")
+            return (
+                "model.mixer.reset_at_start=false; RecurrentGemma resets the state at position 0: "
+                "train with model.mixer.reset_at_start=true"
+            )
         if h["c"] != 8.0:
             return f"model.mixer.c={h['c']}; RecurrentGemma fixes c=8"
         if block.get("mlp") is False:
             return "model.block.mlp=false; every RecurrentGemma layer has an MLP: model.block.mlp=true maps"
         if block.get("mlp_act") != "gelu_tanh":
-            return (f"model.block.mlp_act={block.get('mlp_act')}; RecurrentGemma's one hidden_activation "
-                    f"(gelu_pytorch_tanh) serves the gate and the MLP: model.block.mlp_act=gelu_tanh maps")
+            return (
+                f"model.block.mlp_act={block.get('mlp_act')}; RecurrentGemma's one hidden_activation "
+                f"(gelu_pytorch_tanh) serves the gate and the MLP: model.block.mlp_act=gelu_tanh maps"
+            )
         if not loss.get("logit_softcap"):
-            return "model.loss.logit_softcap=0; RecurrentGemma always soft-caps logits: a positive cap (its default 30) maps"
+            return (
+                "model.loss.logit_softcap=0; RecurrentGemma always soft-caps logits: "
+                "a positive cap (its default 30) maps"
+            )
         hidden = round(h["expand"] * m.dim)
         if hidden % h["gate_heads"]:
             return f"model.mixer.gate_heads={h['gate_heads']} does not divide the RNN width {hidden}"
@@ -78,32 +101,53 @@ class RecurrentGemmaMapping(HFMapping):
                 return unmapped_position(a)
             heads = a.get("n_heads") or max(1, m.dim // a["head_dim"])
             if heads != h["gate_heads"] or a["head_dim"] * heads != m.dim:
-                return (f"attention n_heads={heads}, head_dim={a['head_dim']}: RecurrentGemma uses num_attention_heads "
-                        f"= hawk gate_heads ({h['gate_heads']}) and head_dim = dim / heads ({m.dim // h['gate_heads']})")
+                return (
+                    f"attention n_heads={heads}, head_dim={a['head_dim']}: RecurrentGemma uses num_attention_heads "
+                    f"= hawk gate_heads ({h['gate_heads']}) and head_dim = dim / heads ({m.dim // h['gate_heads']})"
+                )
             if not a.get("window"):
-                return "attention window unset; RecurrentGemma's attention is local: set its window (attention_window_size)"
+                return (
+                    "attention window unset; RecurrentGemma's attention is local: "
+                    "set its window (attention_window_size)"
+                )
         return None
 
-    def to_hf(self, m: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
+    def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         opts = mixer_options(m)
         h = next(o for o in opts if o["name"] == "hawk")
         attn = next((o for o in opts if o["name"] == "attention"), None)
-        block, loss = section(m, "block"), section(m, "loss")
+        loss = section(m, "loss")
         s = residual_scale(m.dim)
         H, n = round(h["expand"] * m.dim), h["gate_heads"]
         hidden = w["layers.0.mlp.w_out.weight"].shape[1]
-        config = dict(vocab_size=m.vocab_size, hidden_size=m.dim, num_hidden_layers=m.n_layers,
-                      intermediate_size=2 * hidden, num_attention_heads=n, lru_width=H, conv1d_width=h["conv"],
-                      logits_soft_cap=float(loss["logit_softcap"]), rms_norm_eps=float(m.norm_eps) * s * s,
-                      hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=bool(m.tie_embeddings),
-                      block_types=["recurrent" if o["name"] == "hawk" else "attention" for o in opts],
-                      attention_bias=False, partial_rotary_factor=float((attn or {}).get("rope_fraction", 1.0)),
-                      rope_parameters={"rope_type": "default", "rope_theta": float((attn or {}).get("rope_theta", 1e4)),
-                                       "partial_rotary_factor": float((attn or {}).get("rope_fraction", 1.0))})
+        config = dict(
+            vocab_size=m.vocab_size,
+            hidden_size=m.dim,
+            num_hidden_layers=m.n_layers,
+            intermediate_size=2 * hidden,
+            num_attention_heads=n,
+            lru_width=H,
+            conv1d_width=h["conv"],
+            logits_soft_cap=float(loss["logit_softcap"]),
+            rms_norm_eps=float(m.norm_eps) * s * s,
+            hidden_activation="gelu_pytorch_tanh",
+            tie_word_embeddings=bool(m.tie_embeddings),
+            block_types=["recurrent" if o["name"] == "hawk" else "attention" for o in opts],
+            attention_bias=False,
+            partial_rotary_factor=float((attn or {}).get("rope_fraction", 1.0)),
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": float((attn or {}).get("rope_theta", 1e4)),
+                "partial_rotary_factor": float((attn or {}).get("rope_fraction", 1.0)),
+            },
+        )
         if attn is not None:
             config.update(num_key_value_heads=attn.get("n_kv_heads") or n, attention_window_size=attn["window"])
-        out = {"model.embed_tokens.weight": w["embed.weight"], "model.final_norm.weight": w["norm.weight"] - 1,
-               "lm_head.weight": head_weights(m, w)}
+        out = {
+            "model.embed_tokens.weight": w["embed.weight"],
+            "model.final_norm.weight": w["norm.weight"] - 1,
+            "lm_head.weight": head_weights(m, w),
+        }
         for i, o in enumerate(opts):
             z, p = f"layers.{i}.", f"model.layers.{i}."
             out[p + "temporal_pre_norm.weight"] = w[z + "mixer_norm.weight"] - 1
@@ -111,39 +155,61 @@ class RecurrentGemmaMapping(HFMapping):
             gate, up = w[z + "mlp.w_in.weight"].split(hidden)
             zero = torch.zeros(hidden, dtype=gate.dtype)
             gb, ub = w[z + "mlp.w_in.bias"].split(hidden) if z + "mlp.w_in.bias" in w else (zero, zero)
-            out.update({p + "mlp_block.gate_proj.weight": gate, p + "mlp_block.gate_proj.bias": gb,
-                        p + "mlp_block.up_proj.weight": up, p + "mlp_block.up_proj.bias": ub,
-                        p + "mlp_block.down_proj.weight": s * w[z + "mlp.w_out.weight"],
-                        p + "mlp_block.down_proj.bias": s * w.get(z + "mlp.w_out.bias", torch.zeros(m.dim))})
+            out.update(
+                {
+                    p + "mlp_block.gate_proj.weight": gate,
+                    p + "mlp_block.gate_proj.bias": gb,
+                    p + "mlp_block.up_proj.weight": up,
+                    p + "mlp_block.up_proj.bias": ub,
+                    p + "mlp_block.down_proj.weight": s * w[z + "mlp.w_out.weight"],
+                    p + "mlp_block.down_proj.bias": s * w.get(z + "mlp.w_out.bias", torch.zeros(m.dim)),
+                }
+            )
             if o["name"] == "hawk":
                 t, zm = p + "temporal_block.", z + "mixer."
                 wy, wx = w[zm + "in_proj.weight"].split(H)
                 by, bx = w[zm + "in_proj.bias"].split(H) if zm + "in_proj.bias" in w else (torch.zeros(H),) * 2
                 gw, gb = w[zm + "gate_weight"], w[zm + "gate_bias"].view(2, n, H // n)
-                out.update({t + "linear_y.weight": wy, t + "linear_y.bias": by,
-                            t + "linear_x.weight": wx, t + "linear_x.bias": bx,
-                            t + "linear_out.weight": s * w[zm + "out_proj.weight"],
-                            t + "linear_out.bias": s * w.get(zm + "out_proj.bias", torch.zeros(m.dim)),
-                            t + "conv_1d.weight": w[zm + "conv.weight"][:, None], t + "conv_1d.bias": w[zm + "conv.bias"],
-                            t + "rg_lru.recurrent_param": -w[zm + "a_param"],
-                            t + "rg_lru.recurrent_gate_weight": gw[0], t + "rg_lru.recurrent_gate_bias": gb[0],
-                            t + "rg_lru.input_gate_weight": gw[1], t + "rg_lru.input_gate_bias": gb[1]})
+                out.update(
+                    {
+                        t + "linear_y.weight": wy,
+                        t + "linear_y.bias": by,
+                        t + "linear_x.weight": wx,
+                        t + "linear_x.bias": bx,
+                        t + "linear_out.weight": s * w[zm + "out_proj.weight"],
+                        t + "linear_out.bias": s * w.get(zm + "out_proj.bias", torch.zeros(m.dim)),
+                        t + "conv_1d.weight": w[zm + "conv.weight"][:, None],
+                        t + "conv_1d.bias": w[zm + "conv.bias"],
+                        t + "rg_lru.recurrent_param": -w[zm + "a_param"],
+                        t + "rg_lru.recurrent_gate_weight": gw[0],
+                        t + "rg_lru.recurrent_gate_bias": gb[0],
+                        t + "rg_lru.input_gate_weight": gw[1],
+                        t + "rg_lru.input_gate_bias": gb[1],
+                    }
+                )
             else:
                 t, zm, hd = p + "temporal_block.", z + "mixer.", attn["head_dim"]
                 kv, rot = config["num_key_value_heads"], int(hd * attn["rope_fraction"])
                 k, v = w[zm + "wkv.weight"].split(kv * hd)
-                out.update({t + "q_proj.weight": _halves(w[zm + "wq.weight"], hd, rot),
-                            t + "k_proj.weight": _halves(k, hd, rot),
-                            t + "v_proj.weight": v, t + "o_proj.weight": s * w[zm + "wo.weight"],
-                            t + "o_proj.bias": s * w.get(zm + "wo.bias", torch.zeros(m.dim))})
+                out.update(
+                    {
+                        t + "q_proj.weight": _halves(w[zm + "wq.weight"], hd, rot),
+                        t + "k_proj.weight": _halves(k, hd, rot),
+                        t + "v_proj.weight": v,
+                        t + "o_proj.weight": s * w[zm + "wo.weight"],
+                        t + "o_proj.bias": s * w.get(zm + "wo.bias", torch.zeros(m.dim)),
+                    }
+                )
         return config, out
 
-    def from_hf(self, c: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
+    def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         if c.hidden_activation != "gelu_pytorch_tanh":
-            raise UserError(f"RecurrentGemma hidden_activation={c.hidden_activation} has no zoo counterpart "
-                            f"(hawk's gate is tanh GeLU); gelu_pytorch_tanh maps")
+            raise UserError(
+                f"RecurrentGemma hidden_activation={c.hidden_activation} has no zoo counterpart "
+                f"(hawk's gate is tanh GeLU); gelu_pytorch_tanh maps"
+            )
         rope = dict(getattr(c, "rope_parameters", None) or {})
-        kinds: List[str] = list(c.layers_block_type)
+        kinds: list[str] = list(c.layers_block_type)
         has_attn = "sliding_attention" in kinds
         fraction = float(rope.get("partial_rotary_factor", getattr(c, "partial_rotary_factor", 1.0)))
         if has_attn and getattr(c, "attention_bias", False):
@@ -151,49 +217,90 @@ class RecurrentGemmaMapping(HFMapping):
         s = residual_scale(c.hidden_size)
         H, n, dim = c.lru_width, c.num_attention_heads, c.hidden_size
         eps = float(c.rms_norm_eps) / (s * s)
-        hawk = {"name": "hawk", "expand": H / dim, "conv": c.conv1d_width, "c": 8.0, "gate_heads": n, "bias": True,
-                "reset_at_start": True}
-        attn = {"name": "attention", "n_heads": n, "head_dim": c.head_dim, "n_kv_heads": c.num_key_value_heads,
-                "window": c.attention_window_size, "rope_theta": float(rope.get("rope_theta", 10000.0)),
-                "rope_fraction": fraction, "out_bias": True}
+        hawk = {
+            "name": "hawk",
+            "expand": H / dim,
+            "conv": c.conv1d_width,
+            "c": 8.0,
+            "gate_heads": n,
+            "bias": True,
+            "reset_at_start": True,
+        }
+        attn = {
+            "name": "attention",
+            "n_heads": n,
+            "head_dim": c.head_dim,
+            "n_kv_heads": c.num_key_value_heads,
+            "window": c.attention_window_size,
+            "rope_theta": float(rope.get("rope_theta", 10000.0)),
+            "rope_fraction": fraction,
+            "out_bias": True,
+        }
         tied = bool(c.tie_word_embeddings)
-        model = {"dim": dim, "n_layers": c.num_hidden_layers, "vocab_size": c.vocab_size, "tie_embeddings": tied,
-                 "norm_eps": eps, "mixer": hawk,
-                 "block": {"name": "prenorm", "mlp": True, "mlp_hidden": c.intermediate_size // 2,
-                           "mlp_act": "gelu_tanh", "mlp_bias": True, "norm_eps": eps},
-                 "loss": {"name": "cross_entropy", "logit_softcap": float(c.logits_soft_cap)}}
+        model = {
+            "dim": dim,
+            "n_layers": c.num_hidden_layers,
+            "vocab_size": c.vocab_size,
+            "tie_embeddings": tied,
+            "norm_eps": eps,
+            "mixer": hawk,
+            "block": {
+                "name": "prenorm",
+                "mlp": True,
+                "mlp_hidden": c.intermediate_size // 2,
+                "mlp_act": "gelu_tanh",
+                "mlp_bias": True,
+                "norm_eps": eps,
+            },
+            "loss": {"name": "cross_entropy", "logit_softcap": float(c.logits_soft_cap)},
+        }
         if has_attn:
             model["pattern"] = ["hawk" if k == "linear_attention" else attn for k in kinds]
         out = {"embed.weight": w["model.embed_tokens.weight"], "norm.weight": w["model.final_norm.weight"] + 1}
         if not tied:
             out["head.proj.weight"] = w["lm_head.weight"]
-        hidden = c.intermediate_size // 2
         for i, kind in enumerate(kinds):
             z, p = f"layers.{i}.", f"model.layers.{i}."
             out[z + "mixer_norm.weight"] = w[p + "temporal_pre_norm.weight"] + 1
             out[z + "mlp_norm.weight"] = w[p + "channel_pre_norm.weight"] + 1
             mb = p + "mlp_block."
-            out.update({z + "mlp.w_in.weight": torch.cat([w[mb + "gate_proj.weight"], w[mb + "up_proj.weight"]]),
-                        z + "mlp.w_in.bias": torch.cat([w[mb + "gate_proj.bias"], w[mb + "up_proj.bias"]]),
-                        z + "mlp.w_out.weight": w[mb + "down_proj.weight"] / s,
-                        z + "mlp.w_out.bias": w[mb + "down_proj.bias"] / s})
+            out.update(
+                {
+                    z + "mlp.w_in.weight": torch.cat([w[mb + "gate_proj.weight"], w[mb + "up_proj.weight"]]),
+                    z + "mlp.w_in.bias": torch.cat([w[mb + "gate_proj.bias"], w[mb + "up_proj.bias"]]),
+                    z + "mlp.w_out.weight": w[mb + "down_proj.weight"] / s,
+                    z + "mlp.w_out.bias": w[mb + "down_proj.bias"] / s,
+                }
+            )
             t, zm = p + "temporal_block.", z + "mixer."
             if kind == "linear_attention":
                 r = t + "rg_lru."
-                out.update({zm + "in_proj.weight": torch.cat([w[t + "linear_y.weight"], w[t + "linear_x.weight"]]),
-                            zm + "in_proj.bias": torch.cat([w[t + "linear_y.bias"], w[t + "linear_x.bias"]]),
-                            zm + "out_proj.weight": w[t + "linear_out.weight"] / s,
-                            zm + "out_proj.bias": w[t + "linear_out.bias"] / s,
-                            zm + "conv.weight": w[t + "conv_1d.weight"][:, 0], zm + "conv.bias": w[t + "conv_1d.bias"],
-                            zm + "a_param": -w[r + "recurrent_param"],
-                            zm + "gate_weight": torch.stack([w[r + "recurrent_gate_weight"], w[r + "input_gate_weight"]]),
-                            zm + "gate_bias": torch.cat([w[r + "recurrent_gate_bias"].flatten(),
-                                                         w[r + "input_gate_bias"].flatten()])})
+                out.update(
+                    {
+                        zm + "in_proj.weight": torch.cat([w[t + "linear_y.weight"], w[t + "linear_x.weight"]]),
+                        zm + "in_proj.bias": torch.cat([w[t + "linear_y.bias"], w[t + "linear_x.bias"]]),
+                        zm + "out_proj.weight": w[t + "linear_out.weight"] / s,
+                        zm + "out_proj.bias": w[t + "linear_out.bias"] / s,
+                        zm + "conv.weight": w[t + "conv_1d.weight"][:, 0],
+                        zm + "conv.bias": w[t + "conv_1d.bias"],
+                        zm + "a_param": -w[r + "recurrent_param"],
+                        zm + "gate_weight": torch.stack([w[r + "recurrent_gate_weight"], w[r + "input_gate_weight"]]),
+                        zm + "gate_bias": torch.cat(
+                            [w[r + "recurrent_gate_bias"].flatten(), w[r + "input_gate_bias"].flatten()]
+                        ),
+                    }
+                )
             else:
                 hd = c.head_dim
                 rot = int(hd * fraction)
-                out.update({zm + "wq.weight": _halves(w[t + "q_proj.weight"], hd, rot, inverse=True),
-                            zm + "wkv.weight": torch.cat([_halves(w[t + "k_proj.weight"], hd, rot, inverse=True),
-                                                          w[t + "v_proj.weight"]]),
-                            zm + "wo.weight": w[t + "o_proj.weight"] / s, zm + "wo.bias": w[t + "o_proj.bias"] / s})
+                out.update(
+                    {
+                        zm + "wq.weight": _halves(w[t + "q_proj.weight"], hd, rot, inverse=True),
+                        zm + "wkv.weight": torch.cat(
+                            [_halves(w[t + "k_proj.weight"], hd, rot, inverse=True), w[t + "v_proj.weight"]]
+                        ),
+                        zm + "wo.weight": w[t + "o_proj.weight"] / s,
+                        zm + "wo.bias": w[t + "o_proj.bias"] / s,
+                    }
+                )
         return model, out

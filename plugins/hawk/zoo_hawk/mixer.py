@@ -16,11 +16,12 @@ Lambda is stored as itself, with no extra transform (the Lingua pitfall).
 Three paths: naive (`reference.naive_hawk`, a loop over t), fast (zoo-kernels
 `rg_lru` scan) and `step`.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,6 @@ from torch import Tensor, nn
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
 from zoo_kernels import rg_lru
-
 from zoo_kernels.conv import CausalConv
 
 
@@ -46,7 +46,7 @@ class HawkConfig:
     decay_max: float = 0.999
     #: Block-diagonal r and i gate projections in this many blocks (RecurrentGemma's, one per
     #: attention head); None: dense, as the paper's equations.
-    gate_heads: Optional[int] = None
+    gate_heads: int | None = None
     #: Biases on the in and out projections (RecurrentGemma has them).
     bias: bool = False
     #: A stream's first token (no carried state: a document start) enters with multiplier 1,
@@ -54,9 +54,9 @@ class HawkConfig:
     reset_at_start: bool = False
 
 
-def init_decay_param(n: int, lo: float, hi: float, generator: Optional[torch.Generator] = None) -> Tensor:
+def init_decay_param(n: int, lo: float, hi: float, generator: torch.Generator | None = None) -> Tensor:
     """Lambda with sigmoid(Lambda)^2 ~ U[lo^2, hi^2], i.e. Lambda = logit(sqrt(u))."""
-    u = torch.rand(n, dtype=torch.float64, generator=generator) * (hi ** 2 - lo ** 2) + lo ** 2
+    u = torch.rand(n, dtype=torch.float64, generator=generator) * (hi**2 - lo**2) + lo**2
     a = u.sqrt()
     return torch.log(a) - torch.log1p(-a)
 
@@ -69,13 +69,17 @@ class Hawk(Mixer):
         if config.conv < 1:
             raise UserError(f"hawk conv={config.conv} must be a width >= 1 (Griffin uses 4)")
         if not 0 < config.decay_min <= config.decay_max < 1:
-            raise UserError(f"hawk decay range [{config.decay_min}, {config.decay_max}] must satisfy "
-                            f"0 < decay_min <= decay_max < 1, e.g. decay_min=0.9 decay_max=0.999")
+            raise UserError(
+                f"hawk decay range [{config.decay_min}, {config.decay_max}] must satisfy "
+                f"0 < decay_min <= decay_max < 1, e.g. decay_min=0.9 decay_max=0.999"
+            )
         self.hidden = H = max(1, round(config.expand * dim))
         n = config.gate_heads
         if n is not None and (n < 1 or H % n):
-            raise UserError(f"hawk gate_heads={n} must divide the RNN width {H} (expand * dim); "
-                            f"pick a divisor or set model.mixer.expand so that it divides")
+            raise UserError(
+                f"hawk gate_heads={n} must divide the RNN width {H} (expand * dim); "
+                f"pick a divisor or set model.mixer.expand so that it divides"
+            )
         self.in_proj = nn.Linear(dim, 2 * H, bias=config.bias)  # gate branch and recurrent branch
         self.conv = CausalConv(H, config.conv, bias=True)
         if n is None:
@@ -105,12 +109,12 @@ class Hawk(Mixer):
         """The r and i pre-activations from the conv output u (..., H)."""
         if self.config.gate_heads is None:
             return self.gate_proj(u).chunk(2, dim=-1)
-        blocks = u.unflatten(-1, self.gate_weight.shape[1:3])                  # (..., n, H/n)
+        blocks = u.unflatten(-1, self.gate_weight.shape[1:3])  # (..., n, H/n)
         out = torch.einsum("...nk,gnkj->g...nj", blocks, self.gate_weight.to(u.dtype)).flatten(-2)
         r, i = out + self.gate_bias.to(u.dtype).view(2, *([1] * (u.dim() - 1)), -1)
         return r, i
 
-    def _first(self, u: Tensor, r_pre: Tensor, i_pre: Tensor, h0: Optional[Tensor], start: Tensor) -> Tensor:
+    def _first(self, u: Tensor, r_pre: Tensor, i_pre: Tensor, h0: Tensor | None, start: Tensor) -> Tensor:
         """h after one token; rows where `start` is set begin a document: no decay of h0 and
         input multiplier 1 (RecurrentGemma's reset), the others the ordinary RG-LRU step."""
         acc = torch.promote_types(u.dtype, torch.float32)
@@ -122,7 +126,7 @@ class Hawk(Mixer):
         return torch.where(start[:, None], x, stepped)
 
     # -- fast path ----------------------------------------------------------------------------
-    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
         gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
         u, conv_state = self.conv(u, None if state is None else state["conv"])
         r_pre, i_pre = self.gates(u)
@@ -143,7 +147,7 @@ class Hawk(Mixer):
         return y, ({"h": h_last, "conv": conv_state, **new} if return_state else None)
 
     # -- recurrent step ------------------------------------------------------------------------------
-    def step(self, x: Tensor, state: Dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor]):
         gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
         u, conv_state = self.conv.step(u, state["conv"])
         r_pre, i_pre = self.gates(u)
@@ -158,7 +162,7 @@ class Hawk(Mixer):
         y = self.out_proj(F.gelu(gate_pre, approximate="tanh") * h.to(x.dtype))
         return y, {"h": h, "conv": conv_state}
 
-    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> dict[str, Tensor]:
         w = self.in_proj.weight
         device, dtype = device or w.device, dtype or w.dtype
         h = torch.zeros(batch_size, self.hidden, device=device, dtype=torch.promote_types(dtype, torch.float32))
@@ -179,4 +183,3 @@ class Hawk(Mixer):
     def state_size(self, seq_len: int) -> int:
         elem = self.in_proj.weight.element_size()
         return self.hidden * max(elem, 4) + (self.conv.width - 1) * self.hidden * elem
-

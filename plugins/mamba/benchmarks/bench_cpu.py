@@ -9,6 +9,7 @@
 3. The causal depthwise conv: F.conv1d and W shifted multiply-adds against zoo-kernels'
    fused CPU conv (zoo_kernels.conv.causal_conv1d).
 """
+
 import argparse
 import statistics
 import time
@@ -16,9 +17,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from zoo_mamba.reference import selective_scan_ref, ssd_ref
 from zoo_kernels.conv import causal_conv1d
 from zoo_kernels.selective import selective_scan_flat, selective_scan_fused
+from zoo_mamba.reference import selective_scan_ref, ssd_ref
 from zoo_mamba.ssd import ssd_chunked
 
 
@@ -39,7 +40,7 @@ def quadratic_selective_scan(u, dt, A, B, C, L=8):
     b, T, D = u.shape
     nc = T // L
     u, dt, B, C = (t.unflatten(1, (nc, L)) for t in (u, dt, B, C))
-    a = torch.cumsum(dt, 2)[..., None] * A                                      # (b, c, l, D, N)
+    a = torch.cumsum(dt, 2)[..., None] * A  # (b, c, l, D, N)
     causal = torch.ones(L, L, dtype=torch.bool).tril()[:, :, None, None]
     seg = (a[:, :, :, None] - a[:, :, None]).masked_fill(~causal, -float("inf"))
     w = torch.exp(seg) * (C[:, :, :, None, None, :] * B[:, :, None, :, None, :])  # (b, c, l, s, D, N)
@@ -63,7 +64,7 @@ def main():
 
     b, T, D, N = 4, 256, 128, 16
     u, B, C = torch.randn(b, T, D), torch.randn(b, T, N), torch.randn(b, T, N)
-    dt, A = F.softplus(torch.randn(b, T, D)) * 0.1, -torch.arange(1., N + 1).repeat(D, 1)
+    dt, A = F.softplus(torch.randn(b, T, D)) * 0.1, -torch.arange(1.0, N + 1).repeat(D, 1)
     print(f"\nMamba-1 scan, (B, T, D, N) = {(b, T, D, N)}")
     print(f"  zoo-kernels fused (C)     {bench(selective_scan_fused, [u, dt, A, B, C]):8.1f}")
     print(f"  zoo-kernels linear_scan   {bench(selective_scan_flat, [u, dt, A, B, C]):8.1f}")
@@ -86,12 +87,16 @@ def main():
 
         def shifted(xs, w, bias):
             T = xs.shape[1] - 3
-            return bias + sum(xs[:, k:k + T] * w[:, k] for k in range(4))
+            return bias + sum(xs[:, k : k + T] * w[:, k] for k in range(4))
 
         def fused(xs, w, bias):  # the same output length: xs's first 3 rows are the state
             return causal_conv1d(xs[:, 3:], w, bias, xs[:, :3])[0]
-        print(f"  {str(shape):16} F.conv1d {bench(conv, [xs, w, bias]):7.2f}   shifted {bench(shifted, [xs, w, bias]):7.2f}"
-              f"   fused {bench(fused, [xs, w, bias]):7.2f}")
+
+        print(
+            f"  {str(shape):16} F.conv1d {bench(conv, [xs, w, bias]):7.2f}"
+            f"   shifted {bench(shifted, [xs, w, bias]):7.2f}"
+            f"   fused {bench(fused, [xs, w, bias]):7.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ torch.compile without graph breaks) is tested on CPU; the comparisons of the
 mamba-ssm / causal-conv1d kernels against the PyTorch path need CUDA and skip
 without it.
 """
+
 import importlib.util
 import warnings
 
@@ -26,16 +27,20 @@ def ssd_args(device="cpu", dtype=f64, T=13, chunk=4, h0=True):
     r = lambda *s: torch.randn(*s, generator=g, dtype=dtype).to(device)  # noqa: E731
     b, H, P, N, G = 2, 4, 8, 16, 1
     dt = torch.nn.functional.softplus(r(b, T, H))
-    return [r(b, T, H, P), dt, -torch.exp(r(H)), r(b, T, G, N), r(b, T, G, N), chunk,
-            r(b, H, P, N) if h0 else None]
+    return [r(b, T, H, P), dt, -torch.exp(r(H)), r(b, T, G, N), r(b, T, G, N), chunk, r(b, H, P, N) if h0 else None]
 
 
 def sscan_args(device="cpu", dtype=f64, T=9):
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=dtype).to(device)  # noqa: E731
     b, D, N = 2, 6, 4
-    return [r(b, T, D), torch.nn.functional.softplus(r(b, T, D)), -torch.exp(r(D, N).float()).to(dtype),
-            r(b, T, N), r(b, T, N)]
+    return [
+        r(b, T, D),
+        torch.nn.functional.softplus(r(b, T, D)),
+        -torch.exp(r(D, N).float()).to(dtype),
+        r(b, T, N),
+        r(b, T, N),
+    ]
 
 
 def vjp(fn, args, seed=1):
@@ -71,8 +76,9 @@ def test_selective_scan_and_conv_ops_torch_impl_match_reference_with_gradients()
 def test_ops_pass_torch_library_opcheck():
     x, dt, A, B, C, chunk, h0 = ssd_args(dtype=torch.float32)
     for args in ([x, dt, A, B, C, chunk, h0, "torch"], [x, dt, A, B, C, chunk, None, "torch"]):
-        torch.library.opcheck(fastpath.ssd_scan, [a.requires_grad_() if isinstance(a, torch.Tensor) else a
-                                                  for a in args])
+        torch.library.opcheck(
+            fastpath.ssd_scan, [a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+        )
     u, dt1, A1, B1, C1 = sscan_args(dtype=torch.float32)
     torch.library.opcheck(fastpath.selective_scan, [t.requires_grad_() for t in (u, dt1, A1, B1, C1)] + ["torch"])
     xc, w = torch.randn(2, 7, 5, requires_grad=True), torch.randn(5, 4, requires_grad=True)

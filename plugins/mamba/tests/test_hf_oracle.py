@@ -1,5 +1,6 @@
 """Outside oracle: transformers' MambaMixer and Mamba2Mixer with zoo's weights copied in,
 in float64, outputs and gradients, every zoo path (naive, chunked, step)."""
+
 import pytest
 import torch
 
@@ -19,8 +20,11 @@ def randomize(module, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=f64) * 0.5 if p.dim() > 1
-                    else torch.rand(p.shape, generator=g, dtype=f64) + 0.5)
+            p.copy_(
+                torch.randn(p.shape, generator=g, dtype=f64) * 0.5
+                if p.dim() > 1
+                else torch.rand(p.shape, generator=g, dtype=f64) + 0.5
+            )
     return module
 
 
@@ -55,17 +59,39 @@ def compare(zoo, hf, pairs, path, T=11):
 
 def mamba2_pair(dim=16, headdim=8, ngroups=2, d_state=8, path="chunked"):
     backend = "naive" if path == "naive" else "chunked"
-    zoo = randomize(Mamba2(dim, Mamba2Config(headdim=headdim, d_state=d_state, ngroups=ngroups, chunk_size=4,
-                                             backend=backend)).to(f64))
-    cfg = transformers.Mamba2Config(hidden_size=dim, state_size=d_state, expand=2, head_dim=headdim,
-                                    num_heads=zoo.n_heads, n_groups=ngroups, conv_kernel=4, chunk_size=4,
-                                    use_bias=False, use_conv_bias=True, layer_norm_epsilon=1e-5,
-                                    num_hidden_layers=1, vocab_size=8)
+    zoo = randomize(
+        Mamba2(dim, Mamba2Config(headdim=headdim, d_state=d_state, ngroups=ngroups, chunk_size=4, backend=backend)).to(
+            f64
+        )
+    )
+    cfg = transformers.Mamba2Config(
+        hidden_size=dim,
+        state_size=d_state,
+        expand=2,
+        head_dim=headdim,
+        num_heads=zoo.n_heads,
+        n_groups=ngroups,
+        conv_kernel=4,
+        chunk_size=4,
+        use_bias=False,
+        use_conv_bias=True,
+        layer_norm_epsilon=1e-5,
+        num_hidden_layers=1,
+        vocab_size=8,
+    )
     from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
     hf = Mamba2Mixer(cfg, 0).to(f64).eval()
-    pairs = [(zoo.in_proj.weight, hf.in_proj.weight), (zoo.conv_weight, hf.conv1d.weight),
-             (zoo.conv_bias, hf.conv1d.bias), (zoo.dt_bias, hf.dt_bias), (zoo.A_log, hf.A_log),
-             (zoo.D, hf.D), (zoo.norm.weight, hf.norm.weight), (zoo.out_proj.weight, hf.out_proj.weight)]
+    pairs = [
+        (zoo.in_proj.weight, hf.in_proj.weight),
+        (zoo.conv_weight, hf.conv1d.weight),
+        (zoo.conv_bias, hf.conv1d.bias),
+        (zoo.dt_bias, hf.dt_bias),
+        (zoo.A_log, hf.A_log),
+        (zoo.D, hf.D),
+        (zoo.norm.weight, hf.norm.weight),
+        (zoo.out_proj.weight, hf.out_proj.weight),
+    ]
     with torch.no_grad():
         for p, q in pairs:
             q.copy_(p.reshape(q.shape))
@@ -95,16 +121,33 @@ def mamba1_pair(dim=16, d_state=4, dt_rank=3, bias=True, path="chunked"):
     zoo = randomize(Mamba(dim, MambaConfig(d_state=d_state, dt_rank=dt_rank, bias=bias, backend=backend)).to(f64))
     with torch.no_grad():  # A = -exp(A_log) near the S4D init: a decay that matters, not one that vanishes
         zoo.A_log.copy_(torch.log(torch.arange(1, d_state + 1, dtype=f64)).repeat(zoo.d_inner) * 0.5)
-    cfg = transformers.MambaConfig(hidden_size=dim, state_size=d_state, expand=2, conv_kernel=4,
-                                   time_step_rank=dt_rank, use_bias=bias, use_conv_bias=True,
-                                   num_hidden_layers=1, vocab_size=8)
+    cfg = transformers.MambaConfig(
+        hidden_size=dim,
+        state_size=d_state,
+        expand=2,
+        conv_kernel=4,
+        time_step_rank=dt_rank,
+        use_bias=bias,
+        use_conv_bias=True,
+        num_hidden_layers=1,
+        vocab_size=8,
+    )
     from transformers.models.mamba.modeling_mamba import MambaMixer
+
     hf = MambaMixer(cfg, 0).to(f64).eval()
-    pairs = [(zoo.in_proj.weight, hf.in_proj.weight), (zoo.in_proj.bias, hf.in_proj.bias),
-             (zoo.conv_weight, hf.conv1d.weight), (zoo.conv_bias, hf.conv1d.bias),
-             (zoo.x_proj.weight, hf.x_proj.weight), (zoo.dt_proj.weight, hf.dt_proj.weight),
-             (zoo.dt_proj.bias, hf.dt_proj.bias), (zoo.A_log, hf.A_log), (zoo.D, hf.D),
-             (zoo.out_proj.weight, hf.out_proj.weight), (zoo.out_proj.bias, hf.out_proj.bias)]
+    pairs = [
+        (zoo.in_proj.weight, hf.in_proj.weight),
+        (zoo.in_proj.bias, hf.in_proj.bias),
+        (zoo.conv_weight, hf.conv1d.weight),
+        (zoo.conv_bias, hf.conv1d.bias),
+        (zoo.x_proj.weight, hf.x_proj.weight),
+        (zoo.dt_proj.weight, hf.dt_proj.weight),
+        (zoo.dt_proj.bias, hf.dt_proj.bias),
+        (zoo.A_log, hf.A_log),
+        (zoo.D, hf.D),
+        (zoo.out_proj.weight, hf.out_proj.weight),
+        (zoo.out_proj.bias, hf.out_proj.bias),
+    ]
     with torch.no_grad():
         for p, q in pairs:
             q.copy_(p.reshape(q.shape))

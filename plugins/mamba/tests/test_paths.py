@@ -1,14 +1,14 @@
 """The three paths agree: naive recurrence, chunked (SSD / zoo-kernels scan) and step."""
-import math
 
 import pytest
 import torch
 
 from zoo_core.errors import UserError
+from zoo_kernels import cbuild as cpu_kernel
+from zoo_kernels import selective_scan
 from zoo_mamba import Mamba, Mamba2, Mamba2Config, MambaConfig
 from zoo_mamba.common import causal_conv
 from zoo_mamba.reference import causal_conv_ref, selective_scan_ref, ssd_ref
-from zoo_kernels import cpu_kernel, selective_scan
 from zoo_mamba.ssd import ssd_chunked
 
 f64 = torch.float64
@@ -52,16 +52,28 @@ def test_ssd_without_initial_state_starts_from_zero():
     assert rel(y, y0) < 1e-14 and rel(h, h0_) < 1e-14
 
 
-@pytest.mark.parametrize("cpp", [pytest.param("1", marks=pytest.mark.skipif(
-    not cpu_kernel.available(), reason="no compiled CPU kernel here")), "0"], ids=["fused", "flat"])
+@pytest.mark.parametrize(
+    "cpp",
+    [
+        pytest.param("1", marks=pytest.mark.skipif(not cpu_kernel.available(), reason="no compiled CPU kernel here")),
+        "0",
+    ],
+    ids=["fused", "flat"],
+)
 @pytest.mark.parametrize("T", [1, 7, 70])  # zoo-kernels chunks from T >= 64; the fused kernel every 32
 def test_selective_scan_fast_path_equals_recurrence_with_gradients(T, cpp, monkeypatch):
     monkeypatch.setenv("ZOO_KERNELS_CPP", cpp)
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=f64)  # noqa: E731
     b, D, N = 2, 6, 4
-    inputs = [r(b, T, D), torch.nn.functional.softplus(r(b, T, D)), -torch.exp(r(D, N)), r(b, T, N),
-              r(b, T, N), r(b, D, N)]
+    inputs = [
+        r(b, T, D),
+        torch.nn.functional.softplus(r(b, T, D)),
+        -torch.exp(r(D, N)),
+        r(b, T, N),
+        r(b, T, N),
+        r(b, D, N),
+    ]
     (y, h), gr = grads(selective_scan, inputs)
     (y_ref, h_ref), g_ref = grads(selective_scan_ref, inputs)
     assert rel(y, y_ref) < 1e-12 and rel(h, h_ref) < 1e-12
@@ -164,7 +176,7 @@ def test_initialisation_follows_the_papers():
     A = torch.exp(m2.A_log)
     assert A.min() >= 1 and A.max() <= 16 and torch.equal(m2.D, torch.ones_like(m2.D))
     m1 = Mamba(32, MambaConfig(d_state=6))
-    assert torch.allclose(m1.A, -torch.arange(1., 7.).expand(64, 6))  # S4D-real
+    assert torch.allclose(m1.A, -torch.arange(1.0, 7.0).expand(64, 6))  # S4D-real
     dt = torch.nn.functional.softplus(m1.dt_proj.bias)
     assert dt.min() >= 0.001 - 1e-6 and dt.max() <= 0.1 + 1e-6
     assert m1.A_log.dim() == 1  # so the core's optimizer does not weight-decay it
@@ -195,12 +207,15 @@ def test_flops_and_state_size_are_honest():
     assert m1.flops_per_token(16) == m1.flops_per_token(4096)
 
 
-@pytest.mark.parametrize("build,msg", [
-    (lambda: Mamba2(32, Mamba2Config(headdim=48)), "headdim"),
-    (lambda: Mamba2(32, Mamba2Config(headdim=8, ngroups=3)), "ngroups"),
-    (lambda: Mamba(32, MambaConfig(backend="cuda")), "backend"),
-    (lambda: Mamba(32, MambaConfig(dt_min=0.1, dt_max=0.01)), "dt_min"),
-])
+@pytest.mark.parametrize(
+    "build,msg",
+    [
+        (lambda: Mamba2(32, Mamba2Config(headdim=48)), "headdim"),
+        (lambda: Mamba2(32, Mamba2Config(headdim=8, ngroups=3)), "ngroups"),
+        (lambda: Mamba(32, MambaConfig(backend="cuda")), "backend"),
+        (lambda: Mamba(32, MambaConfig(dt_min=0.1, dt_max=0.01)), "dt_min"),
+    ],
+)
 def test_bad_options_are_one_line_user_errors(build, msg):
     with pytest.raises(UserError, match=msg) as err:
         build()

@@ -7,6 +7,7 @@ conftest.py sets, on the CPU tensors) and their outputs, states and gradients ar
 the naive path's, in float64 (round-off only: 1e-10). On a GPU the test runs on CUDA tensors with the real device
 check, in float32 (1e-3: the naive loop's einsums may run in TF32 there).
 """
+
 import sys
 import warnings
 
@@ -16,8 +17,10 @@ import torch
 from zoo_kernels.backends import triton_installed
 from zoo_mamba import Mamba2, Mamba2Config, paths
 
-pytestmark = pytest.mark.skipif(not triton_installed(), reason="triton is not importable (pip install "
-                                "'zoo-kernels[triton]'); the Triton SSD dispatch is not tested")
+pytestmark = pytest.mark.skipif(
+    not triton_installed(),
+    reason="triton is not importable (pip install 'zoo-kernels[triton]'); the Triton SSD dispatch is not tested",
+)
 
 
 CUDA = torch.cuda.is_available()
@@ -50,8 +53,9 @@ def test_mamba2_cuda_dispatch_takes_the_ssd_triton_kernels_without_mamba_ssm(cud
         y, state = fast(x.requires_grad_(), return_state=True)
         fast(x.detach())
     lines = [str(w.message) for w in said if "mamba-ssm" in str(w.message)]
-    assert lines == ["zoo-mamba: mamba-ssm is not installed; using zoo-kernels' Triton SSD "
-                     "(pip install 'zoo-mamba[cuda]')"]
+    assert lines == [
+        "zoo-mamba: mamba-ssm is not installed; using zoo-kernels' Triton SSD (pip install 'zoo-mamba[cuda]')"
+    ]
     assert calls == [(2, 7, 4, 4)] * 2
 
     y_ref, state_ref = ref(x, return_state=True)

@@ -1,10 +1,10 @@
 """Pieces both mixers share: option checks, the dt initialisation, the causal depthwise conv
 (parallel and one-step, with its carried state), the one-token SSM recurrence and Mamba-2's
 gated RMSNorm."""
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,9 @@ BACKENDS = ("auto", "chunked", "naive")
 
 def check_backend(mixer: str, backend: str) -> None:
     if backend not in BACKENDS:
-        raise UserError(f"{mixer} backend '{backend}' is not one of {', '.join(BACKENDS)}; "
-                        f"set model.mixer.backend=auto")
+        raise UserError(
+            f"{mixer} backend '{backend}' is not one of {', '.join(BACKENDS)}; set model.mixer.backend=auto"
+        )
 
 
 def acc_dtype(t: Tensor) -> torch.dtype:
@@ -45,8 +46,8 @@ def check_dt_range(mixer: str, dt_min: float, dt_max: float, dt_init_floor: floa
 
 # -- causal depthwise conv1d -----------------------------------------------------
 
-def causal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Optional[Tensor]
-                ) -> Tuple[Tensor, Tensor]:
+
+def causal_conv(x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
     """Depthwise causal conv over time, then SiLU.
 
     x (B, T, C); weight (C, W); conv_state (B, W-1, C): the W-1 inputs before x
@@ -56,8 +57,7 @@ def causal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: O
     return causal_conv1d(x, weight, bias, conv_state, activation="silu")
 
 
-def causal_conv_step(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Tensor
-                     ) -> Tuple[Tensor, Tensor]:
+def causal_conv_step(x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor) -> tuple[Tensor, Tensor]:
     """One token: x (B, C) -> (y (B, C), new conv_state (B, W-1, C))."""
     window = torch.cat([conv_state.to(x.dtype), x[:, None]], dim=1)  # (B, W, C)
     y = torch.einsum("bwc,cw->bc", window, weight)
@@ -68,7 +68,8 @@ def causal_conv_step(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_sta
 
 # -- one token of the SSM recurrence ---------------------------------------------------
 
-def ssm_step_torch(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tuple[Tensor, Tensor]:
+
+def ssm_step_torch(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
     """h_t = exp(dt A) h_{t-1} + dt x B^T, y = h_t C for one token, dt already softplus'ed; (y, new h).
 
     Mamba-2: h (b, H, P, N), x (b, H, P), dt (b, H), A (H,), B, C (b, G, N).
@@ -87,12 +88,13 @@ def ssm_step_torch(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
 
 # -- Mamba-2's output norm --------------------------------------------------------------
 
+
 class GatedRMSNorm(nn.Module):
     """Mamba-2's output norm: RMSNorm(y * SiLU(z)) * weight, normalised in float32 (float64 for float64) over
     each group of `group_size` channels (mamba-ssm's RMSNormGated with
     group_size = d_inner // ngroups: one norm per group of heads sharing B and C)."""
 
-    def __init__(self, dim: int, eps: float = 1e-5, group_size: Optional[int] = None) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, group_size: int | None = None) -> None:
         super().__init__()
         self.eps = eps
         self.group_size = group_size or dim

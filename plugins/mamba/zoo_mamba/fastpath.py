@@ -15,10 +15,11 @@ autograd locally, reruns the public function and differentiates it. That costs
 one extra forward in the backward, like mamba-ssm's own conv recomputation,
 and works across releases.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -27,15 +28,17 @@ from zoo_kernels import selective_scan as zoo_selective_scan
 from zoo_kernels.ssd import ssd_chunked
 from zoo_mamba.common import acc_dtype, causal_conv, causal_conv_step, ssm_step_torch
 
-
 # -- mamba-ssm's SSD, imported on first use ---------------------------------------------------
+
 
 def _chunk_scan_combined():
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
     return mamba_chunk_scan_combined
 
 
 # -- recompute-style backward -----------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _autograd_enabled():
@@ -44,13 +47,11 @@ def _autograd_enabled():
     exclude = torch._C._dispatch_tls_local_exclude_set()
     for key in (DK.AutogradCPU, DK.AutogradOther, DK.ADInplaceOrView):
         exclude = exclude.remove(key)
-    with torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude), \
-            torch.enable_grad():
+    with torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude), torch.enable_grad():
         yield
 
 
-def _vjp(fn: Callable, inputs: Sequence[Optional[Tensor]], grads: Sequence[Optional[Tensor]]
-         ) -> List[Tensor]:
+def _vjp(fn: Callable, inputs: Sequence[Tensor | None], grads: Sequence[Tensor | None]) -> list[Tensor]:
     """Gradients of fn(*inputs) against `grads`; zeros for None inputs or no dependence."""
     with _autograd_enabled():
         leaves = [None if t is None else t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
@@ -58,8 +59,11 @@ def _vjp(fn: Callable, inputs: Sequence[Optional[Tensor]], grads: Sequence[Optio
         outs = outs if isinstance(outs, tuple) else (outs,)
         pairs = [(o, g) for o, g in zip(outs, grads) if g is not None and o.requires_grad]
         wrt = [t for t in leaves if t is not None and t.requires_grad]
-        got = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True) \
-            if pairs else [None] * len(wrt)
+        got = (
+            torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
+            if pairs
+            else [None] * len(wrt)
+        )
     it = iter(got)
     result = []
     for t, leaf in zip(inputs, leaves):
@@ -71,11 +75,12 @@ def _vjp(fn: Callable, inputs: Sequence[Optional[Tensor]], grads: Sequence[Optio
     return result
 
 
-def _grads_out(grads: List[Tensor], inputs: Sequence[Optional[Tensor]]) -> Tuple[Optional[Tensor], ...]:
+def _grads_out(grads: list[Tensor], inputs: Sequence[Tensor | None]) -> tuple[Tensor | None, ...]:
     return tuple(None if t is None else g for g, t in zip(grads, inputs))
 
 
 # -- Mamba-2: chunked SSD scan ------------------------------------------------------------
+
 
 def _ssd(impl: str, x, dt, A, B, C, chunk_size, h0):
     if impl == "cuda":
@@ -85,8 +90,9 @@ def _ssd(impl: str, x, dt, A, B, C, chunk_size, h0):
 
 
 @torch.library.custom_op("zoo_mamba::ssd_scan", mutates_args=())
-def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-             h0: Optional[Tensor], impl: str) -> Tuple[Tensor, Tensor]:
+def ssd_scan(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None, impl: str
+) -> tuple[Tensor, Tensor]:
     """(y (b, T, H, P), h_T (b, H, P, N)) as `reference.ssd_ref`."""
     y, h = _ssd(impl, x, dt, A, B, C, chunk_size, h0)
     return y.contiguous(), h.contiguous()
@@ -99,16 +105,25 @@ def _(x, dt, A, B, C, chunk_size, h0, impl):
 
 
 @torch.library.custom_op("zoo_mamba::ssd_scan_backward", mutates_args=())
-def ssd_scan_backward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-                      h0: Optional[Tensor], gy: Tensor, gh: Tensor, impl: str) -> List[Tensor]:
+def ssd_scan_backward(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int,
+    h0: Tensor | None,
+    gy: Tensor,
+    gh: Tensor,
+    impl: str,
+) -> list[Tensor]:
     fn = lambda x_, dt_, A_, B_, C_, h0_: _ssd(impl, x_, dt_, A_, B_, C_, chunk_size, h0_)
     return _vjp(fn, (x, dt, A, B, C, h0), (gy, gh))
 
 
 @ssd_scan_backward.register_fake
 def _(x, dt, A, B, C, chunk_size, h0, gy, gh, impl):
-    return [torch.empty_like(t) for t in (x, dt, A, B, C)] + \
-        [x.new_empty(0) if h0 is None else torch.empty_like(h0)]
+    return [torch.empty_like(t) for t in (x, dt, A, B, C)] + [x.new_empty(0) if h0 is None else torch.empty_like(h0)]
 
 
 def _ssd_setup(ctx, inputs, output):
@@ -131,9 +146,11 @@ ssd_scan.register_autograd(_ssd_backward, setup_context=_ssd_setup)
 
 # -- Mamba-1: selective scan (no carried state: mamba-ssm takes no initial state) ----------
 
+
 def _sscan(impl: str, u, dt, A, B, C):
     if impl == "cuda":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
         t = lambda v: v.transpose(1, 2).contiguous()
         return selective_scan_fn(t(u), t(dt), A, t(B), t(C)).transpose(1, 2)
     return zoo_selective_scan(u, dt, A, B, C)[0]
@@ -151,8 +168,9 @@ def _(u, dt, A, B, C, impl):
 
 
 @torch.library.custom_op("zoo_mamba::selective_scan_backward", mutates_args=())
-def selective_scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, gy: Tensor,
-                            impl: str) -> List[Tensor]:
+def selective_scan_backward(
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, gy: Tensor, impl: str
+) -> list[Tensor]:
     return _vjp(lambda *a: _sscan(impl, *a), (u, dt, A, B, C), (gy,))
 
 
@@ -176,15 +194,17 @@ selective_scan.register_autograd(_sscan_backward, setup_context=_sscan_setup)
 
 # -- causal depthwise conv1d + SiLU (from a zero state) -----------------------------------------
 
+
 def _conv(impl: str, x, weight, bias):
     if impl == "cuda":
         from causal_conv1d import causal_conv1d_fn
+
         return causal_conv1d_fn(x.transpose(1, 2), weight, bias, activation="silu").transpose(1, 2)
     return causal_conv(x, weight, bias, None)[0]
 
 
 @torch.library.custom_op("zoo_mamba::causal_conv1d", mutates_args=())
-def conv1d_silu(x: Tensor, weight: Tensor, bias: Optional[Tensor], impl: str) -> Tensor:
+def conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None, impl: str) -> Tensor:
     """SiLU(depthwise causal conv): x (b, T, C), weight (C, W)."""
     return _conv(impl, x, weight, bias).contiguous()
 
@@ -195,8 +215,7 @@ def _(x, weight, bias, impl):
 
 
 @torch.library.custom_op("zoo_mamba::causal_conv1d_backward", mutates_args=())
-def conv1d_silu_backward(x: Tensor, weight: Tensor, bias: Optional[Tensor], gy: Tensor, impl: str
-                         ) -> List[Tensor]:
+def conv1d_silu_backward(x: Tensor, weight: Tensor, bias: Tensor | None, gy: Tensor, impl: str) -> list[Tensor]:
     return _vjp(lambda *a: _conv(impl, *a), (x, weight, bias), (gy,))
 
 
@@ -224,15 +243,16 @@ conv1d_silu.register_autograd(_conv_backward, setup_context=_conv_setup)
 # Inference only (no autograd): `paths.pick_step` takes them when the kernels are usable
 # and grad is off, and the differentiable PyTorch functions otherwise.
 
+
 @torch.library.custom_op("zoo_mamba::ssm_step", mutates_args=())
-def ssm_step(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, impl: str
-             ) -> Tuple[Tensor, Tensor]:
+def ssm_step(h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, impl: str) -> tuple[Tensor, Tensor]:
     """One SSM step for either mixer, dt already softplus'ed; returns (y, new h).
 
     Mamba-2: h (b, H, P, N), x (b, H, P), dt (b, H), A (H,), B, C (b, G, N).
     Mamba-1: h (b, D, N), x (b, D), dt (b, D), A (D, N), B, C (b, N)."""
     if impl == "cuda":
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+
         new = h.clone()
         if h.dim() == 4:  # the kernel wants per-channel dt and A for the head layout
             P, N = h.shape[2], h.shape[3]
@@ -252,11 +272,11 @@ def _(h, x, dt, A, B, C, impl):
 
 
 @torch.library.custom_op("zoo_mamba::conv_step", mutates_args=())
-def conv_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor], impl: str
-              ) -> Tuple[Tensor, Tensor]:
+def conv_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None, impl: str) -> tuple[Tensor, Tensor]:
     """One token through the conv + SiLU: x (b, C), conv_state (b, W-1, C)."""
     if impl == "cuda":
         from causal_conv1d import causal_conv1d_update
+
         state = conv_state.transpose(1, 2).contiguous()  # (b, C, W-1), updated in place
         y = causal_conv1d_update(x, state, weight, bias, activation="silu")
         return y, state.transpose(1, 2).contiguous()

@@ -4,41 +4,68 @@ Both are stacks of x + mixer(RMSNorm(x)) with no MLP, as zoo's prenorm block wit
 mlp=false; the mixers' parameters are the same numbers under other names (the conv
 weight gains a channel axis, Mamba-1's A_log is stored flat in zoo).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from zoo_core.errors import UserError
-from zoo_core.interop import (HFMapping, Weights, head_weights, mixer_options, refuse_eps, refuse_unless_prenorm,
-                              same_options, section)
+from zoo_core.interop import (
+    HFMapping,
+    Weights,
+    head_weights,
+    mixer_options,
+    refuse_eps,
+    refuse_unless_prenorm,
+    same_options,
+    section,
+)
 
-MIXER = {"mamba": ("in_proj.weight", "in_proj.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "D",
-                   "out_proj.weight", "out_proj.bias"),
-         "mamba2": ("in_proj.weight", "dt_bias", "A_log", "D", "norm.weight", "out_proj.weight")}
+MIXER = {
+    "mamba": (
+        "in_proj.weight",
+        "in_proj.bias",
+        "x_proj.weight",
+        "dt_proj.weight",
+        "dt_proj.bias",
+        "D",
+        "out_proj.weight",
+        "out_proj.bias",
+    ),
+    "mamba2": ("in_proj.weight", "dt_bias", "A_log", "D", "norm.weight", "out_proj.weight"),
+}
 
 
 class _MambaFamily(HFMapping):
     zoo_name = ""
 
-    def refuse(self, m: Any) -> Optional[str]:
+    def refuse(self, m: Any) -> str | None:
         opts = mixer_options(m)
         block, loss = section(m, "block"), section(m, "loss")
         extra = (("model.mixer.norm_eps", opts[0]["norm_eps"]),) if self.zoo_name == "mamba2" else ()
-        why = refuse_unless_prenorm(m, self.architecture) or same_options(opts, self.architecture, self.zoo_name) \
+        why = (
+            refuse_unless_prenorm(m, self.architecture)
+            or same_options(opts, self.architecture, self.zoo_name)
             or refuse_eps(m, self.architecture, *extra)
+        )
         if why:
             return why
         if block.get("mlp"):
-            return (f"model.block.mlp=true: {self.architecture} layers are mixer-only; "
-                    f"model.block.mlp=false (or unset) maps")
+            return (
+                f"model.block.mlp=true: {self.architecture} layers are mixer-only; "
+                f"model.block.mlp=false (or unset) maps"
+            )
         if loss.get("logit_softcap"):
             return f"model.loss.logit_softcap={loss['logit_softcap']} has no {self.architecture} counterpart; 0 maps"
         return None
 
-    def to_hf(self, m: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
-        out = {"backbone.embeddings.weight": w["embed.weight"], "backbone.norm_f.weight": w["norm.weight"],
-               "lm_head.weight": head_weights(m, w)}
+    def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
+        out = {
+            "backbone.embeddings.weight": w["embed.weight"],
+            "backbone.norm_f.weight": w["norm.weight"],
+            "lm_head.weight": head_weights(m, w),
+        }
         for i in range(m.n_layers):
             z, h = f"layers.{i}.", f"backbone.layers.{i}."
             out[h + "norm.weight"] = w[z + "mixer_norm.weight"]
@@ -51,19 +78,31 @@ class _MambaFamily(HFMapping):
             if self.zoo_name == "mamba":
                 d_inner = w[z + "mixer.D"].shape[0]
                 out[h + "mixer.A_log"] = w[z + "mixer.A_log"].view(d_inner, -1)
-        common = dict(vocab_size=m.vocab_size, hidden_size=m.dim, num_hidden_layers=m.n_layers,
-                      layer_norm_epsilon=float(m.norm_eps), tie_word_embeddings=bool(m.tie_embeddings),
-                      hidden_act="silu")
+        common = dict(
+            vocab_size=m.vocab_size,
+            hidden_size=m.dim,
+            num_hidden_layers=m.n_layers,
+            layer_norm_epsilon=float(m.norm_eps),
+            tie_word_embeddings=bool(m.tie_embeddings),
+            hidden_act="silu",
+        )
         return {**common, **self.hf_config(m, mixer_options(m)[0])}, out
 
-    def from_hf(self, c: Any, w: Weights) -> Tuple[Dict[str, Any], Weights]:
+    def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         if getattr(c, "hidden_act", "silu") != "silu":
             raise UserError(f"{self.architecture} hidden_act={c.hidden_act} has no zoo counterpart; silu maps")
         tied = bool(c.tie_word_embeddings)
         eps = float(c.layer_norm_epsilon)
-        model = {"dim": c.hidden_size, "n_layers": c.num_hidden_layers, "vocab_size": c.vocab_size,
-                 "tie_embeddings": tied, "norm_eps": eps, "mixer": {"name": self.zoo_name, **self.zoo_options(c)},
-                 "block": {"name": "prenorm", "mlp": False, "norm_eps": eps}, "loss": {"name": "cross_entropy"}}
+        model = {
+            "dim": c.hidden_size,
+            "n_layers": c.num_hidden_layers,
+            "vocab_size": c.vocab_size,
+            "tie_embeddings": tied,
+            "norm_eps": eps,
+            "mixer": {"name": self.zoo_name, **self.zoo_options(c)},
+            "block": {"name": "prenorm", "mlp": False, "norm_eps": eps},
+            "loss": {"name": "cross_entropy"},
+        }
         out = {"embed.weight": w["backbone.embeddings.weight"], "norm.weight": w["backbone.norm_f.weight"]}
         if not tied:
             out["head.proj.weight"] = w["lm_head.weight"]
@@ -87,16 +126,28 @@ class MambaMapping(_MambaFamily):
     architecture = "MambaForCausalLM"
     zoo_name = "mamba"
 
-    def hf_config(self, m: Any, o: Dict[str, Any]) -> Dict[str, Any]:
-        return dict(state_size=o["d_state"], expand=o["expand"], conv_kernel=o["d_conv"],
-                    time_step_rank=o["dt_rank"] or math.ceil(m.dim / 16), use_bias=o["bias"],
-                    use_conv_bias=o["conv_bias"], residual_in_fp32=True)
+    def hf_config(self, m: Any, o: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            state_size=o["d_state"],
+            expand=o["expand"],
+            conv_kernel=o["d_conv"],
+            time_step_rank=o["dt_rank"] or math.ceil(m.dim / 16),
+            use_bias=o["bias"],
+            use_conv_bias=o["conv_bias"],
+            residual_in_fp32=True,
+        )
 
-    def zoo_options(self, c: Any) -> Dict[str, Any]:
+    def zoo_options(self, c: Any) -> dict[str, Any]:
         if c.intermediate_size != c.expand * c.hidden_size:
             raise UserError(f"Mamba intermediate_size={c.intermediate_size} is not expand * hidden_size; zoo needs it")
-        return {"d_state": c.state_size, "d_conv": c.conv_kernel, "expand": int(c.expand),
-                "dt_rank": int(c.time_step_rank), "bias": bool(c.use_bias), "conv_bias": bool(c.use_conv_bias)}
+        return {
+            "d_state": c.state_size,
+            "d_conv": c.conv_kernel,
+            "expand": int(c.expand),
+            "dt_rank": int(c.time_step_rank),
+            "bias": bool(c.use_bias),
+            "conv_bias": bool(c.use_conv_bias),
+        }
 
 
 class Mamba2Mapping(_MambaFamily):
@@ -105,21 +156,39 @@ class Mamba2Mapping(_MambaFamily):
     architecture = "Mamba2ForCausalLM"
     zoo_name = "mamba2"
 
-    def hf_config(self, m: Any, o: Dict[str, Any]) -> Dict[str, Any]:
-        return dict(state_size=o["d_state"], expand=o["expand"], head_dim=o["headdim"],
-                    num_heads=o["expand"] * m.dim // o["headdim"], n_groups=o["ngroups"], conv_kernel=o["d_conv"],
-                    chunk_size=o["chunk_size"], use_bias=False, use_conv_bias=o["conv_bias"],
-                    time_step_limit=(0.0, float("inf")), residual_in_fp32=True)
+    def hf_config(self, m: Any, o: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            state_size=o["d_state"],
+            expand=o["expand"],
+            head_dim=o["headdim"],
+            num_heads=o["expand"] * m.dim // o["headdim"],
+            n_groups=o["ngroups"],
+            conv_kernel=o["d_conv"],
+            chunk_size=o["chunk_size"],
+            use_bias=False,
+            use_conv_bias=o["conv_bias"],
+            time_step_limit=(0.0, float("inf")),
+            residual_in_fp32=True,
+        )
 
-    def zoo_options(self, c: Any) -> Dict[str, Any]:
+    def zoo_options(self, c: Any) -> dict[str, Any]:
         if getattr(c, "use_bias", False):
             raise UserError("Mamba2 use_bias=true has no zoo counterpart (zoo mamba2 projections have no biases)")
         limit = tuple(getattr(c, "time_step_limit", (0.0, float("inf"))))
         if limit != (0.0, float("inf")):
             raise UserError(f"Mamba2 time_step_limit={limit} (dt clamping) has no zoo counterpart; (0.0, inf) maps")
         if c.num_heads * c.head_dim != int(c.expand * c.hidden_size):
-            raise UserError(f"Mamba2 num_heads * head_dim = {c.num_heads * c.head_dim} is not expand * hidden_size; "
-                            f"zoo derives the heads from them")
-        return {"d_state": c.state_size, "d_conv": c.conv_kernel, "expand": int(c.expand), "headdim": c.head_dim,
-                "ngroups": c.n_groups, "chunk_size": c.chunk_size, "conv_bias": bool(c.use_conv_bias),
-                "norm_eps": float(c.layer_norm_epsilon)}
+            raise UserError(
+                f"Mamba2 num_heads * head_dim = {c.num_heads * c.head_dim} is not expand * hidden_size; "
+                f"zoo derives the heads from them"
+            )
+        return {
+            "d_state": c.state_size,
+            "d_conv": c.conv_kernel,
+            "expand": int(c.expand),
+            "headdim": c.head_dim,
+            "ngroups": c.n_groups,
+            "chunk_size": c.chunk_size,
+            "conv_bias": bool(c.use_conv_bias),
+            "norm_eps": float(c.layer_norm_epsilon),
+        }

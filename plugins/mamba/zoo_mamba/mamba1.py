@@ -15,11 +15,12 @@ on CUDA, which never stores the (b, T, D, N) decays, else a linear scan over the
 state; mamba-ssm's `selective_scan_fn` and causal-conv1d on CUDA when installed and no state
 is carried) and the recurrent `step`.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ class MambaConfig:
     #: Inner width = expand * dim.
     expand: int = 2
     #: Rank of the dt projection; None = ceil(dim / 16).
-    dt_rank: Optional[int] = None
+    dt_rank: int | None = None
     #: dt at init is log-uniform in [dt_min, dt_max], clamped below by dt_init_floor.
     dt_min: float = 0.001
     dt_max: float = 0.1
@@ -85,7 +86,7 @@ class Mamba(Mixer):
         nn.init.uniform_(self.conv_weight, -bound, bound)
         if self.conv_bias is not None:
             nn.init.uniform_(self.conv_bias, -bound, bound)
-        std = self.dt_rank ** -0.5 * c.dt_scale
+        std = self.dt_rank**-0.5 * c.dt_scale
         nn.init.uniform_(self.dt_proj.weight, -std, std)
         init_dt_bias(self.dt_proj.bias, c.dt_min, c.dt_max, c.dt_init_floor)
         # S4D-real: A[d, n] = -(n + 1)
@@ -108,7 +109,7 @@ class Mamba(Mixer):
         return dt, B, C
 
     # -- forward: naive / fast, one pick ------------------------------------------------
-    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
         path = paths.pick(self.config.backend, x, ssd=False, carried=state is not None, return_state=return_state)
         conv_state, h0 = (None, None) if state is None else (state["conv"], state["ssm"])
         xs, z = self.in_proj(x).chunk(2, dim=-1)
@@ -119,7 +120,7 @@ class Mamba(Mixer):
         return self.out_proj(y), ({"conv": conv_state, "ssm": h} if return_state else None)
 
     # -- recurrent step -----------------------------------------------------------------
-    def step(self, x: Tensor, state: Dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor]):
         path = paths.pick_step(self.config.backend, x)
         xs, z = self.in_proj(x).chunk(2, dim=-1)
         u, conv_state = paths.conv_step(path.conv, xs, self.conv_weight, self.conv_bias, state["conv"])
@@ -128,12 +129,15 @@ class Mamba(Mixer):
         y = (y + u * self.D.to(u.dtype)) * F.silu(z)
         return self.out_proj(y), {"conv": conv_state, "ssm": h}
 
-    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> dict[str, Tensor]:
         device = device or self.in_proj.weight.device
         dtype = dtype or self.in_proj.weight.dtype
-        return {"conv": torch.zeros(batch_size, self.config.d_conv - 1, self.d_inner, device=device, dtype=dtype),
-                "ssm": torch.zeros(batch_size, self.d_inner, self.d_state, device=device,
-                                   dtype=torch.promote_types(dtype, torch.float32))}
+        return {
+            "conv": torch.zeros(batch_size, self.config.d_conv - 1, self.d_inner, device=device, dtype=dtype),
+            "ssm": torch.zeros(
+                batch_size, self.d_inner, self.d_state, device=device, dtype=torch.promote_types(dtype, torch.float32)
+            ),
+        }
 
     # -- accounting ------------------------------------------------------------------------
     def flops_per_token(self, seq_len: int) -> float:

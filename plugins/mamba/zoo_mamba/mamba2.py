@@ -11,11 +11,12 @@ Three paths, picked once per forward by `paths.pick`: naive (`reference.ssd_ref`
 token), chunked SSD (zoo-kernels' `ssd_chunked` in PyTorch on CPU; on CUDA mamba-ssm's kernel
 and causal-conv1d when installed, else zoo-kernels' Triton SSD) and the recurrent `step`.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +66,10 @@ class Mamba2(Mixer):
         check_dt_range("mamba2", c.dt_min, c.dt_max, c.dt_init_floor)
         self.d_inner = c.expand * dim
         if self.d_inner % c.headdim:
-            raise UserError(f"mamba2: expand * dim = {self.d_inner} is not a multiple of headdim={c.headdim}; "
-                            f"set model.mixer.headdim to a divisor of it")
+            raise UserError(
+                f"mamba2: expand * dim = {self.d_inner} is not a multiple of headdim={c.headdim}; "
+                f"set model.mixer.headdim to a divisor of it"
+            )
         self.n_heads = self.d_inner // c.headdim
         if self.n_heads % c.ngroups:
             raise UserError(f"mamba2: ngroups={c.ngroups} must divide the {self.n_heads} heads")
@@ -121,18 +124,17 @@ class Mamba2(Mixer):
         return self.out_proj(self.norm(y.flatten(-2), z))
 
     # -- forward: naive / chunked / CUDA, one pick ----------------------------------------
-    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
         path = paths.pick(self.config.backend, x, ssd=True, carried=state is not None, return_state=return_state)
         conv_state, h0 = (None, None) if state is None else (state["conv"], state["ssm"])
         z, xbc, dt = self._split(x)
-        xbc_out, conv_state = paths.conv(path.conv, xbc, self.conv_weight, self.conv_bias, conv_state,
-                                         return_state)
+        xbc_out, conv_state = paths.conv(path.conv, xbc, self.conv_weight, self.conv_bias, conv_state, return_state)
         xs, dt, A, B, C = self._ssm_inputs(xbc_out, dt)
         y, h = paths.ssd(path.scan, xs, dt, A, B, C, self.config.chunk_size, h0)
         return self._output(y, xs, z), ({"conv": conv_state, "ssm": h} if return_state else None)
 
     # -- recurrent step -------------------------------------------------------------------
-    def step(self, x: Tensor, state: Dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor]):
         path = paths.pick_step(self.config.backend, x)
         z, xbc, dt = self._split(x)
         xbc, conv_state = paths.conv_step(path.conv, xbc, self.conv_weight, self.conv_bias, state["conv"])
@@ -140,12 +142,20 @@ class Mamba2(Mixer):
         y, h = paths.ssm_step(path.scan, state["ssm"], xs, dt, A, B, C)
         return self._output(y, xs, z), {"conv": conv_state, "ssm": h}
 
-    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> dict[str, Tensor]:
         device = device or self.in_proj.weight.device
         dtype = dtype or self.in_proj.weight.dtype
-        return {"conv": torch.zeros(batch_size, self.config.d_conv - 1, self.conv_dim, device=device, dtype=dtype),
-                "ssm": torch.zeros(batch_size, self.n_heads, self.headdim, self.d_state, device=device,
-                                   dtype=torch.promote_types(dtype, torch.float32))}
+        return {
+            "conv": torch.zeros(batch_size, self.config.d_conv - 1, self.conv_dim, device=device, dtype=dtype),
+            "ssm": torch.zeros(
+                batch_size,
+                self.n_heads,
+                self.headdim,
+                self.d_state,
+                device=device,
+                dtype=torch.promote_types(dtype, torch.float32),
+            ),
+        }
 
     # -- accounting ------------------------------------------------------------------------
     def flops_per_token(self, seq_len: int) -> float:
@@ -155,14 +165,13 @@ class Mamba2(Mixer):
         ctx = (L + 1) / 2  # mean positions a token attends to inside its chunk
         projections = 2 * self.dim * (self.in_proj.out_features + self.d_inner)
         conv = 2 * self.config.d_conv * self.conv_dim
-        within = 2 * G * N * ctx + 2 * H * P * ctx     # C.B scores (per group) and scores @ (x dt)
-        states = 2 * H * P * N * 2                       # the chunk state in, the entering state out
-        passing = 2 * H * P * N / L                      # one state update per chunk
-        elementwise = 10 * self.d_inner                  # D skip, gate, norm
+        within = 2 * G * N * ctx + 2 * H * P * ctx  # C.B scores (per group) and scores @ (x dt)
+        states = 2 * H * P * N * 2  # the chunk state in, the entering state out
+        passing = 2 * H * P * N / L  # one state update per chunk
+        elementwise = 10 * self.d_inner  # D skip, gate, norm
         return float(projections + conv + within + states + passing + elementwise)
 
     def state_size(self, seq_len: int) -> int:
         conv = (self.config.d_conv - 1) * self.conv_dim * self.in_proj.weight.element_size()
         ssm = self.n_heads * self.headdim * self.d_state * 4  # float32
         return int(conv + ssm)
-

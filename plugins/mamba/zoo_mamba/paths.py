@@ -11,10 +11,11 @@ once per step, and the functions below run the piece (conv, scan) on the path ch
 The CUDA libraries are imported lazily, only for CUDA tensors. When one is missing the mixer
 says so once, in one line, naming what runs instead, and runs it.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ _LIBS = {  # module -> what to pip install
     "mamba_ssm": "mamba-ssm",
     "causal_conv1d": "causal-conv1d",
 }
-_found: Dict[str, bool] = {}
+_found: dict[str, bool] = {}
 _said: set = set()  # (lib, fallback) lines already printed
 _TRITON = triton_installed()  # looked up once (find_spec, no import): torch.compile traces ssd_path
 
@@ -43,7 +44,7 @@ def _on_cuda(t: Tensor) -> bool:
     return t.is_cuda
 
 
-def usable(lib: str, t: Tensor, instead: Optional[str] = None) -> bool:
+def usable(lib: str, t: Tensor, instead: str | None = None) -> bool:
     """Whether `lib` can run on `t`: CUDA tensors only, and the package imports. When it does
     not, says once, in one line, what runs `instead`."""
     if not _on_cuda(t):
@@ -58,8 +59,9 @@ def usable(lib: str, t: Tensor, instead: Optional[str] = None) -> bool:
         what = instead or ("the PyTorch chunked scan" if lib == "mamba_ssm" else "the PyTorch conv1d")
         if (lib, what) not in _said:
             _said.add((lib, what))
-            warnings.warn(f"zoo-mamba: {_LIBS[lib]} is not installed; using {what} "
-                          f"(pip install 'zoo-mamba[cuda]')", stacklevel=3)
+            warnings.warn(
+                f"zoo-mamba: {_LIBS[lib]} is not installed; using {what} (pip install 'zoo-mamba[cuda]')", stacklevel=3
+            )
     return _found[lib]
 
 
@@ -73,6 +75,7 @@ def ssd_path(x: Tensor) -> str:
 
 
 # -- the one choice per call ------------------------------------------------------------------
+
 
 class Path(NamedTuple):
     conv: str  # naive | cuda | chunked             (forward);  cuda | torch (step)
@@ -96,15 +99,19 @@ def pick(backend: str, x: Tensor, ssd: bool, carried: bool, return_state: bool) 
 def pick_step(backend: str, x: Tensor) -> Path:
     """The path of one decoding step: the libraries' in-place decode kernels (inference only:
     no autograd) under backend=auto on CUDA with grad off, else the PyTorch recurrence."""
+
     def impl(lib: str) -> str:
         return "cuda" if backend == "auto" and usable(lib, x) and not torch.is_grad_enabled() else "torch"
+
     return Path(impl("causal_conv1d"), impl("mamba_ssm"))
 
 
 # -- forward pieces ---------------------------------------------------------------------------
 
-def conv(path: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Optional[Tensor],
-         return_state: bool) -> Tuple[Tensor, Optional[Tensor]]:
+
+def conv(
+    path: str, x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor | None, return_state: bool
+) -> tuple[Tensor, Tensor | None]:
     """SiLU(causal depthwise conv) of x (b, T, C) after conv_state; returns (y, new conv state)."""
     if path == "naive":
         return causal_conv_ref(x, weight, bias, conv_state)
@@ -114,8 +121,9 @@ def conv(path: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_stat
     return causal_conv(x, weight, bias, conv_state)
 
 
-def selective_scan(path: str, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Optional[Tensor]
-                   ) -> Tuple[Tensor, Optional[Tensor]]:
+def selective_scan(
+    path: str, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
     """Mamba's scan: (y (b, T, D), h_T (b, D, N)) as `reference.selective_scan_ref`."""
     if path == "naive":
         return selective_scan_ref(u, dt, A, B, C, h0)
@@ -124,8 +132,9 @@ def selective_scan(path: str, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     return zoo_selective_scan(u, dt, A, B, C, h0)
 
 
-def ssd(path: str, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
-        h0: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+def ssd(
+    path: str, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None
+) -> tuple[Tensor, Tensor]:
     """Mamba-2's scan: (y (b, T, H, P), h_T (b, H, P, N)) as `reference.ssd_ref`."""
     if path == "naive":
         return ssd_ref(x, dt, A, B, C, h0)
@@ -140,22 +149,21 @@ def last_inputs(x: Tensor, width: int) -> Tensor:
     """The conv state after x from a zero state: its last width-1 inputs, zero-padded in front."""
     keep = width - 1
     if x.shape[1] >= keep:
-        return x[:, x.shape[1] - keep:]
+        return x[:, x.shape[1] - keep :]
     return F.pad(x, (0, 0, keep - x.shape[1], 0))
 
 
 # -- step pieces ------------------------------------------------------------------------------
 
-def conv_step(path: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Tensor
-              ) -> Tuple[Tensor, Tensor]:
+
+def conv_step(path: str, x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor) -> tuple[Tensor, Tensor]:
     """One token x (b, C) through the conv + SiLU: (y (b, C), new conv state (b, W-1, C))."""
     if path == "cuda":
         return fastpath.conv_step(x, conv_state, weight, bias, "cuda")
     return causal_conv_step(x, weight, bias, conv_state)
 
 
-def ssm_step(path: str, h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor
-             ) -> Tuple[Tensor, Tensor]:
+def ssm_step(path: str, h: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
     """One token through either mixer's recurrence (shapes in `common.ssm_step_torch`): (y, new h)."""
     if path == "cuda":
         return fastpath.ssm_step(h, x, dt, A, B, C, "cuda")

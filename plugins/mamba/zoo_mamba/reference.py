@@ -4,9 +4,8 @@ They are the specification every other path (chunked PyTorch, CUDA kernels,
 recurrent `step`) is tested against. States accumulate in float32 (float64 for
 float64 inputs), like the fast paths.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +15,7 @@ from zoo_kernels.selective import selective_scan_naive
 from zoo_kernels.ssd import ssd_naive
 
 
-def causal_conv_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv_state: Optional[Tensor]
-                    ) -> Tuple[Tensor, Tensor]:
+def causal_conv_ref(x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
     """y_t = SiLU(bias + sum_k weight[:, k] * x_{t - (W-1) + k}), inputs before the segment from conv_state."""
     B, T, C = x.shape
     W = weight.shape[1]

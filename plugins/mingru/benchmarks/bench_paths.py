@@ -5,6 +5,7 @@
 Forward + backward of one mixer, median over repeats. Reports wall time and the
 process CPU time (steadier than wall time on a shared machine).
 """
+
 import argparse
 import statistics
 import time
@@ -37,13 +38,19 @@ def main():
     torch.set_num_threads(a.threads)
     print(f"fwd+bwd, B={a.batch} T={a.seq} dim={a.dim}, {a.threads} thread(s); median ms wall / cpu")
     print(f"{'mixer':28s} {'scan':>15s} {'step loop':>15s} {'naive loop':>15s}")
-    for name, cls, cfg in [("mingru", MinGRU, MinGRUConfig()), ("mingru conv4 linear", MinGRU,
-                           MinGRUConfig(conv=4, log_space=False)), ("minlstm", MinLSTM, MinLSTMConfig())]:
+    for name, cls, cfg in [
+        ("mingru", MinGRU, MinGRUConfig()),
+        ("mingru conv4 linear", MinGRU, MinGRUConfig(conv=4, log_space=False)),
+        ("minlstm", MinLSTM, MinLSTMConfig()),
+    ]:
         torch.manual_seed(0)
         m = cls(a.dim, cfg)
         x = torch.randn(a.batch, a.seq, a.dim, requires_grad=True)
-        cols = [timed(lambda x: m(x)[0], x, a.repeats), timed(lambda x: step_through(m, x, m.init_state(x.shape[0]))[0], x, a.repeats),
-                timed(lambda x: naive_min_rnn(m, x), x, a.repeats)]
+        cols = [
+            timed(lambda x: m(x)[0], x, a.repeats),
+            timed(lambda x: step_through(m, x, m.init_state(x.shape[0]))[0], x, a.repeats),
+            timed(lambda x: naive_min_rnn(m, x), x, a.repeats),
+        ]
         print(f"{name:28s} " + " ".join(f"{w:7.1f} / {c:5.1f}" for w, c in cols))
 
 

@@ -1,6 +1,7 @@
 """minGRU and minLSTM: the scan, the step and the paper's loop agree (outputs and
 gradients, with a carried state), outputs are causal, state carries across
 segments, and a tiny model learns Shakespeare."""
+
 import json
 
 import pytest
@@ -115,11 +116,26 @@ def test_bad_options_name_the_problem(kw):
 
 # -- training on Shakespeare bytes ------------------------------------------------------------
 
+
 def tiny(tmp_path, mixer, *extra):
-    return [f"runs_dir={tmp_path}", "name=t", "model.dim=32", "model.n_layers=2", "data.seq_len=32",
-            "train.global_batch=4", "train.eval_every=0", "train.sample_tokens=0", "train.progress=false",
-            "train.log_every=1", "train.threads=1", "train.eval_batches=1", "train.eval_batch_size=4",
-            "optim.warmup_steps=2", f"model.mixer.name={mixer}", *extra]
+    return [
+        f"runs_dir={tmp_path}",
+        "name=t",
+        "model.dim=32",
+        "model.n_layers=2",
+        "data.seq_len=32",
+        "train.global_batch=4",
+        "train.eval_every=0",
+        "train.sample_tokens=0",
+        "train.progress=false",
+        "train.log_every=1",
+        "train.threads=1",
+        "train.eval_batches=1",
+        "train.eval_batch_size=4",
+        "optim.warmup_steps=2",
+        f"model.mixer.name={mixer}",
+        *extra,
+    ]
 
 
 def losses(run_dir):
@@ -130,6 +146,7 @@ def losses(run_dir):
 @pytest.mark.parametrize("kind", KINDS)
 def test_loss_drops_on_shakespeare(tmp_path, kind):
     from zoo_core.train import train
+
     train(None, tiny(tmp_path, kind, "train.steps=40", "optim.lr=1e-2"))
     loss = losses(tmp_path / "t")
     assert len(loss) == 40 and loss[-1] < loss[0] - 1.0, loss
@@ -138,8 +155,13 @@ def test_loss_drops_on_shakespeare(tmp_path, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_trains_with_carried_state_and_conv(tmp_path, kind):
     from zoo_core.train import train
-    train(None, tiny(tmp_path, kind, "train.steps=4", "train.carry_state=true", "model.mixer.conv=4",
-                     "model.mixer.out_gate=true"))
+
+    train(
+        None,
+        tiny(
+            tmp_path, kind, "train.steps=4", "train.carry_state=true", "model.mixer.conv=4", "model.mixer.out_gate=true"
+        ),
+    )
     loss = losses(tmp_path / "t")
     assert len(loss) == 4 and all(l == l and l < 10 for l in loss)
 
@@ -148,12 +170,14 @@ def test_trains_with_carried_state_and_conv(tmp_path, kind):
 def test_conformance_kit_with_conv_variants(kind, kw):
     # The core's suite runs the kit on the defaults; these are the options it does not see.
     from zoo_core.testing import check_mixer
+
     cls, cfg = KINDS[kind]
     check_mixer(cls, cfg(**kw), name=kind).raise_for_failures()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="needs a CUDA GPU: there the fast path runs zoo-kernels' Triton scans")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: there the fast path runs zoo-kernels' Triton scans"
+)
 @pytest.mark.parametrize("kind,kw", CASES)
 def test_cuda_fast_path_matches_naive(kind, kw):
     m = make(kind, **kw)  # float64 on CPU: the reference

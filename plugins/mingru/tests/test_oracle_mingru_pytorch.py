@@ -14,17 +14,20 @@ the recurrence h_t = a_t h_{t-1} + w_t g(h~_t) written out. Its parallel path (H
 agrees with it everywhere except minLSTM with a carried state (see
 test_peer_minlstm_parallel_path_misreads_prev_hidden); zoo follows the recurrence there.
 """
+
 import os
 
 import pytest
 import torch
 
-peer_mingru = pytest.importorskip("minGRU_pytorch.minGRU", reason="mingru-pytorch not installed: "
-                                  "pip install -e 'plugins/mingru[test]'")
+peer_mingru = pytest.importorskip(
+    "minGRU_pytorch.minGRU", reason="mingru-pytorch not installed: pip install -e 'plugins/mingru[test]'"
+)
 peer_minlstm = pytest.importorskip("minGRU_pytorch.minLSTM", reason="mingru-pytorch has no minLSTM")
 
 from zoo_core.testing.build import step_through  # noqa: E402
-from zoo_kernels import available_backends, cpu_kernel  # noqa: E402
+from zoo_kernels import available_backends  # noqa: E402
+from zoo_kernels import cbuild as cpu_kernel  # noqa: E402
 from zoo_mingru import MinGRU, MinGRUConfig, MinLSTM, MinLSTMConfig  # noqa: E402
 from zoo_mingru.reference import naive_min_rnn  # noqa: E402
 
@@ -37,10 +40,12 @@ WIDTHS = [(1.0, False), (2.0, True)]
 #: zoo's paths: the paper's loop, the mixer's scan on each zoo-kernels CPU backend, and step
 #: (the Triton scan has its own, shorter test below: it is slow under the interpreter)
 PATHS = ["reference", "scan-naive", "scan-chunked", "scan-compiled-c", "step"]
-SCAN_ENV = {"scan-naive": {"ZOO_KERNELS": "naive"},
-            "scan-chunked": {"ZOO_KERNELS": "torch", "ZOO_KERNELS_CPP": "0"},
-            "scan-compiled-c": {"ZOO_KERNELS": "torch", "ZOO_KERNELS_CPP": "1"},
-            "scan-triton": {"ZOO_KERNELS": "triton"}}
+SCAN_ENV = {
+    "scan-naive": {"ZOO_KERNELS": "naive"},
+    "scan-chunked": {"ZOO_KERNELS": "torch", "ZOO_KERNELS_CPP": "0"},
+    "scan-compiled-c": {"ZOO_KERNELS": "torch", "ZOO_KERNELS_CPP": "1"},
+    "scan-triton": {"ZOO_KERNELS": "triton"},
+}
 
 
 def rel(a, b):
@@ -68,7 +73,7 @@ def peer_sequential(peer, x, h0):
     """The peer's one-step branch over every position: the recurrence itself."""
     ys, h = [], h0
     for t in range(x.shape[1]):
-        y, h = peer(x[:, t:t + 1], prev_hidden=h, return_next_prev_hidden=True)
+        y, h = peer(x[:, t : t + 1], prev_hidden=h, return_next_prev_hidden=True)
         ys.append(y)
     return torch.cat(ys, 1), h[:, 0]
 
@@ -168,8 +173,10 @@ def test_peer_minlstm_parallel_path_misreads_prev_hidden():
         y_par, _ = peer_parallel(peer, x, h0)
         y_seq, _ = peer_sequential(peer, x, h0)
         if rel(y_par, y_seq) < 1e-10:
-            pytest.skip("fixed upstream: the peer's minLSTM parallel path now agrees with its sequential "
-                        "path; drop this test and the README's note")
+            pytest.skip(
+                "fixed upstream: the peer's minLSTM parallel path now agrees with its sequential "
+                "path; drop this test and the README's note"
+            )
         g_h0 = torch.where(h0 >= 0, h0 + 0.5, torch.sigmoid(h0))
         y_par_explained, _ = peer_sequential(peer, x, g_h0)
         y_zoo, _ = zoo(x, {"h": h0[:, 0]})

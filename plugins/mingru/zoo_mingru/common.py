@@ -9,11 +9,11 @@ Paper: Feng et al. 2024, "Were RNNs All We Needed?", arXiv 2410.01201.
 Lingua's variants add a width-4 causal conv over the gate pre-activations, a
 SiLU output gate and an expansion of 2 (and drop the block's MLP).
 """
+
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
 from zoo_kernels import linear_scan, log_linear_scan
-
 from zoo_kernels.conv import CausalConv
 
 
@@ -69,7 +68,7 @@ class MinRNN(Mixer):
         self.out_proj = nn.Linear(H, dim, bias=False)
 
     # -- per-architecture gates --------------------------------------------------------
-    def log_coefficients(self, gates: Tensor) -> Tuple[Tensor, Tensor]:
+    def log_coefficients(self, gates: Tensor) -> tuple[Tensor, Tensor]:
         """Gate pre-activations (..., n_gates*H) -> (log a, log w), each (..., H)."""
         raise NotImplementedError
 
@@ -77,20 +76,20 @@ class MinRNN(Mixer):
     def _split(self, x: Tensor):
         H, n = self.hidden, self.n_gate_ch
         proj = self.in_proj(x)
-        og = proj[..., n + H:] if self.config.out_gate else None
-        return proj[..., :n], proj[..., n:n + H], og
+        og = proj[..., n + H :] if self.config.out_gate else None
+        return proj[..., :n], proj[..., n : n + H], og
 
     def _acc(self, x: Tensor) -> torch.dtype:
         return torch.promote_types(x.dtype, torch.float32)
 
-    def _out(self, h: Tensor, og: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    def _out(self, h: Tensor, og: Tensor | None, dtype: torch.dtype) -> Tensor:
         y = h.to(dtype)
         if og is not None:
             y = y * F.silu(og)
         return self.out_proj(y)
 
     # -- fast path: one scan over the sequence --------------------------------------------------
-    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
         gates, cand, og = self._split(x)
         conv_state = None
         if self.conv is not None:
@@ -109,7 +108,7 @@ class MinRNN(Mixer):
         return y, (self._state(h_last, conv_state) if return_state else None)
 
     # -- recurrent step ----------------------------------------------------------------------------
-    def step(self, x: Tensor, state: Dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor]):
         gates, cand, og = self._split(x)
         conv_state = None
         if self.conv is not None:
@@ -121,10 +120,10 @@ class MinRNN(Mixer):
         return self._out(h, og, x.dtype), self._state(h, conv_state)
 
     # -- state --------------------------------------------------------------------------------------
-    def _state(self, h: Tensor, conv_state: Optional[Tensor]) -> Dict[str, Tensor]:
+    def _state(self, h: Tensor, conv_state: Tensor | None) -> dict[str, Tensor]:
         return {"h": h} if conv_state is None else {"h": h, "conv": conv_state}
 
-    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Dict[str, Tensor]:
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> dict[str, Tensor]:
         w = self.in_proj.weight
         device, dtype = device or w.device, dtype or w.dtype
         h = torch.zeros(batch_size, self.hidden, device=device, dtype=torch.promote_types(dtype, torch.float32))

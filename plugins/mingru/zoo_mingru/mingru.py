@@ -6,6 +6,7 @@
 Three paths: naive (`reference.naive_min_rnn`, a loop over t), fast
 (`MinRNN.forward`, one zoo-kernels scan) and `MinRNN.step`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

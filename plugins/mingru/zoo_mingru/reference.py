@@ -4,9 +4,8 @@ The definition the fast path (one scan) and `step` are tested against. It
 reads the mixer's weights but none of its code paths: sigmoids, divisions and
 the recurrence appear literally, as in Feng et al. 2024 (arXiv 2410.01201).
 """
-from __future__ import annotations
 
-from typing import Dict, Optional
+from __future__ import annotations
 
 import torch
 from torch import Tensor
@@ -18,20 +17,20 @@ def naive_conv(x: Tensor, weight: Tensor, prev: Tensor) -> Tensor:
     """y_t[c] = sum_j weight[c, j] * x_{t-k+1+j}[c], inputs before t=0 taken from prev."""
     k = weight.shape[1]
     xs = torch.cat([prev, x], dim=1)  # position t of x sits at t + k - 1
-    return torch.stack([(xs[:, t:t + k] * weight.t()).sum(1) for t in range(x.shape[1])], dim=1)
+    return torch.stack([(xs[:, t : t + k] * weight.t()).sum(1) for t in range(x.shape[1])], dim=1)
 
 
 def g(v: Tensor) -> Tensor:
     return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
 
 
-def naive_min_rnn(m: MinRNN, x: Tensor, state: Optional[Dict[str, Tensor]] = None) -> Tensor:
+def naive_min_rnn(m: MinRNN, x: Tensor, state: dict[str, Tensor] | None = None) -> Tensor:
     """The mixer's output for x (B, T, dim), starting from `state` (None: zeros)."""
     B, T, _ = x.shape
     H, cfg = m.hidden, m.config
     state = state if state is not None else m.init_state(B, x.device, x.dtype)
     proj = x @ m.in_proj.weight.t()
-    gates, cand = proj[..., :m.n_gates * H], proj[..., m.n_gates * H:m.n_gates * H + H]
+    gates, cand = proj[..., : m.n_gates * H], proj[..., m.n_gates * H : m.n_gates * H + H]
     if m.conv is not None:
         gates = naive_conv(gates, m.conv.weight, state["conv"].to(x.dtype))
     h = state["h"].to(x.dtype)
@@ -48,6 +47,6 @@ def naive_min_rnn(m: MinRNN, x: Tensor, state: Optional[Dict[str, Tensor]] = Non
         hs.append(h)
     y = torch.stack(hs, dim=1)
     if cfg.out_gate:
-        o = proj[..., m.n_gates * H + H:]
+        o = proj[..., m.n_gates * H + H :]
         y = y * (o * torch.sigmoid(o))
     return y @ m.out_proj.weight.t()

@@ -1,5 +1,6 @@
 """Fixtures shared by the zoo-mtp tests (importlib mode: tests cannot import a helpers module)."""
-from typing import Sequence
+
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -14,8 +15,20 @@ VOCAB = 64
 def _build_lm(mixer: str = "attention", overrides: Sequence[str] = (), dtype=torch.float64, seed: int = 0):
     """A tiny LanguageModel with the mtp head, built as `zoo train` builds it."""
     registry = get_registry()
-    cfg = resolve(load_config(None, [f"model.mixer.name={mixer}", "model.dim=32", "model.n_layers=2",
-                                     f"model.vocab_size={VOCAB}", "model.loss.name=mtp", *overrides]), registry)
+    cfg = resolve(
+        load_config(
+            None,
+            [
+                f"model.mixer.name={mixer}",
+                "model.dim=32",
+                "model.n_layers=2",
+                f"model.vocab_size={VOCAB}",
+                "model.loss.name=mtp",
+                *overrides,
+            ],
+        ),
+        registry,
+    )
     torch.manual_seed(seed)
     return build_model(cfg, registry, VOCAB).to(dtype)
 

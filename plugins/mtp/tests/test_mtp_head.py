@@ -1,4 +1,5 @@
 """The mtp head's three loss paths agree (reference, one graph, sequential backward), gradients included."""
+
 import pytest
 import torch
 from torch import nn
@@ -98,12 +99,15 @@ def test_one_head_is_plain_cross_entropy():
     assert abs(float(head.train()(h, targets).loss) - float(expected)) < 1e-12
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"n_heads": 3, "weights": [1.0, 1.0]}, "weights has 2 entries but n_heads=3"),
-    ({"form": "transformer"}, "model.loss.form=transformer is not one of independent, block"),
-    ({"n_heads": 0}, "at least 1 head"),
-    ({"n_heads": 2, "weights": [0.0, 1.0]}, "head 1's > 0"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"n_heads": 3, "weights": [1.0, 1.0]}, "weights has 2 entries but n_heads=3"),
+        ({"form": "transformer"}, "model.loss.form=transformer is not one of independent, block"),
+        ({"n_heads": 0}, "at least 1 head"),
+        ({"n_heads": 2, "weights": [0.0, 1.0]}, "head 1's > 0"),
+    ],
+)
 def test_bad_config_is_one_clear_line(kw, message):
     with pytest.raises(UserError, match=message) as err:
         MTPHead(D, V, None, MTPConfig(**kw))

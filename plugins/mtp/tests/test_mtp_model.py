@@ -1,13 +1,13 @@
 """The mtp head in the whole model and the one training loop, over every installed mixer."""
+
 import json
 
 import pytest
 import torch
 
+from zoo_core.registry import get_registry
 from zoo_core.testing.build import rel_err
 from zoo_core.train import train
-
-from zoo_core.registry import get_registry
 
 VOCAB = 64
 
@@ -45,10 +45,23 @@ def _records(run_dir):
 
 
 def test_training_logs_each_head_and_evaluates_head_1(tmp_path):
-    base = [f"runs_dir={tmp_path}", "model.dim=32", "model.n_layers=2", "data.seq_len=32", "train.global_batch=4",
-            "train.steps=3", "train.eval_every=0", "train.eval_batches=1", "train.eval_batch_size=4",
-            "train.log_every=1", "train.sample_tokens=4", "train.progress=false", "optim.warmup_steps=1",
-            "model.loss.name=mtp", "model.loss.n_heads=3"]
+    base = [
+        f"runs_dir={tmp_path}",
+        "model.dim=32",
+        "model.n_layers=2",
+        "data.seq_len=32",
+        "train.global_batch=4",
+        "train.steps=3",
+        "train.eval_every=0",
+        "train.eval_batches=1",
+        "train.eval_batch_size=4",
+        "train.log_every=1",
+        "train.sample_tokens=4",
+        "train.progress=false",
+        "optim.warmup_steps=1",
+        "model.loss.name=mtp",
+        "model.loss.n_heads=3",
+    ]
     seq = train(None, base + ["name=seq"])
     plain = train(None, base + ["name=plain", "model.loss.sequential_backward=false"])
     logged = [r for r in _records(tmp_path / "seq") if "loss" in r]

@@ -1,4 +1,5 @@
 """Self-speculative greedy decoding emits exactly what plain greedy decoding emits."""
+
 import pytest
 import torch
 

@@ -31,10 +31,10 @@ Three ways to compute L, all equal (tests check losses and gradients):
 In eval mode `forward` returns head 1's next-token loss alone, so perplexity
 and bits/byte mean what they mean for any other model; `logits` is head 1.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,10 +53,11 @@ FORMS = ("independent", "block")
 class MTPConfig:
     #: Number of future tokens predicted (head k predicts token t+k); 1 = plain next-token.
     n_heads: int = 4
-    #: independent: one unembedding per head (Meta Lingua) | block: one extra block per head, shared unembedding (paper).
+    #: independent: one unembedding per head (Meta Lingua) |
+    #: block: one extra block per head, shared unembedding (paper).
     form: str = "independent"
     #: Loss weight per head, used as given (not normalised); default all 1, the paper's plain sum.
-    weights: Optional[List[float]] = None
+    weights: list[float] | None = None
     #: Run each head's forward+backward in turn (the paper's trick): peak memory does not grow with n.
     sequential_backward: bool = True
     #: SwiGLU hidden size (multiple of dim) of each head's block in the `block` form.
@@ -85,7 +86,7 @@ def shift_targets(targets: Tensor, k: int) -> Tensor:
 
 
 class MTPHead(Head):
-    def __init__(self, dim: int, vocab_size: int, embedding: Optional[nn.Embedding], config: MTPConfig) -> None:
+    def __init__(self, dim: int, vocab_size: int, embedding: nn.Embedding | None, config: MTPConfig) -> None:
         super().__init__(dim, vocab_size, embedding, config)
         n = config.n_heads
         if n < 1:
@@ -94,8 +95,10 @@ class MTPHead(Head):
             raise UserError(f"model.loss.form={config.form} is not one of {', '.join(FORMS)}")
         weights = [1.0] * n if config.weights is None else [float(w) for w in config.weights]
         if len(weights) != n:
-            raise UserError(f"model.loss.weights has {len(weights)} entries but n_heads={n}; "
-                            f"give one weight per head, e.g. model.loss.weights=[{','.join(['1.0'] * n)}]")
+            raise UserError(
+                f"model.loss.weights has {len(weights)} entries but n_heads={n}; "
+                f"give one weight per head, e.g. model.loss.weights=[{','.join(['1.0'] * n)}]"
+            )
         if weights[0] <= 0 or any(w < 0 for w in weights):
             raise UserError(f"model.loss.weights={weights}: weights must be >= 0 and head 1's > 0")
         self.n_heads, self.weights, self.form = n, weights, config.form
@@ -125,7 +128,7 @@ class MTPHead(Head):
     def logits(self, h: Tensor) -> Tensor:
         return self.head_logits(h, 0)
 
-    def _head_nats(self, h: Tensor, targets: Tensor, k: int) -> Tuple[Tensor, int, Optional[Tensor]]:
+    def _head_nats(self, h: Tensor, targets: Tensor, k: int) -> tuple[Tensor, int, Tensor | None]:
         """Summed cross-entropy of head k+1, its target count, and (head 1 only) correct predictions."""
         tk = shift_targets(targets, k).reshape(-1)
         logits = self.head_logits(h, k)
@@ -140,7 +143,7 @@ class MTPHead(Head):
                 correct = ((logits.argmax(-1) == tk) & (tk != IGNORE)).sum()
         return nats, count, correct
 
-    def _output(self, total: Tensor, n1: int, per_head: List[Tuple[float, int]], correct: Tensor) -> HeadOutput:
+    def _output(self, total: Tensor, n1: int, per_head: list[tuple[float, int]], correct: Tensor) -> HeadOutput:
         metrics = {"accuracy": correct.float() / max(n1, 1)}
         for k, (nats, count) in enumerate(per_head):
             metrics[f"loss_head{k + 1}"] = nats / max(count, 1)  # mean over that head's own targets
@@ -150,8 +153,7 @@ class MTPHead(Head):
     def forward(self, h: Tensor, targets: Tensor) -> HeadOutput:
         if not self.training:  # evaluation: the next-token loss, as for any model
             nats, n1, correct = self._head_nats(h, targets, 0)
-            return HeadOutput(loss=nats / max(n1, 1), n_tokens=n1,
-                              metrics={"accuracy": correct.float() / max(n1, 1)})
+            return HeadOutput(loss=nats / max(n1, 1), n_tokens=n1, metrics={"accuracy": correct.float() / max(n1, 1)})
         total, per_head, correct = 0.0, [], None
         for k in range(self.n_heads):
             nats, count, c = self._head_nats(h, targets, k)

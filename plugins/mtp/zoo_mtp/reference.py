@@ -6,9 +6,10 @@
 falls outside the window, or is -100, contributes nothing. Slow on purpose:
 the tests hold the vectorised head (`head.MTPHead`) to it.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -16,8 +17,9 @@ from torch import Tensor
 IGNORE = -100
 
 
-def mtp_loss_reference(h: Tensor, targets: Tensor, heads: Sequence[Callable[[Tensor], Tensor]],
-                       weights: Sequence[float]) -> Tensor:
+def mtp_loss_reference(
+    h: Tensor, targets: Tensor, heads: Sequence[Callable[[Tensor], Tensor]], weights: Sequence[float]
+) -> Tensor:
     """h (B, T, D) trunk states; heads[k-1](z) -> logits of x_{t+k}; returns the scalar loss."""
     B, T = targets.shape
     total = h.new_zeros((), dtype=torch.float64)

@@ -21,15 +21,15 @@ Greedy only; each prompt is decoded on its own (batch 1).
 
     python -m zoo_mtp.speculative runs/NAME --prompt "ROMEO:" --max-tokens 200 --compare
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import time
-from typing import Callable, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor
 
 from zoo_core.errors import UserError
 
@@ -54,17 +54,23 @@ class SpeculativeStats:
 def _mtp_head(model: torch.nn.Module):
     head = getattr(model, "head", None)
     if not hasattr(head, "head_logits") or getattr(head, "n_heads", 1) < 2:
-        raise UserError("self-speculative decoding needs a model trained with model.loss.name=mtp and "
-                        "model.loss.n_heads >= 2 (heads 2..n draft the tokens)")
+        raise UserError(
+            "self-speculative decoding needs a model trained with model.loss.name=mtp and "
+            "model.loss.n_heads >= 2 (heads 2..n draft the tokens)"
+        )
     return head
 
 
 @torch.no_grad()
-def speculative_generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                         n_draft: Optional[int] = None,
-                         stop: Optional[Callable[[int, List[int]], bool]] = None,
-                         on_token: Optional[Callable[[int, int], None]] = None,
-                         stats: Optional[SpeculativeStats] = None) -> List[List[int]]:
+def speculative_generate(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    n_draft: int | None = None,
+    stop: Callable[[int, list[int]], bool] | None = None,
+    on_token: Callable[[int, int], None] | None = None,
+    stats: SpeculativeStats | None = None,
+) -> list[list[int]]:
     """Greedy continuation of each prompt, drafted by heads 2..n and verified by head 1.
 
     Same arguments and result as `zoo_core.generate.generate(..., temperature=0)`;
@@ -77,17 +83,20 @@ def speculative_generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]
         raise ValueError("every prompt needs at least one token (prepend BOS for an empty prompt)")
     model.eval()
     stats = stats if stats is not None else SpeculativeStats()
-    return [_one_row(model, head, row, list(p), max_new_tokens, n_draft, stop, on_token, stats)
-            for row, p in enumerate(prompts)]
+    return [
+        _one_row(model, head, row, list(p), max_new_tokens, n_draft, stop, on_token, stats)
+        for row, p in enumerate(prompts)
+    ]
 
 
-def _one_row(model, head, row: int, prompt: List[int], max_new: int, n_draft: int, stop, on_token,
-             stats: SpeculativeStats) -> List[int]:
+def _one_row(
+    model, head, row: int, prompt: list[int], max_new: int, n_draft: int, stop, on_token, stats: SpeculativeStats
+) -> list[int]:
     device = next(model.parameters()).device
     h, state = model.hidden(torch.tensor([prompt], device=device), return_state=True)
     h_last = h[:, -1]
     pending = torch.zeros(1, 0, dtype=torch.long, device=device)  # accepted, not yet in `state`
-    out: List[int] = []
+    out: list[int] = []
     while len(out) < max_new:
         budget = max_new - len(out)
         nxt = head.head_logits(h_last, 0).argmax(-1)
@@ -122,8 +131,9 @@ def _one_row(model, head, row: int, prompt: List[int], max_new: int, n_draft: in
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from zoo_core.cli import run_guarded
+
     p = argparse.ArgumentParser(prog="python -m zoo_mtp.speculative", description=__doc__.splitlines()[0])
     p.add_argument("run")
     p.add_argument("--prompt", default="")
@@ -138,6 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _cli(args) -> None:
     from zoo_core.generate import generate
     from zoo_core.runs import load_run
+
     run = load_run(args.run, device=args.device)
     tok = run.tokenizer
     prompt = tok.encode(args.prompt) or [tok.bos_id]
@@ -146,14 +157,18 @@ def _cli(args) -> None:
     ids = speculative_generate(run.model, [prompt], args.max_tokens, n_draft=args.n_draft, stats=stats)[0]
     spec_s = time.perf_counter() - t0
     print(args.prompt + tok.decode(ids))
-    print(f"speculative: {len(ids) / spec_s:.1f} tokens/s, {stats.acceptance:.1%} of drafts accepted, "
-          f"{stats.tokens_per_round:.2f} tokens per round")
+    print(
+        f"speculative: {len(ids) / spec_s:.1f} tokens/s, {stats.acceptance:.1%} of drafts accepted, "
+        f"{stats.tokens_per_round:.2f} tokens per round"
+    )
     if args.compare:
         t0 = time.perf_counter()
         plain = generate(run.model, [prompt], args.max_tokens, temperature=0)[0]
         plain_s = time.perf_counter() - t0
-        print(f"plain greedy: {len(plain) / plain_s:.1f} tokens/s; speed-up {plain_s / spec_s:.2f}x; "
-              f"outputs {'identical' if plain == ids else 'DIFFER'}")
+        print(
+            f"plain greedy: {len(plain) / plain_s:.1f} tokens/s; speed-up {plain_s / spec_s:.2f}x; "
+            f"outputs {'identical' if plain == ids else 'DIFFER'}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,30 @@
+/* Work splitting shared by the compiled CPU kernels: up to 64 jobs, one per thread. */
+#ifndef ZOO_JOBS_H
+#define ZOO_JOBS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Threads for `items` work items: at least 1, at most 64 (the job arrays' size) and items. */
+static inline int zoo_threads(int threads, int64_t items) {
+    if (threads > items) threads = (int)items;
+    if (threads < 1) threads = 1;
+    return threads > 64 ? 64 : threads;
+}
+
+/* fn over jobs[0 .. threads), each `size` bytes: job 0 here, the others on new threads;
+   a job whose thread cannot start runs here after the rest. */
+static inline void zoo_run_jobs(void *(*fn)(void *), void *jobs, size_t size, int threads) {
+    pthread_t tid[64];
+    int started = 0;
+    for (int k = 1; k < threads; k++) {
+        if (pthread_create(&tid[k], 0, fn, (char *)jobs + k * size) != 0) break;
+        started = k;
+    }
+    fn(jobs);
+    for (int k = 1; k <= started; k++) pthread_join(tid[k], 0);
+    for (int k = started + 1; k < threads; k++) fn((char *)jobs + k * size);
+}
+
+#endif

@@ -1,0 +1,254 @@
+"""The fused RG-LRU as Triton kernels (the triton backend of zoo_kernels.rglru).
+
+The scan's tiling (zoo_kernels/scan/triton.py): one program owns one batch row and BLOCK_D
+channels and walks time in tiles of BLOCK_T steps, with the gates computed in registers.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._tensors import acc_dtype
+from ..backends import check_triton_device
+from ..scan.triton import NUM_STAGES, NUM_WARPS, _blocks, _grid, _last_row, _lin_combine
+
+
+@triton.jit
+def _log1p(u):
+    # log(1 + u) accurate for tiny u (Goldberg's trick; tl has no log1p)
+    w = 1.0 + u
+    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
+
+
+@triton.jit
+def _softplus_neg(v):
+    """softplus(-v) = log(1 + exp(-v)), accurate when it is tiny (v >> 0)."""
+    return tl.maximum(-v, 0.0) + _log1p(tl.exp(-tl.abs(v)))
+
+
+@triton.jit
+def _neg_expm1(z):
+    """-expm1(z) = 1 - exp(z) for z <= 0, without cancellation near 0."""
+    series = -z * (1.0 + z / 2.0 * (1.0 + z / 3.0 * (1.0 + z / 4.0 * (1.0 + z / 5.0))))
+    return tl.where(z > -0.1, series, 1.0 - tl.exp(z))
+
+
+@triton.jit
+def _rg_lru_decay(rp, sp, c):
+    """(r, log a, a) from the recurrence-gate pre-activation and softplus(-a_param)."""
+    r = tl.sigmoid(rp)
+    log_a = -c * r * sp[None, :]
+    return r, log_a, tl.exp(log_a)
+
+
+# ---- fused RG-LRU -------------------------------------------------------------------------
+
+
+@triton.jit
+def _program(AP, H0, D, HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+    """This program's batch row b, channels d and their mask, a tile's rows, softplus(-a_param)
+    on d, and the initial state (zeros without H0)."""
+    b = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1) * BD + tl.arange(0, BD)
+    dmask = d < D
+    sp = _softplus_neg(tl.load(AP + d, mask=dmask, other=0.0).to(tl.float32))
+    if HAS_H0:
+        h0 = tl.load(H0 + b * D + d, mask=dmask, other=0.0).to(tl.float32)
+    else:
+        h0 = tl.zeros((BD,), tl.float32)
+    return b, d, dmask, tl.arange(0, BT), sp, h0
+
+
+@triton.jit
+def _rg_lru_fwd_kernel(
+    X,
+    RP,
+    IP,
+    AP,
+    H0,
+    H,
+    HLAST,
+    T,
+    D,
+    c,
+    sb,
+    st,
+    sd,
+    HAS_H0: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
+):
+    """Gates computed in registers: reads x, r_pre, i_pre once, writes h once."""
+    b, d, dmask, rows, sp, carry = _program(AP, H0, D, HAS_H0, BT, BD)
+    for start in range(0, T, BT):
+        t = start + rows
+        m = (t < T)[:, None] & dmask[None, :]
+        off = b * sb + t[:, None] * st + d[None, :] * sd
+        x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
+        rp = tl.load(RP + off, mask=m, other=0.0).to(tl.float32)
+        ip = tl.load(IP + off, mask=m, other=0.0).to(tl.float32)
+        _, log_a, a = _rg_lru_decay(rp, sp, c)
+        a = tl.where(m, a, 1.0)
+        scale = tl.sqrt(tl.maximum(_neg_expm1(2.0 * log_a), 1.1754943508222875e-38))
+        u = scale * tl.sigmoid(ip) * x  # zero on padding since x = 0 there
+        u = tl.where(rows[:, None] == 0, u + a * carry[None, :], u)
+        _, h = tl.associative_scan((a, u), 0, _lin_combine)
+        tl.store(H + off, h.to(H.dtype.element_ty), mask=m)
+        carry = _last_row(h, rows, BT)
+    tl.store(HLAST + b * D + d, carry.to(HLAST.dtype.element_ty), mask=dmask)
+
+
+@triton.jit
+def _rg_lru_bwd_kernel(
+    X,
+    RP,
+    IP,
+    AP,
+    H0,
+    H,
+    G,
+    GLAST,
+    DX,
+    DRP,
+    DIP,
+    DAP,
+    W0,
+    T,
+    D,
+    c,
+    sb,
+    st,
+    sd,
+    shb,
+    sht,
+    shd,
+    sgb,
+    sgt,
+    sgd,
+    HAS_H0: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
+):
+    """Reverse scan for w = dL/dh, then every gate gradient in the same pass.
+
+    DX, DRP, DIP are contiguous (B, T, D); DAP gets per-batch-row partial sums
+    of dL/dlog_a * c * r, which the host reduces and multiplies by sigmoid(-a_param).
+    """
+    b, d, dmask, rows, sp, h0 = _program(AP, H0, D, HAS_H0, BT, BD)
+    carry = tl.load(GLAST + b * D + d, mask=dmask, other=0.0).to(tl.float32)
+    dap = tl.zeros((BD,), tl.float32)
+    for start in range(0, T, BT):
+        t = T - 1 - start - rows
+        m = (t >= 0)[:, None] & dmask[None, :]
+        off = b * sb + t[:, None] * st + d[None, :] * sd
+        rp_next = tl.load(RP + off + st, mask=m & (t + 1 < T)[:, None], other=0.0).to(tl.float32)
+        _, _, a_next = _rg_lru_decay(rp_next, sp, c)
+        a_next = tl.where(m & (t + 1 < T)[:, None], a_next, 1.0)
+        g = tl.load(G + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m, other=0.0).to(tl.float32)
+        g = tl.where(rows[:, None] == 0, g + a_next * carry[None, :], g)
+        _, w = tl.associative_scan((a_next, g), 0, _lin_combine)
+        carry = _last_row(w, rows, BT)
+
+        # recompute this step's gates and take every local derivative
+        x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
+        rp = tl.load(RP + off, mask=m, other=0.0).to(tl.float32)
+        ip = tl.load(IP + off, mask=m, other=0.0).to(tl.float32)
+        r, log_a, a = _rg_lru_decay(rp, sp, c)
+        i = tl.sigmoid(ip)
+        q = _neg_expm1(2.0 * log_a)  # 1 - a^2
+        q_ok = q > 1.1754943508222875e-38
+        scale = tl.sqrt(tl.maximum(q, 1.1754943508222875e-38))
+        h_prev = tl.load(
+            H + b * shb + (t - 1)[:, None] * sht + d[None, :] * shd, mask=m & (t >= 1)[:, None], other=0.0
+        ).to(tl.float32)
+        h_prev = tl.where((t == 0)[:, None], h0[None, :], h_prev)
+        d_scale = w * i * x
+        d_log_a = w * h_prev * a + tl.where(q_ok, d_scale / (2.0 * scale), 0.0) * (-2.0 * a * a)
+        d_log_a = tl.where(m, d_log_a, 0.0)
+        tl.store(DX + off, w * scale * i, mask=m)
+        tl.store(DIP + off, w * scale * x * i * (1.0 - i), mask=m)
+        tl.store(DRP + off, d_log_a * (-c * sp[None, :]) * r * (1.0 - r), mask=m)
+        dap += tl.sum(d_log_a * c * r, axis=0)
+    tl.store(DAP + b * D + d, dap, mask=dmask)
+    tl.store(W0 + b * D + d, carry.to(W0.dtype.element_ty), mask=dmask)
+
+
+# ---- host wrappers -----------------------------------------------------------------------
+
+
+def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
+    check_triton_device(x)
+    x, r_pre, i_pre = x.contiguous(), r_pre.contiguous(), i_pre.contiguous()
+    bsz, length, dim = x.shape
+    h = torch.empty_like(x)
+    h_last = torch.empty((bsz, dim), dtype=acc_dtype(x, r_pre, i_pre), device=x.device)
+    h0c = h0.contiguous() if h0 is not None else h_last
+    bt, bd = _blocks(length, dim)
+    _rg_lru_fwd_kernel[_grid(bsz, dim, bd)](
+        x,
+        r_pre,
+        i_pre,
+        a_param.contiguous(),
+        h0c,
+        h,
+        h_last,
+        length,
+        dim,
+        float(c),
+        *x.stride(),
+        HAS_H0=h0 is not None,
+        BT=bt,
+        BD=bd,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
+    )
+    return h, h_last
+
+
+def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
+    """Returns (dx, dr_pre, di_pre, da_param, dh0); the caller casts them."""
+    x, r_pre, i_pre = x.contiguous(), r_pre.contiguous(), i_pre.contiguous()
+    bsz, length, dim = x.shape
+    dx = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    drp, dip = torch.empty_like(dx), torch.empty_like(dx)
+    dap = torch.empty((bsz, dim), dtype=torch.float32, device=x.device)
+    w0 = torch.empty_like(dap)
+    g_last = g_last.float().contiguous()
+    h0c = h0.contiguous() if h0 is not None else w0
+    bt, bd = _blocks(length, dim)
+    _rg_lru_bwd_kernel[_grid(bsz, dim, bd)](
+        x,
+        r_pre,
+        i_pre,
+        a_param.contiguous(),
+        h0c,
+        h,
+        g,
+        g_last,
+        dx,
+        drp,
+        dip,
+        dap,
+        w0,
+        length,
+        dim,
+        float(c),
+        *x.stride(),
+        *h.stride(),
+        *g.stride(),
+        HAS_H0=h0 is not None,
+        BT=bt,
+        BD=bd,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
+    )
+    ap = a_param.float()
+    d_a_param = dap.sum(0) * torch.sigmoid(-ap)
+    if h0 is not None:
+        a0 = torch.exp(-c * torch.sigmoid(r_pre[:, 0].float()) * torch.nn.functional.softplus(-ap))
+        dh0 = w0 * a0
+    else:
+        dh0 = torch.zeros_like(w0)
+    return dx, drp, dip, d_a_param, dh0

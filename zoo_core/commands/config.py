@@ -1,0 +1,205 @@
+"""zoo config [CONFIG|RUN_DIR] [key=value ...] [--options [PREFIX]]: the resolved config, or every key
+
+Without --options: the config `zoo train` would run with the same arguments, resolved and
+validated the same way, as YAML, then the parameter count, the decoding state and the
+forward FLOPs per token as YAML comments (the output stays valid YAML). Writes nothing.
+With --options: every key with its type, default, allowed values and one-line doc,
+including the options of the mixer, block, loss, data source and tokenizer the overrides choose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from zoo_core.cli import split_config
+
+
+def resolved(config: str | None, overrides: list[str]) -> tuple[Any, Any]:
+    """(resolved config, registry), validated as `zoo train` validates it on one process."""
+    from zoo_core.config import resolve
+    from zoo_core.loop.train import run_config
+    from zoo_core.loop.validate import check_buildable
+    from zoo_core.registry import get_registry
+
+    registry = get_registry()
+    cfg = resolve(run_config(config, overrides), registry)
+    check_buildable(cfg, registry)  # a model that cannot be built: the same one line as zoo train
+    return cfg, registry
+
+
+def summary(cfg: Any, registry: Any) -> list[str]:
+    """The YAML comments after the config: params, decoding state and FLOPs, from the one meta build."""
+    from zoo_core.loop.components import build_tokenizer, model_vocab
+    from zoo_core.loop.model import meta_model
+
+    vocab = model_vocab(cfg, registry, build_tokenizer(cfg, registry))
+    model = meta_model(cfg.model, registry, vocab)
+    seq_len = cfg.data.seq_len
+    return [
+        f"# params: {model.num_params():,} (non-embedding {model.num_params(False):,})",
+        f"# decoding state: {model.state_size(seq_len):,} bytes per sequence (after {seq_len} tokens)",
+        f"# FLOPs per token: {model.flops_per_token(seq_len):.4g} (forward, at seq_len {seq_len})",
+    ]
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each dataclass field's one-line doc: the `#:` comment lines just above it, joined
+    (a field's `metadata={"doc": ...}` wins). Fields without either are left out; so is
+    everything when the class's source cannot be read."""
+    import dataclasses
+    import inspect
+    import re
+    import textwrap
+
+    docs: dict[str, str] = {}
+    try:
+        lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
+    except (OSError, TypeError):
+        lines = []
+    pending: list[str] = []
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        match = re.match(r"^\s{1,8}(\w+)\s*:", line)
+        if match and pending:
+            docs[match.group(1)] = " ".join(pending)
+        if stripped and not stripped.startswith("#"):
+            pending = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("doc"):
+            docs[f.name] = str(f.metadata["doc"])
+    return docs
+
+
+def type_name(annotation: Any) -> str:
+    """A field's type as written (`int | None`), whether or not annotations are strings."""
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def field_default(f: Any) -> Any:
+    """A field's default value (a default_factory is called); MISSING when it has none."""
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def allowed_text(key: str) -> str:
+    """A key's allowed values as `zoo config --options` prints them: its range or its choices."""
+    from zoo_core.config import CHOICES, RANGES, _range_text
+
+    if key in RANGES:
+        return _range_text(key)
+    section, _, name = key.partition(".")
+    if (section, name) in CHOICES:
+        return " | ".join(CHOICES[(section, name)])
+    return ""
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def option_rows(cfg: Any, registry: Any) -> list[list[str]]:
+    """[key, type, default, allowed, doc] for every key of RunConfig and of the chosen components."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from zoo_core.config import COMPONENTS, RANGES, RunConfig
+
+    rows: list[list[str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            default = field_default(f)
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{key}.")
+                continue
+            if isinstance(default, dict) and (prefix.rstrip("."), f.name) in COMPONENTS:
+                kind = COMPONENTS[(prefix.rstrip("."), f.name)]
+                chosen = OmegaConf.select(cfg, key)
+                name = chosen.get("name") if chosen is not None else default.get("name")
+                doc = docs.get(f.name) or f"the {kind} plugin (zoo list {kind})"
+                rows.append([f"{key}.name", "str", _value(default.get("name")), ", ".join(registry.names(kind)), doc])
+                component(kind, name, f"{key}.")
+                continue
+            doc = docs.get(f.name) or (RANGES[key][2] if key in RANGES else "")
+            rows.append([key, type_name(f.type), _value(default), allowed_text(key), doc])
+
+    def component(kind: str, name: str | None, prefix: str) -> None:
+        if not name:
+            return
+        cls = registry.get(kind, name).config_cls
+        if cls is None:
+            return
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            default = field_default(f)
+            shown = "(required)" if default is dataclasses.MISSING else _value(default)
+            rows.append([f"{prefix}{f.name}", type_name(f.type), shown, "", f"{name}: {docs.get(f.name, '')}".rstrip()])
+
+    walk(RunConfig, "")
+    if cfg.model.pattern:
+        seen = {cfg.model.mixer.name}
+        for entry in cfg.model.pattern:
+            if entry["name"] not in seen:
+                seen.add(entry["name"])
+                component("mixers", entry["name"], f"model.pattern[name={entry['name']}].")
+    return rows
+
+
+def run(args) -> None:
+    from omegaconf import OmegaConf
+
+    from zoo_core.cli import table
+    from zoo_core.errors import UserError
+
+    items = list(args.args)
+    prefix = args.options
+    if prefix and ("=" in prefix or Path(prefix).exists()):
+        # `--options model.mixer.name=hawk` or `--options my.yaml`: an argument, not a prefix
+        items.insert(0, prefix)
+        prefix = ""
+    config, overrides = split_config(items)
+    cfg, registry = resolved(config, overrides)
+    if prefix is None:
+        if cfg.model.vocab_size is None:  # what the run will use, as its config.yaml will say
+            from zoo_core.loop.components import build_tokenizer, model_vocab
+
+            cfg.model.vocab_size = model_vocab(cfg, registry, build_tokenizer(cfg, registry))
+        print(OmegaConf.to_yaml(cfg), end="")
+        print("\n".join(summary(cfg, registry)))
+        return
+    rows = [r for r in option_rows(cfg, registry) if r[0].startswith(prefix)]
+    if not rows:
+        raise UserError(f"no config key starts with '{prefix}'; zoo config --options lists every key")
+    print(table(rows, ["key", "type", "default", "allowed", "doc"]))
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("config", help="the resolved config (YAML, params, state, FLOPs), or every key: --options")
+    s.add_argument("args", nargs="*", help="a YAML config or run directory, then key=value overrides")
+    s.add_argument(
+        "--options",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PREFIX",
+        help="list every key (or those starting with PREFIX) with type, default, allowed values and doc",
+    )
+    s.set_defaults(fn=run)

@@ -1,0 +1,1 @@
+"""Evaluation batteries beyond the loop's own val loss: the lm-evaluation-harness adapter."""
