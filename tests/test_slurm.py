@@ -95,7 +95,7 @@ def test_two_task_job_trains_with_per_rank_logs_and_checkpoint(tmp_path):
     run = tmp_path / "ok"
     assert steps(run) == list(range(1, 13))
     assert (run / "checkpoints" / "step-00000012").is_dir()
-    assert (run / "config.yaml").exists() and (run / "code" / "zoo_core" / "train.py").exists()
+    assert (run / "config.yaml").exists() and (run / "code" / "zoo_core" / "loop" / "train.py").exists()
     rank_logs = sorted(p.name for p in (run / "slurm").rglob("*_log.out"))
     assert len(rank_logs) == 2, rank_logs  # one per task
     assert "val bits/byte" in logs(run)
