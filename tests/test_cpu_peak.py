@@ -58,3 +58,17 @@ def test_training_log_has_mfu(tiny_run):
     records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r and "step" in r and "val_loss" not in r]
     assert steps and all(0 < r["mfu"] < 1.5 for r in steps)
+
+
+def test_a_peak_below_what_the_run_measures_leaves_mfu_out_with_one_warning(
+    tune_file, monkeypatch, tmp_path, tiny_overrides
+):
+    """A peak calibrated on a busy machine can be far too low; MFU above 100% is then reported as nothing."""
+    from zoo_core.train import train
+
+    monkeypatch.setattr(cpu_peak, "_calibrate", lambda dtype: {"flops": 1.0})  # 1 FLOP/s: any run exceeds it
+    with pytest.warns(UserWarning, match="MFU left out") as caught:
+        train(None, tiny_overrides + ["train.log_every=1"])
+    assert len([w for w in caught if "MFU left out" in str(w.message)]) == 1
+    records = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if "loss" in r] and not [r for r in records if "mfu" in r]

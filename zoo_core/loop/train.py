@@ -19,6 +19,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -467,7 +468,18 @@ class Trainer:
                     "peak_mem_mb": peak_memory_mb(world.device),
                 }
                 if self.peak_flops:  # tokens_per_s counts every rank's tokens: against every rank's peak
-                    record["mfu"] = self.train_flops * tps / (self.peak_flops * world.size)
+                    mfu = self.train_flops * tps / (self.peak_flops * world.size)
+                    if mfu <= 1.0:
+                        record["mfu"] = mfu
+                    else:  # above the peak: the peak is wrong (a CPU calibrated under load), not the run
+                        self.peak_flops = None
+                        if world.is_main:
+                            warnings.warn(
+                                f"MFU left out: this run measured {mfu:.0%} of the device's peak, so the peak "
+                                "is wrong (on CPU: calibrated while the machine was busy); delete the 'peak' "
+                                "entries of the zoo cache's cpu-tune.json to measure it again",
+                                stacklevel=2,
+                            )
                 self.log.write(record)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
                 if lines:
