@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from zoo_core.cli import main
-from zoo_core.testing.hf import hf_float64, make_run, require_transformers
+from zoo_core.testing.hf import (
+    export_families,
+    hf_float64,
+    hf_logits,
+    make_run,
+    require_transformers,
+    tokens,
+)
 
 tf = require_transformers()
 
@@ -66,24 +73,10 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def tokens(T=24, B=2, seed=0):
-    return torch.randint(0, 259, (B, T), generator=torch.Generator().manual_seed(seed))
-
-
-def hf_logits(model, x):
-    return model(input_ids=x, use_cache=False).logits
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Every family: a run (random weights, moved off init) exported with the CLI."""
-    root = tmp_path_factory.mktemp("hf")
-    out = {}
-    for i, (name, overrides) in enumerate(FAMILIES.items()):
-        run = make_run(root / "runs", name, BASE + overrides, seed=i, perturb=0.1)
-        assert main(["export", str(run), "--format", "hf", "--out", str(root / f"{name}-hf")]) == 0
-        out[name] = (run, root / f"{name}-hf")
-    return out
+    return export_families(tmp_path_factory.mktemp("hf"), FAMILIES, BASE)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

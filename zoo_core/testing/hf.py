@@ -90,3 +90,28 @@ def make_run(runs_dir, name: str, overrides=(), seed: int = 0, perturb: float = 
     checkpoint.save(run_dir / "checkpoints", 1, model, None, World(), {"step": 1}, {}, meta={})
     save_config(cfg, run_dir / "config.yaml")
     return run_dir
+
+
+def tokens(T: int = 24, B: int = 2, seed: int = 0) -> torch.Tensor:
+    """(B, T) byte-tokenizer ids (vocab 259), the same for a given seed."""
+    return torch.randint(0, 259, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def hf_logits(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """A transformers causal LM's logits for `x`, without its cache."""
+    return model(input_ids=x, use_cache=False).logits
+
+
+def export_families(root, families: dict, base=(), perturb: float = 0.1) -> dict:
+    """{name: (run dir, exported dir)}: per family a run made by `make_run` (base + its overrides,
+    seed = its index, weights moved off init by `perturb`) and exported with `zoo export --format hf`."""
+    from pathlib import Path
+
+    from zoo_core.cli import main
+
+    root, out = Path(root), {}
+    for i, (name, overrides) in enumerate(families.items()):
+        run = make_run(root / "runs", name, [*base, *overrides], seed=i, perturb=perturb)
+        assert main(["export", str(run), "--format", "hf", "--out", str(root / f"{name}-hf")]) == 0
+        out[name] = (run, root / f"{name}-hf")
+    return out

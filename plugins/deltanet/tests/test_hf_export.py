@@ -13,7 +13,14 @@ from deltanet_checks import import_qwen3_next, rel
 import_qwen3_next()  # before anything loads it with fla's kernels bound
 
 from zoo_core.cli import main  # noqa: E402
-from zoo_core.testing.hf import hf_float64, make_run, require_transformers  # noqa: E402
+from zoo_core.testing.hf import (  # noqa: E402
+    export_families,
+    hf_float64,
+    hf_logits,
+    make_run,
+    require_transformers,
+    tokens,
+)
 
 tf = require_transformers()
 
@@ -35,24 +42,10 @@ FAMILIES = {
 }
 
 
-def tokens(T=24, B=2, seed=0):
-    return torch.randint(0, 259, (B, T), generator=torch.Generator().manual_seed(seed))
-
-
-def hf_logits(model, x):
-    return model(input_ids=x, use_cache=False).logits
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Each family: a run (random weights moved off init: norms, decays, gates) exported with the CLI."""
-    root = tmp_path_factory.mktemp("qwen3next")
-    out = {}
-    for i, (name, overrides) in enumerate(FAMILIES.items()):
-        run = make_run(root / "runs", name, BASE + overrides, seed=i, perturb=0.1)
-        assert main(["export", str(run), "--format", "hf", "--out", str(root / f"{name}-hf")]) == 0
-        out[name] = (run, root / f"{name}-hf")
-    return out
+    return export_families(tmp_path_factory.mktemp("qwen3next"), FAMILIES, BASE)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
