@@ -76,7 +76,7 @@ def rel(a, b):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Every family: a run (random weights, moved off init) exported with the CLI."""
-    return export_families(tmp_path_factory.mktemp("hf"), FAMILIES, BASE)
+    return export_families(tmp_path_factory.mktemp("hf"), FAMILIES, BASE, main)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

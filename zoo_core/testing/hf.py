@@ -102,16 +102,15 @@ def hf_logits(model: Any, x: torch.Tensor) -> torch.Tensor:
     return model(input_ids=x, use_cache=False).logits
 
 
-def export_families(root, families: dict, base=(), perturb: float = 0.1) -> dict:
+def export_families(root, families: dict, base, cli: Any, perturb: float = 0.1) -> dict:
     """{name: (run dir, exported dir)}: per family a run made by `make_run` (base + its overrides,
-    seed = its index, weights moved off init by `perturb`) and exported with `zoo export --format hf`."""
+    seed = its index, weights moved off init by `perturb`) and exported with `zoo export --format hf`
+    through `cli` (`zoo_core.cli.main`, passed in: the testing room does not import the commands)."""
     from pathlib import Path
-
-    from zoo_core.cli import main
 
     root, out = Path(root), {}
     for i, (name, overrides) in enumerate(families.items()):
         run = make_run(root / "runs", name, [*base, *overrides], seed=i, perturb=perturb)
-        assert main(["export", str(run), "--format", "hf", "--out", str(root / f"{name}-hf")]) == 0
+        assert cli(["export", str(run), "--format", "hf", "--out", str(root / f"{name}-hf")]) == 0
         out[name] = (run, root / f"{name}-hf")
     return out

@@ -45,7 +45,7 @@ FAMILIES = {
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Each family: a run (random weights moved off init: norms, decays, gates) exported with the CLI."""
-    return export_families(tmp_path_factory.mktemp("qwen3next"), FAMILIES, BASE)
+    return export_families(tmp_path_factory.mktemp("qwen3next"), FAMILIES, BASE, main)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
