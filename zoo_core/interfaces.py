@@ -34,9 +34,17 @@ class Mixer(nn.Module):
       state after the last position when `return_state` is true, else None.
       This one method serves plain training (state None), state carried across
       segments (truncated BPTT), and prefill for generation.
+      With `supports_resets`, forward also takes `resets=None`: a bool tensor
+      (batch, time), True at each t where a new document begins (data.documents=
+      reset). The mixer then computes t and later as if its state before t were
+      `init_state`: a recurrence's decay is zero at t, a short convolution sees
+      no input before t, attention attends only within the document and RoPE
+      positions restart at 0. Packed documents give the outputs and gradients
+      of each document run alone (`zoo check` tests it).
     * `step(x, state)` -> `(y, new_state)` for one token, x of shape (batch, dim).
       The default runs `forward` on a length-1 segment; recurrent mixers
-      override it with their O(1) recurrence.
+      override it with their O(1) recurrence. With `supports_resets` it takes
+      `reset=None`, a bool (batch,): rows whose document starts at this token.
     * `init_state(batch_size, device, dtype)`: the state before any token.
     * `flops_per_token(seq_len)`: forward FLOPs per token (multiply-add = 2)
       at this sequence length, for throughput and MFU.
@@ -48,17 +56,24 @@ class Mixer(nn.Module):
 
     #: Whether the default block should add a channel MLP after this mixer.
     wants_mlp: bool = True
+    #: Whether forward/step honour `resets` (document starts); data.documents=reset refuses a mixer without.
+    supports_resets: bool = False
 
     def __init__(self, dim: int, config: Any = None) -> None:
         super().__init__()
         self.dim = dim
         self.config = config
 
-    def forward(self, x: Tensor, state: State = None, return_state: bool = False) -> tuple[Tensor, State]:
+    def forward(
+        self, x: Tensor, state: State = None, return_state: bool = False, resets: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         raise NotImplementedError
 
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        y, state = self.forward(x[:, None], state, return_state=True)
+    def step(self, x: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
+        if reset is None:
+            y, state = self.forward(x[:, None], state, return_state=True)
+        else:
+            y, state = self.forward(x[:, None], state, return_state=True, resets=reset[:, None])
         return y[:, 0], state
 
     def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> State:
@@ -83,7 +98,9 @@ class Block(nn.Module):
     Takes `(dim, mixer, config, layer_idx, n_layers)` and implements
     `forward(x, state=None, return_state=False) -> (x, state)` and
     `step(x, state) -> (x, state)` with the mixer's state conventions, plus
-    `flops_per_token(seq_len)` (mixer + everything else in the block).
+    `flops_per_token(seq_len)` (mixer + everything else in the block). Under
+    data.documents=reset the model calls `forward(..., resets=r)` and
+    `step(..., reset=r)`: a block passes them to its mixer (see `Mixer`).
     """
 
     def __init__(self, dim: int, mixer: Mixer, config: Any, layer_idx: int, n_layers: int) -> None:
@@ -167,7 +184,10 @@ class DataSource(abc.ABC):
 
     * `batch(stream_ids)` -> `(inputs, targets)`, int64 tensors of shape
       (len(stream_ids), seq_len), advancing those streams by one window.
-      Targets of -100 are ignored by the loss.
+      Targets of -100 are ignored by the loss. A source that knows its
+      documents sets `reports_documents = True` and returns `(inputs, targets,
+      starts)`: starts a bool tensor of the same shape, True where inputs[:, t]
+      is the first token of a document (data.documents=reset needs it).
     * `state_dict()` / `load_state_dict(d)`: JSON-serialisable position.
     * `bytes_per_token`: average UTF-8 bytes per target token, for bits/byte.
     * optional `declared_vocab(config)` (a staticmethod): for a source whose token ids are its
@@ -176,9 +196,11 @@ class DataSource(abc.ABC):
     """
 
     bytes_per_token: float = 1.0
+    #: Whether `batch` returns document starts as a third tensor (see above).
+    reports_documents: bool = False
 
     @abc.abstractmethod
-    def batch(self, stream_ids: Sequence[int]) -> tuple[Tensor, Tensor]: ...
+    def batch(self, stream_ids: Sequence[int]) -> tuple[Tensor, ...]: ...
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]: ...

@@ -36,15 +36,17 @@ class PreNormBlock(Block):
         hidden = config.mlp_hidden or swiglu_hidden(dim, config.mlp_mult)
         self.mlp = SwiGLU(dim, hidden, config.mlp_act, config.mlp_bias) if use_mlp else None
 
-    def forward(self, x: Tensor, state: Any = None, return_state: bool = False):
-        y, state = self.mixer(self.mixer_norm(x), state, return_state=return_state)
+    def forward(self, x: Tensor, state: Any = None, return_state: bool = False, resets: Tensor | None = None):
+        docs = {} if resets is None else {"resets": resets}  # a mixer without resets never sees the keyword
+        y, state = self.mixer(self.mixer_norm(x), state, return_state=return_state, **docs)
         x = x + y
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x))
         return x, state
 
-    def step(self, x: Tensor, state: Any):
-        y, state = self.mixer.step(self.mixer_norm(x), state)
+    def step(self, x: Tensor, state: Any, reset: Tensor | None = None):
+        docs = {} if reset is None else {"reset": reset}
+        y, state = self.mixer.step(self.mixer_norm(x), state, **docs)
         x = x + y
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x))

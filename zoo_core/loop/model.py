@@ -58,12 +58,18 @@ class LanguageModel(nn.Module):
 
     # -- forward ---------------------------------------------------------------
     def hidden(
-        self, tokens: Tensor, state: list[Any] | None = None, return_state: bool = False
+        self,
+        tokens: Tensor,
+        state: list[Any] | None = None,
+        return_state: bool = False,
+        resets: Tensor | None = None,
     ) -> tuple[Tensor, list[Any] | None]:
+        """`resets` (batch, time) bool, data.documents=reset: True where a document starts (see `Mixer`)."""
         x = self.embed(tokens)
         new_state = [] if return_state else None
+        docs = {} if resets is None else {"resets": resets}  # stream mode: blocks never see the keyword
         for i, layer in enumerate(self.layers):
-            x, s = layer(x, None if state is None else state[i], return_state=return_state)
+            x, s = layer(x, None if state is None else state[i], return_state=return_state, **docs)
             if return_state:
                 new_state.append(s)
         return self.norm(x), new_state
@@ -75,11 +81,12 @@ class LanguageModel(nn.Module):
         state: list[Any] | None = None,
         return_state: bool = False,
         backward_scale: float | None = None,
+        resets: Tensor | None = None,
     ) -> tuple[HeadOutput, list[Any] | None]:
         """`backward_scale` (training only): a `custom_backward` head runs its own backward
         of loss * backward_scale here, inside forward so that FSDP still has the root's
         parameters gathered, and `out.trunk_grad` = (h, dloss/dh) is left for the loop."""
-        h, new_state = self.hidden(tokens, state, return_state)
+        h, new_state = self.hidden(tokens, state, return_state, resets)
         if backward_scale is not None and self.head.custom_backward and torch.is_grad_enabled():
             leaf = h.detach().requires_grad_()
             out = self.head.forward_backward(leaf, targets, backward_scale)
@@ -87,16 +94,23 @@ class LanguageModel(nn.Module):
             return out, new_state
         return self.head(h, targets), new_state
 
-    def logits(self, tokens: Tensor, state: list[Any] | None = None, return_state: bool = False):
-        h, new_state = self.hidden(tokens, state, return_state)
+    def logits(
+        self,
+        tokens: Tensor,
+        state: list[Any] | None = None,
+        return_state: bool = False,
+        resets: Tensor | None = None,
+    ):
+        h, new_state = self.hidden(tokens, state, return_state, resets)
         return self.head.logits(h), new_state
 
-    def step(self, token: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
-        """One token per row: token (B,) -> next-token logits (B, vocab)."""
+    def step(self, token: Tensor, state: list[Any], reset: Tensor | None = None) -> tuple[Tensor, list[Any]]:
+        """One token per row: token (B,) -> next-token logits (B, vocab); `reset` (B,) bool: a document starts."""
         x = self.embed(token)
         new_state = []
+        docs = {} if reset is None else {"reset": reset}
         for i, layer in enumerate(self.layers):
-            x, s = layer.step(x, state[i])
+            x, s = layer.step(x, state[i], **docs)
             new_state.append(s)
         return self.head.logits(self.norm(x)), new_state
 
