@@ -5,7 +5,7 @@ x_{t+k}; head 1 is the ordinary next-token head. The training loss is
 
     L = sum_k w_k * (sum_t -log P_k(x_{t+k} | z_t)) / N_1
 
-where N_1 counts the next-token targets (targets != -100). Dividing every head
+where N_1 counts the next-token targets (targets != IGNORE_INDEX). Dividing every head
 by the same N_1 keeps L an exact per-token sum over micro-batches and ranks,
 like the core's cross-entropy. Head k's targets are the batch's targets
 shifted left by k-1; the last k-1 positions of a window have no target and
@@ -43,9 +43,8 @@ from torch import Tensor, nn
 from zoo_core.blocks import RMSNorm, SwiGLU, swiglu_hidden
 from zoo_core.cpu_linear import linear  # F.linear, through oneDNN on CPU when parallel.cpu_linear says so
 from zoo_core.errors import UserError
-from zoo_core.interfaces import Head, HeadOutput
+from zoo_core.interfaces import IGNORE_INDEX, Head, HeadOutput
 
-IGNORE = -100
 FORMS = ("independent", "block")
 
 
@@ -79,10 +78,10 @@ class HeadBlock(nn.Module):
 
 
 def shift_targets(targets: Tensor, k: int) -> Tensor:
-    """Targets of head k+1 (0-based k): token t+k+1 sits at targets[:, t+k]; the last k positions get -100."""
+    """Targets of head k+1 (0-based k): token t+k+1 sits at targets[:, t+k]; the last k positions get IGNORE_INDEX."""
     if k == 0:
         return targets
-    return F.pad(targets[:, k:], (0, k), value=IGNORE)
+    return F.pad(targets[:, k:], (0, k), value=IGNORE_INDEX)
 
 
 class MTPHead(Head):
@@ -135,12 +134,12 @@ class MTPHead(Head):
         if logits.dtype in (torch.float16, torch.bfloat16):  # the softmax in fp32 under bf16 autocast
             logits = logits.float()
         logits = logits.reshape(-1, self.vocab_size)
-        nats = F.cross_entropy(logits, tk, ignore_index=IGNORE, reduction="sum")
-        count = int((tk != IGNORE).sum())
+        nats = F.cross_entropy(logits, tk, ignore_index=IGNORE_INDEX, reduction="sum")
+        count = int((tk != IGNORE_INDEX).sum())
         correct = None
         if k == 0:
             with torch.no_grad():
-                correct = ((logits.argmax(-1) == tk) & (tk != IGNORE)).sum()
+                correct = ((logits.argmax(-1) == tk) & (tk != IGNORE_INDEX)).sum()
         return nats, count, correct
 
     def _output(self, total: Tensor, n1: int, per_head: list[tuple[float, int]], correct: Tensor) -> HeadOutput:
@@ -167,7 +166,7 @@ class MTPHead(Head):
         `h` must be a leaf requiring grad; its `.grad` accumulates the trunk gradient."""
         if not h.requires_grad:
             raise ValueError("forward_backward needs h as a leaf with requires_grad (h.detach().requires_grad_())")
-        n1 = int((targets != IGNORE).sum())
+        n1 = int((targets != IGNORE_INDEX).sum())
         total, per_head, correct = 0.0, [], None
         for k in range(self.n_heads):
             nats, count, c = self._head_nats(h, targets, k)

@@ -3,7 +3,7 @@
     L = - sum_t sum_{k=1..n} w_k log P_k(x_{t+k} | z_t)   /  #(next-token targets)
 
 `targets[b, t]` is x_{t+1}, so x_{t+k} is `targets[b, t+k-1]`; a target that
-falls outside the window, or is -100, contributes nothing. Slow on purpose:
+falls outside the window, or is the core's IGNORE_INDEX, contributes nothing. Slow on purpose:
 the tests hold the vectorised head (`head.MTPHead`) to it.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-IGNORE = -100
+from zoo_core.interfaces import IGNORE_INDEX
 
 
 def mtp_loss_reference(
@@ -30,9 +30,9 @@ def mtp_loss_reference(
                 if t + k - 1 >= T:  # x_{t+k} lies beyond this window
                     continue
                 x = int(targets[b, t + k - 1])
-                if x == IGNORE:
+                if x == IGNORE_INDEX:
                     continue
                 log_p = torch.log_softmax(head(z).double(), dim=-1)
                 total = total - w * log_p[x]
-    n_next = int((targets != IGNORE).sum())
+    n_next = int((targets != IGNORE_INDEX).sum())
     return total / max(n_next, 1)
