@@ -1,25 +1,21 @@
 """The core's tokenizers: a default plugin (zoo_core.registry.DEFAULT_PLUGINS)."""
 
 from zoo_core import hookimpl
-from zoo_core.tokenizers import (
-    ByteTokenizer,
-    ByteTokenizerConfig,
-    HFTokenizer,
-    HFTokenizerConfig,
-    SentencePieceConfig,
-    SentencePieceTokenizer,
-    TiktokenConfig,
-    TiktokenTokenizer,
-)
+from zoo_core import tokenizers as t
 
 zoo_api = 1
 
 
 @hookimpl
 def register_tokenizers(register):
-    register("bytes", ByteTokenizer, ByteTokenizerConfig, "UTF-8 bytes plus BOS/EOS/PAD (vocab 259)")
-    register("hf", HFTokenizer, HFTokenizerConfig, "a Hugging Face tokenizers JSON file (path=tokenizer.json)")
-    register("sentencepiece", SentencePieceTokenizer, SentencePieceConfig, "a SentencePiece model file (path=m.model)")
+    register("bytes", t.ByteTokenizer, t.ByteTokenizerConfig, "UTF-8 bytes plus BOS/EOS/PAD (vocab 259)")
+    register("hf", t.HFTokenizer, t.HFTokenizerConfig, "a Hugging Face tokenizers JSON file (path=tokenizer.json)")
     register(
-        "tiktoken", TiktokenTokenizer, TiktokenConfig, "a tiktoken BPE ranks file (path=ranks.tiktoken, pattern=regex)"
+        "sentencepiece", t.SentencePieceTokenizer, t.SentencePieceConfig, "a SentencePiece model file (path=m.model)"
+    )
+    register(
+        "tiktoken",
+        t.TiktokenTokenizer,
+        t.TiktokenConfig,
+        "a tiktoken BPE ranks file (path=ranks.tiktoken, pattern=regex)",
     )
