@@ -18,35 +18,24 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # Per scaffold kind: the module holding the component, its class suffix and registry kind
 # (the hook comes from the one kind table, zoo_core.registry.KIND_TABLE).
 KINDS = {
-    "mixer": dict(
-        module="mixer",
-        suffix="Mixer",
-        registry="mixers",
-        summary="a causal exponential moving average with a learned per-channel decay",
-        usage="    zoo train model.mixer.name=${name} model.mixer.expand=2\n"
-        "    zoo train model.pattern='[${name}, attention]'    # in a hybrid",
-    ),
-    "block": dict(
-        module="block",
-        suffix="Block",
-        registry="blocks",
-        summary="a parallel residual block: x + mixer(norm(x)) + mlp(norm(x))",
-        usage="    zoo train model.block.name=${name} model.mixer.name=attention",
-    ),
-    "loss": dict(
-        module="loss",
-        suffix="Head",
-        registry="losses",
-        summary="next-token cross-entropy with a z-loss on the log-partition",
-        usage="    zoo train model.loss.name=${name} model.loss.z_loss=1e-4",
-    ),
-    "data": dict(
-        module="source",
-        suffix="Source",
-        registry="data",
-        summary="a synthetic copy task: random symbols, then the same symbols again",
-        usage="    zoo train data.source.name=${name} data.source.n_symbols=16",
-    ),
+    "mixer": ("mixer", "Mixer", "mixers"),
+    "block": ("block", "Block", "blocks"),
+    "loss": ("loss", "Head", "losses"),
+    "data": ("source", "Source", "data"),
+}
+# What the generated component computes, and how to train with it (${name}: the plugin's name).
+SUMMARY = {
+    "mixer": "a causal exponential moving average with a learned per-channel decay",
+    "block": "a parallel residual block: x + mixer(norm(x)) + mlp(norm(x))",
+    "loss": "next-token cross-entropy with a z-loss on the log-partition",
+    "data": "a synthetic copy task: random symbols, then the same symbols again",
+}
+USAGE = {
+    "mixer": "    zoo train model.mixer.name=${name} model.mixer.expand=2\n"
+    "    zoo train model.pattern='[${name}, attention]'    # in a hybrid",
+    "block": "    zoo train model.block.name=${name} model.mixer.name=attention",
+    "loss": "    zoo train model.loss.name=${name} model.loss.z_loss=1e-4",
+    "data": "    zoo train data.source.name=${name} data.source.n_symbols=16",
 }
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -58,22 +47,22 @@ def camel(name: str) -> str:
 def placeholders(name: str, kind: str) -> dict[str, str]:
     from zoo_core import PLUGIN_API_VERSION, __version__
 
-    spec = KINDS[kind]
+    module, suffix, registry_kind = KINDS[kind]
     values = dict(
         name=name,
         package=f"zoo_{name}",
         dist=f"zoo-{name.replace('_', '-')}",
         Class=camel(name),
         kind=kind,
-        kind_label=SINGULAR[spec["registry"]],
-        module=spec["module"],
-        cls=camel(name) + spec["suffix"],
-        hook=REGISTRY_HOOKS[spec["registry"]],
-        summary=spec["summary"],
+        kind_label=SINGULAR[registry_kind],
+        module=module,
+        cls=camel(name) + suffix,
+        hook=REGISTRY_HOOKS[registry_kind],
+        summary=SUMMARY[kind],
         zoo_api=str(PLUGIN_API_VERSION),
         core_version=".".join(__version__.split(".")[:2]),
     )
-    values["usage"] = string.Template(spec["usage"]).substitute(values)
+    values["usage"] = string.Template(USAGE[kind]).substitute(values)
     return values
 
 
@@ -89,7 +78,7 @@ def check_name(name: str, kind: str) -> None:
     from zoo_core.registry import get_registry
 
     reg = get_registry()
-    registry_kind = KINDS[kind]["registry"]
+    _, _, registry_kind = KINDS[kind]
     if reg.has(registry_kind, name):
         owner = reg.get(registry_kind, name).distribution
         raise UserError(
