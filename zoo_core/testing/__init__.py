@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from zoo_core.testing.component import Component
 from zoo_core.testing.report import CheckResult, Report, Skip
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "check_mixer",
@@ -43,93 +47,98 @@ def _config(config: Any, config_cls: type | None, options: dict | None, name: st
     return make_config(config_cls, options, name), config_cls
 
 
+class Subject(TypedDict, total=False):
+    """The keywords every `check_*` takes after its sizes: `config_cls` (plus optional `options`,
+    as a config file gives them) builds the config when none is given, and `name` labels the
+    report (default: the factory's `__name__`)."""
+
+    config_cls: type | None
+    options: dict | None
+    name: str | None
+
+
+def _component(kind: str, factory: Callable, config: Any, subject: Subject) -> Component:
+    unknown = sorted(set(subject) - set(Subject.__annotations__))
+    if unknown:
+        raise TypeError(f"the {kind} checks take no keyword {', '.join(unknown)}")
+    name = subject.get("name") or getattr(factory, "__name__", kind)
+    config, config_cls = _config(config, subject.get("config_cls"), subject.get("options"), name)
+    return Component(f"{kind} {name}", factory, config, config_cls)
+
+
 def check_mixer(
     factory: Callable,
     config: Any = None,
     *,
-    config_cls: type | None = None,
-    options: dict | None = None,
-    name: str | None = None,
     dim: int = 32,
     seq_len: int = 16,
     batch: int = 2,
     skip: Sequence[str] = (),
+    **subject: Unpack[Subject],
 ) -> Report:
     """Every mixer check. `factory(dim, config)` builds the mixer (usually its class);
     give `config` (a dataclass instance) or `config_cls` plus optional `options`."""
     from zoo_core.testing.sequence import SequenceChecks
 
-    name = name or getattr(factory, "__name__", "mixer")
-    config, config_cls = _config(config, config_cls, options, name)
-    return SequenceChecks(f"mixer {name}", lambda d: factory(d, config), config, config_cls, dim, seq_len, batch).run(
-        skip
-    )
+    c = _component("mixer", factory, config, subject)
+    build = lambda d: factory(d, c.config)  # noqa: E731
+    return SequenceChecks(c.label, build, c.config, c.config_cls, dim, seq_len, batch).run(skip)
 
 
 def check_block(
     factory: Callable,
     config: Any = None,
     *,
-    config_cls: type | None = None,
-    options: dict | None = None,
-    name: str | None = None,
     mixer: tuple[Callable, Any] | None = None,
     dim: int = 32,
     seq_len: int = 16,
     batch: int = 2,
     skip: Sequence[str] = (),
+    **subject: Unpack[Subject],
 ) -> Report:
     """Block checks, with `mixer=(factory, config)` inside (default: the kit's probe mixer)."""
     from zoo_core.testing.build import ProbeConfig, ProbeMixer
     from zoo_core.testing.sequence import SequenceChecks
 
-    name = name or getattr(factory, "__name__", "block")
-    config, config_cls = _config(config, config_cls, options, name)
+    c = _component("block", factory, config, subject)
     mixer_factory, mixer_config = mixer or (ProbeMixer, ProbeConfig())
-    build = lambda d: factory(d, mixer_factory(d, mixer_config), config, 0, 2)  # noqa: E731
-    return SequenceChecks(f"block {name}", build, config, config_cls, dim, seq_len, batch).run(skip)
+    build = lambda d: factory(d, mixer_factory(d, mixer_config), c.config, 0, 2)  # noqa: E731
+    return SequenceChecks(c.label, build, c.config, c.config_cls, dim, seq_len, batch).run(skip)
 
 
 def check_loss(
     factory: Callable,
     config: Any = None,
     *,
-    config_cls: type | None = None,
-    options: dict | None = None,
-    name: str | None = None,
     dim: int = 32,
     vocab: int = 64,
     seq_len: int = 16,
     batch: int = 2,
     skip: Sequence[str] = (),
+    **subject: Unpack[Subject],
 ) -> Report:
     """Loss/head checks: HeadOutput with a finite loss, logits shape, gradients."""
     from zoo_core.testing.heads import HeadChecks
 
-    name = name or getattr(factory, "__name__", "loss")
-    config, config_cls = _config(config, config_cls, options, name)
-    return HeadChecks(f"loss {name}", factory, config, config_cls, dim, vocab, seq_len, batch).run(skip)
+    return HeadChecks(_component("loss", factory, config, subject), dim, vocab, seq_len, batch).run(skip)
 
 
 def check_data_source(
     factory: Callable,
     config: Any = None,
     *,
-    config_cls: type | None = None,
-    options: dict | None = None,
-    name: str | None = None,
     tokenizer: Any = None,
     seq_len: int = 16,
     n_streams: int = 2,
     cache_dir: str | None = None,
     skip: Sequence[str] = (),
+    **subject: Unpack[Subject],
 ) -> Report:
     """Data source checks: batch shapes, JSON state_dict resume, stream independence."""
     from zoo_core.testing.data import DataChecks
 
-    name = name or getattr(factory, "__name__", "data")
-    config, config_cls = _config(config, config_cls, options, name)
-    return DataChecks(f"data {name}", factory, config, config_cls, tokenizer, seq_len, n_streams, cache_dir).run(skip)
+    c = _component("data", factory, config, subject)
+    return DataChecks(c, tokenizer, seq_len, n_streams, cache_dir).run(skip)
 
 
 _BY_KIND = {"mixers": check_mixer, "blocks": check_block, "losses": check_loss, "data": check_data_source}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
 from zoo_core.interfaces import IGNORE_INDEX, Tokenizer
+from zoo_core.testing.component import Component
 from zoo_core.testing.report import Report
 from zoo_core.testing.sequence import yaml_round_trip
 
@@ -18,10 +18,7 @@ CHECKS = ("batches", "resume", "stream independence", "yaml round-trip")
 class DataChecks:
     def __init__(
         self,
-        label: str,
-        factory: Callable,
-        config: Any,
-        config_cls: type | None,
+        component: Component,
         tokenizer: Tokenizer | None = None,
         seq_len: int = 16,
         n_streams: int = 2,
@@ -30,7 +27,8 @@ class DataChecks:
     ) -> None:
         from zoo_core.tokenizers import ByteTokenizer
 
-        self.label, self.factory, self.config, self.config_cls = label, factory, config, config_cls
+        c = component
+        self.label, self.factory, self.config, self.config_cls = c.label, c.factory, c.config, c.config_cls
         self.tok = tokenizer or ByteTokenizer()
         self.T, self.S, self.cache_dir, self.seed = seq_len, n_streams, cache_dir, seed
 

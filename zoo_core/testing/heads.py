@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from zoo_core.interfaces import IGNORE_INDEX, HeadOutput
 from zoo_core.testing.build import materialise
+from zoo_core.testing.component import Component
 from zoo_core.testing.report import Report
 from zoo_core.testing.sequence import yaml_round_trip
 
@@ -29,17 +30,15 @@ class _Holder(nn.Module):
 class HeadChecks:
     def __init__(
         self,
-        label: str,
-        factory: Callable,
-        config: Any,
-        config_cls: type | None,
+        component: Component,
         dim: int = 32,
         vocab: int = 64,
         seq_len: int = 16,
         batch: int = 2,
         seed: int = 0,
     ) -> None:
-        self.label, self.factory, self.config, self.config_cls = label, factory, config, config_cls
+        c = component
+        self.label, self.factory, self.config, self.config_cls = c.label, c.factory, c.config, c.config_cls
         self.dim, self.V, self.T, self.B, self.seed = dim, vocab, seq_len, batch, seed
 
     def holder(self, tied: bool = True, dtype=torch.float32) -> _Holder:
