@@ -648,6 +648,14 @@ def _lr(v: Any) -> str:
     return "config" if v is None else f"{v:g}"
 
 
+def _table(columns: list[str], rows: list[list[Any]], tasks: bool) -> list[str]:
+    """A Markdown table's lines. The first column is the task: left out when no row has one."""
+    if not tasks:
+        columns, rows = columns[1:], [r[1:] for r in rows]
+    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"  # noqa: E731
+    return [line(columns), "|" + "---|" * len(columns), *(line(r) for r in rows)]
+
+
 def write_results(rows: list[dict[str, Any]], out_dir: Path, spec: Spec) -> None:
     import csv
 
@@ -681,33 +689,30 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, spec: Spec) -> None
         "",
         f"Machine: {spec.machine or '-'}; device: {rows[0]['device']}.",
         "",
-        ("| task " if tasks else "") + "| arch | size | budget | best lr | seeds | params | steps | tokens | "
-        "train FLOPs used | state bytes | val loss | val acc | test acc |",
-        ("|---" if tasks else "") + "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *_table(
+            ["task", "arch", "size", "budget", "best lr", "seeds", "params", "steps", "tokens", "train FLOPs used"]
+            + ["state bytes", "val loss", "val acc", "test acc"],
+            [
+                [r["task"], r["arch"], r["size"], r["budget"], _lr(r["lr"]), r["seeds"], f"{r['params']:,}"]
+                + [f"{r['steps']:.0f}", f"{r['tokens']:,.0f}", f"{r['compute_flops']:.3e}", f"{r['state_bytes']:,}"]
+                + [_fmt(r["val_loss"], r["val_loss_std"]), _fmt(r["val_accuracy"], r["val_accuracy_std"], 3)]
+                + [_fmt(r["test_accuracy"], r["test_accuracy_std"], 3)]
+                for r in best
+            ],
+            tasks,
+        ),
     ]
-    for r in best:
-        lines.append(
-            (f"| {r['task']} " if tasks else "")
-            + f"| {r['arch']} | {r['size']} | {r['budget']} | {_lr(r['lr'])} | {r['seeds']} | "
-            f"{r['params']:,} | {r['steps']:.0f} | {r['tokens']:,.0f} | {r['compute_flops']:.3e} | "
-            f"{r['state_bytes']:,} | {_fmt(r['val_loss'], r['val_loss_std'])} | "
-            f"{_fmt(r['val_accuracy'], r['val_accuracy_std'], 3)} | "
-            f"{_fmt(r['test_accuracy'], r['test_accuracy_std'], 3)} |"
-        )
     if any(len(spec.lrs.get(a, [None])) > 1 for a in spec.architectures):
-        lines += [
-            "",
-            f"## lr sweep (validation {spec.select}; * = chosen)",
-            "",
-            ("| task " if tasks else "") + "| arch | size | budget | lr | val loss | val acc |",
-            ("|---" if tasks else "") + "|---|---|---|---|---|---|",
-        ]
-        for s in sweep:
-            lines.append(
-                (f"| {s['task']} " if tasks else "")
-                + f"| {s['arch']} | {s['size']} | {s['budget']} | {_lr(s['lr'])}{' *' if s['best'] else ''} | "
-                f"{_fmt(s['val_loss'], s['val_loss_std'])} | {_fmt(s['val_accuracy'], s['val_accuracy_std'], 3)} |"
-            )
+        lines += ["", f"## lr sweep (validation {spec.select}; * = chosen)", ""]
+        lines += _table(
+            ["task", "arch", "size", "budget", "lr", "val loss", "val acc"],
+            [
+                [s["task"], s["arch"], s["size"], s["budget"], _lr(s["lr"]) + (" *" if s["best"] else "")]
+                + [_fmt(s["val_loss"], s["val_loss_std"]), _fmt(s["val_accuracy"], s["val_accuracy_std"], 3)]
+                for s in sweep
+            ],
+            tasks,
+        )
     fitted = {k: f for k, f in fits.items() if f["fit"]}
     lines += ["", "## Compute-optimal frontier", ""]
     if fitted:
@@ -730,6 +735,13 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, spec: Spec) -> None
         )
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     plot(rows, best, fits, out_dir)
+
+
+def _errorbar(ax: Any, pts: list[tuple[Any, Any, Any]], label: str) -> None:
+    """One series of (x, y, std) points with error bars; none when there are no points."""
+    if pts:
+        x, y, err = (list(v) for v in zip(*pts))
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=2, label=label, lw=1)
 
 
 def plot(
@@ -756,16 +768,7 @@ def plot(
                 for b in best
                 if (b["task"], b["arch"]) == (t, a) and b["val_bpb"] is not None
             )
-            if pts:
-                ax.errorbar(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    yerr=[p[2] for p in pts],
-                    marker="o",
-                    capsize=2,
-                    label=label(t, a),
-                    lw=1,
-                )
+            _errorbar(ax, pts, label(t, a))
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation bits/byte (mean ± std over seeds)")
@@ -818,16 +821,7 @@ def plot(
                     if (b["task"], b["arch"], b["budget"]) == (task, arch, budgets[-1])
                     and b["val_accuracy"] is not None
                 )
-                if pts:
-                    ax.errorbar(
-                        [p[0] for p in pts],
-                        [p[1] for p in pts],
-                        yerr=[p[2] for p in pts],
-                        marker="o",
-                        capsize=2,
-                        label=arch,
-                        lw=1,
-                    )
+                _errorbar(ax, pts, arch)
             ax.set_xscale("log")
             ax.set_xlabel("recurrent state (bytes per sequence)")
             ax.set_title(task or budgets[-1], fontsize=9)
