@@ -105,6 +105,90 @@ def head_weights(model_cfg: Any, weights: Weights) -> Tensor:
     return weights["embed.weight"] if model_cfg.tie_embeddings else weights["head.proj.weight"]
 
 
+def refuse_shared(model_cfg: Any, target: str) -> str | None:
+    """What the HF families hold once, refused in one line (or None): the core's prenorm block and
+    cross_entropy head (`refuse_unless_prenorm`), one set of options per mixer for every layer of it
+    (`same_options`), one norm epsilon, a mixer's own `norm_eps` included (`refuse_eps`)."""
+    options = mixer_options(model_cfg)
+    why = refuse_unless_prenorm(model_cfg, target)
+    for name in dict.fromkeys(o["name"] for o in options):
+        why = why or same_options([o for o in options if o["name"] == name], target, name)
+    mixer_eps = [("model.mixer.norm_eps", o["norm_eps"]) for o in options if "norm_eps" in o]
+    return why or refuse_eps(model_cfg, target, *mixer_eps)
+
+
+def hf_sizes(model_cfg: Any) -> dict[str, Any]:
+    """The transformers config fields every causal LM has, from zoo's `model` section."""
+    return dict(
+        vocab_size=model_cfg.vocab_size,
+        hidden_size=model_cfg.dim,
+        num_hidden_layers=model_cfg.n_layers,
+        tie_word_embeddings=bool(model_cfg.tie_embeddings),
+    )
+
+
+def zoo_model(
+    hf_config: Any, norm_eps: float, mixer: dict[str, Any], block: dict[str, Any], loss: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """zoo's `model` section for a transformers config: its sizes and tied or untied embeddings,
+    `mixer`, the prenorm block with `block`'s options, the cross_entropy head with `loss`'s, and
+    one norm epsilon for every norm."""
+    return {
+        "dim": hf_config.hidden_size,
+        "n_layers": hf_config.num_hidden_layers,
+        "vocab_size": hf_config.vocab_size,
+        "tie_embeddings": bool(hf_config.tie_word_embeddings),
+        "norm_eps": norm_eps,
+        "mixer": mixer,
+        "block": {"name": "prenorm", **block, "norm_eps": norm_eps},
+        "loss": {"name": "cross_entropy", **(loss or {})},
+    }
+
+
+def ends_to_hf(model_cfg: Any, weights: Weights, embed: str, norm: str, norm_offset: float = 0.0) -> Weights:
+    """The embedding, final norm and head under transformers' names `embed`, `norm` and
+    `lm_head.weight`; `norm_offset` 1 for a family whose RMSNorm scales by (1 + weight)."""
+    final = weights["norm.weight"] - norm_offset if norm_offset else weights["norm.weight"]
+    return {embed: weights["embed.weight"], norm: final, "lm_head.weight": head_weights(model_cfg, weights)}
+
+
+def ends_from_hf(hf_config: Any, weights: Weights, embed: str, norm: str, norm_offset: float = 0.0) -> Weights:
+    """The inverse of `ends_to_hf`: zoo's embedding, final norm and (untied) head."""
+    final = weights[norm] + norm_offset if norm_offset else weights[norm]
+    out = {"embed.weight": weights[embed], "norm.weight": final}
+    if not hf_config.tie_word_embeddings:
+        out["head.proj.weight"] = weights["lm_head.weight"]
+    return out
+
+
+def mlp_to_hf(weights: Weights, z: str, h: str) -> Weights:
+    """Layer prefix `z`'s SwiGLU MLP (the core's fused `w_in` = [gate; up], and `w_out`) as
+    transformers' `{h}gate_proj`, `{h}up_proj` and `{h}down_proj` weights and biases, where present."""
+    out = {}
+    for suffix in ("weight", "bias"):
+        if z + f"mlp.w_in.{suffix}" in weights:
+            gate, up = weights[z + f"mlp.w_in.{suffix}"].split(weights[z + "mlp.w_out.weight"].shape[1])
+            out.update(
+                {
+                    h + f"gate_proj.{suffix}": gate,
+                    h + f"up_proj.{suffix}": up,
+                    h + f"down_proj.{suffix}": weights[z + f"mlp.w_out.{suffix}"],
+                }
+            )
+    return out
+
+
+def mlp_from_hf(weights: Weights, z: str, h: str) -> Weights:
+    """The inverse of `mlp_to_hf`."""
+    out = {}
+    for suffix in ("weight", "bias"):
+        if h + f"gate_proj.{suffix}" in weights:
+            gate_up = [weights[h + f"gate_proj.{suffix}"], weights[h + f"up_proj.{suffix}"]]
+            out[z + f"mlp.w_in.{suffix}"] = torch.cat(gate_up)
+            out[z + f"mlp.w_out.{suffix}"] = weights[h + f"down_proj.{suffix}"]
+    return out
+
+
 # -- choosing a mapping ------------------------------------------------------------------------------
 
 

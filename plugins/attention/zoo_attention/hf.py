@@ -13,17 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from zoo_core import interop
 from zoo_core.errors import UserError
-from zoo_core.interop import (
-    HFMapping,
-    Weights,
-    head_weights,
-    mixer_options,
-    refuse_eps,
-    refuse_unless_prenorm,
-    same_options,
-    section,
-)
+from zoo_core.interop import HFMapping, Weights
 
 ACTS = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}  # zoo block.mlp_act -> transformers hidden_act
 
@@ -66,18 +58,13 @@ class LlamaMapping(HFMapping):
     architecture = "LlamaForCausalLM"
 
     def refuse(self, m: Any) -> str | None:
-        opts = mixer_options(m)
-        block, loss = section(m, "block"), section(m, "loss")
-        why = (
-            refuse_unless_prenorm(m, "Llama")
-            or same_options(opts, "LlamaConfig", "attention")
-            or refuse_eps(m, "LlamaConfig")
-        )
+        why = interop.refuse_shared(m, "Llama")
         if why:
             return why
-        if opts[0].get("window"):
+        a, block, loss = interop.mixer_options(m)[0], interop.section(m, "block"), interop.section(m, "loss")
+        if a.get("window"):
             return (
-                f"model.mixer.window={opts[0]['window']} (sliding window) has no LlamaForCausalLM counterpart; "
+                f"model.mixer.window={a['window']} (sliding window) has no LlamaForCausalLM counterpart; "
                 "full causal attention (window unset) maps"
             )
         if block.get("mlp") is False:
@@ -86,12 +73,11 @@ class LlamaMapping(HFMapping):
             return f"model.block.mlp_act={block.get('mlp_act')} has no Llama hidden_act; silu or gelu_tanh maps"
         if loss.get("logit_softcap"):
             return f"model.loss.logit_softcap={loss['logit_softcap']} has no Llama counterpart; 0 (off) maps"
-        if unmapped_position(opts[0]):
-            return unmapped_position(opts[0])
-        if opts[0].get("rope_fraction", 1.0) != 1.0:
-            fraction = opts[0]["rope_fraction"]
-            return f"model.mixer.rope_fraction={fraction} (partial RoPE) has no Llama counterpart; 1.0 maps"
-        if opts[0].get("out_bias"):
+        if unmapped_position(a):
+            return unmapped_position(a)
+        if a.get("rope_fraction", 1.0) != 1.0:
+            return f"model.mixer.rope_fraction={a['rope_fraction']} (partial RoPE) has no Llama counterpart; 1.0 maps"
+        if a.get("out_bias"):
             return (
                 "model.mixer.out_bias=true has no Llama counterpart "
                 "(its attention_bias covers q, k, v and o); false maps"
@@ -99,14 +85,11 @@ class LlamaMapping(HFMapping):
         return None
 
     def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
-        opts, block = mixer_options(m)[0], section(m, "block")
+        opts, block = interop.mixer_options(m)[0], interop.section(m, "block")
         heads, kv, hd = attention_shape(m.dim, opts)
-        hidden = w["layers.0.mlp.w_out.weight"].shape[1]
         config = dict(
-            vocab_size=m.vocab_size,
-            hidden_size=m.dim,
-            intermediate_size=hidden,
-            num_hidden_layers=m.n_layers,
+            **interop.hf_sizes(m),
+            intermediate_size=w["layers.0.mlp.w_out.weight"].shape[1],
             num_attention_heads=heads,
             num_key_value_heads=kv,
             head_dim=hd,
@@ -114,15 +97,10 @@ class LlamaMapping(HFMapping):
             rms_norm_eps=float(m.norm_eps),
             rope_parameters={"rope_type": "default", "rope_theta": float(opts["rope_theta"])},
             max_position_embeddings=4096,
-            tie_word_embeddings=bool(m.tie_embeddings),
             attention_bias=False,
             mlp_bias=bool(block.get("mlp_bias")),
         )
-        out = {
-            "model.embed_tokens.weight": w["embed.weight"],
-            "model.norm.weight": w["norm.weight"],
-            "lm_head.weight": head_weights(m, w),
-        }
+        out = interop.ends_to_hf(m, w, "model.embed_tokens.weight", "model.norm.weight")
         for i in range(m.n_layers):
             z, h = f"layers.{i}.", f"model.layers.{i}."
             k, v = w[z + "mixer.wkv.weight"].split(kv * hd)
@@ -136,7 +114,7 @@ class LlamaMapping(HFMapping):
                     h + "self_attn.o_proj.weight": w[z + "mixer.wo.weight"],
                 }
             )
-            out.update(split_mlp(w, z, h + "mlp.", hidden))
+            out.update(interop.mlp_to_hf(w, z, h + "mlp."))
         return config, out
 
     def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
@@ -153,33 +131,24 @@ class LlamaMapping(HFMapping):
             raise UserError(f"Llama hidden_act={c.hidden_act} has no zoo counterpart; silu or gelu_pytorch_tanh maps")
         hd = c.head_dim or c.hidden_size // c.num_attention_heads
         kv = c.num_key_value_heads or c.num_attention_heads
-        tied = bool(c.tie_word_embeddings)
-        model = {
-            "dim": c.hidden_size,
-            "n_layers": c.num_hidden_layers,
-            "vocab_size": c.vocab_size,
-            "tie_embeddings": tied,
-            "norm_eps": float(c.rms_norm_eps),
-            "mixer": {
+        model = interop.zoo_model(
+            c,
+            float(c.rms_norm_eps),
+            mixer={
                 "name": "attention",
                 "n_heads": c.num_attention_heads,
                 "head_dim": hd,
                 "n_kv_heads": kv,
                 "rope_theta": float(rope.get("rope_theta", 10000.0)),
             },
-            "block": {
-                "name": "prenorm",
+            block={
                 "mlp": True,
                 "mlp_hidden": c.intermediate_size,
                 "mlp_act": act,
                 "mlp_bias": bool(getattr(c, "mlp_bias", False)),
-                "norm_eps": float(c.rms_norm_eps),
             },
-            "loss": {"name": "cross_entropy"},
-        }
-        out = {"embed.weight": w["model.embed_tokens.weight"], "norm.weight": w["model.norm.weight"]}
-        if not tied:
-            out["head.proj.weight"] = w["lm_head.weight"]
+        )
+        out = interop.ends_from_hf(c, w, "model.embed_tokens.weight", "model.norm.weight")
         for i in range(c.num_hidden_layers):
             z, h = f"layers.{i}.", f"model.layers.{i}."
             out.update(
@@ -193,30 +162,5 @@ class LlamaMapping(HFMapping):
                     z + "mixer.wo.weight": w[h + "self_attn.o_proj.weight"],
                 }
             )
-            out.update(join_mlp(w, z, h + "mlp."))
+            out.update(interop.mlp_from_hf(w, z, h + "mlp."))
         return model, out
-
-
-def split_mlp(w: Weights, z: str, h: str, hidden: int) -> Weights:
-    """zoo's fused w_in ([gate; value]) as transformers' gate_proj / up_proj / down_proj."""
-    out = {}
-    for suffix in ("weight", "bias"):
-        if z + f"mlp.w_in.{suffix}" in w:
-            gate, up = w[z + f"mlp.w_in.{suffix}"].split(hidden)
-            out.update(
-                {
-                    h + f"gate_proj.{suffix}": gate,
-                    h + f"up_proj.{suffix}": up,
-                    h + f"down_proj.{suffix}": w[z + f"mlp.w_out.{suffix}"],
-                }
-            )
-    return out
-
-
-def join_mlp(w: Weights, z: str, h: str) -> Weights:
-    out = {}
-    for suffix in ("weight", "bias"):
-        if h + f"gate_proj.{suffix}" in w:
-            out[z + f"mlp.w_in.{suffix}"] = torch.cat([w[h + f"gate_proj.{suffix}"], w[h + f"up_proj.{suffix}"]])
-            out[z + f"mlp.w_out.{suffix}"] = w[h + f"down_proj.{suffix}"]
-    return out

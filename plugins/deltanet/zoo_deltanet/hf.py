@@ -27,17 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from zoo_core import interop
 from zoo_core.errors import UserError
-from zoo_core.interop import (
-    HFMapping,
-    Weights,
-    head_weights,
-    mixer_options,
-    refuse_eps,
-    refuse_unless_prenorm,
-    same_options,
-    section,
-)
+from zoo_core.interop import HFMapping, Weights
 
 
 def qwen3_next_config_kwargs(m) -> dict[str, int]:
@@ -105,15 +97,10 @@ class Qwen3NextMapping(HFMapping):
     architecture = "Qwen3NextForCausalLM"
 
     def refuse(self, m: Any) -> str | None:
-        opts = mixer_options(m)
-        block, loss = section(m, "block"), section(m, "loss")
-        why = (
-            refuse_unless_prenorm(m, "Qwen3-Next")
-            or same_options(opts, "Qwen3NextConfig", "gated_deltanet")
-            or refuse_eps(m, "Qwen3NextConfig", ("model.mixer.norm_eps", opts[0]["norm_eps"]))
-        )
+        why = interop.refuse_shared(m, "Qwen3-Next")  # the gated norm's norm_eps included
         if why:
             return why
+        block, loss = interop.section(m, "block"), interop.section(m, "loss")
         if block.get("mlp") is False:
             return (
                 "model.block.mlp=false; every Qwen3-Next layer has an MLP (dense in mlp_only_layers): "
@@ -131,30 +118,23 @@ class Qwen3NextMapping(HFMapping):
         return None
 
     def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
-        H, Dk, Dv = _head_dims(m.dim, mixer_options(m)[0])
-        hidden = w["layers.0.mlp.w_out.weight"].shape[1]
+        o = interop.mixer_options(m)[0]
+        H, Dk, Dv = _head_dims(m.dim, o)
         n = m.n_layers
         config = dict(
-            vocab_size=m.vocab_size,
-            hidden_size=m.dim,
-            intermediate_size=hidden,
-            num_hidden_layers=n,
+            **interop.hf_sizes(m),
+            intermediate_size=w["layers.0.mlp.w_out.weight"].shape[1],
             layer_types=["linear_attention"] * n,
             mlp_only_layers=list(range(n)),
             hidden_act="silu",
             rms_norm_eps=float(m.norm_eps),
-            tie_word_embeddings=bool(m.tie_embeddings),
             linear_num_key_heads=H,
             linear_num_value_heads=H,
             linear_key_head_dim=Dk,
             linear_value_head_dim=Dv,
-            linear_conv_kernel_dim=int(mixer_options(m)[0]["conv"]),
+            linear_conv_kernel_dim=int(o["conv"]),
         )
-        out = {
-            "model.embed_tokens.weight": w["embed.weight"],
-            "model.norm.weight": w["norm.weight"] - 1,
-            "lm_head.weight": head_weights(m, w),
-        }
+        out = interop.ends_to_hf(m, w, "model.embed_tokens.weight", "model.norm.weight", norm_offset=1)
         for i in range(n):
             z, h = f"layers.{i}.", f"model.layers.{i}."
             x = z + "mixer."
@@ -167,7 +147,6 @@ class Qwen3NextMapping(HFMapping):
                 Dk,
                 Dv,
             )
-            gate, up = w[z + "mlp.w_in.weight"].split(hidden)
             out.update(
                 {
                     h + "input_layernorm.weight": w[z + "mixer_norm.weight"] - 1,
@@ -179,9 +158,7 @@ class Qwen3NextMapping(HFMapping):
                     h + "linear_attn.A_log": w[x + "A_log"],
                     h + "linear_attn.norm.weight": w[x + "norm_weight"],
                     h + "linear_attn.out_proj.weight": w[x + "out_proj.weight"],
-                    h + "mlp.gate_proj.weight": gate,
-                    h + "mlp.up_proj.weight": up,
-                    h + "mlp.down_proj.weight": w[z + "mlp.w_out.weight"],
+                    **interop.mlp_to_hf(w, z, h + "mlp."),
                 }
             )
         return config, out
@@ -216,14 +193,11 @@ class Qwen3NextMapping(HFMapping):
                 f"uses SiLU); silu maps"
             )
         H, Dk, Dv = c.linear_num_key_heads, c.linear_key_head_dim, c.linear_value_head_dim
-        tied, eps = bool(c.tie_word_embeddings), float(c.rms_norm_eps)
-        model = {
-            "dim": c.hidden_size,
-            "n_layers": n,
-            "vocab_size": c.vocab_size,
-            "tie_embeddings": tied,
-            "norm_eps": eps,
-            "mixer": {
+        eps = float(c.rms_norm_eps)
+        model = interop.zoo_model(
+            c,
+            eps,
+            mixer={
                 "name": "gated_deltanet",
                 "n_heads": H,
                 "head_k_dim": Dk,
@@ -231,19 +205,9 @@ class Qwen3NextMapping(HFMapping):
                 "conv": c.linear_conv_kernel_dim,
                 "norm_eps": eps,
             },
-            "block": {
-                "name": "prenorm",
-                "mlp": True,
-                "mlp_hidden": c.intermediate_size,
-                "mlp_act": "silu",
-                "mlp_bias": False,
-                "norm_eps": eps,
-            },
-            "loss": {"name": "cross_entropy"},
-        }
-        out = {"embed.weight": w["model.embed_tokens.weight"], "norm.weight": w["model.norm.weight"] + 1}
-        if not tied:
-            out["head.proj.weight"] = w["lm_head.weight"]
+            block={"mlp": True, "mlp_hidden": c.intermediate_size, "mlp_act": "silu", "mlp_bias": False},
+        )
+        out = interop.ends_from_hf(c, w, "model.embed_tokens.weight", "model.norm.weight", norm_offset=1)
         for i in range(n):
             z, h = f"layers.{i}.", f"model.layers.{i}.linear_attn."
             qkv, g, b, a = _layer_from_hf(w[h + "in_proj_qkvz.weight"], w[h + "in_proj_ba.weight"], H, Dk, Dv)
@@ -261,8 +225,7 @@ class Qwen3NextMapping(HFMapping):
                     z + "mixer.A_log": w[h + "A_log"],
                     z + "mixer.norm_weight": w[h + "norm.weight"],
                     z + "mixer.out_proj.weight": w[h + "out_proj.weight"],
-                    z + "mlp.w_in.weight": torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
-                    z + "mlp.w_out.weight": w[p + "mlp.down_proj.weight"],
+                    **interop.mlp_from_hf(w, z, p + "mlp."),
                 }
             )
         return model, out

@@ -23,17 +23,9 @@ from typing import Any
 import torch
 
 from zoo_attention.hf import unmapped_position
+from zoo_core import interop
 from zoo_core.errors import UserError
-from zoo_core.interop import (
-    HFMapping,
-    Weights,
-    head_weights,
-    mixer_options,
-    refuse_eps,
-    refuse_unless_prenorm,
-    same_options,
-    section,
-)
+from zoo_core.interop import HFMapping, Weights
 
 
 def residual_scale(dim: int) -> float:
@@ -47,26 +39,35 @@ def _halves(w, hd: int, rotated: int, inverse: bool = False):
     return (to_pairs if inverse else to_halves)(w, hd, rotated)
 
 
+def _fused_to_hf(w: Weights, zoo: str, first: str, second: str) -> Weights:
+    """zoo's fused linear `zoo` (rows [first; second]) as RecurrentGemma's two linears, whose
+    biases are zero where zoo has none."""
+    weight = w[zoo + ".weight"]
+    (w1, w2), (b1, b2) = weight.chunk(2), w.get(zoo + ".bias", weight.new_zeros(weight.shape[0])).chunk(2)
+    return {first + ".weight": w1, first + ".bias": b1, second + ".weight": w2, second + ".bias": b2}
+
+
+def _residual_to_hf(w: Weights, zoo: str, hf: str, s: float) -> Weights:
+    """A projection that writes the residual stream, scaled by s (a zero bias where zoo has none)."""
+    weight = w[zoo + ".weight"]
+    return {hf + ".weight": s * weight, hf + ".bias": s * w.get(zoo + ".bias", weight.new_zeros(weight.shape[0]))}
+
+
 class RecurrentGemmaMapping(HFMapping):
     mixers = ("hawk", "attention")
     model_types = ("recurrent_gemma",)
     architecture = "RecurrentGemmaForCausalLM"
 
     def refuse(self, m: Any) -> str | None:
-        opts = mixer_options(m)
+        opts = interop.mixer_options(m)
         hawks = [o for o in opts if o["name"] == "hawk"]
         attns = [o for o in opts if o["name"] == "attention"]
-        block, loss = section(m, "block"), section(m, "loss")
         if not hawks:
             return "needs at least one hawk layer (attention-only models map to LlamaForCausalLM)"
-        why = (
-            refuse_unless_prenorm(m, "RecurrentGemma")
-            or same_options(hawks, "RecurrentGemmaConfig", "hawk")
-            or (attns and same_options(attns, "RecurrentGemmaConfig", "attention"))
-            or refuse_eps(m, "RecurrentGemma")
-        )
+        why = interop.refuse_shared(m, "RecurrentGemma")
         if why:
             return why
+        block, loss = interop.section(m, "block"), interop.section(m, "loss")
         h = hawks[0]
         if h["gate_heads"] is None:
             return (
@@ -113,17 +114,15 @@ class RecurrentGemmaMapping(HFMapping):
         return None
 
     def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
-        opts = mixer_options(m)
+        opts = interop.mixer_options(m)
         h = next(o for o in opts if o["name"] == "hawk")
         attn = next((o for o in opts if o["name"] == "attention"), None)
-        loss = section(m, "loss")
+        loss = interop.section(m, "loss")
         s = residual_scale(m.dim)
         H, n = round(h["expand"] * m.dim), h["gate_heads"]
         hidden = w["layers.0.mlp.w_out.weight"].shape[1]
         config = dict(
-            vocab_size=m.vocab_size,
-            hidden_size=m.dim,
-            num_hidden_layers=m.n_layers,
+            **interop.hf_sizes(m),
             intermediate_size=2 * hidden,
             num_attention_heads=n,
             lru_width=H,
@@ -131,7 +130,6 @@ class RecurrentGemmaMapping(HFMapping):
             logits_soft_cap=float(loss["logit_softcap"]),
             rms_norm_eps=float(m.norm_eps) * s * s,
             hidden_activation="gelu_pytorch_tanh",
-            tie_word_embeddings=bool(m.tie_embeddings),
             block_types=["recurrent" if o["name"] == "hawk" else "attention" for o in opts],
             attention_bias=False,
             partial_rotary_factor=float((attn or {}).get("rope_fraction", 1.0)),
@@ -143,41 +141,21 @@ class RecurrentGemmaMapping(HFMapping):
         )
         if attn is not None:
             config.update(num_key_value_heads=attn.get("n_kv_heads") or n, attention_window_size=attn["window"])
-        out = {
-            "model.embed_tokens.weight": w["embed.weight"],
-            "model.final_norm.weight": w["norm.weight"] - 1,
-            "lm_head.weight": head_weights(m, w),
-        }
+        out = interop.ends_to_hf(m, w, "model.embed_tokens.weight", "model.final_norm.weight", norm_offset=1)
         for i, o in enumerate(opts):
             z, p = f"layers.{i}.", f"model.layers.{i}."
             out[p + "temporal_pre_norm.weight"] = w[z + "mixer_norm.weight"] - 1
             out[p + "channel_pre_norm.weight"] = w[z + "mlp_norm.weight"] - 1
-            gate, up = w[z + "mlp.w_in.weight"].split(hidden)
-            zero = torch.zeros(hidden, dtype=gate.dtype)
-            gb, ub = w[z + "mlp.w_in.bias"].split(hidden) if z + "mlp.w_in.bias" in w else (zero, zero)
-            out.update(
-                {
-                    p + "mlp_block.gate_proj.weight": gate,
-                    p + "mlp_block.gate_proj.bias": gb,
-                    p + "mlp_block.up_proj.weight": up,
-                    p + "mlp_block.up_proj.bias": ub,
-                    p + "mlp_block.down_proj.weight": s * w[z + "mlp.w_out.weight"],
-                    p + "mlp_block.down_proj.bias": s * w.get(z + "mlp.w_out.bias", torch.zeros(m.dim)),
-                }
-            )
+            mb = p + "mlp_block."
+            out.update(_fused_to_hf(w, z + "mlp.w_in", mb + "gate_proj", mb + "up_proj"))
+            out.update(_residual_to_hf(w, z + "mlp.w_out", mb + "down_proj", s))
             if o["name"] == "hawk":
                 t, zm = p + "temporal_block.", z + "mixer."
-                wy, wx = w[zm + "in_proj.weight"].split(H)
-                by, bx = w[zm + "in_proj.bias"].split(H) if zm + "in_proj.bias" in w else (torch.zeros(H),) * 2
+                out.update(_fused_to_hf(w, zm + "in_proj", t + "linear_y", t + "linear_x"))
+                out.update(_residual_to_hf(w, zm + "out_proj", t + "linear_out", s))
                 gw, gb = w[zm + "gate_weight"], w[zm + "gate_bias"].view(2, n, H // n)
                 out.update(
                     {
-                        t + "linear_y.weight": wy,
-                        t + "linear_y.bias": by,
-                        t + "linear_x.weight": wx,
-                        t + "linear_x.bias": bx,
-                        t + "linear_out.weight": s * w[zm + "out_proj.weight"],
-                        t + "linear_out.bias": s * w.get(zm + "out_proj.bias", torch.zeros(m.dim)),
                         t + "conv_1d.weight": w[zm + "conv.weight"][:, None],
                         t + "conv_1d.bias": w[zm + "conv.bias"],
                         t + "rg_lru.recurrent_param": -w[zm + "a_param"],
@@ -196,8 +174,7 @@ class RecurrentGemmaMapping(HFMapping):
                         t + "q_proj.weight": _halves(w[zm + "wq.weight"], hd, rot),
                         t + "k_proj.weight": _halves(k, hd, rot),
                         t + "v_proj.weight": v,
-                        t + "o_proj.weight": s * w[zm + "wo.weight"],
-                        t + "o_proj.bias": s * w.get(zm + "wo.bias", torch.zeros(m.dim)),
+                        **_residual_to_hf(w, zm + "wo", t + "o_proj", s),
                     }
                 )
         return config, out
@@ -236,42 +213,22 @@ class RecurrentGemmaMapping(HFMapping):
             "rope_fraction": fraction,
             "out_bias": True,
         }
-        tied = bool(c.tie_word_embeddings)
-        model = {
-            "dim": dim,
-            "n_layers": c.num_hidden_layers,
-            "vocab_size": c.vocab_size,
-            "tie_embeddings": tied,
-            "norm_eps": eps,
-            "mixer": hawk,
-            "block": {
-                "name": "prenorm",
-                "mlp": True,
-                "mlp_hidden": c.intermediate_size // 2,
-                "mlp_act": "gelu_tanh",
-                "mlp_bias": True,
-                "norm_eps": eps,
-            },
-            "loss": {"name": "cross_entropy", "logit_softcap": float(c.logits_soft_cap)},
-        }
+        model = interop.zoo_model(
+            c,
+            eps,
+            hawk,
+            block={"mlp": True, "mlp_hidden": c.intermediate_size // 2, "mlp_act": "gelu_tanh", "mlp_bias": True},
+            loss={"logit_softcap": float(c.logits_soft_cap)},
+        )
         if has_attn:
             model["pattern"] = ["hawk" if k == "linear_attention" else attn for k in kinds]
-        out = {"embed.weight": w["model.embed_tokens.weight"], "norm.weight": w["model.final_norm.weight"] + 1}
-        if not tied:
-            out["head.proj.weight"] = w["lm_head.weight"]
+        out = interop.ends_from_hf(c, w, "model.embed_tokens.weight", "model.final_norm.weight", norm_offset=1)
         for i, kind in enumerate(kinds):
             z, p = f"layers.{i}.", f"model.layers.{i}."
             out[z + "mixer_norm.weight"] = w[p + "temporal_pre_norm.weight"] + 1
             out[z + "mlp_norm.weight"] = w[p + "channel_pre_norm.weight"] + 1
-            mb = p + "mlp_block."
-            out.update(
-                {
-                    z + "mlp.w_in.weight": torch.cat([w[mb + "gate_proj.weight"], w[mb + "up_proj.weight"]]),
-                    z + "mlp.w_in.bias": torch.cat([w[mb + "gate_proj.bias"], w[mb + "up_proj.bias"]]),
-                    z + "mlp.w_out.weight": w[mb + "down_proj.weight"] / s,
-                    z + "mlp.w_out.bias": w[mb + "down_proj.bias"] / s,
-                }
-            )
+            mlp = interop.mlp_from_hf(w, z, p + "mlp_block.")  # its down_proj writes the residual: / s
+            out.update({k: v / s if ".w_out." in k else v for k, v in mlp.items()})
             t, zm = p + "temporal_block.", z + "mixer."
             if kind == "linear_attention":
                 r = t + "rg_lru."

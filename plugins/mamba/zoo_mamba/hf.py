@@ -10,17 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from zoo_core import interop
 from zoo_core.errors import UserError
-from zoo_core.interop import (
-    HFMapping,
-    Weights,
-    head_weights,
-    mixer_options,
-    refuse_eps,
-    refuse_unless_prenorm,
-    same_options,
-    section,
-)
+from zoo_core.interop import HFMapping, Weights
 
 MIXER = {
     "mamba": (
@@ -41,16 +33,10 @@ class _MambaFamily(HFMapping):
     zoo_name = ""
 
     def refuse(self, m: Any) -> str | None:
-        opts = mixer_options(m)
-        block, loss = section(m, "block"), section(m, "loss")
-        extra = (("model.mixer.norm_eps", opts[0]["norm_eps"]),) if self.zoo_name == "mamba2" else ()
-        why = (
-            refuse_unless_prenorm(m, self.architecture)
-            or same_options(opts, self.architecture, self.zoo_name)
-            or refuse_eps(m, self.architecture, *extra)
-        )
+        why = interop.refuse_shared(m, self.architecture)  # mamba2's gated norm_eps included
         if why:
             return why
+        block, loss = interop.section(m, "block"), interop.section(m, "loss")
         if block.get("mlp"):
             return (
                 f"model.block.mlp=true: {self.architecture} layers are mixer-only; "
@@ -61,11 +47,7 @@ class _MambaFamily(HFMapping):
         return None
 
     def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
-        out = {
-            "backbone.embeddings.weight": w["embed.weight"],
-            "backbone.norm_f.weight": w["norm.weight"],
-            "lm_head.weight": head_weights(m, w),
-        }
+        out = interop.ends_to_hf(m, w, "backbone.embeddings.weight", "backbone.norm_f.weight")
         for i in range(m.n_layers):
             z, h = f"layers.{i}.", f"backbone.layers.{i}."
             out[h + "norm.weight"] = w[z + "mixer_norm.weight"]
@@ -78,34 +60,15 @@ class _MambaFamily(HFMapping):
             if self.zoo_name == "mamba":
                 d_inner = w[z + "mixer.D"].shape[0]
                 out[h + "mixer.A_log"] = w[z + "mixer.A_log"].view(d_inner, -1)
-        common = dict(
-            vocab_size=m.vocab_size,
-            hidden_size=m.dim,
-            num_hidden_layers=m.n_layers,
-            layer_norm_epsilon=float(m.norm_eps),
-            tie_word_embeddings=bool(m.tie_embeddings),
-            hidden_act="silu",
-        )
-        return {**common, **self.hf_config(m, mixer_options(m)[0])}, out
+        common = dict(**interop.hf_sizes(m), layer_norm_epsilon=float(m.norm_eps), hidden_act="silu")
+        return {**common, **self.hf_config(m, interop.mixer_options(m)[0])}, out
 
     def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         if getattr(c, "hidden_act", "silu") != "silu":
             raise UserError(f"{self.architecture} hidden_act={c.hidden_act} has no zoo counterpart; silu maps")
-        tied = bool(c.tie_word_embeddings)
-        eps = float(c.layer_norm_epsilon)
-        model = {
-            "dim": c.hidden_size,
-            "n_layers": c.num_hidden_layers,
-            "vocab_size": c.vocab_size,
-            "tie_embeddings": tied,
-            "norm_eps": eps,
-            "mixer": {"name": self.zoo_name, **self.zoo_options(c)},
-            "block": {"name": "prenorm", "mlp": False, "norm_eps": eps},
-            "loss": {"name": "cross_entropy"},
-        }
-        out = {"embed.weight": w["backbone.embeddings.weight"], "norm.weight": w["backbone.norm_f.weight"]}
-        if not tied:
-            out["head.proj.weight"] = w["lm_head.weight"]
+        mixer = {"name": self.zoo_name, **self.zoo_options(c)}
+        model = interop.zoo_model(c, float(c.layer_norm_epsilon), mixer, block={"mlp": False})
+        out = interop.ends_from_hf(c, w, "backbone.embeddings.weight", "backbone.norm_f.weight")
         for i in range(c.num_hidden_layers):
             z, h = f"layers.{i}.", f"backbone.layers.{i}."
             out[z + "mixer_norm.weight"] = w[h + "norm.weight"]
