@@ -7,7 +7,7 @@ import pytest
 import torch
 from deltanet_checks import DOCS, doc_resets, outputs_and_grads, rel, rule_inputs, separately
 
-from zoo_deltanet import GatedDeltaNet, GatedDeltaNetConfig
+from zoo_deltanet import DeltaNet, DeltaNetConfig, GatedDeltaNet, GatedDeltaNetConfig
 from zoo_deltanet.reference import naive_delta_rule, naive_mixer
 from zoo_deltanet.triton_chunk import chunk_delta_rule_triton, triton_installed
 
@@ -104,3 +104,23 @@ def test_kernel_with_document_starts_in_float32():
     q, k, v, beta, log_a, h0 = (t.to(DEVICE, torch.float32) for t in args)
     o, h = chunk_delta_rule_triton(q, k, v, beta, log_a, 16, h0, resets=resets.to(DEVICE))
     assert o.dtype == torch.float32 and rel(o.cpu(), o_ref) < 1e-5 and rel(h.cpu(), h_ref) < 1e-5
+
+
+@pytest.mark.parametrize("cls,cfg", [(DeltaNet, DeltaNetConfig), (GatedDeltaNet, GatedDeltaNetConfig)])
+def test_mixer_with_the_triton_backend_and_resets_equals_naive(cls, cfg):
+    """Packed documents through the mixer (conv and delta rule take the starts): the naive
+    reference from the weights, and the chunked backend's outputs and gradients."""
+    torch.manual_seed(0)
+    m = cls(16, cfg(n_heads=2, head_k_dim=4, chunk_size=16, backend="triton")).double().to(DEVICE)
+    resets, _ = doc_resets()
+    resets = resets.to(DEVICE)
+    x = torch.randn(len(DOCS), resets.shape[1], 16, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    st = {k: torch.randn_like(v) for k, v in m.init_state(len(DOCS)).items()}
+    y = m(x, st, resets=resets)[0]
+    assert rel(y, naive_mixer(m, x, st, resets)) < 1e-12
+    gy = torch.randn_like(y)
+    g = torch.autograd.grad(y, [x, *m.parameters()], gy)
+    m.config.backend = "chunked"
+    y_ref = m(x, st, resets=resets)[0]
+    g_ref = torch.autograd.grad(y_ref, [x, *m.parameters()], gy)
+    assert rel(y, y_ref) < 1e-12 and all(rel(a, b) < 1e-10 for a, b in zip(g, g_ref))
