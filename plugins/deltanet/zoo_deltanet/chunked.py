@@ -97,7 +97,8 @@ def chunk_torch(
     strict = lower.clone().fill_diagonal_(False)
     first = last = carry = None  # masks of the positions H_0 reaches, the positions carried out
     if resets is not None:  # (B, 1, N, C): seg = the number of document starts so far in the chunk
-        seg = F.pad(resets.to(torch.bool), (0, pad)).reshape(B, 1, -1, C).cumsum(-1)
+        resets = resets.to(torch.bool)
+        seg = F.pad(resets, (0, pad)).reshape(B, 1, -1, C).cumsum(-1)
         same = seg[..., :, None] == seg[..., None, :]
         lower, strict = lower & same, strict & same
         first, last, carry = seg == 0, seg == seg[..., -1:], seg[..., -1:] == 0
