@@ -53,3 +53,46 @@ def outputs_and_grads(fn, args, seed=1):
     ).sum()
     used = [t for t in xs if t is not None]
     return o, h, torch.autograd.grad(loss, used)
+
+
+#: Rows of packed documents (lengths, and whether the row's first document starts there, True,
+#: or continues the incoming state, False), T = 37: length-1 documents, neighbouring starts,
+#: starts on chunk boundaries (8, 16) and inside chunks, a row that is one continued document.
+DOCS = [((5, 1, 12, 3, 16), True), ((9, 1, 1, 5, 8, 13), False), ((16, 21), False), ((37,), False)]
+
+
+def doc_resets(docs=DOCS):
+    """resets (B, T) bool for `docs`, and per row its documents as (start, end, continues)."""
+    T = sum(docs[0][0])
+    resets = torch.zeros(len(docs), T, dtype=torch.bool)
+    spans = []
+    for b, (lengths, starts) in enumerate(docs):
+        assert sum(lengths) == T
+        s, row = 0, []
+        for i, n in enumerate(lengths):
+            resets[b, s] = i > 0 or starts
+            row.append((s, s + n, i == 0 and not starts))
+            s += n
+        spans.append(row)
+    return resets, spans
+
+
+def separately(rule, docs=DOCS):
+    """rule(q, k, v, beta, log_a, h0) -> (o, h) run on each document alone (from h0's row for a
+    row's continued first document, from zero otherwise): the packed call's expected result."""
+    _, spans = doc_resets(docs)
+
+    def run(q, k, v, beta, log_a, h0):
+        outs, states = [], []
+        for b, row in enumerate(spans):
+            pieces, h = [], None
+            for s, e, continues in row:
+                cut = lambda t: None if t is None else t[b : b + 1, s:e]  # noqa: E731, B023
+                h_in = h0[b : b + 1] if continues and h0 is not None else None
+                o, h = rule(cut(q), cut(k), cut(v), cut(beta), cut(log_a), h_in)
+                pieces.append(o)
+            outs.append(torch.cat(pieces, 1))
+            states.append(h)
+        return torch.cat(outs), torch.cat(states)
+
+    return run

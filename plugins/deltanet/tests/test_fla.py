@@ -10,7 +10,7 @@ fla_delta = pytest.importorskip(
 )
 fla_gated = pytest.importorskip("fla.ops.gated_delta_rule.naive", reason="fla-core is not installed")
 
-from deltanet_checks import outputs_and_grads, rel, rule_inputs  # noqa: E402
+from deltanet_checks import DOCS, doc_resets, outputs_and_grads, rel, rule_inputs, separately  # noqa: E402
 
 from zoo_deltanet.chunked import chunk_delta_rule  # noqa: E402
 from zoo_deltanet.reference import naive_delta_rule  # noqa: E402
@@ -57,3 +57,19 @@ def test_chunked_equals_flas_chunked_references():
     )
     o, h = chunk_delta_rule(q, k, v, beta, log_a, 16, h0)
     assert rel(o, o_fla) < TOL and rel(h, h_fla) < TOL
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_packed_documents_equal_flas_recurrence_run_per_document(gated):
+    """fla's references take no cu_seqlens (its Triton kernels do: each sequence starts its own
+    chunks), so each document goes through fla's recurrence alone; ours run the packed rows."""
+    resets, _ = doc_resets()
+    args = rule_inputs(B=len(DOCS), T=resets.shape[1], gated=gated)
+    o_fla, h_fla, g_fla = outputs_and_grads(separately(fla_gdn if gated else fla_deltanet), args)
+    for fn in (
+        lambda *a: naive_delta_rule(*a[:4], None if a[4] is None else a[4].exp(), a[5], resets=resets),
+        lambda *a: chunk_delta_rule(*a[:5], 8, a[5], resets=resets),
+    ):
+        o, h, g = outputs_and_grads(fn, args)
+        assert rel(o, o_fla) < TOL and rel(h, h_fla) < TOL
+        assert all(rel(a, b) < 1e-4 for a, b in zip(g, g_fla))

@@ -18,6 +18,14 @@ Gamma_ij = exp(g_i - g_j) for i >= j (0 above the diagonal):
 
 so the work is matmuls of C x C, C x d_k and d_k x d_v blocks, and a sequential loop over
 T / C chunks instead of T steps. Plain DeltaNet is the case a_t = 1 (g = 0).
+
+Document starts (`resets`, (B, T) bool) are handled inside the chunk, not by splitting it:
+a start at t sets H_{t-1} := 0. With seg_i the number of starts in the chunk up to i, the
+positions interact only within a segment (Gamma and the strictly lower K K^T, Q K^T are
+masked to seg_i = seg_j; log a at a start is dropped from g, as its factor multiplies zero),
+H_0 reaches only the positions before the chunk's first start (e^g masked to seg_i = 0), the
+state carried out starts at the chunk's last start (K e^(g_C - g) masked to seg_i = seg_C)
+and e^(g_C) H_0 is dropped when the chunk has a start.
 """
 
 from __future__ import annotations
@@ -36,14 +44,44 @@ def chunk_delta_rule(
     chunk_size: int = 64,
     h0: Tensor | None = None,
     scale: float | None = None,
+    resets: Tensor | None = None,
+    kernel: str = "torch",
 ) -> tuple[Tensor, Tensor]:
     """q, k (B, T, H, Dk), v (B, T, H, Dv), beta (B, T, H), log_a (B, T, H) or None (no decay),
-    h0 (B, H, Dk, Dv) or None. Returns o (B, T, H, Dv) and the final state (B, H, Dk, Dv),
-    both in the accumulation dtype (float32, or float64 for float64 inputs)."""
+    h0 (B, H, Dk, Dv) or None, resets (B, T) bool or None (True where a document starts).
+    Returns o (B, T, H, Dv) and the final state (B, H, Dk, Dv), both in the accumulation dtype
+    (float32, or float64 for float64 inputs). kernel: "torch" (this module) or "triton" (the
+    forward kernel of triton_chunk.py, its backward this module's recomputed)."""
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if kernel == "triton":
+        from zoo_deltanet import triton_chunk  # imported here: it imports this module
+
+        return triton_chunk.forward(q, k, v, beta, log_a, chunk_size, h0, scale, resets)
+    if kernel != "torch":
+        raise ValueError(f"chunk_delta_rule: kernel is 'torch' or 'triton', got {kernel!r}")
+    return chunk_torch(q, k, v, beta, log_a, chunk_size, h0, scale, resets)
+
+
+def _exp_where(x: Tensor, keep: Tensor | None) -> Tensor:
+    """exp(x) where keep, exactly 0 (and a zero gradient) elsewhere."""
+    return x.exp() if keep is None else x.masked_fill(~keep, float("-inf")).exp()
+
+
+def chunk_torch(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_a: Tensor | None,
+    chunk_size: int,
+    h0: Tensor | None,
+    scale: float,
+    resets: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """The PyTorch chunked form; chunk_delta_rule's arguments, all given."""
     B, T, Hh, Dk = q.shape
     Dv = v.shape[-1]
     acc = torch.promote_types(q.dtype, torch.float32)
-    scale = Dk**-0.5 if scale is None else scale
     C = chunk_size
     pad = (-T) % C  # zero rows at the end: k = 0 and beta = 0 leave the state alone, a = 1
 
@@ -54,24 +92,36 @@ def chunk_delta_rule(
 
     q, k, v = blocks(q * scale), blocks(k), blocks(v)
     beta = blocks(beta)
-    g = blocks(log_a).cumsum(-1) if log_a is not None else None
 
     lower = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     strict = lower.clone().fill_diagonal_(False)
+    first = last = carry = None  # masks of the positions H_0 reaches, the positions carried out
+    if resets is not None:  # (B, 1, N, C): seg = the number of document starts so far in the chunk
+        resets = resets.to(torch.bool)
+        seg = F.pad(resets, (0, pad)).reshape(B, 1, -1, C).cumsum(-1)
+        same = seg[..., :, None] == seg[..., None, :]
+        lower, strict = lower & same, strict & same
+        first, last, carry = seg == 0, seg == seg[..., -1:], seg[..., -1:] == 0
+        if log_a is not None:
+            log_a = log_a.masked_fill(resets[..., None], 0.0)
     kb = k * beta[..., None]
-    if g is not None:
+    if log_a is not None:
+        g = blocks(log_a).cumsum(-1)
         gamma = (g[..., :, None] - g[..., None, :]).masked_fill(~lower, float("-inf")).exp()
         A = (kb @ k.transpose(-1, -2) * gamma).masked_fill(~strict, 0)
-        eg = g.exp()[..., None]
-        kd = k * (g[..., -1:] - g).exp()[..., None]  # decayed to the chunk's end
+        eg = _exp_where(g, first)[..., None]
+        kd = k * _exp_where(g[..., -1:] - g, last)[..., None]  # decayed to the chunk's end
         qg = q * eg
         P = q @ k.transpose(-1, -2) * gamma
-        chunk_decay = g[..., -1].exp()[..., None, None]
+        chunk_decay = _exp_where(g[..., -1:], carry)[..., None]
     else:
         A = (kb @ k.transpose(-1, -2)).masked_fill(~strict, 0)
-        eg, kd, qg = 1.0, k, q
         P = (q @ k.transpose(-1, -2)).masked_fill(~lower, 0)
-        chunk_decay = None
+        if resets is None:
+            eg, kd, qg, chunk_decay = 1.0, k, q, None
+        else:
+            eg = first[..., None].to(acc)
+            kd, qg, chunk_decay = k * last[..., None], q * eg, carry[..., None].to(acc)
     eye = torch.eye(C, dtype=acc, device=q.device)
     Tinv = torch.linalg.solve_triangular(eye + A, eye.expand_as(A), upper=False, unitriangular=True)
     W = Tinv @ (kb * eg)

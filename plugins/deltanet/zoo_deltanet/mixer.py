@@ -14,7 +14,9 @@ Heads have separate key and value dims (d_v = expand_v * d_k). The state is
 
 Three paths: naive (`reference.naive_delta_rule`, the equation per token), chunked
 (`chunked.chunk_delta_rule`, the WY/UT form, on CPU; the Triton kernel in
-`triton_chunk.py` on CUDA) and the O(1) `step` for decoding.
+`triton_chunk.py` on CUDA) and the O(1) `step` for decoding. Every path takes document
+starts (`resets` / `reset`): the state before a start is zero, for the delta rule (inside
+the chunk in the chunked and Triton forms) and for the short convolution.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class DeltaNet(Mixer):
     """DeltaNet: the delta rule without decay (alpha_t = 1)."""
 
     gated = False
+    supports_resets = True
 
     def __init__(self, dim: int, config: DeltaNetConfig) -> None:
         super().__init__(dim, config)
@@ -160,26 +163,36 @@ class DeltaNet(Mixer):
         return b
 
     # -- the three paths ----------------------------------------------------------------------
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
+    def forward(
+        self,
+        x: Tensor,
+        state: dict[str, Tensor] | None = None,
+        return_state: bool = False,
+        resets: Tensor | None = None,
+    ):
+        """resets: (B, T) bool, True where a document starts (its state before is zero)."""
         conv_state = None if state is None else state["conv"]
         h0 = None if state is None else state["ssm"]
         qkv, new_conv = causal_conv1d(
-            self.qkv_proj(x), self.conv_weight.to(x.dtype), None, conv_state, activation="silu"
+            self.qkv_proj(x), self.conv_weight.to(x.dtype), None, conv_state, activation="silu", resets=resets
         )
         q, k, v, beta = self._qkvb(qkv, x)
         log_a = self._log_decay(x)
         backend = self._backend(x)
         if backend == "naive":
-            o, h = naive_delta_rule(q, k, v, beta, None if log_a is None else log_a.exp(), h0)
-        elif backend == "triton":
-            o, h = triton_chunk.chunk_delta_rule_triton(q, k, v, beta, log_a, self.config.chunk_size, h0)
+            alpha = None if log_a is None else log_a.exp()
+            o, h = naive_delta_rule(q, k, v, beta, alpha, h0, resets=resets)
         else:
-            o, h = chunk_delta_rule(q, k, v, beta, log_a, self.config.chunk_size, h0)
+            kernel = "triton" if backend == "triton" else "torch"
+            o, h = chunk_delta_rule(q, k, v, beta, log_a, self.config.chunk_size, h0, resets=resets, kernel=kernel)
         y = self._out(o, x)
         return y, ({"conv": new_conv, "ssm": h} if return_state else None)
 
-    def step(self, x: Tensor, state: dict[str, Tensor]):
-        """One token: H <- a H;  H <- H + k (beta (v - H^T k))^T;  o = H^T q."""
+    def step(self, x: Tensor, state: dict[str, Tensor], reset: Tensor | None = None):
+        """One token: H <- a H;  H <- H + k (beta (v - H^T k))^T;  o = H^T q. reset: (B,) bool,
+        rows whose document starts at this token (their state before it is zero)."""
+        if reset is not None:
+            state = {n: torch.where(reset.view(-1, *[1] * (s.dim() - 1)), 0.0, s) for n, s in state.items()}
         window = torch.cat([state["conv"].to(x.dtype), self.qkv_proj(x)[:, None]], 1)  # (B, W, C)
         qkv = F.silu(torch.einsum("bwc,cw->bc", window, self.conv_weight.to(x.dtype)))
         q, k, v, beta = self._qkvb(qkv, x)

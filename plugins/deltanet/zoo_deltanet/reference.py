@@ -5,7 +5,9 @@ With S_t in R^{d_v x d_k} per head (the papers' layout):
 
     S_t = a_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,     o_t = S_t q_t
 
-(DeltaNet: a_t = 1). The mixers keep the state transposed, H = S^T of shape (d_k, d_v),
+(DeltaNet: a_t = 1). At a document start t (`resets[:, t]`) the state before t is zero,
+S_{t-1} := 0, so packed documents give what each gives run alone from the zero state.
+The mixers keep the state transposed, H = S^T of shape (d_k, d_v),
 as flash-linear-attention and transformers do; these functions take and return that layout.
 `naive_mixer` recomputes a whole mixer from its weights with none of its code paths.
 """
@@ -25,10 +27,11 @@ def naive_delta_rule(
     alpha: Tensor | None = None,
     h0: Tensor | None = None,
     scale: float | None = None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """q, k (B, T, H, Dk), v (B, T, H, Dv), beta and alpha (the decay a_t) (B, T, H),
-    h0 (B, H, Dk, Dv). Returns o (B, T, H, Dv) and the final state (B, H, Dk, Dv), in
-    float32 or wider (float64 in, float64 out)."""
+    h0 (B, H, Dk, Dv), resets (B, T) bool, True where a document starts. Returns o (B, T, H, Dv)
+    and the final state (B, H, Dk, Dv), in float32 or wider (float64 in, float64 out)."""
     acc = torch.promote_types(q.dtype, torch.float32)
     q, k, v, beta = (t.to(acc) for t in (q, k, v, beta))
     B, T, Hh, Dk = q.shape
@@ -40,6 +43,8 @@ def naive_delta_rule(
     for t in range(T):
         kt, vt, bt = k[:, t], v[:, t], beta[:, t, :, None, None]
         a = 1.0 if alpha is None else alpha[:, t].to(acc)[:, :, None, None]
+        if resets is not None:
+            S = torch.where(resets[:, t, None, None, None], 0.0, S)
         S = a * S @ (eye - bt * kt[..., :, None] * kt[..., None, :]) + bt * vt[..., :, None] * kt[..., None, :]
         outs.append((S @ q[:, t, :, :, None])[..., 0])
     return torch.stack(outs, 1), S.transpose(-1, -2)
@@ -50,20 +55,31 @@ def l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:
     return x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps)
 
 
-def naive_conv_silu(x: Tensor, weight: Tensor, prev: Tensor) -> Tensor:
-    """y_t[c] = SiLU(sum_j weight[c, j] x_{t-W+1+j}[c]), the inputs before t = 0 from prev."""
+def naive_conv_silu(x: Tensor, weight: Tensor, prev: Tensor, resets: Tensor | None = None) -> Tensor:
+    """y_t[c] = SiLU(sum_j weight[c, j] x_{t-W+1+j}[c]), the inputs before t = 0 from prev; with
+    resets, the taps that reach before the document of t are zero."""
+    B, T, _ = x.shape
     W = weight.shape[1]
     xs = torch.cat([prev.to(x.dtype), x], 1)
-    y = torch.stack([(xs[:, t : t + W] * weight.t()).sum(1) for t in range(x.shape[1])], 1)
+    # doc[s]: the index of the document of padded position s (prev rows are document 0)
+    doc = torch.zeros(B, W - 1 + T, dtype=torch.long, device=x.device)
+    if resets is not None:
+        doc[:, W - 1 :] = resets.long().cumsum(1)
+    ys = []
+    for t in range(T):
+        same = (doc[:, t : t + W] == doc[:, t + W - 1, None]).to(x.dtype)[..., None]
+        ys.append((xs[:, t : t + W] * same * weight.t()).sum(1))
+    y = torch.stack(ys, 1)
     return y * torch.sigmoid(y)
 
 
-def naive_mixer(m, x: Tensor, state: dict[str, Tensor] | None = None) -> Tensor:
-    """The whole DeltaNet / GatedDeltaNet mixer `m`, from its weights."""
+def naive_mixer(m, x: Tensor, state: dict[str, Tensor] | None = None, resets: Tensor | None = None) -> Tensor:
+    """The whole DeltaNet / GatedDeltaNet mixer `m`, from its weights; `resets` (B, T) bool
+    marks document starts."""
     B, T, _ = x.shape
     state = state if state is not None else m.init_state(B, x.device, x.dtype)
     Hh, Dk, Dv = m.n_heads, m.head_k_dim, m.head_v_dim
-    qkv = naive_conv_silu(x @ m.qkv_proj.weight.t(), m.conv_weight, state["conv"])
+    qkv = naive_conv_silu(x @ m.qkv_proj.weight.t(), m.conv_weight, state["conv"], resets)
     q, k, v = qkv.split([Hh * Dk, Hh * Dk, Hh * Dv], -1)
     q, k = l2norm(q.unflatten(-1, (Hh, Dk))), l2norm(k.unflatten(-1, (Hh, Dk)))
     v = v.unflatten(-1, (Hh, Dv))
@@ -71,7 +87,7 @@ def naive_mixer(m, x: Tensor, state: dict[str, Tensor] | None = None) -> Tensor:
     alpha = None
     if hasattr(m, "A_log"):  # Gated DeltaNet: alpha_t = exp(-exp(A_log) softplus(W_a x + dt_bias))
         alpha = torch.exp(-torch.exp(m.A_log) * F.softplus(x @ m.a_proj.weight.t() + m.dt_bias))
-    o, _ = naive_delta_rule(q, k, v, beta, alpha, state["ssm"])
+    o, _ = naive_delta_rule(q, k, v, beta, alpha, state["ssm"], resets=resets)
     o = o.to(x.dtype)
     # output gated RMSNorm per head: RMSNorm(o) * w * SiLU(W_g x)
     o = o / torch.sqrt(o.pow(2).mean(-1, keepdim=True) + m.config.norm_eps) * m.norm_weight

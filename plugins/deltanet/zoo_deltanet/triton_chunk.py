@@ -11,13 +11,14 @@ PyTorch path with one warning naming the install command.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 
 import torch
 from torch import Tensor
 
-from zoo_deltanet.chunked import chunk_delta_rule
+from zoo_deltanet.chunked import chunk_delta_rule, chunk_torch
 
 _warned = False
 _said = set()
@@ -59,7 +60,15 @@ def supported_chunk(chunk: int) -> bool:
 
 @torch.library.custom_op("zoo_deltanet::chunk_delta_rule_fwd", mutates_args=())
 def _fwd_op(
-    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Tensor | None, h0: Tensor | None, chunk: int, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_a: Tensor | None,
+    h0: Tensor | None,
+    resets: Tensor | None,
+    chunk: int,
+    scale: float,
 ) -> tuple[Tensor, Tensor]:
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("the Triton delta-rule kernel needs CUDA tensors, or TRITON_INTERPRET=1 on CPU")
@@ -69,22 +78,23 @@ def _fwd_op(
     V = v.shape[-1]
     c = lambda t: None if t is None else t.contiguous()  # noqa: E731
     q, k, v, beta, log_a, h0 = map(c, (q, k, v, beta, log_a, h0))
+    r = None if resets is None else resets.to(torch.int32).contiguous()
     o = torch.empty(B, T, H, V, device=q.device, dtype=q.dtype)
     ht = torch.empty(B, H, K, V, device=q.device, dtype=q.dtype)
-    triton_kernel.launch(q, k, v, beta, log_a, h0, o, ht, scale, chunk)
+    triton_kernel.launch(q, k, v, beta, log_a, h0, r, o, ht, scale, chunk)
     return o, ht
 
 
 @_fwd_op.register_fake
-def _(q, k, v, beta, log_a, h0, chunk, scale):
+def _(q, k, v, beta, log_a, h0, resets, chunk, scale):
     B, T, H, K = q.shape
     V = v.shape[-1]
     return q.new_empty(B, T, H, V), q.new_empty(B, H, K, V)
 
 
 def _setup(ctx, inputs, output):
-    q, k, v, beta, log_a, h0, chunk, scale = inputs
-    ctx.save_for_backward(q, k, v, beta, log_a, h0)
+    q, k, v, beta, log_a, h0, resets, chunk, scale = inputs
+    ctx.save_for_backward(q, k, v, beta, log_a, h0, resets)
     ctx.chunk, ctx.scale = chunk, scale
 
 
@@ -95,8 +105,8 @@ def _backward(ctx, go, ght):
         leaves = [
             None if t is None else t.detach().requires_grad_(ctx.needs_input_grad[i]) for i, t in enumerate(saved)
         ]
-        q, k, v, beta, log_a, h0 = leaves
-        o, ht = chunk_delta_rule(q, k, v, beta, log_a, ctx.chunk, h0, ctx.scale)
+        q, k, v, beta, log_a, h0, resets = leaves
+        o, ht = chunk_torch(q, k, v, beta, log_a, ctx.chunk, h0, ctx.scale, resets)
         wanted = [t for t in leaves if t is not None and t.requires_grad]
         grads = iter(torch.autograd.grad((o, ht), wanted, (go, ght), allow_unused=True) if wanted else ())
     return (*[next(grads) if t is not None and t.requires_grad else None for t in leaves], None, None)
@@ -105,18 +115,9 @@ def _backward(ctx, go, ght):
 _fwd_op.register_autograd(_backward, setup_context=_setup)
 
 
-def chunk_delta_rule_triton(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    beta: Tensor,
-    log_a: Tensor | None = None,
-    chunk_size: int = 64,
-    h0: Tensor | None = None,
-    scale: float | None = None,
-) -> tuple[Tensor, Tensor]:
-    """chunked.chunk_delta_rule's contract, forward by the Triton kernel. Computes in float32
-    (float64 for float64 inputs); returns o and the final state in that dtype."""
+def forward(q, k, v, beta, log_a, chunk_size, h0, scale, resets) -> tuple[Tensor, Tensor]:
+    """chunked.chunk_delta_rule(..., kernel="triton"): computes in float32 (float64 for float64
+    inputs) and returns o and the final state in that dtype."""
     if not supported_chunk(chunk_size):
         raise ValueError(
             f"the Triton delta-rule kernel needs chunk_size a power of two >= 16, got {chunk_size}; "
@@ -124,5 +125,8 @@ def chunk_delta_rule_triton(
         )
     acc = torch.promote_types(q.dtype, torch.float32)
     to = lambda t: None if t is None else t.to(acc)  # noqa: E731
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return _fwd_op(to(q), to(k), to(v), to(beta), to(log_a), to(h0), chunk_size, float(scale))
+    return _fwd_op(to(q), to(k), to(v), to(beta), to(log_a), to(h0), resets, chunk_size, scale)
+
+
+#: chunked.chunk_delta_rule's arguments and contract, forward by the Triton kernel.
+chunk_delta_rule_triton = functools.partial(chunk_delta_rule, kernel="triton")
