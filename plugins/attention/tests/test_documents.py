@@ -26,6 +26,15 @@ CONFIGS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def small_query_blocks(monkeypatch):
+    """SDPA under a mask runs queries in blocks (mixer.QUERY_BLOCK): 5 here, so that T=13 spans
+    three blocks (and a prefill of 4, one)."""
+    from zoo_attention import mixer
+
+    monkeypatch.setattr(mixer, "QUERY_BLOCK", 5)
+
+
 def make(backend="auto", **kw):
     torch.manual_seed(0)
     m = Attention(DIM, AttentionConfig(head_dim=8, max_positions=64, backend=backend, **kw))
@@ -203,7 +212,7 @@ def test_no_resets_keeps_plain_causal_sdpa(monkeypatch):
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     plain, _ = m(x)
     masked, _ = m(x, resets=torch.zeros(2, T, dtype=torch.bool))
-    assert calls == [(True, False), (False, True)]
+    assert calls[0] == (True, False) and calls[1:] == [(False, True)] * 3  # T=13: 3 query blocks of 5
     assert rel(masked, plain) < 1e-12
 
 
@@ -218,3 +227,30 @@ def test_resets_on_a_flash_setup_use_sdpa_once(monkeypatch):
         assert attention_path("auto", q, plain_causal=False, resets=True) == "sdpa"
     assert attention_path("auto", q, plain_causal=True) == "flash"
     assert Attention.supports_resets
+
+
+@pytest.mark.parametrize("window", [None, 3, 7])
+@pytest.mark.parametrize("cached", [0, 4])
+@pytest.mark.parametrize("block", [1, 5, 13])
+def test_query_blocks_equal_one_masked_call(window, cached, block, monkeypatch):
+    """Blocked SDPA under a mask reads fewer keys, never a visible one."""
+    import torch.nn.functional as F
+
+    from zoo_attention import mixer
+    from zoo_attention.reference import allowed
+
+    monkeypatch.setattr(mixer, "QUERY_BLOCK", block)
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 4, T, 8, dtype=torch.float64, generator=gen).requires_grad_()
+    k, v = (torch.randn(2, 2, cached + T, 8, dtype=torch.float64, generator=gen).requires_grad_() for _ in "kv")
+    q_abs = 3 + cached + torch.arange(T).expand(2, T)
+    k_abs = 3 + torch.arange(cached + T).expand(2, cached + T)
+    resets = resets_of(LENGTHS)
+    q_start = mixer.documents(q_abs, resets, {"start": torch.tensor([0, 4])})
+    mask = allowed(q_abs, k_abs, window, q_start)[:, None]
+    blocked = mixer.masked_sdpa(q, k, v, mask, window, gqa=True)
+    whole = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    assert rel(blocked, whole) < 1e-13
+    g = torch.randn(whole.shape, dtype=torch.float64, generator=gen)
+    for a, b in zip(torch.autograd.grad(blocked, [q, k, v], g), torch.autograd.grad(whole, [q, k, v], g)):
+        assert rel(a, b) < 1e-13

@@ -308,4 +308,28 @@ def attend(
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     # Documents: one boolean mask per call, block-diagonal causal (the window inside each block).
     mask = allowed(q_pos, k_pos, window, q_start)[:, None]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    return masked_sdpa(q, k, v, mask, window, gqa)
+
+
+#: Queries per SDPA call under a mask (see `masked_sdpa`).
+QUERY_BLOCK = 128
+
+
+def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int | None, gqa: bool) -> Tensor:
+    """SDPA with a boolean mask (B, 1, Tq, Tk), queries in blocks of QUERY_BLOCK. SDPA computes
+    every (query, key) pair a mask covers, the masked ones too; each block here reads only the keys
+    a causal query in it can see: up to its last query and, with a window, from its first query's
+    window on. Keys are the cached ones then the segment's, consecutive positions (Tk - Tq cached)."""
+    Tq, Tk = q.shape[2], k.shape[2]
+    if Tq <= QUERY_BLOCK:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    cached, outs = Tk - Tq, []
+    for a in range(0, Tq, QUERY_BLOCK):
+        b = min(Tq, a + QUERY_BLOCK)
+        lo = max(0, cached + a - window + 1) if window else 0
+        keys = slice(lo, cached + b)
+        o = F.scaled_dot_product_attention(
+            q[:, :, a:b], k[:, :, keys], v[:, :, keys], attn_mask=mask[:, :, a:b, keys], enable_gqa=gqa
+        )
+        outs.append(o)
+    return torch.cat(outs, 2)
