@@ -86,6 +86,14 @@ def grads(m, x, y, g):
     return torch.autograd.grad(y, [x, *m.parameters()], g)
 
 
+def assert_same_with_gradients(m, x, y, want, gen, tol=1e-12):
+    """y == want, and so are the gradients of x and of m's parameters under one random cotangent."""
+    assert rel(y, want) < tol
+    g = torch.randn(want.shape, dtype=torch.float64, generator=gen)
+    for a, b in zip(grads(m, x, y, g), grads(m, x, want, g)):
+        assert rel(a, b) < tol
+
+
 @pytest.mark.parametrize("backend", ["auto", "naive"])
 @pytest.mark.parametrize("kw", CONFIGS)
 def test_packed_equals_separate_with_gradients(backend, kw):
@@ -94,11 +102,7 @@ def test_packed_equals_separate_with_gradients(backend, kw):
     state = incoming_state(m, gen)
     resets = resets_of(LENGTHS)
     packed, _ = m(x, state, resets=resets)
-    alone = separate(m, x, state)
-    assert rel(packed, alone) < 1e-12
-    g = torch.randn(packed.shape, dtype=torch.float64, generator=gen)
-    for a, b in zip(grads(m, x, packed, g), grads(m, x, alone, g)):
-        assert rel(a, b) < 1e-12
+    assert_same_with_gradients(m, x, packed, separate(m, x, state), gen)
 
 
 @pytest.mark.parametrize("kw", CONFIGS)
@@ -114,11 +118,7 @@ def test_packed_from_no_state_equals_separate(kw):
     for row, ls in enumerate(lengths):
         bounds = torch.tensor([0, *ls]).cumsum(0).tolist()
         rows.append(torch.cat([m(x[row : row + 1, a:b])[0] for a, b in zip(bounds, bounds[1:])], 1))
-    alone = torch.cat(rows, 0)
-    assert rel(packed, alone) < 1e-12
-    g = torch.randn(packed.shape, dtype=torch.float64, generator=gen)
-    for a, b in zip(grads(m, x, packed, g), grads(m, x, alone, g)):
-        assert rel(a, b) < 1e-12
+    assert_same_with_gradients(m, x, packed, torch.cat(rows, 0), gen)
 
 
 @pytest.mark.parametrize("kw", CONFIGS)
@@ -170,10 +170,7 @@ def test_cache_carries_into_the_next_segment(kw, cut):
     whole, _ = m(x, state, resets=resets)
     a, carried = m(x[:, :cut], state, return_state=True, resets=resets[:, :cut])
     b, _ = m(x[:, cut:], carried, resets=resets[:, cut:])
-    assert rel(torch.cat([a, b], 1), whole) < 1e-12
-    g = torch.randn(whole.shape, dtype=torch.float64, generator=gen)
-    for p, q in zip(grads(m, x, whole, g), grads(m, x, torch.cat([a, b], 1), g)):
-        assert rel(p, q) < 1e-12
+    assert_same_with_gradients(m, x, torch.cat([a, b], 1), whole, gen)
     # A later segment without resets (a prompt's continuation) still hides the old documents.
     c, _ = m(x[:, cut:], carried)
     alone_resets = resets[:, cut:].clone()

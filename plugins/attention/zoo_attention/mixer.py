@@ -297,18 +297,18 @@ def attend(
 ) -> Tensor:
     """o (B, H, Tq, hd) from q (B, H, Tq, hd) and k, v (B, H_kv, Tk, hd) on `path`; q_pos, k_pos
     stream positions, `q_start` (B, Tq) where each query's document starts (see `allowed`)."""
-    if path == "naive":
-        return naive_attention(q, k, v, q_pos, k_pos, window, q_start)
     if path == "flash":
         return flash.attention(q, k, v, window)
     gqa = q.shape[1] > k.shape[1]  # SDPA reads the shared kv heads in place, no copies
     # A window that spans the whole segment is plain causal attention: take SDPA's
     # fused causal kernel rather than materialising a (T, T) mask.
-    if plain_causal and (not window or window >= k.shape[2]):
+    if path == "sdpa" and plain_causal and (not window or window >= k.shape[2]):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    # Documents: one boolean mask per call, block-diagonal causal (the window inside each block).
-    mask = allowed(q_pos, k_pos, window, q_start)[:, None]
-    return masked_sdpa(q, k, v, mask, window, gqa)
+    # A KV cache, a shorter window or documents (block-diagonal causal): one boolean mask per call.
+    visible = allowed(q_pos, k_pos, window, q_start)
+    if path == "naive":
+        return naive_attention(q, k, v, visible)
+    return masked_sdpa(q, k, v, visible[:, None], window, gqa)
 
 
 #: Queries per SDPA call under a mask (see `masked_sdpa`).

@@ -23,19 +23,12 @@ def allowed(q_pos: Tensor, k_pos: Tensor, window: int | None, q_start: Tensor | 
     return ok
 
 
-def naive_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    q_pos: Tensor,
-    k_pos: Tensor,
-    window: int | None,
-    q_start: Tensor | None = None,
-) -> Tensor:
-    """softmax(q k^T / sqrt(d) + mask) v, with grouped kv heads repeated; the mask is `allowed`."""
+def naive_attention(q: Tensor, k: Tensor, v: Tensor, visible: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v, with grouped kv heads repeated; `visible` (B, Tq, Tk)
+    is the mask `allowed` gives (-inf where it is False)."""
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
     work = torch.promote_types(q.dtype, torch.float32)
     scores = (q.to(work) @ k.to(work).transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    scores = scores.masked_fill(~allowed(q_pos, k_pos, window, q_start)[:, None], float("-inf"))
+    scores = scores.masked_fill(~visible[:, None], float("-inf"))
     return (scores.softmax(-1) @ v.to(work)).type_as(q)
