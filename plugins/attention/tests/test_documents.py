@@ -311,3 +311,15 @@ def test_whole_model_packed_equals_separate(name):
             y, state = model.step(tokens[:, t], state, reset=resets[:, t])
             stepped.append(y)
     assert rel(torch.stack(stepped, 1), packed) < 1e-12
+
+
+@pytest.mark.parametrize("kw", [{}, {"window": 4, "conv": 3, "n_kv_heads": 2}])
+def test_resets_compile_in_one_graph(kw):
+    """parallel.compile=true with data.documents=reset: the document path traces whole (aot_eager,
+    what inductor would get) and computes the eager outputs and gradients."""
+    m = make(**kw)
+    x, gen = inputs()
+    resets = resets_of(LENGTHS)
+    resets[:, 0] = True
+    compiled = torch.compile(lambda x, r: m(x, resets=r)[0], backend="aot_eager", fullgraph=True)
+    assert_same_with_gradients(m, x, compiled(x, resets), m(x, resets=resets)[0], gen)
