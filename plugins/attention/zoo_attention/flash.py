@@ -33,6 +33,21 @@ def usable(q: Tensor) -> bool:
     return _fn is not None
 
 
+_said = False
+
+
+def say_resets_use_sdpa() -> None:
+    """Document resets run SDPA with a block-diagonal mask, not flash-attn's varlen kernel (untested
+    here): said once per process."""
+    global _said
+    if not _said:
+        _said = True
+        warnings.warn(
+            "zoo-attention: data.documents=reset runs PyTorch SDPA with a document mask, not flash-attn",
+            stacklevel=3,
+        )
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, window: int | None) -> Tensor:
     # flash-attn wants (B, T, H, hd) and handles grouped kv heads itself.
     window_size = (window - 1, 0) if window else (-1, -1)

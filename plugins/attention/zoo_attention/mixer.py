@@ -9,9 +9,16 @@ RoPE (Su et al. 2021) or learned absolute positions, an optional sliding window 
                M_ij = 0 if 0 <= pos_i - pos_j < window (window: None = no limit), else -inf
     y        = W_o o
 
+Documents (data.documents=reset, `resets` in forward, `reset` in step): M_ij is also -inf when
+key j precedes query i's document, so attention is block-diagonal causal (the window inside the
+document), and pos counts from the document's start (RoPE, learned positions; the short conv
+reads zeros before it). The KV cache keeps stream positions and each row's document `start`, so
+a later segment or step sees only its current document's keys.
+
 Three paths, as every zoo mixer has, picked once per forward by `attention_path`:
 * naive (`reference.naive_attention`, with the reference RoPE): the softmax equation, materialised;
-* fast: flash-attn on CUDA when installed (`flash.py`), else PyTorch SDPA;
+* fast: flash-attn on CUDA when installed (`flash.py`), else PyTorch SDPA (is_causal; with a
+  KV cache or documents, SDPA with one boolean mask per call, on CPU and GPU alike);
 * step: one token against the KV cache.
 """
 
@@ -60,6 +67,8 @@ class AttentionConfig:
 
 
 class Attention(Mixer):
+    supports_resets = True
+
     def __init__(self, dim: int, config: AttentionConfig) -> None:
         super().__init__(dim, config)
         self.head_dim = config.head_dim
@@ -115,53 +124,85 @@ class Attention(Mixer):
         B, H, T, hd = o.shape
         return self.wo(o.transpose(1, 2).reshape(B, T, H * hd))
 
-    def _short_conv(self, x: Tensor, state: dict[str, Tensor] | None) -> tuple[Tensor, Tensor | None]:
+    def _short_conv(
+        self, x: Tensor, state: dict[str, Tensor] | None, positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         if self.conv is None:
             return x, None
-        return short_conv(self.conv, x, None if state is None else state["conv"])
+        return short_conv(self.conv, x, None if state is None else state["conv"], positions)
 
     # -- forward: naive / flash-attn / SDPA, one pick -----------------------------------
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
+    def forward(
+        self,
+        x: Tensor,
+        state: dict[str, Tensor] | None = None,
+        return_state: bool = False,
+        resets: Tensor | None = None,
+    ):
+        """`resets` (B, T) bool, data.documents=reset: True where a document starts. Queries then
+        attend only inside their document and positions restart at 0 there (see `documents`)."""
         B, T, _ = x.shape
         cached = state is not None and state["k"].shape[2] > 0
-        x, conv_state = self._short_conv(x, state)
-        start = state["next"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
-        q_pos = start[:, None] + torch.arange(T, device=x.device)
+        first = state["next"] if state is not None else torch.zeros(B, dtype=torch.long, device=x.device)
+        q_abs = first[:, None] + torch.arange(T, device=x.device)  # stream positions
+        q_start = documents(q_abs, resets, state)  # None: the stream from 0, nothing to mask
+        q_pos = q_abs if q_start is None else q_abs - q_start  # positions in the document
+        x, conv_state = self._short_conv(x, state, None if resets is None else q_pos)
         q, k, v = self._project(x, q_pos)
-        path = attention_path(self.config.backend, q, plain_causal=not cached)
+        plain = not cached and resets is None
+        path = attention_path(self.config.backend, q, plain_causal=plain, resets=resets is not None)
         q, k, v = self._rope(q, k, v, q_pos, x.dtype, reference=path == "naive")
-        k_pos = q_pos
+        k_abs = q_abs
         if cached:
             k = torch.cat([state["k"], k], dim=2)
             v = torch.cat([state["v"], v], dim=2)
-            k_pos = torch.cat([state["pos"], q_pos], dim=1)
-        o = attend(path, q, k, v, q_pos, k_pos, self.window, plain_causal=not cached)
-        new_state = self._trim(k, v, k_pos, q_pos[:, -1] + 1, conv_state) if return_state else None
-        return self._out(o), new_state
+            k_abs = torch.cat([state["pos"], q_abs], dim=1)
+        o = attend(path, q, k, v, q_abs, k_abs, self.window, plain_causal=plain, q_start=q_start)
+        if not return_state:
+            return self._out(o), None
+        start = _start(state, first) if q_start is None else q_start[:, -1]
+        return self._out(o), self._trim(k, v, k_abs, q_abs[:, -1] + 1, start, conv_state)
 
     # -- recurrent step: one token against the KV cache ---------------------------------
-    def step(self, x: Tensor, state: dict[str, Tensor]):
-        pos = state["next"][:, None]
+    def step(self, x: Tensor, state: dict[str, Tensor], reset: Tensor | None = None):
+        """`reset` (B,) bool: rows whose document starts at this token (their earlier keys and
+        inputs become invisible and their position restarts at 0)."""
+        nxt = state["next"]
+        start = _start(state, nxt)
+        if reset is not None:
+            start = torch.where(reset, nxt, start)
+            if self.conv is not None:
+                state = {**state, "conv": state["conv"] * (~reset)[:, None, None].to(state["conv"].dtype)}
+        pos = (nxt - start)[:, None]  # the position in the document
         xc, conv_state = self._short_conv(x[:, None], state)
         q, k, v = self._qkv(xc, pos)
         k = torch.cat([state["k"], k], dim=2)
         v = torch.cat([state["v"], v], dim=2)
-        k_pos = torch.cat([state["pos"], pos], dim=1)
+        k_abs = torch.cat([state["pos"], nxt[:, None]], dim=1)
         groups = self.n_heads // self.n_kv_heads
         kr, vr = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
         scores = (q @ kr.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, 1, S)
-        scores = scores.masked_fill(~allowed(pos, k_pos, self.window)[:, None], float("-inf"))
+        visible = allowed(nxt[:, None], k_abs, self.window, start[:, None])
+        scores = scores.masked_fill(~visible[:, None], float("-inf"))
         o = scores.softmax(-1) @ vr
-        return self._out(o)[:, 0], self._trim(k, v, k_pos, pos[:, 0] + 1, conv_state)
+        return self._out(o)[:, 0], self._trim(k, v, k_abs, nxt + 1, start, conv_state)
 
     def _trim(
-        self, k: Tensor, v: Tensor, k_pos: Tensor, next_pos: Tensor, conv_state: Tensor | None = None
+        self,
+        k: Tensor,
+        v: Tensor,
+        k_abs: Tensor,
+        next_pos: Tensor,
+        start: Tensor,
+        conv_state: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """With a window, later queries never see keys older than window - 1 steps."""
+        """The cache: k, v and their stream positions `pos`, the `next` stream position and
+        `start`, where the current document starts (keys before it are invisible; positions
+        count from it). With a window, later queries never see keys older than window - 1 steps."""
         if self.window and k.shape[2] > self.window - 1:
             keep = max(self.window - 1, 0)
-            k, v, k_pos = k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :], k_pos[:, k_pos.shape[1] - keep :]
-        state = {"k": k, "v": v, "pos": k_pos, "next": next_pos}
+            k, v, k_abs = k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :], k_abs[:, k_abs.shape[1] - keep :]
+        state = {"k": k, "v": v, "pos": k_abs, "next": next_pos, "start": start}
         if conv_state is not None:
             state["conv"] = conv_state
         return state
@@ -175,6 +216,7 @@ class Attention(Mixer):
             "v": empty.clone(),
             "pos": torch.zeros(batch_size, 0, dtype=torch.long, device=device),
             "next": torch.zeros(batch_size, dtype=torch.long, device=device),
+            "start": torch.zeros(batch_size, dtype=torch.long, device=device),
         }
         if self.conv is not None:
             state["conv"] = torch.zeros(batch_size, self.conv.kernel_size[0] - 1, self.dim, device=device, dtype=dtype)
@@ -206,31 +248,88 @@ class Attention(Mixer):
         return (2 * self.n_kv_heads * self.head_dim * kept + conv) * self.wq.weight.element_size()
 
 
+# -- documents (data.documents=reset) ------------------------------------------------------
+
+
+def _start(state: dict[str, Tensor] | None, like: Tensor) -> Tensor:
+    """The stream position where each row's current document starts (0: the stream's start)."""
+    if state is None or "start" not in state:
+        return torch.zeros_like(like)
+    return state["start"]
+
+
+def documents(q_abs: Tensor, resets: Tensor | None, state: dict[str, Tensor] | None) -> Tensor | None:
+    """(B, T) the stream position where each query's document starts: the last reset at or
+    before it, else the incoming state's `start` (the first document of a row continues the
+    state's). None without resets and without a state: the stream starts at 0, nothing to mask."""
+    if resets is None:
+        return None if state is None else _start(state, q_abs[:, 0])[:, None].expand_as(q_abs)
+    marks = torch.where(resets, q_abs, _start(state, q_abs[:, 0])[:, None])
+    return marks.cummax(1).values
+
+
 # -- the paths of a forward -------------------------------------------------------------
 
 
-def attention_path(backend: str, q: Tensor, plain_causal: bool) -> str:
+def attention_path(backend: str, q: Tensor, plain_causal: bool, resets: bool = False) -> str:
     """naive | flash | sdpa. flash-attn (imported lazily; one line when it is missing on a GPU)
-    under backend=auto for CUDA half-precision q with nothing cached, else SDPA."""
+    under backend=auto for CUDA half-precision q with nothing cached and no document resets,
+    else SDPA (with resets: SDPA with the document mask, said once where flash-attn would run)."""
     if backend == "naive":
         return "naive"
-    if backend == "auto" and plain_causal and flash.usable(q):
-        return "flash"
+    if backend == "auto" and (plain_causal or resets) and flash.usable(q):
+        if plain_causal:
+            return "flash"
+        flash.say_resets_use_sdpa()
     return "sdpa"
 
 
 def attend(
-    path: str, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, window: int | None, plain_causal: bool
+    path: str,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_pos: Tensor,
+    k_pos: Tensor,
+    window: int | None,
+    plain_causal: bool,
+    q_start: Tensor | None = None,
 ) -> Tensor:
-    """o (B, H, Tq, hd) from q (B, H, Tq, hd) and k, v (B, H_kv, Tk, hd) on `path`."""
-    if path == "naive":
-        return naive_attention(q, k, v, q_pos, k_pos, window)
+    """o (B, H, Tq, hd) from q (B, H, Tq, hd) and k, v (B, H_kv, Tk, hd) on `path`; q_pos, k_pos
+    stream positions, `q_start` (B, Tq) where each query's document starts (see `allowed`)."""
     if path == "flash":
         return flash.attention(q, k, v, window)
     gqa = q.shape[1] > k.shape[1]  # SDPA reads the shared kv heads in place, no copies
     # A window that spans the whole segment is plain causal attention: take SDPA's
     # fused causal kernel rather than materialising a (T, T) mask.
-    if plain_causal and (not window or window >= k.shape[2]):
+    if path == "sdpa" and plain_causal and (not window or window >= k.shape[2]):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    mask = allowed(q_pos, k_pos, window)[:, None]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    # A KV cache, a shorter window or documents (block-diagonal causal): one boolean mask per call.
+    visible = allowed(q_pos, k_pos, window, q_start)
+    if path == "naive":
+        return naive_attention(q, k, v, visible)
+    return masked_sdpa(q, k, v, visible[:, None], window, gqa)
+
+
+#: Queries per SDPA call under a mask (see `masked_sdpa`).
+QUERY_BLOCK = 128
+
+
+def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int | None, gqa: bool) -> Tensor:
+    """SDPA with a boolean mask (B, 1, Tq, Tk), queries in blocks of QUERY_BLOCK. SDPA computes
+    every (query, key) pair a mask covers, the masked ones too; each block here reads only the keys
+    a causal query in it can see: up to its last query and, with a window, from its first query's
+    window on. Keys are the cached ones then the segment's, consecutive positions (Tk - Tq cached)."""
+    Tq, Tk = q.shape[2], k.shape[2]
+    if Tq <= QUERY_BLOCK:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    cached, outs = Tk - Tq, []
+    for a in range(0, Tq, QUERY_BLOCK):
+        b = min(Tq, a + QUERY_BLOCK)
+        lo = max(0, cached + a - window + 1) if window else 0
+        keys = slice(lo, cached + b)
+        o = F.scaled_dot_product_attention(
+            q[:, :, a:b], k[:, :, keys], v[:, :, keys], attn_mask=mask[:, :, a:b, keys], enable_gqa=gqa
+        )
+        outs.append(o)
+    return torch.cat(outs, 2)
