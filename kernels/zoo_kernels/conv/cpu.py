@@ -11,14 +11,14 @@ from .. import cbuild
 SIGNATURE = cbuild.Signature(
     "zoo_causal_conv",
     """
-    int kind, ptr x, ptr prev, ptr wt, ptr bias, ptr gy, ptr y, ptr dx, ptr dprev, ptr dw, ptr db,
+    int kind, ptr x, ptr prev, ptr rs, ptr wt, ptr bias, ptr gy, ptr y, ptr dx, ptr dprev, ptr dw, ptr db,
     i64* st, i64 B, i64 T, i64 C, i64 W, i64 block, int silu, int threads""",
 )
 #: `kind` values: forward float32; backward float32 (+1: float64).
 FORWARD, BACKWARD = 0, 2
 
 
-def _call(kind, x, weight, bias, prev, silu, **out):
+def _call(kind, x, weight, bias, prev, resets, silu, **out):
     bsz, T, C = x.shape
     threads = cbuild.threads(x.numel())
     wt = weight.t().contiguous()  # (W, C): channels contiguous, like x
@@ -27,6 +27,7 @@ def _call(kind, x, weight, bias, prev, silu, **out):
         kind=kind + (x.dtype == torch.float64),
         x=x,
         prev=prev,
+        rs=None if resets is None else resets.to(torch.uint8).contiguous(),
         wt=wt,
         bias=bias,
         **out,
@@ -43,17 +44,17 @@ def _call(kind, x, weight, bias, prev, silu, **out):
         raise MemoryError("zoo-kernels: the fused causal conv could not allocate its scratch buffer")
 
 
-def conv(x: Tensor, weight: Tensor, bias, prev: Tensor, silu: bool) -> Tensor:
+def conv(x: Tensor, weight: Tensor, bias, prev: Tensor, resets, silu: bool) -> Tensor:
     y = torch.empty(x.shape, dtype=x.dtype)
-    _call(FORWARD, x, weight, bias, prev, silu, y=y)
+    _call(FORWARD, x, weight, bias, prev, resets, silu, y=y)
     return y
 
 
-def conv_backward(x, weight, bias, prev, gy, silu):
+def conv_backward(x, weight, bias, prev, resets, gy, silu):
     """(dx, dweight, dbias, dprev)."""
     bsz, T, C = x.shape
     W = weight.shape[1]
     dx, dprev = torch.empty(x.shape, dtype=x.dtype), x.new_empty(bsz, W - 1, C)
     dw, db = x.new_empty(bsz, W, C), x.new_empty(bsz, C)  # per batch row, summed here
-    _call(BACKWARD, x, weight, bias, prev, silu, gy=gy, dx=dx, dprev=dprev, dw=dw, db=db)
+    _call(BACKWARD, x, weight, bias, prev, resets, silu, gy=gy, dx=dx, dprev=dprev, dw=dw, db=db)
     return dx, dw.sum(0).t().contiguous(), db.sum(0), dprev
