@@ -213,3 +213,23 @@ def test_no_resets_keeps_the_results():
     u, dt, B, C = seqs
     for fn in (selective_scan_naive, selective_scan_flat) + ((selective_scan_fused,) if cbuild.available() else ()):
         torch.testing.assert_close(fn(u, dt, A, B, C, h0), fn(u, dt, A, B, C, h0, none), rtol=1e-13, atol=1e-13)
+
+
+@needs_kernel
+def test_selective_custom_op_with_resets_passes_opcheck():
+    from zoo_kernels.selective import _fused_op
+
+    seqs, A, h0, resets = selective_inputs(ROWS)
+    u, dt, B, C = (t.float() for t in seqs)
+    torch.library.opcheck(_fused_op, (u, dt, A.float(), B, C, h0.float(), resets))
+
+
+@needs_triton
+def test_ssd_triton_custom_ops_with_resets_pass_opcheck():
+    from zoo_kernels.ssd import _ssd_bwd_op, _ssd_op
+
+    seqs, A, h0, resets = ssd_inputs(ROWS_SHORT, H=2, P=3, G=1, N=3)
+    x, dt, B, C = seqs
+    torch.library.opcheck(_ssd_op, (x, dt, A, B, C, 4, h0, resets))
+    gy, gh = torch.randn_like(x), torch.randn_like(h0)
+    torch.library.opcheck(_ssd_bwd_op, (x, dt, A, B, C, 4, h0, gy, gh, resets))

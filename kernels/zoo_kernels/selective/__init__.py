@@ -53,7 +53,7 @@ def _ts():
 def _grads_fake(dh0_dtype=None):
     """The fake of a backward op: gradients shaped like the inputs, dh0 in dh0_dtype (default: u's)."""
 
-    def fake(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets):
+    def fake(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets=None):
         b, T, D = u.shape
         N = A.shape[1]
         return (
@@ -103,18 +103,18 @@ def _fused_bwd(
     gy: Tensor,
     ghl: Tensor,
     want_dh0: bool,
-    resets: Tensor | None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return cpu.selective_scan_bwd(u, dt, A, B, C, ck, gy.contiguous(), ghl.contiguous(), want_dh0, resets)
 
 
 def _fused(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     return cpu.selective_scan_fwd(u, dt, A, B, C, h0, resets)
 
 
-def _fused_fake(u, dt, A, B, C, h0, resets):
+def _fused_fake(u, dt, A, B, C, h0, resets=None):
     b, T, D = u.shape
     N = A.shape[1]
     return u.new_empty(u.shape), u.new_empty(b, D, N), u.new_empty(b, cpu.n_checkpoints(T), D, N)
@@ -150,18 +150,18 @@ def _triton_bwd(
     gy: Tensor,
     ghl: Tensor,
     want_dh0: bool,
-    resets: Tensor | None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _ts().selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets)
 
 
 def _triton(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     return _ts().selective_scan_fwd(u, dt, A, B, C, h0, resets)
 
 
-def _triton_fake(u, dt, A, B, C, h0, resets):
+def _triton_fake(u, dt, A, B, C, h0, resets=None):
     b, T, D = u.shape
     N = A.shape[1]
     return (

@@ -34,7 +34,14 @@ def _kernels():
 
 
 def _ssd(
-    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None, resets: Tensor | None
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int,
+    h0: Tensor | None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     return _kernels().ssd_fwd(x, dt, A.contiguous(), B, C, chunk_size, h0, resets)
 
@@ -47,19 +54,19 @@ def _ssd_bwd(
     C: Tensor,
     chunk_size: int,
     h0: Tensor | None,
-    resets: Tensor | None,
     gy: Tensor,
     gh: Tensor,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _kernels().ssd_bwd(x, dt, A.contiguous(), B, C, chunk_size, h0, resets, gy, gh)
 
 
-def _fake(x, dt, A, B, C, chunk_size, h0, resets):
+def _fake(x, dt, A, B, C, chunk_size, h0, resets=None):
     b, _, H, P = x.shape
     return x.new_empty(x.shape), x.new_empty((b, H, P, B.shape[3]), dtype=acc_dtype(x))
 
 
-def _bwd_fake(x, dt, A, B, C, chunk_size, h0, resets, gy, gh):
+def _bwd_fake(x, dt, A, B, C, chunk_size, h0, gy, gh, resets=None):
     return tuple(t.new_empty(t.shape) for t in (x, dt, A, B, C, gh))
 
 
@@ -77,7 +84,7 @@ def _backward(ctx, gy, gh):
     b, _, H, P = x.shape
     gy = grad_or_zeros(gy, x.shape, x)
     gh = grad_or_zeros(gh, (b, H, P, B.shape[3]), x, acc_dtype(x))
-    dx, ddt, dA, dB, dC, dh0 = _ssd_bwd_op(x, dt, A, B, C, ctx.chunk_size, h0, resets, gy, gh)
+    dx, ddt, dA, dB, dC, dh0 = _ssd_bwd_op(x, dt, A, B, C, ctx.chunk_size, h0, gy, gh, resets)
     return dx, ddt, dA, dB, dC, None, (None if h0 is None else dh0.to(h0.dtype)), None
 
 
