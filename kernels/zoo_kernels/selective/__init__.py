@@ -26,6 +26,8 @@ without graph breaks.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -90,28 +92,37 @@ def _backward_with(bwd_op, ghl_dtype=None):
     return backward
 
 
+def _impls(kernels: Callable[[], Any], contiguous_grads: bool):
+    """The forward and backward impls of a fused path's custom ops: kernels() is the module with its
+    selective_scan_fwd / selective_scan_bwd (the C kernel wants contiguous incoming gradients)."""
+
+    def fwd(
+        u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return kernels().selective_scan_fwd(u, dt, A, B, C, h0, resets)
+
+    def bwd(
+        u: Tensor,
+        dt: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        ck: Tensor,
+        gy: Tensor,
+        ghl: Tensor,
+        want_dh0: bool,
+        resets: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        if contiguous_grads:
+            gy, ghl = gy.contiguous(), ghl.contiguous()
+        return kernels().selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets)
+
+    return fwd, bwd
+
+
 # ---- the fused CPU kernel (cpu.py) ----------------------------------------------------------------
 
-
-def _fused_bwd(
-    u: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    ck: Tensor,
-    gy: Tensor,
-    ghl: Tensor,
-    want_dh0: bool,
-    resets: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return cpu.selective_scan_bwd(u, dt, A, B, C, ck, gy.contiguous(), ghl.contiguous(), want_dh0, resets)
-
-
-def _fused(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    return cpu.selective_scan_fwd(u, dt, A, B, C, h0, resets)
+_fused, _fused_bwd = _impls(lambda: cpu, contiguous_grads=True)
 
 
 def _fused_fake(u, dt, A, B, C, h0, resets=None):
@@ -140,25 +151,7 @@ def selective_scan_fused(
 # ---- the fused Triton kernels (triton.py, imported only when they run) ----------------------------
 
 
-def _triton_bwd(
-    u: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    ck: Tensor,
-    gy: Tensor,
-    ghl: Tensor,
-    want_dh0: bool,
-    resets: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _ts().selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets)
-
-
-def _triton(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    return _ts().selective_scan_fwd(u, dt, A, B, C, h0, resets)
+_triton, _triton_bwd = _impls(_ts, contiguous_grads=False)
 
 
 def _triton_fake(u, dt, A, B, C, h0, resets=None):

@@ -33,15 +33,11 @@ def _kernels():
     return backends.triton_module("ssd.triton")
 
 
+OptTensor = Tensor | None  # the custom ops' optional tensors: h0, resets
+
+
 def _ssd(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    chunk_size: int,
-    h0: Tensor | None,
-    resets: Tensor | None = None,
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: OptTensor, resets: OptTensor = None
 ) -> tuple[Tensor, Tensor]:
     return _kernels().ssd_fwd(x, dt, A.contiguous(), B, C, chunk_size, h0, resets)
 
@@ -92,16 +88,9 @@ _ssd_op = define("ssd_triton", _ssd, _fake, backward=_backward, setup=_setup)
 
 
 def ssd_triton(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    chunk_size: int,
-    h0: Tensor | None = None,
-    resets: Tensor | None = None,
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: OptTensor = None, resets=None
 ) -> tuple[Tensor, Tensor]:
-    """The Triton kernels (see ssd/triton.py); any strides, float dtypes."""
+    """The Triton kernels (see ssd/triton.py); any strides, float dtypes; resets (b, T) bool or None."""
     return _ssd_op(x, dt, A, B, C, int(chunk_size), h0, None if resets is None else resets.to(torch.bool))
 
 

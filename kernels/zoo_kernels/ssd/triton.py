@@ -566,21 +566,19 @@ def _states(x, dt, A, B, h0, plan):
     )
 
 
-def ssd_fwd(x, dt, A, B, C, chunk_size, h0, resets=None):
-    """Returns y (x's dtype) and h_T (float32; float64 for float64 x)."""
-    check_triton_device(x)
-    plan = _plan(x, B, chunk_size, resets)
+def _chunk_scan(kernel, grid, plan, x, dt, A, B, C, h_in, outs, more_strides=(), **blocks):
+    """Step 4 (`_chunk_scan_fwd`) or its backward (`_chunk_scan_bwd`): both take x, dt, A, B, C, the
+    entering states, then `outs` (the other tensors), the sizes and the strides of x, dt, the
+    resets, B, C and `more_strides`."""
     b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
-    h_in, h_last = _states(x, dt, A, B, h0, plan)
-    y = torch.empty((b, T, H, P), dtype=x.dtype, device=x.device)
-    _chunk_scan_fwd[(b * H, nc, triton.cdiv(P, bs["BPF"]))](
+    kernel[grid](
         x,
         dt,
         A,
         B,
         C,
         h_in,
-        y,
+        *outs,
         T,
         H,
         P,
@@ -593,14 +591,26 @@ def ssd_fwd(x, dt, A, B, C, chunk_size, h0, resets=None):
         *rs,
         *B.stride(),
         *C.stride(),
+        *more_strides,
         F64=f64,
         HAS_RS=has_rs,
         PREC=prec,
         BL=bs["BL"],
-        BPF=bs["BPF"],
         BN=bs["BN"],
         num_warps=NUM_WARPS,
+        **blocks,
     )
+
+
+def ssd_fwd(x, dt, A, B, C, chunk_size, h0, resets=None):
+    """Returns y (x's dtype) and h_T (float32; float64 for float64 x)."""
+    check_triton_device(x)
+    plan = _plan(x, B, chunk_size, resets)
+    b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
+    h_in, h_last = _states(x, dt, A, B, h0, plan)
+    y = torch.empty((b, T, H, P), dtype=x.dtype, device=x.device)
+    grid = (b * H, nc, triton.cdiv(P, bs["BPF"]))
+    _chunk_scan(_chunk_scan_fwd, grid, plan, x, dt, A, B, C, h_in, (y,), BPF=bs["BPF"])
     return y, h_last
 
 
@@ -618,40 +628,7 @@ def ssd_bwd(x, dt, A, B, C, chunk_size, h0, resets, gy, gh):
     da_part = torch.empty((b, nc, H), dtype=acc, device=dev)
     db = torch.empty((b, T, H, N), dtype=acc, device=dev)
     dc = torch.empty((b, T, H, N), dtype=acc, device=dev)
-    _chunk_scan_bwd[(b * H, nc)](
-        x,
-        dt,
-        A,
-        B,
-        C,
-        h_in,
-        gy,
-        g_out,
-        dx,
-        ddt,
-        da_part,
-        db,
-        dc,
-        T,
-        H,
-        P,
-        N,
-        L,
-        nc,
-        H // G,
-        *x.stride(),
-        *dt.stride(),
-        *rs,
-        *B.stride(),
-        *C.stride(),
-        *gy.stride(),
-        F64=f64,
-        HAS_RS=has_rs,
-        PREC=prec,
-        BL=bs["BL"],
-        BP=bs["BP"],
-        BN=bs["BN"],
-        num_warps=NUM_WARPS,
-    )
+    outs = (gy, g_out, dx, ddt, da_part, db, dc)
+    _chunk_scan(_chunk_scan_bwd, (b * H, nc), plan, x, dt, A, B, C, h_in, outs, gy.stride(), BP=bs["BP"])
     per_group = lambda d: d.view(b, T, G, H // G, N).sum(3)  # noqa: E731  heads of a group share B, C
     return (dx, ddt, da_part.sum((0, 1)).to(A.dtype), per_group(db).to(B.dtype), per_group(dc).to(C.dtype), dh0)

@@ -60,6 +60,16 @@ class _MambaFamily(HFMapping):
             return f"model.loss.logit_softcap={loss['logit_softcap']} has no {self.architecture} counterpart; 0 maps"
         return None
 
+    @staticmethod
+    def _shared_options(c: Any) -> dict[str, Any]:
+        """The mixer options both HF configs spell alike (`zoo_options` adds each one's own)."""
+        return {
+            "d_state": c.state_size,
+            "d_conv": c.conv_kernel,
+            "expand": int(c.expand),
+            "conv_bias": bool(c.use_conv_bias),
+        }
+
     def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         out = {
             "backbone.embeddings.weight": w["embed.weight"],
@@ -86,7 +96,15 @@ class _MambaFamily(HFMapping):
             tie_word_embeddings=bool(m.tie_embeddings),
             hidden_act="silu",
         )
-        return {**common, **self.hf_config(m, mixer_options(m)[0])}, out
+        o = mixer_options(m)[0]
+        shared = dict(
+            state_size=o["d_state"],
+            expand=o["expand"],
+            conv_kernel=o["d_conv"],
+            use_conv_bias=o["conv_bias"],
+            residual_in_fp32=True,
+        )
+        return {**common, **shared, **self.hf_config(m, o)}, out
 
     def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         if getattr(c, "hidden_act", "silu") != "silu":
@@ -99,7 +117,7 @@ class _MambaFamily(HFMapping):
             "vocab_size": c.vocab_size,
             "tie_embeddings": tied,
             "norm_eps": eps,
-            "mixer": {"name": self.zoo_name, **self.zoo_options(c)},
+            "mixer": {"name": self.zoo_name, **self.zoo_options(c), **self._shared_options(c)},
             "block": {"name": "prenorm", "mlp": False, "norm_eps": eps},
             "loss": {"name": "cross_entropy"},
         }
@@ -127,27 +145,13 @@ class MambaMapping(_MambaFamily):
     zoo_name = "mamba"
 
     def hf_config(self, m: Any, o: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            state_size=o["d_state"],
-            expand=o["expand"],
-            conv_kernel=o["d_conv"],
-            time_step_rank=o["dt_rank"] or math.ceil(m.dim / 16),
-            use_bias=o["bias"],
-            use_conv_bias=o["conv_bias"],
-            residual_in_fp32=True,
-        )
+        """Mamba's own config keys (to_hf adds the shared ones)."""
+        return dict(time_step_rank=o["dt_rank"] or math.ceil(m.dim / 16), use_bias=o["bias"])
 
     def zoo_options(self, c: Any) -> dict[str, Any]:
         if c.intermediate_size != c.expand * c.hidden_size:
             raise UserError(f"Mamba intermediate_size={c.intermediate_size} is not expand * hidden_size; zoo needs it")
-        return {
-            "d_state": c.state_size,
-            "d_conv": c.conv_kernel,
-            "expand": int(c.expand),
-            "dt_rank": int(c.time_step_rank),
-            "bias": bool(c.use_bias),
-            "conv_bias": bool(c.use_conv_bias),
-        }
+        return {"dt_rank": int(c.time_step_rank), "bias": bool(c.use_bias)}
 
 
 class Mamba2Mapping(_MambaFamily):
@@ -157,18 +161,14 @@ class Mamba2Mapping(_MambaFamily):
     zoo_name = "mamba2"
 
     def hf_config(self, m: Any, o: dict[str, Any]) -> dict[str, Any]:
+        """Mamba-2's own config keys (to_hf adds the shared ones)."""
         return dict(
-            state_size=o["d_state"],
-            expand=o["expand"],
             head_dim=o["headdim"],
             num_heads=o["expand"] * m.dim // o["headdim"],
             n_groups=o["ngroups"],
-            conv_kernel=o["d_conv"],
             chunk_size=o["chunk_size"],
             use_bias=False,
-            use_conv_bias=o["conv_bias"],
             time_step_limit=(0.0, float("inf")),
-            residual_in_fp32=True,
         )
 
     def zoo_options(self, c: Any) -> dict[str, Any]:
@@ -183,12 +183,8 @@ class Mamba2Mapping(_MambaFamily):
                 f"zoo derives the heads from them"
             )
         return {
-            "d_state": c.state_size,
-            "d_conv": c.conv_kernel,
-            "expand": int(c.expand),
             "headdim": c.head_dim,
             "ngroups": c.n_groups,
             "chunk_size": c.chunk_size,
-            "conv_bias": bool(c.use_conv_bias),
             "norm_eps": float(c.layer_norm_epsilon),
         }
