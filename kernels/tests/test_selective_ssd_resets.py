@@ -30,8 +30,9 @@ needs_triton = pytest.mark.skipif(not triton_installed(), reason=NO_TRITON)
 
 # Document lengths per row. Row 0 continues h0 (no reset at t=0) and has a length-1 document;
 # row 1 starts a document at t=0 and has two length-1 documents in a row.
-ROWS = [[5, 1, 13, 21], [7, 1, 1, 31]]
-ROWS_SHORT = [[3, 1, 6], [2, 1, 1, 6]]  # for the Triton interpreter
+# Each row ends with a short document (the returned state is the one inside it).
+ROWS = [[5, 1, 13, 20, 1], [7, 1, 1, 29, 2]]
+ROWS_SHORT = [[3, 1, 5, 1], [2, 1, 1, 6]]  # for the Triton interpreter
 
 
 def starts(rows, continues=(True, False)) -> torch.Tensor:

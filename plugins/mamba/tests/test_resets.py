@@ -22,7 +22,9 @@ MIXERS = {
     "mamba2": lambda **kw: Mamba2(DIM, Mamba2Config(headdim=8, d_state=4, ngroups=2, chunk_size=4, **kw)),
     "mamba": lambda **kw: Mamba(DIM, MambaConfig(d_state=4, **kw)),
 }
-ROWS = [[5, 1, 3, 9], [2, 1, 1, 14]]  # row 0 continues the incoming state, row 1 starts at t=0
+# Row 0 continues the incoming state, row 1 starts at t=0; both end with a document shorter than
+# the conv's state (d_conv - 1 = 3 rows), so the returned conv state must drop the previous one.
+ROWS = [[5, 1, 3, 8, 1], [2, 1, 1, 12, 2]]
 CONTINUES = (True, False)
 
 
