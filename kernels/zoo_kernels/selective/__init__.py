@@ -2,9 +2,10 @@
 
     h_t = exp(dt_t A) * h_{t-1} + dt_t u_t B_t        y_t = C_t . h_t
 
-u, dt (batch, T, D); A (D, N); B, C (batch, T, N); h0 (batch, D, N) or None.
-Returns y (batch, T, D) in u's dtype and h_T (batch, D, N) in float32 (float64
-for float64 inputs).
+u, dt (batch, T, D); A (D, N); B, C (batch, T, N); h0 (batch, D, N) or None;
+resets (batch, T) bool or None: True where a document starts, whose decay exp(dt_t A) is
+then 0 (h_t = dt_t u_t B_t), on every path, forward and backward. Returns y (batch, T, D)
+in u's dtype and h_T (batch, D, N) in float32 (float64 for float64 inputs).
 
 One dispatch over four paths, by backend (zoo_kernels.backends):
 - naive (`naive.py`): one step per token, the definition.
@@ -25,6 +26,8 @@ without graph breaks.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,7 +55,7 @@ def _ts():
 def _grads_fake(dh0_dtype=None):
     """The fake of a backward op: gradients shaped like the inputs, dh0 in dh0_dtype (default: u's)."""
 
-    def fake(u, dt, A, B, C, ck, gy, ghl, want_dh0):
+    def fake(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets=None):
         b, T, D = u.shape
         N = A.shape[1]
         return (
@@ -68,8 +71,9 @@ def _grads_fake(dh0_dtype=None):
 
 
 def _setup(ctx, inputs, output):
-    u, dt, A, B, C, h0 = inputs
-    ctx.save_for_backward(u, dt, A, B, C, output[2])  # the checkpoints: the backward recomputes the states
+    u, dt, A, B, C, h0, resets = inputs
+    # the checkpoints: the backward recomputes the states
+    ctx.save_for_backward(u, dt, A, B, C, output[2], resets)
     ctx.h0_dtype = None if h0 is None else h0.dtype
 
 
@@ -78,30 +82,50 @@ def _backward_with(bwd_op, ghl_dtype=None):
     of h_T becomes zeros in ghl_dtype (default: u's)."""
 
     def backward(ctx, gy, ghl, _gck):
-        u, dt, A, B, C, ck = ctx.saved_tensors
+        u, dt, A, B, C, ck, resets = ctx.saved_tensors
         want_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[5]
         gy = grad_or_zeros(gy, u.shape, u)
         ghl = grad_or_zeros(ghl, (u.shape[0], A.shape[0], A.shape[1]), u, ghl_dtype)
-        du, ddt, dA, dB, dC, dh0 = bwd_op(u, dt, A, B, C, ck, gy, ghl, want_dh0)
-        return du, ddt, dA, dB, dC, (dh0.to(ctx.h0_dtype) if want_dh0 else None)
+        du, ddt, dA, dB, dC, dh0 = bwd_op(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets)
+        return du, ddt, dA, dB, dC, (dh0.to(ctx.h0_dtype) if want_dh0 else None), None
 
     return backward
 
 
+def _impls(kernels: Callable[[], Any], contiguous_grads: bool):
+    """The forward and backward impls of a fused path's custom ops: kernels() is the module with its
+    selective_scan_fwd / selective_scan_bwd (the C kernel wants contiguous incoming gradients)."""
+
+    def fwd(
+        u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return kernels().selective_scan_fwd(u, dt, A, B, C, h0, resets)
+
+    def bwd(
+        u: Tensor,
+        dt: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        ck: Tensor,
+        gy: Tensor,
+        ghl: Tensor,
+        want_dh0: bool,
+        resets: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        if contiguous_grads:
+            gy, ghl = gy.contiguous(), ghl.contiguous()
+        return kernels().selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets)
+
+    return fwd, bwd
+
+
 # ---- the fused CPU kernel (cpu.py) ----------------------------------------------------------------
 
-
-def _fused_bwd(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, ck: Tensor, gy: Tensor, ghl: Tensor, want_dh0: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return cpu.selective_scan_bwd(u, dt, A, B, C, ck, gy.contiguous(), ghl.contiguous(), want_dh0)
+_fused, _fused_bwd = _impls(lambda: cpu, contiguous_grads=True)
 
 
-def _fused(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    return cpu.selective_scan_fwd(u, dt, A, B, C, h0)
-
-
-def _fused_fake(u, dt, A, B, C, h0):
+def _fused_fake(u, dt, A, B, C, h0, resets=None):
     b, T, D = u.shape
     N = A.shape[1]
     return u.new_empty(u.shape), u.new_empty(b, D, N), u.new_empty(b, cpu.n_checkpoints(T), D, N)
@@ -116,28 +140,21 @@ def fused_usable(u: Tensor) -> bool:
 
 
 def selective_scan_fused(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, resets: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     acc = acc_dtype(u)
     args = [t.to(acc).contiguous() for t in (u, dt, A, B, C)]
-    y, hl, _ = _fused_op(*args, None if h0 is None else h0.to(acc).contiguous())
+    y, hl, _ = _fused_op(*args, None if h0 is None else h0.to(acc).contiguous(), resets)
     return y.to(u.dtype), hl
 
 
 # ---- the fused Triton kernels (triton.py, imported only when they run) ----------------------------
 
 
-def _triton_bwd(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, ck: Tensor, gy: Tensor, ghl: Tensor, want_dh0: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _ts().selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0)
+_triton, _triton_bwd = _impls(_ts, contiguous_grads=False)
 
 
-def _triton(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    return _ts().selective_scan_fwd(u, dt, A, B, C, h0)
-
-
-def _triton_fake(u, dt, A, B, C, h0):
+def _triton_fake(u, dt, A, B, C, h0, resets=None):
     b, T, D = u.shape
     N = A.shape[1]
     return (
@@ -161,16 +178,24 @@ def _triton_refusal(N: int) -> str:
 
 
 def selective_scan_triton(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, resets: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """The fused Triton path (CUDA tensors; CPU tensors under TRITON_INTERPRET=1). Any strides and
     float dtypes; computes in float32."""
-    y, hl, _ = _triton_op(u, dt, A, B, C, h0)
+    y, hl, _ = _triton_op(u, dt, A, B, C, h0, resets)
     return y, hl
 
 
 def selective_scan(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, *, backend: str | None = None
+    u: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    h0: Tensor | None = None,
+    *,
+    backend: str | None = None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The selective scan on the best path for u's device (see the module docstring).
 
@@ -187,25 +212,29 @@ def selective_scan(
         or B.shape != (b, T, A.shape[1])
         or C.shape != B.shape
         or (h0 is not None and h0.shape != (b, D, A.shape[1]))
+        or (resets is not None and resets.shape != (b, T))
         or T < 1
     ):
         raise ValueError(
             f"selective_scan: expected u, dt (b, T, D), A (D, N), B, C (b, T, N), h0 (b, D, N) "
-            f"with T >= 1; got u {tuple(u.shape)}, dt {tuple(dt.shape)}, A {tuple(A.shape)}, "
-            f"B {tuple(B.shape)}, C {tuple(C.shape)}, h0 {None if h0 is None else tuple(h0.shape)}"
+            f"and resets (b, T) with T >= 1; got u {tuple(u.shape)}, dt {tuple(dt.shape)}, A {tuple(A.shape)}, "
+            f"B {tuple(B.shape)}, C {tuple(C.shape)}, h0 {None if h0 is None else tuple(h0.shape)}, "
+            f"resets {None if resets is None else tuple(resets.shape)}"
         )
+    if resets is not None:
+        resets = resets.to(torch.bool)
     backend = backends.select(u, backend)
     if backend == "naive":
-        return selective_scan_naive(u, dt, A, B, C, h0)
+        return selective_scan_naive(u, dt, A, B, C, h0, resets)
     if backend == "torch" and fused_usable(u):
-        return selective_scan_fused(u, dt, A, B, C, h0)
+        return selective_scan_fused(u, dt, A, B, C, h0, resets)
     if backend == "triton":
         why = _triton_refusal(A.shape[1])
         if not why:
             if torch.compiler.is_compiling():  # a launch error cannot be caught inside a compiled graph
-                return selective_scan_triton(u, dt, A, B, C, h0)
+                return selective_scan_triton(u, dt, A, B, C, h0, resets)
             try:
-                return selective_scan_triton(u, dt, A, B, C, h0)
+                return selective_scan_triton(u, dt, A, B, C, h0, resets)
             except _ts().LAUNCH_ERRORS as err:
                 why = f"{type(err).__name__}: {err}"
         warnings.warn(
@@ -213,4 +242,4 @@ def selective_scan(
             "falling back to the flat path, which materialises (batch, T, D, N) tensors",
             stacklevel=2,
         )
-    return selective_scan_flat(u, dt, A, B, C, h0)
+    return selective_scan_flat(u, dt, A, B, C, h0, resets)

@@ -17,7 +17,7 @@ from .. import cbuild
 SIGNATURE = cbuild.Signature(
     "zoo_selective_scan",
     """
-    int kind, ptr u, ptr dt, ptr A, ptr Bm, ptr Cm, ptr h0, ptr gy, ptr ghl, ptr ck_in,
+    int kind, ptr u, ptr dt, ptr A, ptr Bm, ptr Cm, ptr R, ptr h0, ptr gy, ptr ghl, ptr ck_in,
     ptr y, ptr hl, ptr ck, ptr du, ptr ddt, ptr dA, ptr dB, ptr dC, ptr dh0,
     i64 B, i64 L, i64 D, i64 N, i64 K, i64 block, int threads""",
 )
@@ -60,16 +60,20 @@ def n_checkpoints(T: int) -> int:
     return -(-T // CHECKPOINT_EVERY)
 
 
-def selective_scan_fwd(u, dt, A, B, C, h0):
+def _bytes(resets: Tensor | None) -> Tensor | None:
+    return None if resets is None else resets.to(torch.bool).contiguous()
+
+
+def selective_scan_fwd(u, dt, A, B, C, h0, resets=None):
     """Returns y, h_T and the checkpoints (batch, ceil(T / K), D, N), all in u's dtype."""
     b, T, D = u.shape
     N = A.shape[1]
     y, hl, ck = torch.empty_like(u), u.new_empty(b, D, N), u.new_empty(b, n_checkpoints(T), D, N)
-    _call(FORWARD, u, A, B, dt=dt, Cm=C, h0=h0, y=y, hl=hl, ck=ck)
+    _call(FORWARD, u, A, B, dt=dt, Cm=C, R=_bytes(resets), h0=h0, y=y, hl=hl, ck=ck)
     return y, hl, ck
 
 
-def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0):
+def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets=None):
     """Returns du, ddt, dA, dB, dC and dh0 (empty unless want_dh0)."""
     b, T, D = u.shape
     N = A.shape[1]
@@ -85,6 +89,7 @@ def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0):
         B,
         dt=dt,
         Cm=C,
+        R=_bytes(resets),
         gy=gy,
         ghl=ghl,
         ck_in=ck,

@@ -15,13 +15,15 @@ from ..scan import linear_scan
 
 
 def selective_scan_flat(
-    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, resets: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     b, T, D = u.shape
     N = A.shape[1]
     acc = acc_dtype(u)
     dt = dt.to(acc)[..., None]  # (b, T, D, 1)
     decay = torch.exp(dt * A.to(acc))  # (b, T, D, N)
+    if resets is not None:  # a document starts at t: decay 0 (linear_scan never divides by a decay)
+        decay = decay * ~resets.to(torch.bool)[:, :, None, None]
     # dt * u first, on (b, T, D): one full-size product (and its backward) instead of two
     inp = (dt * u.to(acc)[..., None]) * B.to(acc)[:, :, None, :]  # (b, T, D, N)
     init = None if h0 is None else h0.to(acc).reshape(b, D * N)

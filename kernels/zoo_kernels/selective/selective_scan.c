@@ -13,7 +13,10 @@
    gradients are vector sums over n rather than a horizontal sum per channel
    (2x faster forward and backward than the (channels, N) layout at Mamba's N = 16).
 
-   Layouts (contiguous): u, dt, y, gy, du, ddt (B, L, D); Bm, Cm (B, L, N);
+   Document resets: R (B, L) bytes or NULL; R[b, t] != 0 zeroes step t's decay (h_t = dt_t u_t B_t),
+   forward and backward (the decay array holds the 0, so the reverse pass needs nothing else).
+
+   Layouts (contiguous): u, dt, y, gy, du, ddt (B, L, D); Bm, Cm (B, L, N); R (B, L);
    A (D, N); h0, hl, ghl, dh0 (B, D, N); ck (B, ceil(L/K), D, N);
    dA partial (B, D, N); dB, dC partial (channel blocks, B, L, N). */
 
@@ -25,6 +28,7 @@
 
 typedef struct {
     const void *u, *dt, *A, *Bm, *Cm, *h0, *gy, *ghl, *ck_in;
+    const unsigned char *R;
     void *y, *hl, *ck, *du, *ddt, *dA, *dB, *dC, *dh0;
     int64_t B, L, D, N, K, block;
     int begin, end, err;
@@ -42,6 +46,7 @@ typedef struct {
 
 #define SS_JOB_SETUP(T)                                                                 \
     const T *U = j->u, *DT = j->dt, *AA = j->A, *BM = j->Bm, *CM = j->Cm;               \
+    const unsigned char *RS = j->R;                                                     \
     int64_t B = j->B, L = j->L, D = j->D, N = j->N, K = j->K, nck = (L + K - 1) / K;    \
     int64_t nblk = (D + j->block - 1) / j->block, S = N * j->block;                     \
     (void)B;
@@ -53,6 +58,14 @@ typedef struct {
         const T *restrict Bt = BM + (b * L + t) * N;                                    \
         _Pragma("omp simd")                                                             \
         for (int64_t d = 0; d < nd; d++) bu[d] = dtp[d] * up[d];                        \
+        if (RS && RS[b * L + t]) { /* a document starts at t: decay 0 */                \
+            for (int64_t n = 0; n < N; n++) {                                           \
+                T bn = Bt[n], *ho = (hout) + n * nd, *restrict an = (a) ? (a) + n * nd : 0; \
+                _Pragma("omp simd")                                                     \
+                for (int64_t d = 0; d < nd; d++) ho[d] = bu[d] * bn;                    \
+                if (an) memset(an, 0, nd * sizeof(T));                                  \
+            }                                                                           \
+        } else                                                                          \
         for (int64_t n = 0; n < N; n++) {                                               \
             T bn = Bt[n];                                                               \
             const T *restrict An = At + n * nd, *hi = (hin) + n * nd; /* hi may be ho */   \
@@ -172,7 +185,7 @@ static void *ss_bwd_d(void *p) { sjob_t *j = p; SS_BWD(double, exp) return 0; }
 
 /* kind: 0 forward f32, 1 forward f64, 2 backward f32, 3 backward f64. Returns 0 on success. */
 int zoo_selective_scan(int kind, const void *u, const void *dt, const void *A, const void *Bm,
-                       const void *Cm, const void *h0, const void *gy, const void *ghl, const void *ck_in,
+                       const void *Cm, const void *R, const void *h0, const void *gy, const void *ghl, const void *ck_in,
                        void *y, void *hl, void *ck, void *du, void *ddt, void *dA, void *dB, void *dC,
                        void *dh0, int64_t B, int64_t L, int64_t D, int64_t N, int64_t K, int64_t block,
                        int threads) {
@@ -181,7 +194,7 @@ int zoo_selective_scan(int kind, const void *u, const void *dt, const void *A, c
     threads = zoo_threads(threads, items);
     sjob_t jobs[64];
     for (int k = 0; k < threads; k++) {
-        sjob_t j = {u, dt, A, Bm, Cm, h0, gy, ghl, ck_in, y, hl, ck, du, ddt, dA, dB, dC, dh0,
+        sjob_t j = {u, dt, A, Bm, Cm, h0, gy, ghl, ck_in, R, y, hl, ck, du, ddt, dA, dB, dC, dh0,
                     B, L, D, N, K, block, (int)(items * k / threads), (int)(items * (k + 1) / threads), 0};
         jobs[k] = j;
     }

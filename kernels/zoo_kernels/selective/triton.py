@@ -27,6 +27,9 @@ inputs may be bf16/fp16/fp32 with any strides. Block sizes are NOT tuned: no GPU
 timing of these kernels exists yet. (BLOCK_T, BLOCK_D, N padded to a power of
 two) is kept at most MAX_TILE elements so that a tile fits in registers; N above
 MAX_TILE // BLOCK_T is refused (selective_scan then takes its flat path).
+Document resets (batch, T) bool, when given: a step where a document starts has decay 0,
+in the forward scan, the recomputation and the reverse scan (whose decay a_{t+1} is 0 when
+a document starts at t+1), and dh0 is 0 for a row whose first step is a start.
 Under TRITON_INTERPRET=1 the kernels also run on CPU tensors (slowly).
 """
 
@@ -94,6 +97,16 @@ def _load_tile(U, DT, B, C, b, t, T, d, n, dmask, nmask, sub, sut, sud, sdb, sdt
 
 
 @triton.jit
+def _decay(dt, a, RS, b, t, tm, srb, srt, HAS_RS: tl.constexpr):
+    """exp(dt A) on (BT, BD, BN), 0 at the steps t where a document starts (when HAS_RS)."""
+    da = tl.exp(dt[:, :, None] * a[None, :, :])
+    if HAS_RS:
+        rs = tl.load(RS + b * srb + t * srt, mask=tm, other=0) != 0
+        da = tl.where(rs[:, None, None], 0.0, da)
+    return da
+
+
+@triton.jit
 def _program(A, D, N, sad, san, BT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr):
     """This program's batch row b, channel block blk (channels d, state columns n, their masks),
     a tile's rows, A on (d, n) and the offsets st of (d, n) into the (batch, D, N) states.
@@ -118,6 +131,7 @@ def _ss_fwd_kernel(
     B,
     C,
     H0,
+    RS,
     Y,
     HL,
     CK,
@@ -139,7 +153,10 @@ def _ss_fwd_kernel(
     scb,
     sct,
     scn,
+    srb,
+    srt,
     HAS_H0: tl.constexpr,
+    HAS_RS: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
     BN: tl.constexpr,
@@ -156,7 +173,7 @@ def _ss_fwd_kernel(
         u, dt, bm, cm, tm, m2, mn = _load_tile(
             U, DT, B, C, b, t, T, d, n, dmask, nmask, sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn
         )
-        da = tl.exp(dt[:, :, None] * a[None, :, :])
+        da = _decay(dt, a, RS, b, t, tm, srb, srt, HAS_RS)
         x = (dt * u)[:, :, None] * bm[:, None, :]
         x = tl.where(rows[:, None, None] == 0, x + da * carry[None, :, :], x)
         _, h = tl.associative_scan((da, x), 0, _lin_combine)
@@ -174,6 +191,7 @@ def _ss_bwd_kernel(
     B,
     C,
     CK,
+    RS,
     GY,
     GHL,
     DU,
@@ -204,7 +222,10 @@ def _ss_bwd_kernel(
     sgb,
     sgt,
     sgd,
+    srb,
+    srt,
     HAS_DH0: tl.constexpr,
+    HAS_RS: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
     BN: tl.constexpr,
@@ -228,14 +249,14 @@ def _ss_bwd_kernel(
         ).to(tl.float32)
 
         # recompute the tile's states from its checkpoint
-        da = tl.exp(dt[:, :, None] * a[None, :, :])
+        da = _decay(dt, a, RS, b, t, tm, srb, srt, HAS_RS)
         x = (dt * u)[:, :, None] * bm[:, None, :]
         h_in = tl.load(CK + ((b * NT + k) * D + d[:, None]) * N + n[None, :], mask=sm, other=0.0)
         xs = tl.where(rows[:, None, None] == 0, x + da * h_in[None, :, :], x)
         _, h = tl.associative_scan((da, xs), 0, _lin_combine)
 
         # reverse scan: w_t = gy_t C_t + dA_{t+1} w_{t+1}; padding rows pass the carry through
-        a_next = tl.exp(dt_next[:, :, None] * a[None, :, :])
+        a_next = _decay(dt_next, a, RS, b, t + 1, tm & (t + 1 < T), srb, srt, HAS_RS)
         g = gy[:, :, None] * cm[:, None, :]
         g = tl.where(rows[:, None, None] == BT - 1, g + a_next * carry[None, :, :], g)
         _, w = tl.associative_scan((a_next, g), 0, _lin_combine, reverse=True)
@@ -260,7 +281,10 @@ def _ss_bwd_kernel(
     if HAS_DH0:
         # carry is now w_0; dL/dh0 = dA_0 w_0
         dt0 = tl.load(DT + b * sdb + d * sdd, mask=dmask, other=0.0).to(tl.float32)
-        tl.store(DH0 + st, carry * tl.exp(dt0[:, None] * a), mask=sm)
+        a0 = tl.exp(dt0[:, None] * a)
+        if HAS_RS:
+            a0 = tl.where(tl.load(RS + b * srb) != 0, 0.0, a0)
+        tl.store(DH0 + st, carry * a0, mask=sm)
 
 
 # ---- host wrappers (called by the custom ops in selective/__init__.py) ---------------------------
@@ -273,7 +297,15 @@ def _check(u, A):
         raise ValueError(f"zoo_kernels fused Triton selective scan: {why}")
 
 
-def selective_scan_fwd(u, dt, A, B, C, h0):
+def _resets(resets, like):
+    """The resets as bytes (a dummy pointer and strides when absent)."""
+    if resets is None:
+        return like, (0, 0)
+    r = resets.to(torch.uint8)
+    return r, r.stride()
+
+
+def selective_scan_fwd(u, dt, A, B, C, h0, resets=None):
     """Returns y (u's dtype), h_T (float32, float64 for float64 u), checkpoints (float32)."""
     _check(u, A)
     b, T, D = u.shape
@@ -284,6 +316,7 @@ def selective_scan_fwd(u, dt, A, B, C, h0):
     hl = torch.empty((b, D, N), dtype=acc_dtype(u), device=u.device)
     ck = torch.empty((b, nt, D, N), dtype=torch.float32, device=u.device)
     h0c = h0.contiguous() if h0 is not None else hl  # dummy pointer when absent
+    rs, rs_strides = _resets(resets, hl)
     _ss_fwd_kernel[(b, triton.cdiv(D, bd))](
         u,
         dt,
@@ -291,6 +324,7 @@ def selective_scan_fwd(u, dt, A, B, C, h0):
         B,
         C,
         h0c,
+        rs,
         y,
         hl,
         ck,
@@ -303,7 +337,9 @@ def selective_scan_fwd(u, dt, A, B, C, h0):
         *A.stride(),
         *B.stride(),
         *C.stride(),
+        *rs_strides,
         HAS_H0=h0 is not None,
+        HAS_RS=resets is not None,
         BT=bt,
         BD=bd,
         BN=bn,
@@ -312,7 +348,7 @@ def selective_scan_fwd(u, dt, A, B, C, h0):
     return y, hl, ck
 
 
-def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0):
+def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets=None):
     """Returns du, ddt, dA, dB, dC in their inputs' dtypes and dh0 (float32; empty unless want_dh0)."""
     _check(u, A)
     b, T, D = u.shape
@@ -329,6 +365,7 @@ def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0):
     dB = torch.empty((nb, b, T, N), dtype=torch.float32, device=dev)
     dC = torch.empty((nb, b, T, N), dtype=torch.float32, device=dev)
     dh0 = torch.empty((b, D, N) if want_dh0 else (0,), dtype=torch.float32, device=dev)
+    rs, rs_strides = _resets(resets, dA)
     _ss_bwd_kernel[(b, nb)](
         u,
         dt,
@@ -336,6 +373,7 @@ def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0):
         B,
         C,
         ck.contiguous(),
+        rs,
         gy,
         ghl.contiguous(),
         du,
@@ -355,7 +393,9 @@ def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0):
         *B.stride(),
         *C.stride(),
         *gy.stride(),
+        *rs_strides,
         HAS_DH0=want_dh0,
+        HAS_RS=resets is not None,
         BT=bt,
         BD=bd,
         BN=bn,

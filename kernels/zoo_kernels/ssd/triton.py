@@ -27,6 +27,13 @@ The backward reruns 2-3 for the entering states (nothing but the inputs is saved
     dB, dC come back per head and dA per (batch, chunk, head); the host sums them over the heads
     of a group and over batch and chunks (deterministic; no atomics).
 
+Document resets (batch, T) bool, when given (HAS_RS): a start's decay is 0. Every kernel keeps
+a as the plain cumulative sum and masks with seg_l, the starts in the chunk up to l (as chunk.py):
+M_ls also needs seg_l = seg_s, exp(a_last - a_s) counts only in the chunk's last segment, exp(a_l)
+only before its first start, and a chunk with a start passes no state on (its exp(a_last) is 0).
+The backward's closed forms hold with these masked factors (a mask is a constant factor), and
+dA's gradient through a start's own decay is 0, as it is in the recurrence.
+
 Padding (a tail shorter than L, block sizes rounded up to powers of two >= 16 for tl.dot) loads
 dt = x = B = C = gy = 0: decay 1 and no input, so a padded step leaves everything unchanged.
 Arithmetic is float32 (float64 for float64 inputs; the interpreter tests run both). Products of
@@ -71,14 +78,43 @@ def _acc(v, F64: tl.constexpr):
 
 
 @triton.jit
-def _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64: tl.constexpr, BL: tl.constexpr):
-    """Step 1: positions t of chunk c, their mask, dt and a = cumsum(dt * A) (padding: dt = 0)."""
+def _chunk_cumsum(
+    DT, A, RS, bi, h, c, T, L, sdb, sdt, sdh, srb, srt, F64: tl.constexpr, HAS_RS: tl.constexpr, BL: tl.constexpr
+):
+    """Step 1: positions t of chunk c, their mask, dt, a = cumsum(dt * A) (padding: dt = 0), its
+    last value, and with resets seg (the starts up to each position) and the chunk's number of
+    starts (both 0 without resets)."""
     l = tl.arange(0, BL)
     t = c * L + l
     tm = (l < L) & (t < T)
     dt = _acc(tl.load(DT + bi * sdb + t * sdt + h * sdh, mask=tm, other=0.0), F64)
     dA = dt * _acc(tl.load(A + h), F64)
-    return l, t, tm, dt, tl.cumsum(dA, 0), tl.sum(dA, 0)
+    if HAS_RS:
+        rs = tl.load(RS + bi * srb + t * srt, mask=tm, other=0).to(tl.int32)
+        seg = tl.cumsum(rs, 0)
+        starts = tl.sum(rs, 0)
+    else:
+        seg = tl.zeros((BL,), tl.int32)
+        starts = 0
+    return l, t, tm, dt, tl.cumsum(dA, 0), tl.sum(dA, 0), seg, starts
+
+
+@triton.jit
+def _decays(l, a, a_last, seg, starts, HAS_RS: tl.constexpr):
+    """M (l, s) = exp(a_l - a_s) within a segment, causal; to_end = exp(a_last - a) in the last
+    segment; from_start = exp(a) before the first start; the chunk's decay exp(a_last), 0 with a start."""
+    causal = l[:, None] >= l[None, :]
+    if HAS_RS:
+        causal = causal & (seg[:, None] == seg[None, :])
+    m = tl.exp(tl.where(causal, a[:, None] - a[None, :], float("-inf")))
+    to_end = tl.exp(a_last - a)
+    from_start = tl.exp(a)
+    chunk = tl.exp(a_last)
+    if HAS_RS:
+        to_end = tl.where(seg == starts, to_end, 0.0)
+        from_start = tl.where(seg == 0, from_start, 0.0)
+        chunk = tl.where(starts == 0, chunk, 0.0)
+    return m, to_end, from_start, chunk
 
 
 @triton.jit
@@ -114,12 +150,16 @@ def _chunk_state(
     sdb,
     sdt,
     sdh,
+    RS,
+    srb,
+    srt,
     syb,
     syt,
     syg,
     syn,
     GRAD: tl.constexpr,
     F64: tl.constexpr,
+    HAS_RS: tl.constexpr,
     PREC: tl.constexpr,
     BL: tl.constexpr,
     BP: tl.constexpr,
@@ -134,11 +174,17 @@ def _chunk_state(
     c = tl.program_id(1)
     n = tl.program_id(2) * BN + tl.arange(0, BN)
     p = tl.arange(0, BP)
-    l, t, tm, dt, a, a_last = _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64, BL)
+    l, t, tm, dt, a, a_last, seg, starts = _chunk_cumsum(
+        DT, A, RS, bi, h, c, T, L, sdb, sdt, sdh, srb, srt, F64, HAS_RS, BL
+    )
     if GRAD:
         w = tl.exp(a)
+        if HAS_RS:
+            w = tl.where(seg == 0, w, 0.0)
     else:
         w = tl.exp(a_last - a) * dt
+        if HAS_RS:
+            w = tl.where(seg == starts, w, 0.0)
     xs = _tile(X, bi, t, tm, h, p, p < P, sxb, sxt, sxh, sxp, F64) * w[:, None]
     ys = _tile(Y, bi, t, tm, h // HPG, n, n < N, syb, syt, syg, syn, F64)
     st = tl.dot(tl.trans(xs), ys, input_precision=PREC)
@@ -165,9 +211,13 @@ def _state_pass(
     sdb,
     sdt,
     sdh,
+    RS,
+    srb,
+    srt,
     HAS_H0: tl.constexpr,
     REVERSE: tl.constexpr,
     F64: tl.constexpr,
+    HAS_RS: tl.constexpr,
     BL: tl.constexpr,
     BS: tl.constexpr,
 ):
@@ -188,10 +238,15 @@ def _state_pass(
             c = NC - 1 - i
         else:
             c = i
-        _, _, _, _, _, a_last = _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64, BL)
+        _, _, _, _, _, a_last, _, starts = _chunk_cumsum(
+            DT, A, RS, bi, h, c, T, L, sdb, sdt, sdh, srb, srt, F64, HAS_RS, BL
+        )
+        decay = tl.exp(a_last)
+        if HAS_RS:
+            decay = tl.where(starts == 0, decay, 0.0)
         off = ((bi * NC + c) * H + h) * PN + s
         tl.store(HIN + off, st, mask=sm)
-        st = tl.exp(a_last) * st + tl.load(S + off, mask=sm, other=0.0)
+        st = decay * st + tl.load(S + off, mask=sm, other=0.0)
     tl.store(HL + (bi * H + h) * PN + s, st.to(HL.dtype.element_ty), mask=sm)
 
 
@@ -221,6 +276,9 @@ def _chunk_scan_fwd(
     sdb,
     sdt,
     sdh,
+    RS,
+    srb,
+    srt,
     sbb,
     sbt,
     sbg,
@@ -230,6 +288,7 @@ def _chunk_scan_fwd(
     scg,
     scn,
     F64: tl.constexpr,
+    HAS_RS: tl.constexpr,
     PREC: tl.constexpr,
     BL: tl.constexpr,
     BPF: tl.constexpr,
@@ -243,7 +302,9 @@ def _chunk_scan_fwd(
     c = tl.program_id(1)
     p = tl.program_id(2) * BPF + tl.arange(0, BPF)
     pm = p < P
-    l, t, tm, dt, a, a_last = _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64, BL)
+    l, t, tm, dt, a, a_last, seg, starts = _chunk_cumsum(
+        DT, A, RS, bi, h, c, T, L, sdb, sdt, sdh, srb, srt, F64, HAS_RS, BL
+    )
     x = _tile(X, bi, t, tm, h, p, pm, sxb, sxt, sxh, sxp, F64)
     cb = _acc(tl.zeros((BL, BL), tl.float32), F64)
     y_in = _acc(tl.zeros((BL, BPF), tl.float32), F64)
@@ -257,10 +318,9 @@ def _chunk_scan_fwd(
         )
         cb += tl.dot(cm, tl.trans(bm), input_precision=PREC)
         y_in += tl.dot(cm, tl.trans(hin), input_precision=PREC)
-    causal = l[:, None] >= l[None, :]
-    decay = tl.exp(tl.where(causal, a[:, None] - a[None, :], float("-inf")))
+    decay, _, from_start, _ = _decays(l, a, a_last, seg, starts, HAS_RS)
     scores = cb * decay * dt[None, :]
-    y = tl.dot(scores, x, input_precision=PREC) + tl.exp(a)[:, None] * y_in
+    y = tl.dot(scores, x, input_precision=PREC) + from_start[:, None] * y_in
     tl.store(
         Y + ((bi * T + t[:, None]) * H + h) * P + p[None, :], y.to(Y.dtype.element_ty), mask=tm[:, None] & pm[None, :]
     )
@@ -337,6 +397,9 @@ def _chunk_scan_bwd(
     sdb,
     sdt,
     sdh,
+    RS,
+    srb,
+    srt,
     sbb,
     sbt,
     sbg,
@@ -350,6 +413,7 @@ def _chunk_scan_bwd(
     sgh,
     sgp,
     F64: tl.constexpr,
+    HAS_RS: tl.constexpr,
     PREC: tl.constexpr,
     BL: tl.constexpr,
     BP: tl.constexpr,
@@ -364,15 +428,14 @@ def _chunk_scan_bwd(
     c = tl.program_id(1)
     p = tl.arange(0, BP)
     pm = p < P
-    l, t, tm, dt, a, a_last = _chunk_cumsum(DT, A, bi, h, c, T, L, sdb, sdt, sdh, F64, BL)
+    l, t, tm, dt, a, a_last, seg, starts = _chunk_cumsum(
+        DT, A, RS, bi, h, c, T, L, sdb, sdt, sdh, srb, srt, F64, HAS_RS, BL
+    )
     x = _tile(X, bi, t, tm, h, p, pm, sxb, sxt, sxh, sxp, F64)
     gy = _tile(GY, bi, t, tm, h, p, pm, sgb, sgt, sgh, sgp, F64)
     u = x * dt[:, None]
     gu = tl.dot(gy, tl.trans(u), input_precision=PREC)  # (l, s): gy_l . u_s
-    causal = l[:, None] >= l[None, :]
-    m = tl.exp(tl.where(causal, a[:, None] - a[None, :], float("-inf")))
-    to_end = tl.exp(a_last - a)
-    from_start = tl.exp(a)
+    m, to_end, from_start, chunk = _decays(l, a, a_last, seg, starts, HAS_RS)
 
     cb = _acc(tl.zeros((BL, BL), tl.float32), F64)
     du_state = _acc(tl.zeros((BL, BP), tl.float32), F64)  # B_s gH^T
@@ -393,7 +456,7 @@ def _chunk_scan_bwd(
     s_ = cbm * gu
     q = to_end * tl.sum(u * du_state, 1)
     da = tl.sum(s_, 1) - tl.sum(s_, 0) + from_start * tl.sum(gy * y_in, 1) - q
-    da += tl.where(l == BL - 1, tl.sum(q, 0) + tl.exp(a_last) * tl.sum(r, 0), 0.0)
+    da += tl.where(l == BL - 1, tl.sum(q, 0) + chunk * tl.sum(r, 0), 0.0)
     d_dta = tl.cumsum(da, 0, reverse=True)  # dL/d(dt_j A)
     ddt = tl.sum(x * du, 1) + _acc(tl.load(A + h), F64) * d_dta
     th = (bi * T + t) * H + h
@@ -418,18 +481,23 @@ def _chunk_scan_bwd(
 # ---- host wrappers (called by the custom ops in ssd/__init__.py) ----------------------------
 
 
-def _plan(x, B, chunk_size):
+def _plan(x, B, chunk_size, resets):
     b, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     L = min(chunk_size, T)
     f64 = x.dtype == torch.float64
     prec = "ieee" if x.dtype in (torch.float32, torch.float64) else "tf32"
-    return b, T, H, P, G, N, L, triton.cdiv(T, L), f64, prec, blocks(P, N, L)
+    if resets is None:
+        rs = (x, 0, 0)  # a dummy pointer: the kernels do not read it
+    else:
+        r8 = resets.to(torch.uint8)
+        rs = (r8, *r8.stride())
+    return b, T, H, P, G, N, L, triton.cdiv(T, L), f64, prec, blocks(P, N, L), rs, resets is not None
 
 
 def _chunk_states(src, dt, A, M, grad, plan):
     """Step 2 (_chunk_state) over every chunk: from x and B, or in the backward (grad) from gy and C."""
-    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
     out = torch.empty((b, nc, H, P, N), dtype=torch.float64 if f64 else torch.float32, device=src.device)
     _chunk_state[(b * H, nc, triton.cdiv(N, bs["BN"]))](
         src,
@@ -446,9 +514,11 @@ def _chunk_states(src, dt, A, M, grad, plan):
         H // G,
         *src.stride(),
         *dt.stride(),
+        *rs,
         *M.stride(),
         GRAD=grad,
         F64=f64,
+        HAS_RS=has_rs,
         PREC=prec,
         BL=bs["BL"],
         BP=bs["BP"],
@@ -461,7 +531,7 @@ def _chunk_states(src, dt, A, M, grad, plan):
 def _pass_states(states, dt, A, init, reverse, plan):
     """Step 3 (_state_pass): what enters every chunk and what leaves the last one, from `init`
     (None: zeros); reversed in the backward."""
-    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
     entering = torch.empty_like(states)
     last = torch.empty((b, H, P, N), dtype=states.dtype, device=states.device)
     _state_pass[(b * H, triton.cdiv(P * N, BLOCK_S))](
@@ -477,9 +547,11 @@ def _pass_states(states, dt, A, init, reverse, plan):
         nc,
         P * N,
         *dt.stride(),
+        *rs,
         HAS_H0=init is not None,
         REVERSE=reverse,
         F64=f64,
+        HAS_RS=has_rs,
         BL=bs["BL"],
         BS=BLOCK_S,
         num_warps=NUM_WARPS,
@@ -494,21 +566,19 @@ def _states(x, dt, A, B, h0, plan):
     )
 
 
-def ssd_fwd(x, dt, A, B, C, chunk_size, h0):
-    """Returns y (x's dtype) and h_T (float32; float64 for float64 x)."""
-    check_triton_device(x)
-    plan = _plan(x, B, chunk_size)
-    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
-    h_in, h_last = _states(x, dt, A, B, h0, plan)
-    y = torch.empty((b, T, H, P), dtype=x.dtype, device=x.device)
-    _chunk_scan_fwd[(b * H, nc, triton.cdiv(P, bs["BPF"]))](
+def _chunk_scan(kernel, grid, plan, x, dt, A, B, C, h_in, outs, more_strides=(), **blocks):
+    """Step 4 (`_chunk_scan_fwd`) or its backward (`_chunk_scan_bwd`): both take x, dt, A, B, C, the
+    entering states, then `outs` (the other tensors), the sizes and the strides of x, dt, the
+    resets, B, C and `more_strides`."""
+    b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
+    kernel[grid](
         x,
         dt,
         A,
         B,
         C,
         h_in,
-        y,
+        *outs,
         T,
         H,
         P,
@@ -518,23 +588,37 @@ def ssd_fwd(x, dt, A, B, C, chunk_size, h0):
         H // G,
         *x.stride(),
         *dt.stride(),
+        *rs,
         *B.stride(),
         *C.stride(),
+        *more_strides,
         F64=f64,
+        HAS_RS=has_rs,
         PREC=prec,
         BL=bs["BL"],
-        BPF=bs["BPF"],
         BN=bs["BN"],
         num_warps=NUM_WARPS,
+        **blocks,
     )
+
+
+def ssd_fwd(x, dt, A, B, C, chunk_size, h0, resets=None):
+    """Returns y (x's dtype) and h_T (float32; float64 for float64 x)."""
+    check_triton_device(x)
+    plan = _plan(x, B, chunk_size, resets)
+    b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
+    h_in, h_last = _states(x, dt, A, B, h0, plan)
+    y = torch.empty((b, T, H, P), dtype=x.dtype, device=x.device)
+    grid = (b * H, nc, triton.cdiv(P, bs["BPF"]))
+    _chunk_scan(_chunk_scan_fwd, grid, plan, x, dt, A, B, C, h_in, (y,), BPF=bs["BPF"])
     return y, h_last
 
 
-def ssd_bwd(x, dt, A, B, C, chunk_size, h0, gy, gh):
+def ssd_bwd(x, dt, A, B, C, chunk_size, h0, resets, gy, gh):
     """Returns dx, ddt, dA, dB, dC in their inputs' dtypes and dh0 (h_T's dtype)."""
     check_triton_device(x)
-    plan = _plan(x, B, chunk_size)
-    b, T, H, P, G, N, L, nc, f64, prec, bs = plan
+    plan = _plan(x, B, chunk_size, resets)
+    b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
     acc = acc_dtype(x)
     dev = x.device
     h_in, _ = _states(x, dt, A, B, h0, plan)
@@ -544,38 +628,7 @@ def ssd_bwd(x, dt, A, B, C, chunk_size, h0, gy, gh):
     da_part = torch.empty((b, nc, H), dtype=acc, device=dev)
     db = torch.empty((b, T, H, N), dtype=acc, device=dev)
     dc = torch.empty((b, T, H, N), dtype=acc, device=dev)
-    _chunk_scan_bwd[(b * H, nc)](
-        x,
-        dt,
-        A,
-        B,
-        C,
-        h_in,
-        gy,
-        g_out,
-        dx,
-        ddt,
-        da_part,
-        db,
-        dc,
-        T,
-        H,
-        P,
-        N,
-        L,
-        nc,
-        H // G,
-        *x.stride(),
-        *dt.stride(),
-        *B.stride(),
-        *C.stride(),
-        *gy.stride(),
-        F64=f64,
-        PREC=prec,
-        BL=bs["BL"],
-        BP=bs["BP"],
-        BN=bs["BN"],
-        num_warps=NUM_WARPS,
-    )
+    outs = (gy, g_out, dx, ddt, da_part, db, dc)
+    _chunk_scan(_chunk_scan_bwd, (b * H, nc), plan, x, dt, A, B, C, h_in, outs, gy.stride(), BP=bs["BP"])
     per_group = lambda d: d.view(b, T, G, H // G, N).sum(3)  # noqa: E731  heads of a group share B, C
     return (dx, ddt, da_part.sum((0, 1)).to(A.dtype), per_group(db).to(B.dtype), per_group(dc).to(C.dtype), dh0)

@@ -47,14 +47,28 @@ def check_dt_range(mixer: str, dt_min: float, dt_max: float, dt_init_floor: floa
 # -- causal depthwise conv1d -----------------------------------------------------
 
 
-def causal_conv(x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
+def causal_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor | None, resets: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Depthwise causal conv over time, then SiLU.
 
     x (B, T, C); weight (C, W); conv_state (B, W-1, C): the W-1 inputs before x
-    (zeros at the start of a stream). Returns (y (B, T, C), new conv_state).
+    (zeros at the start of a stream); resets (B, T) bool: document starts, whose taps see
+    nothing before them. Returns (y (B, T, C), new conv_state).
     zoo-kernels' fused conv + SiLU on CPU (one pass instead of ~10 full-size ops
     and their backwards); F.conv1d on CUDA."""
-    return causal_conv1d(x, weight, bias, conv_state, activation="silu")
+    if resets is None:
+        return causal_conv1d(x, weight, bias, conv_state, activation="silu")
+    return causal_conv1d(x, weight, bias, conv_state, activation="silu", resets=resets)
+
+
+def reset_state(state: dict[str, Tensor], reset: Tensor | None) -> dict[str, Tensor]:
+    """The state of a step whose rows `reset` (B,) start a document: those rows become the
+    initial state (zeros), the others are kept."""
+    if reset is None:
+        return state
+    keep = ~reset.to(torch.bool)
+    return {k: v * keep.view(-1, *(1,) * (v.dim() - 1)) for k, v in state.items()}
 
 
 def causal_conv_step(x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor) -> tuple[Tensor, Tensor]:

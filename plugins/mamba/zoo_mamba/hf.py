@@ -46,6 +46,16 @@ class _MambaFamily(HFMapping):
             return f"model.loss.logit_softcap={loss['logit_softcap']} has no {self.architecture} counterpart; 0 maps"
         return None
 
+    @staticmethod
+    def _shared_options(c: Any) -> dict[str, Any]:
+        """The mixer options both HF configs spell alike (`zoo_options` adds each one's own)."""
+        return {
+            "d_state": c.state_size,
+            "d_conv": c.conv_kernel,
+            "expand": int(c.expand),
+            "conv_bias": bool(c.use_conv_bias),
+        }
+
     def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         out = interop.ends_to_hf(m, w, "backbone.embeddings.weight", "backbone.norm_f.weight")
         for i in range(m.n_layers):
@@ -61,12 +71,20 @@ class _MambaFamily(HFMapping):
                 d_inner = w[z + "mixer.D"].shape[0]
                 out[h + "mixer.A_log"] = w[z + "mixer.A_log"].view(d_inner, -1)
         common = dict(**interop.hf_sizes(m), layer_norm_epsilon=float(m.norm_eps), hidden_act="silu")
-        return {**common, **self.hf_config(m, interop.mixer_options(m)[0])}, out
+        o = interop.mixer_options(m)[0]
+        shared = dict(
+            state_size=o["d_state"],
+            expand=o["expand"],
+            conv_kernel=o["d_conv"],
+            use_conv_bias=o["conv_bias"],
+            residual_in_fp32=True,
+        )
+        return {**common, **shared, **self.hf_config(m, o)}, out
 
     def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         if getattr(c, "hidden_act", "silu") != "silu":
             raise UserError(f"{self.architecture} hidden_act={c.hidden_act} has no zoo counterpart; silu maps")
-        mixer = {"name": self.zoo_name, **self.zoo_options(c)}
+        mixer = {"name": self.zoo_name, **self.zoo_options(c), **self._shared_options(c)}
         model = interop.zoo_model(c, float(c.layer_norm_epsilon), mixer, block={"mlp": False})
         out = interop.ends_from_hf(c, w, "backbone.embeddings.weight", "backbone.norm_f.weight")
         for i in range(c.num_hidden_layers):
@@ -90,27 +108,13 @@ class MambaMapping(_MambaFamily):
     zoo_name = "mamba"
 
     def hf_config(self, m: Any, o: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            state_size=o["d_state"],
-            expand=o["expand"],
-            conv_kernel=o["d_conv"],
-            time_step_rank=o["dt_rank"] or math.ceil(m.dim / 16),
-            use_bias=o["bias"],
-            use_conv_bias=o["conv_bias"],
-            residual_in_fp32=True,
-        )
+        """Mamba's own config keys (to_hf adds the shared ones)."""
+        return dict(time_step_rank=o["dt_rank"] or math.ceil(m.dim / 16), use_bias=o["bias"])
 
     def zoo_options(self, c: Any) -> dict[str, Any]:
         if c.intermediate_size != c.expand * c.hidden_size:
             raise UserError(f"Mamba intermediate_size={c.intermediate_size} is not expand * hidden_size; zoo needs it")
-        return {
-            "d_state": c.state_size,
-            "d_conv": c.conv_kernel,
-            "expand": int(c.expand),
-            "dt_rank": int(c.time_step_rank),
-            "bias": bool(c.use_bias),
-            "conv_bias": bool(c.use_conv_bias),
-        }
+        return {"dt_rank": int(c.time_step_rank), "bias": bool(c.use_bias)}
 
 
 class Mamba2Mapping(_MambaFamily):
@@ -120,18 +124,14 @@ class Mamba2Mapping(_MambaFamily):
     zoo_name = "mamba2"
 
     def hf_config(self, m: Any, o: dict[str, Any]) -> dict[str, Any]:
+        """Mamba-2's own config keys (to_hf adds the shared ones)."""
         return dict(
-            state_size=o["d_state"],
-            expand=o["expand"],
             head_dim=o["headdim"],
             num_heads=o["expand"] * m.dim // o["headdim"],
             n_groups=o["ngroups"],
-            conv_kernel=o["d_conv"],
             chunk_size=o["chunk_size"],
             use_bias=False,
-            use_conv_bias=o["conv_bias"],
             time_step_limit=(0.0, float("inf")),
-            residual_in_fp32=True,
         )
 
     def zoo_options(self, c: Any) -> dict[str, Any]:
@@ -146,12 +146,8 @@ class Mamba2Mapping(_MambaFamily):
                 f"zoo derives the heads from them"
             )
         return {
-            "d_state": c.state_size,
-            "d_conv": c.conv_kernel,
-            "expand": int(c.expand),
             "headdim": c.head_dim,
             "ngroups": c.n_groups,
             "chunk_size": c.chunk_size,
-            "conv_bias": bool(c.use_conv_bias),
             "norm_eps": float(c.layer_norm_epsilon),
         }

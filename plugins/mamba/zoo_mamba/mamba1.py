@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_core.errors import UserError
-from zoo_core.interfaces import Mixer
 from zoo_mamba import paths
-from zoo_mamba.common import acc_dtype, check_backend, check_dt_range, init_dt_bias
+from zoo_mamba.base import MambaMixer
+from zoo_mamba.common import acc_dtype, init_dt_bias, reset_state
 
 
 @dataclass
@@ -55,14 +55,10 @@ class MambaConfig:
     backend: str = "auto"
 
 
-class Mamba(Mixer):
-    wants_mlp = False  # Mamba stacks mixers only; model.block.mlp=true adds an MLP
-
+class Mamba(MambaMixer):
     def __init__(self, dim: int, config: MambaConfig) -> None:
-        super().__init__(dim, config)
+        super().__init__("mamba", dim, config)
         c = config
-        check_backend("mamba", c.backend)
-        check_dt_range("mamba", c.dt_min, c.dt_max, c.dt_init_floor)
         if c.d_state < 1 or c.d_conv < 1 or c.expand < 1:
             raise UserError("mamba: d_state, d_conv and expand must be >= 1")
         self.d_inner, self.d_state = c.expand * dim, c.d_state
@@ -109,19 +105,25 @@ class Mamba(Mixer):
         return dt, B, C
 
     # -- forward: naive / fast, one pick ------------------------------------------------
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
-        path = paths.pick(self.config.backend, x, ssd=False, carried=state is not None, return_state=return_state)
-        conv_state, h0 = (None, None) if state is None else (state["conv"], state["ssm"])
+    def forward(
+        self,
+        x: Tensor,
+        state: dict[str, Tensor] | None = None,
+        return_state: bool = False,
+        resets: Tensor | None = None,
+    ):
+        path, conv_state, h0 = self._begin(x, state, return_state, resets)
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        u, conv_state = paths.conv(path.conv, xs, self.conv_weight, self.conv_bias, conv_state, return_state)
+        u, conv_state = paths.conv(path.conv, xs, self.conv_weight, self.conv_bias, conv_state, return_state, resets)
         dt, B, C = self._ssm_inputs(u)
-        y, h = paths.selective_scan(path.scan, u, dt, self.A.to(acc_dtype(u)), B, C, h0)
+        y, h = paths.selective_scan(path.scan, u, dt, self.A.to(acc_dtype(u)), B, C, h0, resets)
         y = (y + u * self.D.to(u.dtype)) * F.silu(z)
         return self.out_proj(y), ({"conv": conv_state, "ssm": h} if return_state else None)
 
     # -- recurrent step -----------------------------------------------------------------
-    def step(self, x: Tensor, state: dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor], reset: Tensor | None = None):
         path = paths.pick_step(self.config.backend, x)
+        state = reset_state(state, reset)
         xs, z = self.in_proj(x).chunk(2, dim=-1)
         u, conv_state = paths.conv_step(path.conv, xs, self.conv_weight, self.conv_bias, state["conv"])
         dt, B, C = self._ssm_inputs(u)

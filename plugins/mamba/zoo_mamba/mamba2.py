@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from zoo_core.cpu_linear import linear
 from zoo_core.errors import UserError
-from zoo_core.interfaces import Mixer
 from zoo_mamba import paths
-from zoo_mamba.common import GatedRMSNorm, acc_dtype, check_backend, check_dt_range, init_dt_bias
+from zoo_mamba.base import MambaMixer
+from zoo_mamba.common import GatedRMSNorm, acc_dtype, init_dt_bias, reset_state
 
 
 @dataclass
@@ -56,14 +56,12 @@ class Mamba2Config:
     backend: str = "auto"
 
 
-class Mamba2(Mixer):
-    wants_mlp = False  # Mamba stacks mixers only; model.block.mlp=true adds an MLP
+class Mamba2(MambaMixer):
+    ssd = True
 
     def __init__(self, dim: int, config: Mamba2Config) -> None:
-        super().__init__(dim, config)
+        super().__init__("mamba2", dim, config)
         c = config
-        check_backend("mamba2", c.backend)
-        check_dt_range("mamba2", c.dt_min, c.dt_max, c.dt_init_floor)
         self.d_inner = c.expand * dim
         if self.d_inner % c.headdim:
             raise UserError(
@@ -124,18 +122,24 @@ class Mamba2(Mixer):
         return self.out_proj(self.norm(y.flatten(-2), z))
 
     # -- forward: naive / chunked / CUDA, one pick ----------------------------------------
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
-        path = paths.pick(self.config.backend, x, ssd=True, carried=state is not None, return_state=return_state)
-        conv_state, h0 = (None, None) if state is None else (state["conv"], state["ssm"])
+    def forward(
+        self,
+        x: Tensor,
+        state: dict[str, Tensor] | None = None,
+        return_state: bool = False,
+        resets: Tensor | None = None,
+    ):
+        path, conv_state, h0 = self._begin(x, state, return_state, resets)
         z, xbc, dt = self._split(x)
-        xbc_out, conv_state = paths.conv(path.conv, xbc, self.conv_weight, self.conv_bias, conv_state, return_state)
-        xs, dt, A, B, C = self._ssm_inputs(xbc_out, dt)
-        y, h = paths.ssd(path.scan, xs, dt, A, B, C, self.config.chunk_size, h0)
+        xbc, conv_state = paths.conv(path.conv, xbc, self.conv_weight, self.conv_bias, conv_state, return_state, resets)
+        xs, dt, A, B, C = self._ssm_inputs(xbc, dt)
+        y, h = paths.ssd(path.scan, xs, dt, A, B, C, self.config.chunk_size, h0, resets)
         return self._output(y, xs, z), ({"conv": conv_state, "ssm": h} if return_state else None)
 
     # -- recurrent step -------------------------------------------------------------------
-    def step(self, x: Tensor, state: dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor], reset: Tensor | None = None):
         path = paths.pick_step(self.config.backend, x)
+        state = reset_state(state, reset)
         z, xbc, dt = self._split(x)
         xbc, conv_state = paths.conv_step(path.conv, xbc, self.conv_weight, self.conv_bias, state["conv"])
         xs, dt, A, B, C = self._ssm_inputs(xbc, dt)

@@ -10,6 +10,11 @@ once per step, and the functions below run the piece (conv, scan) on the path ch
 
 The CUDA libraries are imported lazily, only for CUDA tensors. When one is missing the mixer
 says so once, in one line, naming what runs instead, and runs it.
+
+Document resets (data.documents=reset) run on every zoo path (naive and zoo-kernels). The CUDA
+libraries' functions used here take no resets (mamba-ssm's chunk_scan_combined has a seq_idx,
+which is not used: it cannot be tested here), so a forward with resets that would run one runs
+zoo's own path instead, and says so once, in one line.
 """
 
 from __future__ import annotations
@@ -82,10 +87,20 @@ class Path(NamedTuple):
     scan: str  # naive | cuda | triton | chunked    (forward);  cuda | torch (step)
 
 
-def pick(backend: str, x: Tensor, ssd: bool, carried: bool, return_state: bool) -> Path:
+def _no_resets(lib: str, instead: str) -> None:
+    """Says once, in one line, that `lib` takes no document resets and what runs instead."""
+    if (lib, "resets") not in _said:
+        _said.add((lib, "resets"))
+        warnings.warn(
+            f"zoo-mamba: {_LIBS[lib]} takes no document resets (data.documents=reset); using {instead}", stacklevel=4
+        )
+
+
+def pick(backend: str, x: Tensor, ssd: bool, carried: bool, return_state: bool, resets: bool = False) -> Path:
     """The path of one forward. `ssd`: Mamba-2's scan (else Mamba's selective scan); `carried`:
-    a state comes in. causal-conv1d's conv takes no initial state, and mamba-ssm's selective
-    scan neither takes nor returns one: with a state they leave the piece to zoo-kernels."""
+    a state comes in; `resets`: documents start inside the segment. causal-conv1d's conv takes
+    no initial state, and mamba-ssm's selective scan neither takes nor returns one: with a state
+    they leave the piece to zoo-kernels, and with resets every CUDA library piece does."""
     if backend != "auto":
         return Path(backend, backend)
     conv = "cuda" if usable("causal_conv1d", x) and not carried else "chunked"
@@ -93,6 +108,13 @@ def pick(backend: str, x: Tensor, ssd: bool, carried: bool, return_state: bool) 
         scan = ssd_path(x)
     else:
         scan = "cuda" if usable("mamba_ssm", x) and not carried and not return_state else "chunked"
+    if resets and conv == "cuda":
+        _no_resets("causal_conv1d", "zoo-kernels' conv")
+        conv = "chunked"
+    if resets and scan == "cuda":
+        triton = ssd and _TRITON
+        _no_resets("mamba_ssm", "zoo-kernels' Triton SSD" if triton else "zoo-kernels' scan")
+        scan = "triton" if triton else "chunked"
     return Path(conv, scan)
 
 
@@ -110,39 +132,54 @@ def pick_step(backend: str, x: Tensor) -> Path:
 
 
 def conv(
-    path: str, x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor | None, return_state: bool
+    path: str,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    conv_state: Tensor | None,
+    return_state: bool,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """SiLU(causal depthwise conv) of x (b, T, C) after conv_state; returns (y, new conv state)."""
+    """SiLU(causal depthwise conv) of x (b, T, C) after conv_state; returns (y, new conv state).
+    The cuda path (`pick` never gives it with resets) starts from a zero state."""
     if path == "naive":
-        return causal_conv_ref(x, weight, bias, conv_state)
-    if path == "cuda":  # from a zero state
+        return causal_conv_ref(x, weight, bias, conv_state, resets)
+    if path == "cuda":
         y = fastpath.conv1d_silu(x, weight, bias, "cuda")
         return y, (last_inputs(x, weight.shape[1]) if return_state else None)
-    return causal_conv(x, weight, bias, conv_state)
+    return causal_conv(x, weight, bias, conv_state, resets)
 
 
 def selective_scan(
-    path: str, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None
+    path: str, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, resets: Tensor | None = None
 ) -> tuple[Tensor, Tensor | None]:
     """Mamba's scan: (y (b, T, D), h_T (b, D, N)) as `reference.selective_scan_ref`."""
     if path == "naive":
-        return selective_scan_ref(u, dt, A, B, C, h0)
-    if path == "cuda":  # mamba-ssm: from a zero state, no last state
+        return selective_scan_ref(u, dt, A, B, C, h0, resets)
+    if path == "cuda":  # mamba-ssm: from a zero state, no last state, no resets (see `pick`)
         return fastpath.selective_scan(u, dt.to(u.dtype), A, B, C, "cuda"), None
-    return zoo_selective_scan(u, dt, A, B, C, h0)
+    return zoo_selective_scan(u, dt, A, B, C, h0, resets=resets)
 
 
 def ssd(
-    path: str, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, h0: Tensor | None
+    path: str,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int,
+    h0: Tensor | None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Mamba-2's scan: (y (b, T, H, P), h_T (b, H, P, N)) as `reference.ssd_ref`."""
     if path == "naive":
-        return ssd_ref(x, dt, A, B, C, h0)
-    if path == "cuda":
+        return ssd_ref(x, dt, A, B, C, h0, resets)
+    if path == "cuda":  # no resets (see `pick`)
         return fastpath.ssd_scan(x, dt, A, B, C, chunk_size, h0, "cuda")
     if path == "triton":
-        return ssd_triton(x, dt, A, B, C, chunk_size, h0)
-    return ssd_chunked(x, dt, A, B, C, chunk_size, h0)
+        return ssd_triton(x, dt, A, B, C, chunk_size, h0, resets)
+    return ssd_chunked(x, dt, A, B, C, chunk_size, h0, resets)
 
 
 def last_inputs(x: Tensor, width: int) -> Tensor:

@@ -15,17 +15,33 @@ from zoo_kernels.selective import selective_scan_naive
 from zoo_kernels.ssd import ssd_naive
 
 
-def causal_conv_ref(x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
-    """y_t = SiLU(bias + sum_k weight[:, k] * x_{t - (W-1) + k}), inputs before the segment from conv_state."""
+def causal_conv_ref(
+    x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor | None, resets: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """y_t = SiLU(bias + sum_k weight[:, k] * x_{t - (W-1) + k}), inputs before the segment from conv_state.
+
+    resets (B, T) bool: a document starts at t, so no tap of t or later reaches an input before t;
+    the returned state (the last W-1 inputs) then has the rows before the last start zeroed."""
     B, T, C = x.shape
     W = weight.shape[1]
     past = x.new_zeros(B, W - 1, C) if conv_state is None else conv_state.to(x.dtype)
     xs = torch.cat([past, x], 1)
+    # starts[:, j]: the document starts at or before padded position j (the past holds none)
+    starts = None if resets is None else F.pad(torch.cumsum(resets.long(), 1), (W - 1, 0))
     ys = []
     for t in range(T):
-        y = sum(weight[:, k] * xs[:, t + k] for k in range(W))
+        taps = []
+        for k in range(W):
+            tap = weight[:, k] * xs[:, t + k]
+            if starts is not None:  # the tap's input is in t's document: no start after it, up to t
+                tap = tap * (starts[:, t + W - 1] == starts[:, t + k])[:, None]
+            taps.append(tap)
+        y = sum(taps)
         ys.append(y if bias is None else y + bias)
-    return F.silu(torch.stack(ys, 1)), xs[:, T:]
+    state = xs[:, T:]
+    if starts is not None:
+        state = state * (starts[:, T:] == starts[:, -1:])[..., None]
+    return F.silu(torch.stack(ys, 1)), state
 
 
 # Mamba-1 (Gu & Dao 2023, eq. 2a-2b with zero-order-hold A and Euler B):
