@@ -9,13 +9,11 @@ import torch
 import torch.nn.functional as F
 from doc_checks import layout, packed_equals_separate
 from scan_checks import DEVICE, NO_TRITON
+from scan_checks import NEEDS_KERNEL as needs_kernel
 
 import zoo_kernels
-from zoo_kernels import backends, cbuild
+from zoo_kernels import backends
 
-needs_kernel = pytest.mark.skipif(
-    not cbuild.available(), reason=f"compiled CPU kernel not built here: {cbuild.why_unavailable()}"
-)
 needs_triton = pytest.mark.skipif(not backends.triton_installed(), reason=NO_TRITON)
 
 # (name, backend, ZOO_KERNELS_CPP, lengths, dtype)

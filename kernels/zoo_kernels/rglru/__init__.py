@@ -15,6 +15,8 @@ from .._tensors import acc_dtype
 from ..scan import check, check_resets, states_fake
 from . import chunk, naive
 
+Opt = Tensor | None  # an optional tensor argument of the ops (h0, resets)
+
 
 def _impl(backend: str):
     return chunk if backend == "torch" else backends.triton_module("rglru.triton")
@@ -62,14 +64,7 @@ def _rg_lru_backward(ctx, g, g_last):
 
 
 def _rg_lru(
-    x: Tensor,
-    r_pre: Tensor,
-    i_pre: Tensor,
-    a_param: Tensor,
-    c: float,
-    h0: Tensor | None,
-    resets: Tensor | None,
-    backend: str,
+    x: Tensor, r_pre: Tensor, i_pre: Tensor, a_param: Tensor, c: float, h0: Opt, resets: Opt, backend: str
 ) -> tuple[Tensor, Tensor]:
     return _impl(backend).rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0, resets)
 

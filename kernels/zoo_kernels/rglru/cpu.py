@@ -20,26 +20,9 @@ FORWARD, BACKWARD = 0, 2
 
 def _rg_lru_call(kind, x, r_pre, i_pre, resets, n, h0, strides, **tensors):
     bsz, length, dim = x.shape
-    threads = cbuild.threads(x.numel())
     st = tuple(s for t in strides for s in (t.stride(0), t.stride(1))) + (h0.stride(0),)
-    err = cbuild.function(SIGNATURE)(
-        kind=kind + (x.dtype == torch.float64),
-        x=x,
-        rp=r_pre,
-        ip=i_pre,
-        rs=None if resets is None else resets.to(torch.uint8).contiguous(),
-        n=n,
-        h0=h0,
-        st=st,
-        B=bsz,
-        L=length,
-        D=dim,
-        block=cbuild.block(bsz, dim, threads),
-        threads=threads,
-        **tensors,
-    )
-    if err:
-        raise MemoryError("zoo-kernels: the fused RG-LRU could not allocate its scratch buffer")
+    ins = {"x": x, "rp": r_pre, "ip": i_pre, "rs": resets, "n": n, "h0": h0, "st": st, "B": bsz, "L": length, "D": dim}
+    cbuild.call(SIGNATURE, kind, x, dim, "the fused RG-LRU", **ins, **tensors)
 
 
 def _rg_lru_common(x, a_param, c, h0):

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .._tensors import acc_dtype
 from ..backends import check_triton_device
-from ..scan.triton import NUM_STAGES, NUM_WARPS, _blocks, _grid, _last_row, _lin_combine
+from ..scan.triton import _launch, _lin_tile
 
 
 @triton.jit
@@ -107,10 +107,8 @@ def _rg_lru_fwd_kernel(
             a = tl.where(z, 0.0, a)
             scale = tl.where(z, 1.0, scale)
         u = scale * tl.sigmoid(ip) * x  # zero on padding since x = 0 there
-        u = tl.where(rows[:, None] == 0, u + a * carry[None, :], u)
-        _, h = tl.associative_scan((a, u), 0, _lin_combine)
+        h, carry = _lin_tile(a, u, carry, rows, BT)
         tl.store(H + off, h.to(H.dtype.element_ty), mask=m)
-        carry = _last_row(h, rows, BT)
     tl.store(HLAST + b * D + d, carry.to(HLAST.dtype.element_ty), mask=dmask)
 
 
@@ -165,9 +163,7 @@ def _rg_lru_bwd_kernel(
         if HAS_RS:
             a_next = tl.where(_starts(RS, b, t + 1, T), 0.0, a_next)
         g = tl.load(G + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m, other=0.0).to(tl.float32)
-        g = tl.where(rows[:, None] == 0, g + a_next * carry[None, :], g)
-        _, w = tl.associative_scan((a_next, g), 0, _lin_combine)
-        carry = _last_row(w, rows, BT)
+        w, carry = _lin_tile(a_next, g, carry, rows, BT)
 
         # recompute this step's gates and take every local derivative
         x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
@@ -201,9 +197,16 @@ def _rg_lru_bwd_kernel(
 # ---- host wrappers -----------------------------------------------------------------------
 
 
-def _rs(resets, x):
-    """(RS pointer, HAS_RS): the starts as contiguous uint8, or x as an unread placeholder."""
-    return (x, False) if resets is None else (resets.to(torch.uint8).contiguous(), True)
+def _run(kernel, x, r_pre, i_pre, a_param, c, h0, resets, spare, tensors, strides):
+    """Launch an RG-LRU kernel: the inputs (x, r_pre, i_pre, a_param, the starts as uint8 and
+    h0, `spare` standing in, unread, for an absent one), then `tensors`, the sizes, c and
+    `strides`."""
+    bsz, length, dim = x.shape
+    rs = spare if resets is None else resets.to(torch.uint8).contiguous()
+    h0c = spare if h0 is None else h0.contiguous()
+    inputs = (x, r_pre, i_pre, a_param.contiguous(), rs, h0c)
+    flags = {"HAS_H0": h0 is not None, "HAS_RS": resets is not None}
+    _launch(kernel, bsz, length, dim, *inputs, *tensors, length, dim, float(c), *strides, **flags)
 
 
 def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0, resets=None):
@@ -212,29 +215,7 @@ def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0, resets=None):
     bsz, length, dim = x.shape
     h = torch.empty_like(x)
     h_last = torch.empty((bsz, dim), dtype=acc_dtype(x, r_pre, i_pre), device=x.device)
-    h0c = h0.contiguous() if h0 is not None else h_last
-    bt, bd = _blocks(length, dim)
-    rs, has_rs = _rs(resets, x)
-    _rg_lru_fwd_kernel[_grid(bsz, dim, bd)](
-        x,
-        r_pre,
-        i_pre,
-        a_param.contiguous(),
-        rs,
-        h0c,
-        h,
-        h_last,
-        length,
-        dim,
-        float(c),
-        *x.stride(),
-        HAS_H0=h0 is not None,
-        HAS_RS=has_rs,
-        BT=bt,
-        BD=bd,
-        num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
-    )
+    _run(_rg_lru_fwd_kernel, x, r_pre, i_pre, a_param, c, h0, resets, h_last, (h, h_last), x.stride())
     return h, h_last
 
 
@@ -247,37 +228,8 @@ def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last, resets=None):
     dap = torch.empty((bsz, dim), dtype=torch.float32, device=x.device)
     w0 = torch.empty_like(dap)
     g_last = g_last.float().contiguous()
-    h0c = h0.contiguous() if h0 is not None else w0
-    bt, bd = _blocks(length, dim)
-    rs, has_rs = _rs(resets, x)
-    _rg_lru_bwd_kernel[_grid(bsz, dim, bd)](
-        x,
-        r_pre,
-        i_pre,
-        a_param.contiguous(),
-        rs,
-        h0c,
-        h,
-        g,
-        g_last,
-        dx,
-        drp,
-        dip,
-        dap,
-        w0,
-        length,
-        dim,
-        float(c),
-        *x.stride(),
-        *h.stride(),
-        *g.stride(),
-        HAS_H0=h0 is not None,
-        HAS_RS=has_rs,
-        BT=bt,
-        BD=bd,
-        num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
-    )
+    outs = (h, g, g_last, dx, drp, dip, dap, w0)
+    _run(_rg_lru_bwd_kernel, x, r_pre, i_pre, a_param, c, h0, resets, w0, outs, (*x.stride(), *h.stride(), *g.stride()))
     ap = a_param.float()
     d_a_param = dap.sum(0) * torch.sigmoid(-ap)
     if h0 is not None:

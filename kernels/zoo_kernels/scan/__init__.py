@@ -68,6 +68,26 @@ def states_fake(x: Tensor, *inputs: Tensor) -> tuple[Tensor, Tensor]:
     return x.new_empty(x.shape), x.new_empty((x.shape[0], x.shape[2]), dtype=acc_dtype(*inputs))
 
 
+def _scan_op(name: str, backward, setup):
+    """The custom op zoo_kernels::<name>(a, x, h0, backend): the backend's `<name>_fwd`."""
+
+    def impl(a: Tensor, x: Tensor, h0: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
+        return getattr(_impl(backend), f"{name}_fwd")(a, x, h0)
+
+    return define(name, impl, lambda a, x, h0, backend: states_fake(x, a, x), backward=backward, setup=setup)
+
+
+def _scan(name: str, reference, fill: float, a, x, h0, resets, backend) -> tuple[Tensor, Tensor]:
+    """A scan's public entry: checks, the gate forced to `fill` at document starts, then the
+    naive `reference` or the op of the selected backend."""
+    check(name, a, x, h0)
+    a = _gate(name, a, resets, fill)
+    backend = backends.select(x, backend)
+    if backend == "naive":
+        return reference(a, x, h0)
+    return _OPS[name](a, x, h0, backend)
+
+
 # ---- linear_scan --------------------------------------------------------------
 
 
@@ -99,17 +119,7 @@ def _linear_scan_backward(ctx, g, g_last):
     return da, dx, (None if h0 is None else dh0.to(h0.dtype)), None
 
 
-def _linear_scan(a: Tensor, x: Tensor, h0: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
-    return _impl(backend).linear_scan_fwd(a, x, h0)
-
-
-_linear_scan_op = define(
-    "linear_scan",
-    _linear_scan,
-    lambda a, x, h0, backend: states_fake(x, a, x),
-    backward=_linear_scan_backward,
-    setup=_linear_scan_setup,
-)
+_linear_scan_op = _scan_op("linear_scan", _linear_scan_backward, _linear_scan_setup)
 
 
 def linear_scan(
@@ -119,12 +129,7 @@ def linear_scan(
 
     resets: (batch, time) bool or None, True where a document starts (a_t taken as 0).
     backend: naive | torch | triton, by default the one zoo_kernels.backends picks for x."""
-    check("linear_scan", a, x, h0)
-    a = _gate("linear_scan", a, resets, 0.0)
-    backend = backends.select(x, backend)
-    if backend == "naive":
-        return naive.linear_scan(a, x, h0)
-    return _linear_scan_op(a, x, h0, backend)
+    return _scan("linear_scan", naive.linear_scan, 0.0, a, x, h0, resets, backend)
 
 
 # ---- log_linear_scan -------------------------------------------------------------
@@ -175,17 +180,8 @@ def _log_backward(ctx, g, g_last):
     return d_log_a, d_log_x, d_log_h0, None
 
 
-def _log_linear_scan(log_a: Tensor, log_x: Tensor, log_h0: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
-    return _impl(backend).log_linear_scan_fwd(log_a, log_x, log_h0)
-
-
-_log_linear_scan_op = define(
-    "log_linear_scan",
-    _log_linear_scan,
-    lambda log_a, log_x, log_h0, backend: states_fake(log_x, log_a, log_x),
-    backward=_log_backward,
-    setup=_log_setup,
-)
+_log_linear_scan_op = _scan_op("log_linear_scan", _log_backward, _log_setup)
+_OPS = {"linear_scan": _linear_scan_op, "log_linear_scan": _log_linear_scan_op}
 
 
 def log_linear_scan(
@@ -202,9 +198,4 @@ def log_linear_scan(
     minGRU/minLSTM. Returns (log_h, log_h_last). resets: as for linear_scan (log_a_t taken
     as -inf: log_h_t = log_x_t). backend: as for linear_scan.
     """
-    check("log_linear_scan", log_a, log_x, log_h0)
-    log_a = _gate("log_linear_scan", log_a, resets, -math.inf)
-    backend = backends.select(log_x, backend)
-    if backend == "naive":
-        return naive.log_linear_scan(log_a, log_x, log_h0)
-    return _log_linear_scan_op(log_a, log_x, log_h0, backend)
+    return _scan("log_linear_scan", naive.log_linear_scan, -math.inf, log_a, log_x, log_h0, resets, backend)
