@@ -1,13 +1,11 @@
 """Documents in Hawk: packed rows with `resets` equal each document run alone (float64,
 outputs, final state and gradients of the input and every parameter) on the fast path; the
-naive reference and the step with `reset` agree with it; with `resets[:, 0] = True` Hawk
-equals transformers' RecurrentGemma at every position, and a packed row equals
-RecurrentGemma run on each document."""
+naive reference and the step with `reset` agree with it. Against RecurrentGemma with resets:
+test_hf_oracle.py."""
 
 import pytest
 import torch
 
-from zoo_core.testing.hf import hf_float64, require_transformers
 from zoo_hawk import Hawk, HawkConfig
 from zoo_hawk.reference import naive_hawk
 
@@ -107,92 +105,3 @@ def test_no_resets_keeps_the_stream():
     a, sa = m(x, st, return_state=True)
     b, sb = m(x, st, return_state=True, resets=torch.zeros(2, 9, dtype=torch.bool))
     assert torch.equal(a, b) and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-# ---- transformers' RecurrentGemma ----------------------------------------------------------------
-
-
-def hf_pair():
-    transformers = require_transformers()
-    from transformers.models.recurrent_gemma.modeling_recurrent_gemma import RecurrentGemmaRecurrentBlock
-
-    zoo = make(expand=1.5, gate_heads=4, bias=True)  # no reset_at_start: the resets say where
-    cfg = transformers.RecurrentGemmaConfig(
-        hidden_size=DIM,
-        lru_width=zoo.hidden,
-        num_attention_heads=4,
-        conv1d_width=4,
-        num_hidden_layers=1,
-        vocab_size=8,
-        block_types=["recurrent"],
-    )
-    hf = RecurrentGemmaRecurrentBlock(cfg, 0).to(f64).eval()
-    H, n = zoo.hidden, 4
-    gw, gb = zoo.gate_weight, zoo.gate_bias.view(2, n, H // n)
-    wy, wx = zoo.in_proj.weight.split(H)
-    by, bx = zoo.in_proj.bias.split(H)
-    pairs = [
-        (wy, hf.linear_y.weight),
-        (by, hf.linear_y.bias),
-        (wx, hf.linear_x.weight),
-        (bx, hf.linear_x.bias),
-        (zoo.out_proj.weight, hf.linear_out.weight),
-        (zoo.out_proj.bias, hf.linear_out.bias),
-        (zoo.conv.weight, hf.conv_1d.weight),
-        (zoo.conv.bias, hf.conv_1d.bias),
-        (-zoo.a_param, hf.rg_lru.recurrent_param),
-        (gw[0], hf.rg_lru.recurrent_gate_weight),
-        (gb[0], hf.rg_lru.recurrent_gate_bias),
-        (gw[1], hf.rg_lru.input_gate_weight),
-        (gb[1], hf.rg_lru.input_gate_bias),
-    ]
-    with torch.no_grad():
-        for p, q in pairs:
-            q.copy_(p.reshape(q.shape))
-    return zoo, hf
-
-
-def hf_run(hf, x):
-    pos = torch.arange(x.shape[1])[None].expand(x.shape[0], -1)
-    with hf_float64():
-        return hf(x, position_ids=pos, attention_mask=None, use_cache=False)[0]
-
-
-@pytest.mark.parametrize("path", ["fast", "naive", "step"])
-def test_reset_at_zero_equals_recurrent_gemma_at_every_position(path):
-    zoo, hf = hf_pair()
-    T = 12
-    x = torch.randn(2, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(1))
-    resets = torch.zeros(2, T, dtype=torch.bool)
-    resets[:, 0] = True
-    with torch.no_grad():
-        if path == "fast":
-            y = zoo(x, resets=resets)[0]
-        elif path == "naive":
-            y = naive_hawk(zoo, x, resets=resets)
-        else:
-            state, outs = zoo.init_state(2, dtype=f64), []
-            for t in range(T):
-                o, state = zoo.step(x[:, t], state, reset=resets[:, t])
-                outs.append(o)
-            y = torch.stack(outs, 1)
-        yh = hf_run(hf, x)
-    err = (y - yh).abs().amax((0, 2))  # per position
-    assert err.max() < 1e-12 * yh.abs().max(), err
-    plain = zoo(x)[0].detach()  # without the reset position 0 differs: the reset is what fixes it
-    assert (plain[:, 0] - yh[:, 0]).abs().max() > 1e-6
-
-
-def test_packed_documents_equal_recurrent_gemma_per_document_with_gradients():
-    zoo, hf = hf_pair()
-    T = 14
-    resets = starts(T)[1:2]  # five documents, lengths 1, 1, 6, 5, 1
-    x = torch.randn(1, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(2))
-    xz, xh = x.clone().requires_grad_(), x.clone().requires_grad_()
-    yz = zoo(xz, resets=resets)[0]
-    yh = torch.cat([hf_run(hf, xh[:, a:e]) for a, e in documents(resets[0])], 1)
-    assert (yz - yh).abs().max() < 1e-12 * yh.abs().max()
-    w = torch.randn_like(yz)
-    with hf_float64():
-        gz, gh = torch.autograd.grad((yz * w).sum(), xz), torch.autograd.grad((yh * w).sum(), xh)
-    assert (gz[0] - gh[0]).abs().max() < 1e-10 * gh[0].abs().max()

@@ -139,13 +139,7 @@ class Hawk(Mixer):
         return torch.where(start[:, None], x, stepped)
 
     # -- fast path ----------------------------------------------------------------------------
-    def forward(
-        self,
-        x: Tensor,
-        state: dict[str, Tensor] | None = None,
-        return_state: bool = False,
-        resets: Tensor | None = None,
-    ):
+    def forward(self, x: Tensor, state: dict | None = None, return_state: bool = False, resets: Tensor | None = None):
         gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
         u, conv_state = self.conv(u, None if state is None else state["conv"], resets=resets)
         r_pre, i_pre = self.gates(u)

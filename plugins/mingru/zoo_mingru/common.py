@@ -94,13 +94,7 @@ class MinRNN(Mixer):
         return self.out_proj(y)
 
     # -- fast path: one scan over the sequence --------------------------------------------------
-    def forward(
-        self,
-        x: Tensor,
-        state: dict[str, Tensor] | None = None,
-        return_state: bool = False,
-        resets: Tensor | None = None,
-    ):
+    def forward(self, x: Tensor, state: dict | None = None, return_state: bool = False, resets: Tensor | None = None):
         gates, cand, og = self._split(x)
         conv_state = None
         if self.conv is not None:
