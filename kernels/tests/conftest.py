@@ -17,11 +17,18 @@ if not torch.cuda.is_available():
 # folders on sys.path: make the shared helper module importable either way
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scan_checks import FAST_BACKENDS  # noqa: E402
+from scan_checks import CPU_PATHS, FAST_BACKENDS  # noqa: E402
 
 
 @pytest.fixture(params=FAST_BACKENDS)
 def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=CPU_PATHS)
+def path(request, monkeypatch):
+    """A CPU op's compiled kernel, or its PyTorch path (ZOO_KERNELS_CPP=0)."""
+    monkeypatch.setenv("ZOO_KERNELS_CPP", "1" if request.param == "compiled" else "0")
     return request.param
 
 

@@ -3,9 +3,11 @@
 `layout(T)` gives rows made of several documents of varied lengths: a row whose first
 document continues the incoming state, documents of length 1, a document starting at t = 0,
 and a row without any start. `packed_equals_separate` runs an op once on the packed rows
-with `resets=` and once per document (from the initial state, or from the row's incoming
-state for a first document that continues it) and compares outputs, the final state and the
-gradients of every tensor input in float64.
+with `resets=` and once per document (from the initial state with its first token marked as
+a start, or from the row's incoming state, unmarked, for a first document that continues it)
+and compares outputs, the final state and the gradients of every tensor input in float64.
+Marking a lone document's first token changes nothing for a scan or a conv from the initial
+state; for the RG-LRU it sets the normaliser to 1 there, as RecurrentGemma does at t = 0.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def packed_equals_separate(fn, seq: dict, state: dict, shared: dict, resets: tor
             part = {k: leaves[k][b : b + 1, a:e] for k in seq}
             if a == 0 and not resets[b, 0]:
                 part.update({k: leaves[k][b : b + 1] for k in state})
+            else:
+                part["resets"] = torch.arange(e - a, device=resets.device)[None] == 0
             o, s = fn(**part, **params)
             outs[b : b + 1, a:e] = o.detach()
             loss = loss + (o * G[b : b + 1, a:e]).sum()

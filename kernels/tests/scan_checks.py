@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo_kernels import backends
+from zoo_kernels import backends, cbuild
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NO_TRITON = "triton is not importable (pip install 'zoo-kernels[triton]'); the Triton path is not tested"
@@ -13,6 +13,12 @@ FAST_BACKENDS = [
     pytest.param("torch"),
     pytest.param("triton", marks=pytest.mark.skipif(not backends.triton_installed(), reason=NO_TRITON)),
 ]
+
+NEEDS_KERNEL = pytest.mark.skipif(
+    not cbuild.available(), reason=f"compiled CPU kernel not built here: {cbuild.why_unavailable()}"
+)
+#: The compiled C kernel, and the PyTorch path inside the same op (ZOO_KERNELS_CPP=0).
+CPU_PATHS = [pytest.param("compiled", marks=NEEDS_KERNEL), "torch"]
 
 FP32_TOL = 1e-5
 BF16_TOL = 1e-2

@@ -7,20 +7,11 @@ cannot be built) and the torch fallback inside the op (ZOO_KERNELS_CPP=0).
 import pytest
 import torch
 import torch.nn.functional as F
+from scan_checks import NEEDS_KERNEL as needs_kernel
 
 from zoo_kernels import cbuild
 from zoo_kernels.conv import _conv_op, causal_conv1d
 from zoo_kernels.conv import cpu as conv_cpu
-
-needs_kernel = pytest.mark.skipif(
-    not cbuild.available(), reason=f"compiled CPU kernel not built here: {cbuild.why_unavailable()}"
-)
-
-
-@pytest.fixture(params=[pytest.param("compiled", marks=needs_kernel), "torch"])
-def path(request, monkeypatch):
-    monkeypatch.setenv("ZOO_KERNELS_CPP", "1" if request.param == "compiled" else "0")
-    return request.param
 
 
 def naive(x, weight, bias, prev, activation):

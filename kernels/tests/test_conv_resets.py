@@ -6,19 +6,9 @@ CausalConv's step with `reset` equals its forward."""
 import pytest
 import torch
 from doc_checks import layout, packed_equals_separate
+from scan_checks import NEEDS_KERNEL as needs_kernel
 
-from zoo_kernels import cbuild
 from zoo_kernels.conv import CausalConv, _conv_op, causal_conv1d
-
-needs_kernel = pytest.mark.skipif(
-    not cbuild.available(), reason=f"compiled CPU kernel not built here: {cbuild.why_unavailable()}"
-)
-
-
-@pytest.fixture(params=[pytest.param("compiled", marks=needs_kernel), "torch"])
-def path(request, monkeypatch):
-    monkeypatch.setenv("ZOO_KERNELS_CPP", "1" if request.param == "compiled" else "0")
-    return request.param
 
 
 def conv(x, prev=None, *, weight, bias, activation, resets=None):

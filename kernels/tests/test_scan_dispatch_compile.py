@@ -80,15 +80,17 @@ def test_imports_and_runs_without_triton():
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
-@pytest.mark.parametrize("name", ["linear_scan", "log_linear_scan", "rg_lru_fused"])
+@pytest.mark.parametrize("name", ["linear_scan", "log_linear_scan", "rg_lru_fused", "rg_lru_fused+resets"])
 def test_custom_op_registrations_pass_opcheck(name):
     """torch.library's own checks of the fake kernel, autograd and schema."""
     a, x, h0 = small()
-    if name == "rg_lru_fused":
-        args = (x, a, x * 2, torch.randn(4), 8.0, h0, "torch")
+    if name.startswith("rg_lru_fused"):
+        resets = torch.rand(x.shape[:2]) < 0.3 if name.endswith("resets") else None
+        args = (x, a, x * 2, torch.randn(4), 8.0, h0, resets, "torch")
+        name = "rg_lru_fused"
     else:
         args = (a.log() if name == "log_linear_scan" else a, x, h0, "torch")
-    args = tuple(t.requires_grad_() if isinstance(t, torch.Tensor) else t for t in args)
+    args = tuple(t.requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in args)
     torch.library.opcheck(getattr(torch.ops.zoo_kernels, name), args)
 
 

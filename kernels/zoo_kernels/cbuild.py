@@ -9,7 +9,9 @@ sources, the flags, the compiler and the CPU. The library is loaded with ctypes 
 headers, so the build takes about a second), which releases the GIL while a kernel runs.
 
 Each op declares its C function's signature as one table beside its C (`Signature`);
-`function` binds it and passes tensors as pointers, None as NULL and tuples as int64 arrays.
+`function` binds it and passes tensors as pointers, None as NULL and tuples as int64 arrays;
+`call` runs one over a (batch, time, channels) tensor with the dtype, thread and block
+arguments every kernel takes.
 A failed build (no compiler, an error) is reported once, in one line, as a warning, and the
 ops take their PyTorch paths; so does ``ZOO_KERNELS_CPP=0``.
 """
@@ -218,3 +220,15 @@ def function(sig: Signature) -> Callable[..., int]:
         return fn(*[_arg(kind, kw.get(name)) for kind, name in params])
 
     return call
+
+
+def call(sig: Signature, kind: int, x: torch.Tensor, dim: int, what: str, /, **args) -> None:
+    """Run `sig`'s kernel over x (batch, time, channels) with `dim` channels per row: `kind`
+    (+1 when x is float64), `threads` for x's size and the channel `block` are added to `args`.
+    Bool tensors (document starts) go in as uint8 arrays (torch stores a bool in one byte,
+    0 or 1). A nonzero return raises MemoryError naming `what`."""
+    n = threads(x.numel())
+    args = {k: v.contiguous() if isinstance(v, torch.Tensor) and v.dtype == torch.bool else v for k, v in args.items()}
+    err = function(sig)(kind=kind + (x.dtype == torch.float64), block=block(x.shape[0], dim, n), threads=n, **args)
+    if err:
+        raise MemoryError(f"zoo-kernels: {what} could not allocate its scratch buffer")

@@ -20,14 +20,17 @@ FORWARD, BACKWARD = 0, 2
 
 def _call(kind, x, weight, bias, prev, resets, silu, **out):
     bsz, T, C = x.shape
-    threads = cbuild.threads(x.numel())
     wt = weight.t().contiguous()  # (W, C): channels contiguous, like x
     bias = x.new_zeros(C) if bias is None else bias.contiguous()  # the kernel always adds one
-    err = cbuild.function(SIGNATURE)(
-        kind=kind + (x.dtype == torch.float64),
+    cbuild.call(
+        SIGNATURE,
+        kind,
+        x,
+        C,
+        "the fused causal conv",
         x=x,
         prev=prev,
-        rs=None if resets is None else resets.to(torch.uint8).contiguous(),
+        rs=resets,
         wt=wt,
         bias=bias,
         **out,
@@ -36,12 +39,8 @@ def _call(kind, x, weight, bias, prev, resets, silu, **out):
         T=T,
         C=C,
         W=weight.shape[1],
-        block=cbuild.block(bsz, C, threads),
         silu=silu,
-        threads=threads,
     )
-    if err:
-        raise MemoryError("zoo-kernels: the fused causal conv could not allocate its scratch buffer")
 
 
 def conv(x: Tensor, weight: Tensor, bias, prev: Tensor, resets, silu: bool) -> Tensor:

@@ -22,32 +22,41 @@ def _rg_lru_decay(r_pre, a_param, c, acc):
     return r, r * (-c * torch.nn.functional.softplus(-a_param.to(acc)))
 
 
-def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
+def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0, resets=None):
     acc = acc_dtype(x, r_pre, i_pre)
     if x.device.type == "cpu":  # the fused compiled kernel: one pass, gates never stored
         xk, rk, ik, h0k = channels_contiguous(x, r_pre, i_pre, h0, dtype=acc)
         if cbuild.usable(xk, rk, ik, h0k):
-            h, h_last = cpu.rg_lru_fwd(xk, rk, ik, a_param, c, h0k)
+            h, h_last = cpu.rg_lru_fwd(xk, rk, ik, a_param, c, h0k, resets)
             return h.to(x.dtype), h_last
     _, log_a = _rg_lru_decay(r_pre, a_param, c, acc)
     u = torch.mul(log_a, 2).expm1_().neg_()  # 1 - a^2, no cancellation near a = 1
     u.clamp_min_(torch.finfo(acc).tiny).sqrt_()  # clamp: r == 0 exactly gives a == 1
+    a = log_a.exp_()
+    if resets is not None:  # a document starts: a = 0, normaliser 1
+        z = resets[..., None]
+        u.masked_fill_(z, 1.0)
+        a.masked_fill_(z, 0.0)
     u.mul_(torch.sigmoid(i_pre.to(acc))).mul_(x)  # u = sqrt(1 - a^2) * i * x
     h = torch.empty(x.shape, dtype=acc, device=x.device)
-    h_last = linear_scan_into(log_a.exp_(), u, None if h0 is None else h0.to(acc), h)
+    h_last = linear_scan_into(a, u, None if h0 is None else h0.to(acc), h)
     return h.to(x.dtype), h_last
 
 
-def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
+def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last, resets=None):
     """Returns (dx, dr_pre, di_pre, da_param, dh0) in the accumulation dtype."""
     acc = acc_dtype(x, r_pre, i_pre)
     if x.device.type == "cpu":
         xk, rk, ik, h0k, gk = channels_contiguous(x, r_pre, i_pre, h0, g, dtype=acc)
         if cbuild.usable(xk, rk, ik, h0k, gk):
-            return cpu.rg_lru_bwd(xk, rk, ik, a_param, c, h0k, h.to(acc).contiguous(), gk, g_last.to(acc))
+            hk, glk = h.to(acc).contiguous(), g_last.to(acc)
+            return cpu.rg_lru_bwd(xk, rk, ik, a_param, c, h0k, hk, gk, glk, resets)
     tiny = torch.finfo(acc).tiny
     r, q = _rg_lru_decay(r_pre, a_param, c, acc)
     a = torch.exp(q)
+    z = None if resets is None else resets[..., None]
+    if z is not None:  # a = 0 at a start: w stops there, and d log a (direct part) is 0
+        a.masked_fill_(z, 0.0)
     w = reverse_scan(a, g, g_last)  # dL/dh_t, total
     dh0 = w[:, 0] * a[:, 0] if h0 is not None else torch.zeros_like(w[:, 0])
 
@@ -63,6 +72,9 @@ def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
     q.mul_(2).expm1_().neg_()  # q = 1 - a^2
     inside = q > tiny
     scale = q.clamp_min_(tiny).sqrt_()
+    if z is not None:  # the normaliser is 1 at a start: nothing flows into log a through it
+        inside.masked_fill_(z, False)
+        scale.masked_fill_(z, 1.0)
     i = torch.sigmoid(i_pre.to(acc))
     dx = torch.mul(w, scale).mul_(i)
     d_scale = w.mul_(i).mul_(x)  # reuses w's buffer

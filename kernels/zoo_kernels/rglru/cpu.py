@@ -11,34 +11,18 @@ from .. import cbuild
 SIGNATURE = cbuild.Signature(
     "zoo_rg_lru",
     """
-    int kind, ptr x, ptr rp, ptr ip, ptr n, ptr h0, ptr h, ptr g, ptr gl, ptr out, ptr last,
+    int kind, ptr x, ptr rp, ptr ip, ptr rs, ptr n, ptr h0, ptr h, ptr g, ptr gl, ptr out, ptr last,
     ptr dx, ptr dr, ptr di, ptr dap, ptr dh0, i64* st, i64 B, i64 L, i64 D, i64 block, int threads""",
 )
 #: `kind` values: forward float32; backward float32 (+1: float64).
 FORWARD, BACKWARD = 0, 2
 
 
-def _rg_lru_call(kind, x, r_pre, i_pre, n, h0, strides, **tensors):
+def _rg_lru_call(kind, x, r_pre, i_pre, resets, n, h0, strides, **tensors):
     bsz, length, dim = x.shape
-    threads = cbuild.threads(x.numel())
     st = tuple(s for t in strides for s in (t.stride(0), t.stride(1))) + (h0.stride(0),)
-    err = cbuild.function(SIGNATURE)(
-        kind=kind + (x.dtype == torch.float64),
-        x=x,
-        rp=r_pre,
-        ip=i_pre,
-        n=n,
-        h0=h0,
-        st=st,
-        B=bsz,
-        L=length,
-        D=dim,
-        block=cbuild.block(bsz, dim, threads),
-        threads=threads,
-        **tensors,
-    )
-    if err:
-        raise MemoryError("zoo-kernels: the fused RG-LRU could not allocate its scratch buffer")
+    ins = {"x": x, "rp": r_pre, "ip": i_pre, "rs": resets, "n": n, "h0": h0, "st": st, "B": bsz, "L": length, "D": dim}
+    cbuild.call(SIGNATURE, kind, x, dim, "the fused RG-LRU", **ins, **tensors)
 
 
 def _rg_lru_common(x, a_param, c, h0):
@@ -46,16 +30,16 @@ def _rg_lru_common(x, a_param, c, h0):
     return n.contiguous(), (x.new_zeros(x.shape[0], x.shape[2]) if h0 is None else h0)
 
 
-def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
+def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0, resets=None):
     """Fused RG-LRU forward on tensors that pass `cbuild.usable` (one dtype, channels contiguous).
     Returns (h, h_last)."""
     n, h0 = _rg_lru_common(x, a_param, c, h0)
     h, last = torch.empty(x.shape, dtype=x.dtype), x.new_empty(x.shape[0], x.shape[2])
-    _rg_lru_call(FORWARD, x, r_pre, i_pre, n, h0, (x, r_pre, i_pre, x), out=h, last=last)
+    _rg_lru_call(FORWARD, x, r_pre, i_pre, resets, n, h0, (x, r_pre, i_pre, x), out=h, last=last)
     return h, last
 
 
-def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
+def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last, resets=None):
     """Fused RG-LRU backward: recomputes the gates, reads the saved states h (contiguous).
     Returns (dx, dr_pre, di_pre, da_param, dh0); dh0 is zeros without h0."""
     n, h0z = _rg_lru_common(x, a_param, c, h0)
@@ -66,6 +50,7 @@ def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
         x,
         r_pre,
         i_pre,
+        resets,
         n,
         h0z,
         (x, r_pre, i_pre, g),

@@ -10,14 +10,19 @@ import torch.nn.functional as F
 from .._tensors import acc_dtype
 
 
-def rg_lru(x, r_pre, i_pre, a_param, c=8.0, h0=None):
-    """Griffin's RG-LRU (De et al. 2024, eqs. 1-4)."""
+def rg_lru(x, r_pre, i_pre, a_param, c=8.0, h0=None, resets=None):
+    """Griffin's RG-LRU (De et al. 2024, eqs. 1-4). Where a document starts (resets (B, T)
+    True), a = 0 and the normaliser is 1, as RecurrentGemma's `multiplier = reset + ~reset *
+    multiplier` and `a * ~reset`."""
     acc = acc_dtype(x, r_pre, i_pre)
     r = torch.sigmoid(r_pre.to(acc))  # recurrence gate
     i = torch.sigmoid(i_pre.to(acc))  # input gate
     log_a = -c * r * F.softplus(-a_param.to(acc))  # log(sigmoid(a_param) ** (c r))
     a = torch.exp(log_a)
     scale = torch.sqrt(-torch.expm1(2 * log_a))  # sqrt(1 - a^2) without cancellation
+    if resets is not None:
+        z = resets[..., None]
+        a, scale = a.masked_fill(z, 0.0), scale.masked_fill(z, 1.0)
     h = torch.zeros_like(x[:, 0], dtype=acc) if h0 is None else h0.to(acc)
     u = scale * (i * x.to(acc))  # gated input
     hs = []

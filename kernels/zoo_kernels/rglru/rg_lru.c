@@ -10,6 +10,11 @@
 
    n is computed once per call in Python; da_param's sum over batch rows too.
 
+   Documents: rs (B, L) uint8, 1 where a document starts (NULL: none). There, as in
+   RecurrentGemma, a = 0 and the normaliser s is 1: h_t = i x, and nothing flows back to
+   h_{t-1} or into r_pre and a_param. Steps with a start take their own channel loop, so
+   the others run today's code.
+
    Layouts: x, r_pre, i_pre, g (B, L, D) with any batch/time strides, channels
    contiguous; n (D); h0 (B, D) with a batch stride (zeros when absent); h, dx,
    dr, di (B, L, D), last, gl, dh0, dap (B, D) contiguous. */
@@ -51,6 +56,7 @@
 
 typedef struct {
     const void *x, *rp, *ip, *n, *h0, *h, *g, *gl;
+    const uint8_t *rs;
     void *out, *last, *dx, *dr, *di, *dap, *dh0;
     int64_t sx_b, sx_t, sr_b, sr_t, si_b, si_t, sg_b, sg_t, sh_b;
     int64_t L, D, block;
@@ -78,6 +84,15 @@ typedef struct {
             RG_INPUTS(T, t)                                                               \
             const T *restrict hp = prev;                                                  \
             T *restrict ot = O + (b * L + t) * D + d0;                                    \
+            if (j->rs && j->rs[b * L + t]) {  /* a document starts: h = i x */            \
+                _Pragma("omp simd")                                                       \
+                for (int64_t d = 0; d < nd; d++) {                                        \
+                    RG_GATES(T, EXP, EXPS, SQRT, FABS, rt[d], it[d], nc[d])               \
+                    ot[d] = i * xt[d]; (void)a; (void)s;                                  \
+                }                                                                         \
+                prev = ot;                                                                \
+                continue;                                                                 \
+            }                                                                             \
             _Pragma("omp simd")                                                           \
             for (int64_t d = 0; d < nd; d++) {                                            \
                 RG_GATES(T, EXP, EXPS, SQRT, FABS, rt[d], it[d], nc[d])                   \
@@ -124,6 +139,22 @@ typedef struct {
             T *restrict dxt = DX + (b * L + t) * D + d0;                                  \
             T *restrict drt = DR + (b * L + t) * D + d0;                                  \
             T *restrict dit = DI + (b * L + t) * D + d0;                                  \
+            if (j->rs && j->rs[b * L + t]) {  /* a = 0, s = 1: dq = 0, w stops here */    \
+                _Pragma("omp simd")                                                       \
+                for (int64_t d = 0; d < nd; d++) {                                        \
+                    RG_GATES(T, EXP, EXPS, SQRT, FABS, rt[d], it[d], nc[d])               \
+                    T w = gt[d] + wn[d], wi = w * i;                                      \
+                    dxt[d] = wi;                                                          \
+                    dit[d] = wi * xt[d] * ic;                                             \
+                    drt[d] = 0;                                                           \
+                    wn[d] = 0; (void)a; (void)s; (void)hp;                                \
+                }                                                                         \
+                if (t % RG_SUM_EVERY == 0) {                                              \
+                    _Pragma("omp simd")                                                   \
+                    for (int64_t d = 0; d < nd; d++) { tot[d] += pt[d]; pt[d] = 0; }      \
+                }                                                                         \
+                continue;                                                                 \
+            }                                                                             \
             _Pragma("omp simd")                                                           \
             for (int64_t d = 0; d < nd; d++) {                                            \
                 RG_GATES(T, EXP, EXPS, SQRT, FABS, rt[d], it[d], nc[d])                   \
@@ -153,8 +184,8 @@ static void *rg_bwd_f(void *p) {
 static void *rg_bwd_d(void *p) { rjob_t *j = p; RG_BWD(double, exp, RG_EXPS_D, sqrt, fabs, DBL_MIN) return 0; }
 
 /* kind: 0 forward f32, 1 forward f64, 2 backward f32, 3 backward f64. strides: x, r_pre,
-   i_pre, g as (batch, time) pairs, then h0's batch stride. Returns 0 on success. */
-int zoo_rg_lru(int kind, const void *x, const void *rp, const void *ip, const void *n, const void *h0,
+   i_pre, g as (batch, time) pairs, then h0's batch stride; rs: document starts or NULL. Returns 0 on success. */
+int zoo_rg_lru(int kind, const void *x, const void *rp, const void *ip, const uint8_t *rs, const void *n, const void *h0,
                const void *h, const void *g, const void *gl, void *out, void *last, void *dx, void *dr,
                void *di, void *dap, void *dh0, const int64_t *st, int64_t B, int64_t L, int64_t D,
                int64_t block, int threads) {
@@ -163,7 +194,7 @@ int zoo_rg_lru(int kind, const void *x, const void *rp, const void *ip, const vo
     threads = zoo_threads(threads, items);
     rjob_t jobs[64];
     for (int k = 0; k < threads; k++) {
-        rjob_t j = {x, rp, ip, n, h0, h, g, gl, out, last, dx, dr, di, dap, dh0,
+        rjob_t j = {x, rp, ip, n, h0, h, g, gl, rs, out, last, dx, dr, di, dap, dh0,
                     st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], L, D, block,
                     (int)(items * k / threads), (int)(items * (k + 1) / threads), 0};
         jobs[k] = j;

@@ -2,6 +2,7 @@
 
 The scan's tiling (zoo_kernels/scan/triton.py): one program owns one batch row and BLOCK_D
 channels and walks time in tiles of BLOCK_T steps, with the gates computed in registers.
+Document starts (RS, uint8 (B, T), when HAS_RS) set a = 0 and the normaliser to 1 there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import triton.language as tl
 
 from .._tensors import acc_dtype
 from ..backends import check_triton_device
-from ..scan.triton import NUM_STAGES, NUM_WARPS, _blocks, _grid, _last_row, _lin_combine
+from ..scan.triton import _launch, _lin_tile
 
 
 @triton.jit
@@ -62,11 +63,19 @@ def _program(AP, H0, D, HAS_H0: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr
 
 
 @triton.jit
+def _starts(RS, b, t, T):
+    """(BT, 1) True where a document starts at step t (False past the ends)."""
+    z = tl.load(RS + b * T + t, mask=(t >= 0) & (t < T), other=0) != 0
+    return z[:, None]
+
+
+@triton.jit
 def _rg_lru_fwd_kernel(
     X,
     RP,
     IP,
     AP,
+    RS,
     H0,
     H,
     HLAST,
@@ -77,6 +86,7 @@ def _rg_lru_fwd_kernel(
     st,
     sd,
     HAS_H0: tl.constexpr,
+    HAS_RS: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
 ):
@@ -92,11 +102,13 @@ def _rg_lru_fwd_kernel(
         _, log_a, a = _rg_lru_decay(rp, sp, c)
         a = tl.where(m, a, 1.0)
         scale = tl.sqrt(tl.maximum(_neg_expm1(2.0 * log_a), 1.1754943508222875e-38))
+        if HAS_RS:  # a document starts: a = 0, normaliser 1 (RecurrentGemma)
+            z = _starts(RS, b, t, T)
+            a = tl.where(z, 0.0, a)
+            scale = tl.where(z, 1.0, scale)
         u = scale * tl.sigmoid(ip) * x  # zero on padding since x = 0 there
-        u = tl.where(rows[:, None] == 0, u + a * carry[None, :], u)
-        _, h = tl.associative_scan((a, u), 0, _lin_combine)
+        h, carry = _lin_tile(a, u, carry, rows, BT)
         tl.store(H + off, h.to(H.dtype.element_ty), mask=m)
-        carry = _last_row(h, rows, BT)
     tl.store(HLAST + b * D + d, carry.to(HLAST.dtype.element_ty), mask=dmask)
 
 
@@ -106,6 +118,7 @@ def _rg_lru_bwd_kernel(
     RP,
     IP,
     AP,
+    RS,
     H0,
     H,
     G,
@@ -128,6 +141,7 @@ def _rg_lru_bwd_kernel(
     sgt,
     sgd,
     HAS_H0: tl.constexpr,
+    HAS_RS: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
 ):
@@ -146,10 +160,10 @@ def _rg_lru_bwd_kernel(
         rp_next = tl.load(RP + off + st, mask=m & (t + 1 < T)[:, None], other=0.0).to(tl.float32)
         _, _, a_next = _rg_lru_decay(rp_next, sp, c)
         a_next = tl.where(m & (t + 1 < T)[:, None], a_next, 1.0)
+        if HAS_RS:
+            a_next = tl.where(_starts(RS, b, t + 1, T), 0.0, a_next)
         g = tl.load(G + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m, other=0.0).to(tl.float32)
-        g = tl.where(rows[:, None] == 0, g + a_next * carry[None, :], g)
-        _, w = tl.associative_scan((a_next, g), 0, _lin_combine)
-        carry = _last_row(w, rows, BT)
+        w, carry = _lin_tile(a_next, g, carry, rows, BT)
 
         # recompute this step's gates and take every local derivative
         x = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
@@ -160,6 +174,11 @@ def _rg_lru_bwd_kernel(
         q = _neg_expm1(2.0 * log_a)  # 1 - a^2
         q_ok = q > 1.1754943508222875e-38
         scale = tl.sqrt(tl.maximum(q, 1.1754943508222875e-38))
+        if HAS_RS:  # a = 0, normaliser 1: nothing flows into log a at a start
+            z = _starts(RS, b, t, T)
+            a = tl.where(z, 0.0, a)
+            q_ok = q_ok & (z == 0)
+            scale = tl.where(z, 1.0, scale)
         h_prev = tl.load(
             H + b * shb + (t - 1)[:, None] * sht + d[None, :] * shd, mask=m & (t >= 1)[:, None], other=0.0
         ).to(tl.float32)
@@ -178,36 +197,29 @@ def _rg_lru_bwd_kernel(
 # ---- host wrappers -----------------------------------------------------------------------
 
 
-def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0):
+def _run(kernel, x, r_pre, i_pre, a_param, c, h0, resets, spare, tensors, strides):
+    """Launch an RG-LRU kernel: the inputs (x, r_pre, i_pre, a_param, the starts as uint8 and
+    h0, `spare` standing in, unread, for an absent one), then `tensors`, the sizes, c and
+    `strides`."""
+    bsz, length, dim = x.shape
+    rs = spare if resets is None else resets.to(torch.uint8).contiguous()
+    h0c = spare if h0 is None else h0.contiguous()
+    inputs = (x, r_pre, i_pre, a_param.contiguous(), rs, h0c)
+    flags = {"HAS_H0": h0 is not None, "HAS_RS": resets is not None}
+    _launch(kernel, bsz, length, dim, *inputs, *tensors, length, dim, float(c), *strides, **flags)
+
+
+def rg_lru_fwd(x, r_pre, i_pre, a_param, c, h0, resets=None):
     check_triton_device(x)
     x, r_pre, i_pre = x.contiguous(), r_pre.contiguous(), i_pre.contiguous()
     bsz, length, dim = x.shape
     h = torch.empty_like(x)
     h_last = torch.empty((bsz, dim), dtype=acc_dtype(x, r_pre, i_pre), device=x.device)
-    h0c = h0.contiguous() if h0 is not None else h_last
-    bt, bd = _blocks(length, dim)
-    _rg_lru_fwd_kernel[_grid(bsz, dim, bd)](
-        x,
-        r_pre,
-        i_pre,
-        a_param.contiguous(),
-        h0c,
-        h,
-        h_last,
-        length,
-        dim,
-        float(c),
-        *x.stride(),
-        HAS_H0=h0 is not None,
-        BT=bt,
-        BD=bd,
-        num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
-    )
+    _run(_rg_lru_fwd_kernel, x, r_pre, i_pre, a_param, c, h0, resets, h_last, (h, h_last), x.stride())
     return h, h_last
 
 
-def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
+def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last, resets=None):
     """Returns (dx, dr_pre, di_pre, da_param, dh0); the caller casts them."""
     x, r_pre, i_pre = x.contiguous(), r_pre.contiguous(), i_pre.contiguous()
     bsz, length, dim = x.shape
@@ -216,39 +228,13 @@ def rg_lru_bwd(x, r_pre, i_pre, a_param, c, h0, h, g, g_last):
     dap = torch.empty((bsz, dim), dtype=torch.float32, device=x.device)
     w0 = torch.empty_like(dap)
     g_last = g_last.float().contiguous()
-    h0c = h0.contiguous() if h0 is not None else w0
-    bt, bd = _blocks(length, dim)
-    _rg_lru_bwd_kernel[_grid(bsz, dim, bd)](
-        x,
-        r_pre,
-        i_pre,
-        a_param.contiguous(),
-        h0c,
-        h,
-        g,
-        g_last,
-        dx,
-        drp,
-        dip,
-        dap,
-        w0,
-        length,
-        dim,
-        float(c),
-        *x.stride(),
-        *h.stride(),
-        *g.stride(),
-        HAS_H0=h0 is not None,
-        BT=bt,
-        BD=bd,
-        num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
-    )
+    outs = (h, g, g_last, dx, drp, dip, dap, w0)
+    _run(_rg_lru_bwd_kernel, x, r_pre, i_pre, a_param, c, h0, resets, w0, outs, (*x.stride(), *h.stride(), *g.stride()))
     ap = a_param.float()
     d_a_param = dap.sum(0) * torch.sigmoid(-ap)
     if h0 is not None:
         a0 = torch.exp(-c * torch.sigmoid(r_pre[:, 0].float()) * torch.nn.functional.softplus(-ap))
-        dh0 = w0 * a0
+        dh0 = w0 * (a0 if resets is None else a0.masked_fill(resets[:, :1], 0.0))
     else:
         dh0 = torch.zeros_like(w0)
     return dx, drp, dip, d_a_param, dh0

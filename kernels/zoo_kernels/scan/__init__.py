@@ -8,9 +8,17 @@ One dispatch for both ops over the three backends (zoo_kernels.backends):
 The torch and triton paths are custom ops (zoo_kernels._custom_op) with fake kernels and
 a registered autograd; the backend name is a plain string argument, so one op serves both.
 Tensors are (batch, time, channels); states accumulate in float32 (float64 for float64).
+
+Documents: `resets` (batch, time) bool, True where a document starts (x_t is its first
+token). There the gate is forced to zero (a_t = 0, log a_t = -inf): h_t = x_t, as if the
+document ran alone from a zero state, and no gradient reaches a_t or anything before t. The
+gate is masked once (one pass over a) before the scan, so every backend (naive, chunked,
+compiled C, Triton) runs its own kernel on it unchanged; resets=None skips the pass.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -39,10 +47,45 @@ def check(name: str, first: Tensor, second: Tensor, init: Tensor | None) -> None
         raise ValueError(f"{name}: initial state must be (batch, channels) = {(b, d)}, got {tuple(init.shape)}")
 
 
+def check_resets(name: str, x: Tensor, resets: Tensor | None) -> Tensor | None:
+    """resets as a bool (batch, time) tensor on x's device, or None."""
+    if resets is None:
+        return None
+    if tuple(resets.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"{name}: resets must be (batch, time) = {tuple(x.shape[:2])}, got {tuple(resets.shape)}")
+    return resets.to(device=x.device, dtype=torch.bool)
+
+
+def _gate(name: str, a: Tensor, resets: Tensor | None, fill: float) -> Tensor:
+    """a with the gate forced to `fill` (0, or -inf in log space) where a document starts."""
+    resets = check_resets(name, a, resets)
+    return a if resets is None else a.masked_fill(resets[..., None], fill)
+
+
 def states_fake(x: Tensor, *inputs: Tensor) -> tuple[Tensor, Tensor]:
     """What a scan returns: states like x, and the last state (batch, channels) in the
     accumulation dtype of `inputs`."""
     return x.new_empty(x.shape), x.new_empty((x.shape[0], x.shape[2]), dtype=acc_dtype(*inputs))
+
+
+def _scan_op(name: str, backward, setup):
+    """The custom op zoo_kernels::<name>(a, x, h0, backend): the backend's `<name>_fwd`."""
+
+    def impl(a: Tensor, x: Tensor, h0: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
+        return getattr(_impl(backend), f"{name}_fwd")(a, x, h0)
+
+    return define(name, impl, lambda a, x, h0, backend: states_fake(x, a, x), backward=backward, setup=setup)
+
+
+def _scan(name: str, reference, fill: float, a, x, h0, resets, backend) -> tuple[Tensor, Tensor]:
+    """A scan's public entry: checks, the gate forced to `fill` at document starts, then the
+    naive `reference` or the op of the selected backend."""
+    check(name, a, x, h0)
+    a = _gate(name, a, resets, fill)
+    backend = backends.select(x, backend)
+    if backend == "naive":
+        return reference(a, x, h0)
+    return _OPS[name](a, x, h0, backend)
 
 
 # ---- linear_scan --------------------------------------------------------------
@@ -76,28 +119,17 @@ def _linear_scan_backward(ctx, g, g_last):
     return da, dx, (None if h0 is None else dh0.to(h0.dtype)), None
 
 
-def _linear_scan(a: Tensor, x: Tensor, h0: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
-    return _impl(backend).linear_scan_fwd(a, x, h0)
+_linear_scan_op = _scan_op("linear_scan", _linear_scan_backward, _linear_scan_setup)
 
 
-_linear_scan_op = define(
-    "linear_scan",
-    _linear_scan,
-    lambda a, x, h0, backend: states_fake(x, a, x),
-    backward=_linear_scan_backward,
-    setup=_linear_scan_setup,
-)
-
-
-def linear_scan(a: Tensor, x: Tensor, h0: Tensor | None = None, *, backend: str | None = None) -> tuple[Tensor, Tensor]:
+def linear_scan(
+    a: Tensor, x: Tensor, h0: Tensor | None = None, *, resets: Tensor | None = None, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
     """h_t = a_t * h_{t-1} + x_t with h_0 = h0 (or zeros). Returns (h, h_last).
 
+    resets: (batch, time) bool or None, True where a document starts (a_t taken as 0).
     backend: naive | torch | triton, by default the one zoo_kernels.backends picks for x."""
-    check("linear_scan", a, x, h0)
-    backend = backends.select(x, backend)
-    if backend == "naive":
-        return naive.linear_scan(a, x, h0)
-    return _linear_scan_op(a, x, h0, backend)
+    return _scan("linear_scan", naive.linear_scan, 0.0, a, x, h0, resets, backend)
 
 
 # ---- log_linear_scan -------------------------------------------------------------
@@ -148,29 +180,22 @@ def _log_backward(ctx, g, g_last):
     return d_log_a, d_log_x, d_log_h0, None
 
 
-def _log_linear_scan(log_a: Tensor, log_x: Tensor, log_h0: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
-    return _impl(backend).log_linear_scan_fwd(log_a, log_x, log_h0)
-
-
-_log_linear_scan_op = define(
-    "log_linear_scan",
-    _log_linear_scan,
-    lambda log_a, log_x, log_h0, backend: states_fake(log_x, log_a, log_x),
-    backward=_log_backward,
-    setup=_log_setup,
-)
+_log_linear_scan_op = _scan_op("log_linear_scan", _log_backward, _log_setup)
+_OPS = {"linear_scan": _linear_scan_op, "log_linear_scan": _log_linear_scan_op}
 
 
 def log_linear_scan(
-    log_a: Tensor, log_x: Tensor, log_h0: Tensor | None = None, *, backend: str | None = None
+    log_a: Tensor,
+    log_x: Tensor,
+    log_h0: Tensor | None = None,
+    *,
+    resets: Tensor | None = None,
+    backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """log_h_t = log(exp(log_a_t) * h_{t-1} + exp(log_x_t)); log_h0=None means h_0 = 0.
 
     Heinsen's log-space scan (arXiv 2311.06281) for positive states, as used by
-    minGRU/minLSTM. Returns (log_h, log_h_last). backend: as for linear_scan.
+    minGRU/minLSTM. Returns (log_h, log_h_last). resets: as for linear_scan (log_a_t taken
+    as -inf: log_h_t = log_x_t). backend: as for linear_scan.
     """
-    check("log_linear_scan", log_a, log_x, log_h0)
-    backend = backends.select(log_x, backend)
-    if backend == "naive":
-        return naive.log_linear_scan(log_a, log_x, log_h0)
-    return _log_linear_scan_op(log_a, log_x, log_h0, backend)
+    return _scan("log_linear_scan", naive.log_linear_scan, -math.inf, log_a, log_x, log_h0, resets, backend)

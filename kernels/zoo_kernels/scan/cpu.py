@@ -29,28 +29,10 @@ LINEAR, LOG = 0, 2
 def _run(kind: int, a, x, h0, out, reverse: bool) -> torch.Tensor:
     bsz, length, dim = x.shape
     last = torch.empty(bsz, dim, dtype=out.dtype)
-    threads = cbuild.threads(bsz * length * dim)
-    cbuild.function(SIGNATURE)(
-        kind=kind + (out.dtype == torch.float64),
-        a=a,
-        x=x,
-        h0=h0,
-        out=out,
-        last=last,
-        B=bsz,
-        L=length,
-        D=dim,
-        block=cbuild.block(bsz, dim, threads),
-        sa_b=a.stride(0),
-        sa_t=a.stride(1),
-        sx_b=x.stride(0),
-        sx_t=x.stride(1),
-        so_b=out.stride(0),
-        so_t=out.stride(1),
-        sh_b=0 if h0 is None else h0.stride(0),
-        reverse=reverse,
-        threads=threads,
-    )
+    ins = {"a": a, "x": x, "h0": h0, "out": out, "last": last, "B": bsz, "L": length, "D": dim, "reverse": reverse}
+    strides = {"sa_b": a.stride(0), "sa_t": a.stride(1), "sx_b": x.stride(0), "sx_t": x.stride(1)}
+    strides |= {"so_b": out.stride(0), "so_t": out.stride(1), "sh_b": 0 if h0 is None else h0.stride(0)}
+    cbuild.call(SIGNATURE, kind, x, dim, "the compiled scan", **ins, **strides)
     if h0 is None and length == 0:
         last.zero_()
     return last

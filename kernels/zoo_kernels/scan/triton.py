@@ -61,6 +61,15 @@ def _last_row(tile, rows, BT: tl.constexpr):
     return tl.sum(tl.where(rows[:, None] == BT - 1, tile, 0.0), axis=0)
 
 
+@triton.jit
+def _lin_tile(a, x, carry, rows, BT: tl.constexpr):
+    """One tile of h_t = a_t h_{t-1} + x_t entered with the state `carry` (folded into its
+    first step): (h, its last row: the next tile's carry)."""
+    x = tl.where(rows[:, None] == 0, x + a * carry[None, :], x)
+    _, h = tl.associative_scan((a, x), 0, _lin_combine)
+    return h, _last_row(h, rows, BT)
+
+
 # ---- forward scans ---------------------------------------------------------------
 
 
@@ -105,15 +114,13 @@ def _scan_fwd_kernel(
         x = tl.load(X + b * sxb + t[:, None] * sxt + d[None, :] * sxd, mask=m, other=float("-inf") if LOG else 0.0)
         a = a.to(tl.float32)
         x = x.to(tl.float32)
-        first = rows[:, None] == 0
         if LOG:
-            x = tl.where(first, _logaddexp(a + carry[None, :], x), x)
+            x = tl.where(rows[:, None] == 0, _logaddexp(a + carry[None, :], x), x)
             _, h = tl.associative_scan((a, x), 0, _log_combine)
+            carry = _last_row(h, rows, BT)
         else:
-            x = tl.where(first, x + a * carry[None, :], x)
-            _, h = tl.associative_scan((a, x), 0, _lin_combine)
+            h, carry = _lin_tile(a, x, carry, rows, BT)
         tl.store(H + b * shb + t[:, None] * sht + d[None, :] * shd, h.to(H.dtype.element_ty), mask=m)
-        carry = _last_row(h, rows, BT)
     tl.store(HLAST + b * D + d, carry.to(HLAST.dtype.element_ty), mask=dmask)
 
 
@@ -167,8 +174,7 @@ def _scan_bwd_kernel(
             A + b * sab + (t + 1)[:, None] * sat + d[None, :] * sad, mask=m & (t + 1 < T)[:, None], other=1.0
         ).to(tl.float32)
         g = tl.load(G + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m, other=0.0).to(tl.float32)
-        g = tl.where(rows[:, None] == 0, g + a_next * carry[None, :], g)
-        _, w = tl.associative_scan((a_next, g), 0, _lin_combine)
+        w, carry = _lin_tile(a_next, g, carry, rows, BT)
         tl.store(DX + b * sxb + t[:, None] * sxt + d[None, :] * sxd, w.to(DX.dtype.element_ty), mask=m)
         if HAS_DA:
             h_prev = tl.load(
@@ -178,15 +184,18 @@ def _scan_bwd_kernel(
                 h0 = tl.load(H0 + b * D + d, mask=dmask, other=0.0).to(tl.float32)
                 h_prev = tl.where((t == 0)[:, None], h0[None, :], h_prev)
             tl.store(DA + b * sab + t[:, None] * sat + d[None, :] * sad, (w * h_prev).to(DA.dtype.element_ty), mask=m)
-        carry = _last_row(w, rows, BT)
     tl.store(W0 + b * D + d, carry.to(W0.dtype.element_ty), mask=dmask)
 
 
 # ---- host wrappers (the triton backend of zoo_kernels.scan) ---------------------
 
 
-def _grid(bsz, dim, bd):
-    return (bsz, triton.cdiv(dim, bd))
+def _launch(kernel, bsz, length, dim, *args, **constexprs):
+    """Run `kernel` with one program per (batch row, channel block), its BT and BD the tile
+    sizes for (length, dim)."""
+    bt, bd = _blocks(length, dim)
+    grid = (bsz, triton.cdiv(dim, bd))
+    kernel[grid](*args, **constexprs, BT=bt, BD=bd, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
 
 
 def _fwd(a, x, h0, log):
@@ -195,8 +204,11 @@ def _fwd(a, x, h0, log):
     h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     h_last = torch.empty((bsz, dim), dtype=acc_dtype(a, x), device=x.device)
     h0c = h0.contiguous() if h0 is not None else h_last  # dummy pointer when absent
-    bt, bd = _blocks(length, dim)
-    _scan_fwd_kernel[_grid(bsz, dim, bd)](
+    _launch(
+        _scan_fwd_kernel,
+        bsz,
+        length,
+        dim,
         a,
         x,
         h0c,
@@ -209,10 +221,6 @@ def _fwd(a, x, h0, log):
         *h.stride(),
         HAS_H0=h0 is not None,
         LOG=log,
-        BT=bt,
-        BD=bd,
-        num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
     )
     return h, h_last
 
@@ -234,8 +242,11 @@ def _bwd(a, g, g_last, h, h0, dx_dtype, with_da):
     g_last = g_last.contiguous()
     h0c = h0.contiguous() if h0 is not None else w0
     hh = h if with_da else g
-    bt, bd = _blocks(length, dim)
-    _scan_bwd_kernel[_grid(bsz, dim, bd)](
+    _launch(
+        _scan_bwd_kernel,
+        bsz,
+        length,
+        dim,
         a,
         g,
         g_last,
@@ -252,10 +263,6 @@ def _bwd(a, g, g_last, h, h0, dx_dtype, with_da):
         *dx.stride(),
         HAS_H0=h0 is not None,
         HAS_DA=with_da,
-        BT=bt,
-        BD=bd,
-        num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
     )
     return dx, da, w0
 

@@ -1,6 +1,7 @@
 """Outside oracle: transformers' RecurrentGemmaRecurrentBlock (and its local attention)
 with zoo's weights copied in, float64, outputs and gradients, every zoo path
-(fast scan, naive loop, step)."""
+(fast scan, naive loop, step); with document starts (`resets`) instead of reset_at_start
+too, and packed documents against RecurrentGemma run on each one."""
 
 import pytest
 import torch
@@ -18,9 +19,9 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def pair(seed=0):
+def pair(seed=0, reset_at_start=True):
     torch.manual_seed(seed)
-    zoo = Hawk(DIM, HawkConfig(expand=1.5, gate_heads=HEADS, bias=True, reset_at_start=True)).to(f64)
+    zoo = Hawk(DIM, HawkConfig(expand=1.5, gate_heads=HEADS, bias=True, reset_at_start=reset_at_start)).to(f64)
     with torch.no_grad():
         for p in zoo.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -118,3 +119,54 @@ def test_without_reset_at_start_only_position_zero_differs():
         yh = hf(x, position_ids=torch.arange(8)[None], attention_mask=None, use_cache=False)[0]
         y = plain(x)[0]
     assert all(rel(y[:, t], yh[:, t]) > 1e-8 for t in range(8))
+
+
+# ---- documents: resets instead of reset_at_start ----------------------------------------------------
+
+
+def hf_run(hf, x):
+    pos = torch.arange(x.shape[1])[None].expand(x.shape[0], -1)
+    with hf_float64():
+        return hf(x, position_ids=pos, attention_mask=None, use_cache=False)[0]
+
+
+@pytest.mark.parametrize("path", ["fast", "naive", "step"])
+def test_reset_at_zero_equals_recurrent_gemma_at_every_position(path):
+    zoo, hf = pair(reset_at_start=False)  # the resets say where documents start
+    T = 12
+    x = torch.randn(2, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(1))
+    resets = torch.zeros(2, T, dtype=torch.bool)
+    resets[:, 0] = True
+    with torch.no_grad():
+        if path == "fast":
+            y = zoo(x, resets=resets)[0]
+        elif path == "naive":
+            y = naive_hawk(zoo, x, resets=resets)
+        else:
+            state, outs = zoo.init_state(2, dtype=f64), []
+            for t in range(T):
+                o, state = zoo.step(x[:, t], state, reset=resets[:, t])
+                outs.append(o)
+            y = torch.stack(outs, 1)
+        yh = hf_run(hf, x)
+        plain = zoo(x)[0]
+    err = (y - yh).abs().amax((0, 2))  # per position
+    assert err.max() < 1e-12 * yh.abs().max(), err
+    assert (plain[:, 0] - yh[:, 0]).abs().max() > 1e-6  # without the reset, position 0 differs
+
+
+def test_packed_documents_equal_recurrent_gemma_per_document_with_gradients():
+    zoo, hf = pair(reset_at_start=False)
+    T = 14
+    resets = torch.zeros(1, T, dtype=torch.bool)
+    resets[0, [0, 1, 2, 8, 13]] = True  # five documents, lengths 1, 1, 6, 5, 1
+    cuts = [0, 1, 2, 8, 13, T]
+    x = torch.randn(1, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(2))
+    xz, xh = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yz = zoo(xz, resets=resets)[0]
+    yh = torch.cat([hf_run(hf, xh[:, a:e]) for a, e in zip(cuts[:-1], cuts[1:])], 1)
+    assert (yz - yh).abs().max() < 1e-12 * yh.abs().max()
+    w = torch.randn_like(yz)
+    with hf_float64():
+        gz, gh = torch.autograd.grad((yz * w).sum(), xz)[0], torch.autograd.grad((yh * w).sum(), xh)[0]
+    assert (gz - gh).abs().max() < 1e-10 * gh.abs().max()

@@ -15,6 +15,10 @@ Lambda is stored as itself, with no extra transform (the Lingua pitfall).
 
 Three paths: naive (`reference.naive_hawk`, a loop over t), fast (zoo-kernels
 `rg_lru` scan) and `step`.
+
+Documents (`resets`, True where a document starts): the conv sees no input before the
+start, and the RG-LRU resets as RecurrentGemma does (a_t = 0 and multiplier 1: h_t =
+i_t u_t), on all three paths. `reset_at_start` is the same reset at a stream's first token.
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ class HawkConfig:
     reset_at_start: bool = False
 
 
+def resets_tail(resets: Tensor | None, x: Tensor) -> Tensor:
+    """resets[:, 1:], or no start after the first token when resets is None."""
+    if resets is None:
+        return torch.zeros(x.shape[0], x.shape[1] - 1, dtype=torch.bool, device=x.device)
+    return resets[:, 1:]
+
+
 def init_decay_param(n: int, lo: float, hi: float, generator: torch.Generator | None = None) -> Tensor:
     """Lambda with sigmoid(Lambda)^2 ~ U[lo^2, hi^2], i.e. Lambda = logit(sqrt(u))."""
     u = torch.rand(n, dtype=torch.float64, generator=generator) * (hi**2 - lo**2) + lo**2
@@ -62,6 +73,8 @@ def init_decay_param(n: int, lo: float, hi: float, generator: torch.Generator | 
 
 
 class Hawk(Mixer):
+    supports_resets = True
+
     def __init__(self, dim: int, config: HawkConfig) -> None:
         super().__init__(dim, config)
         if config.expand <= 0:
@@ -126,35 +139,34 @@ class Hawk(Mixer):
         return torch.where(start[:, None], x, stepped)
 
     # -- fast path ----------------------------------------------------------------------------
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: dict | None = None, return_state: bool = False, resets: Tensor | None = None):
         gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
-        u, conv_state = self.conv(u, None if state is None else state["conv"])
+        u, conv_state = self.conv(u, None if state is None else state["conv"], resets=resets)
         r_pre, i_pre = self.gates(u)
         h0 = None if state is None else state["h"]
         new = {}
-        if self.config.reset_at_start:
+        if self.config.reset_at_start:  # the rows whose first token starts a document reset there
             start = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if state is None else state["start"]
-            h = h_last = self._first(u[:, 0], r_pre[:, 0], i_pre[:, 0], h0, start)[:, None]
-            if x.shape[1] > 1:  # the rest of the segment is the ordinary scan from h_0
-                h_rest, h_last = rg_lru(u[:, 1:], r_pre[:, 1:], i_pre[:, 1:], self.a_param, self.config.c, h[:, 0])
-                h = torch.cat([h.to(h_rest.dtype), h_rest], 1)
-            else:
-                h_last = h[:, 0]
+            first = start if resets is None else start | resets[:, 0]
+            resets = torch.cat([first[:, None], resets_tail(resets, x)], 1)
             new["start"] = torch.zeros_like(start)
-        else:
-            h, h_last = rg_lru(u, r_pre, i_pre, self.a_param, self.config.c, h0)
+        h, h_last = rg_lru(u, r_pre, i_pre, self.a_param, self.config.c, h0, resets=resets)
         y = self.out_proj(F.gelu(gate_pre, approximate="tanh") * h.to(x.dtype))
         return y, ({"h": h_last, "conv": conv_state, **new} if return_state else None)
 
     # -- recurrent step ------------------------------------------------------------------------------
-    def step(self, x: Tensor, state: dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor], reset: Tensor | None = None):
         gate_pre, u = self.in_proj(x).chunk(2, dim=-1)
-        u, conv_state = self.conv.step(u, state["conv"])
+        u, conv_state = self.conv.step(u, state["conv"], reset=reset)
         r_pre, i_pre = self.gates(u)
-        if self.config.reset_at_start:
-            h = self._first(u, r_pre, i_pre, state["h"], state["start"])
+        start = state["start"] if self.config.reset_at_start else None
+        if reset is not None:
+            start = reset if start is None else start | reset
+        if start is not None:  # rows that start a document: h = i u
+            h = self._first(u, r_pre, i_pre, state["h"], start)
             y = self.out_proj(F.gelu(gate_pre, approximate="tanh") * h.to(x.dtype))
-            return y, {"h": h, "conv": conv_state, "start": torch.zeros_like(state["start"])}
+            new = {"start": torch.zeros_like(state["start"])} if self.config.reset_at_start else {}
+            return y, {"h": h, "conv": conv_state, **new}
         acc = torch.promote_types(x.dtype, torch.float32)
         r, i = torch.sigmoid(r_pre.to(acc)), torch.sigmoid(i_pre.to(acc))
         log_a = -self.config.c * r * F.softplus(-self.a_param.to(acc))  # c r log sigmoid(Lambda)

@@ -1,8 +1,7 @@
 """zoo-mingru: registers the `mingru` and `minlstm` mixers."""
 
 from zoo_core import hookimpl
-from zoo_mingru.mingru import MinGRU, MinGRUConfig
-from zoo_mingru.minlstm import MinLSTM, MinLSTMConfig
+from zoo_mingru.mingru import MinGRU, MinGRUConfig, MinLSTM, MinLSTMConfig
 
 zoo_api = 1
 

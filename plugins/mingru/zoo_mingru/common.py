@@ -8,6 +8,10 @@ gate pre-activations give log a_t and log w_t (`log_coefficients`).
 Paper: Feng et al. 2024, "Were RNNs All We Needed?", arXiv 2410.01201.
 Lingua's variants add a width-4 causal conv over the gate pre-activations, a
 SiLU output gate and an expansion of 2 (and drop the block's MLP).
+
+Documents (`resets`, True where a document starts): the conv sees no input before the
+start and the scan's decay is zero there (h_t = w_t v_t), on every path (the naive loop,
+the scans, `step(reset=)`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class MinRNN(Mixer):
     #: Gate pre-activations per hidden channel (1 for minGRU's z; 2 for minLSTM's f, i).
     n_gates: int = 1
     label: str = "minrnn"
+    supports_resets = True
 
     def __init__(self, dim: int, config: MinRNNConfig) -> None:
         super().__init__(dim, config)
@@ -89,34 +94,37 @@ class MinRNN(Mixer):
         return self.out_proj(y)
 
     # -- fast path: one scan over the sequence --------------------------------------------------
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: dict | None = None, return_state: bool = False, resets: Tensor | None = None):
         gates, cand, og = self._split(x)
         conv_state = None
         if self.conv is not None:
-            gates, conv_state = self.conv(gates, None if state is None else state["conv"])
+            gates, conv_state = self.conv(gates, None if state is None else state["conv"], resets=resets)
         acc = self._acc(x)
         log_a, log_w = self.log_coefficients(gates.to(acc))
         h0 = None if state is None else state["h"].to(acc)
         if self.config.log_space:
             # h stays positive; tiny keeps log finite if a carried h underflowed to 0
             log_h0 = None if h0 is None else torch.log(h0.clamp_min(torch.finfo(acc).tiny))
-            log_h, log_last = log_linear_scan(log_a, log_w + log_g(cand.to(acc)), log_h0)
+            log_h, log_last = log_linear_scan(log_a, log_w + log_g(cand.to(acc)), log_h0, resets=resets)
             h, h_last = log_h.exp(), log_last.exp()
         else:
-            h, h_last = linear_scan(log_a.exp(), log_w.exp() * cand.to(acc), h0)
+            h, h_last = linear_scan(log_a.exp(), log_w.exp() * cand.to(acc), h0, resets=resets)
         y = self._out(h, og, x.dtype)
         return y, (self._state(h_last, conv_state) if return_state else None)
 
     # -- recurrent step ----------------------------------------------------------------------------
-    def step(self, x: Tensor, state: dict[str, Tensor]):
+    def step(self, x: Tensor, state: dict[str, Tensor], reset: Tensor | None = None):
         gates, cand, og = self._split(x)
         conv_state = None
         if self.conv is not None:
-            gates, conv_state = self.conv.step(gates, state["conv"])
+            gates, conv_state = self.conv.step(gates, state["conv"], reset=reset)
         acc = self._acc(x)
         log_a, log_w = self.log_coefficients(gates.to(acc))
         v = g(cand.to(acc)) if self.config.log_space else cand.to(acc)
-        h = log_a.exp() * state["h"].to(acc) + log_w.exp() * v
+        a = log_a.exp()
+        if reset is not None:  # rows whose document starts here: no decay of the old state
+            a = a.masked_fill(reset[:, None], 0.0)
+        h = a * state["h"].to(acc) + log_w.exp() * v
         return self._out(h, og, x.dtype), self._state(h, conv_state)
 
     # -- state --------------------------------------------------------------------------------------
