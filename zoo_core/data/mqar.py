@@ -16,19 +16,21 @@ The vocabulary is the source's own (`vocab`, 8192 as in Zoology), independent
 of the text tokenizer: the model's embedding covers max(tokenizer, source)
 (`declared_vocab`). Windows are a pure function of (seed, split, stream, window
 index), so they do not depend on which rank draws them, and resume is exact.
+Each window is one example and one document (data.documents=reset starts every
+window from a fresh state).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from zoo_core.data.windows import Row, WindowSource
 from zoo_core.errors import UserError
-from zoo_core.interfaces import IGNORE_INDEX, DataSource, Tokenizer
+from zoo_core.interfaces import IGNORE_INDEX, Tokenizer
 
 
 @dataclass
@@ -64,8 +66,9 @@ def _check(config: MQARConfig, seq_len: int) -> None:
         raise UserError(f"mqar power_a must be > 0 (got {config.power_a}); Zoology uses 0.01")
 
 
-class MQARSource(DataSource):
+class MQARSource(WindowSource):
     bytes_per_token = 1.0  # synthetic tokens: read accuracy, not bits/byte
+    reports_documents = True
 
     @staticmethod
     def declared_vocab(config: MQARConfig) -> int:
@@ -115,14 +118,11 @@ class MQARSource(DataSource):
         targets[where] = values
         return inputs, targets
 
-    def batch(self, stream_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = [], []
-        for s in stream_ids:
-            x, y = self.window(s, self.position[s])
-            self.position[s] += 1
-            inputs.append(x)
-            targets.append(y)
-        return torch.stack(inputs), torch.stack(targets)
+    def row(self, stream: int, k: int) -> Row:
+        inputs, targets = self.window(stream, k)
+        starts = torch.zeros(self.seq_len, dtype=torch.bool)
+        starts[0] = True  # one example, one document
+        return inputs, targets, starts
 
     def state_dict(self) -> dict[str, Any]:
         return {"position": list(self.position), "n_streams": self.n_streams}

@@ -8,6 +8,11 @@ parallel, then every row steps one token at a time, feeding its own prompt
 until it runs out and its samples after that. Each row draws from its own seeded
 generator, and only when it samples, so a row of a batch computes and samples
 exactly what it would alone. Finished rows leave the batch.
+
+Documents (data.documents): a prompt is one document. Its prefill starts from
+the fresh state (`init_state`), which is what a reset at its first token gives,
+so generation passes no resets in either mode; a row ends at EOS, before a
+second document could begin.
 """
 
 from __future__ import annotations
