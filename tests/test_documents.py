@@ -126,6 +126,30 @@ def test_reset_is_refused_in_one_line_before_anything_is_written(
         assert "probe" in err  # names the mixers that do support resets
 
 
+def test_data_prepared_without_the_document_index_is_refused_before_training(
+    registered, tmp_path, tiny_overrides, documents_corpus, capsys
+):
+    import json
+
+    from zoo_core.data.prepare import prepare
+    from zoo_core.tokenizers import ByteTokenizer
+
+    src = documents_corpus[0].split("=", 1)[1]
+    old = prepare(src, ByteTokenizer(), tmp_path / "data" / "old", progress=False)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            del shard["index"], shard["index_sha256"]  # as a directory prepared before the index
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    before = _files(tmp_path)
+    args = [*tiny_overrides, "model.mixer=probe", f"data.source.path={old}", "data.documents=reset"]
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo: data.documents=reset: ") and err.count("\n") == 0, err
+    assert "records no document boundaries" in err and "zoo data prepare" in err
+    assert _files(tmp_path) == before
+
+
 def test_the_refused_mixers_train_under_stream(registered, tiny_overrides, tmp_path):
     from zoo_core.train import train
 

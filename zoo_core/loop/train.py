@@ -129,7 +129,7 @@ class Trainer:
         refused = None
         if world.is_main:
             try:
-                build_source(cfg, registry, self.tokenizer, "train", G, progress=progress)
+                check_source_documents(cfg, build_source(cfg, registry, self.tokenizer, "train", G, progress=progress))
             except UserError as exc:
                 refused = exc
         why = world.broadcast_object(None if refused is None else str(refused))
@@ -138,7 +138,6 @@ class Trainer:
         if why is not None:
             raise UserError("")  # rank 0 prints the line
         self.train_source = build_source(cfg, registry, self.tokenizer, "train", G, progress=False)
-        check_source_documents(cfg, self.train_source)
 
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, cfg.optim)
