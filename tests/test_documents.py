@@ -8,6 +8,7 @@ import torch
 
 from zoo_core.cli import main
 from zoo_core.data.mqar import MQARSource
+from zoo_core.data.windows import WindowSource
 from zoo_core.defaults.blocks import PreNormBlock, PreNormBlockConfig
 from zoo_core.loop.model import LanguageModel
 from zoo_core.registry import Entry, get_registry
@@ -324,3 +325,57 @@ def test_zoo_check_lists_the_document_checks(registered, capsys):
     assert "document resets" in out and "step with resets" in out
     assert main(["check", "noresets"]) == 0
     assert "resets: not supported" in capsys.readouterr().out
+
+
+@dataclasses.dataclass
+class EosConfig:
+    offset: int = 0
+
+
+class EosSource(WindowSource):
+    """Windows of text-like ids with an EOS (the byte tokenizer's 257) inside, as a corpus has."""
+
+    reports_documents = True
+
+    def __init__(self, config, *, seq_len, n_streams, **_):
+        self.T, self.position = seq_len, [0] * n_streams
+
+    def row(self, stream, k):
+        x = (torch.arange(self.T) + 7 * stream + k) % 256
+        x[5] = 257
+        starts = torch.zeros(self.T, dtype=torch.bool)
+        starts[0] = k == 0
+        return x, x.roll(-1).clamp(max=255), self.mark(starts)
+
+    def mark(self, starts):
+        starts[6] = True
+        return starts
+
+    def state_dict(self):
+        return {"position": list(self.position)}
+
+    def load_state_dict(self, state):
+        self.position = list(state["position"])
+
+
+class MissesEos(EosSource):
+    def mark(self, starts):
+        return starts
+
+
+class TwoTensors(MQARSource):
+    def batch(self, stream_ids):
+        return super().batch(stream_ids)[:2]
+
+
+def test_the_data_kit_checks_the_starts():
+    from zoo_core.data.mqar import MQARConfig
+    from zoo_core.testing import check_data_source
+
+    good = _statuses(check_data_source(EosSource, EosConfig()))
+    assert good["documents"][0] == "pass" and "one after each EOS" in good["documents"][1]
+    assert good["resume"][0] == "pass" and "and starts" in good["resume"][1]
+    bad = _statuses(check_data_source(MissesEos, EosConfig()))
+    assert bad["documents"][0] == "fail" and "follows an EOS (257)" in bad["documents"][1]
+    bad = _statuses(check_data_source(TwoTensors, MQARConfig(vocab=64, num_kv_pairs=2)))
+    assert bad["batches"][0] == "fail" and "want 3" in bad["batches"][1]

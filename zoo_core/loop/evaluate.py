@@ -52,7 +52,7 @@ def document_resets(batch: tuple[torch.Tensor, ...], documents: str, device: Any
 def check_source_documents(cfg: Any, source: DataSource) -> None:
     """A built source that cannot report documents after all (a prepared directory from before
     the document index) is refused under data.documents=reset, before training."""
-    if cfg.data.documents == "reset" and not source.reports_documents:
+    if cfg.data.documents == "reset" and not getattr(source, "reports_documents", False):
         raise UserError(
             f"data.documents=reset: the data ({cfg.data.source.get('path') or cfg.data.source['name']}) "
             f"records no document boundaries (prepared before the document index); prepare it again "
