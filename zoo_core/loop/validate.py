@@ -4,7 +4,8 @@
 checks that need the registry or the world size: the batch layout, the
 tokenizer, that the model can be built at all (a plugin's own rules, such as
 heads dividing dim, raise while it is built on the meta device, where nothing
-is allocated), and that its training state fits this machine's memory.
+is allocated), that its training state fits this machine's memory, and that
+data.documents=reset has mixers, a block and a data source that handle documents.
 """
 
 from __future__ import annotations
@@ -102,12 +103,11 @@ def check_request(cfg: Any, registry: Any, world_size: int = 1, memory: bool = T
 
 
 def check_buildable(cfg: Any, registry: Any, world_size: int = 1, memory: bool = True) -> None:
-    """The batch layout, the tokenizer, and a model that builds and fits."""
+    """The batch layout, the tokenizer, a model that builds and fits, and data.documents."""
     from zoo_core.loop.components import build_tokenizer
     from zoo_core.loop.model import padded_vocab
 
     t = cfg.train
-    check_documents(cfg, registry)
     micro = batch_layout(t.global_batch, t.micro_batch, world_size)
     tokenizer = build_tokenizer(cfg, registry)
     vocab = cfg.model.vocab_size
@@ -122,6 +122,7 @@ def check_buildable(cfg: Any, registry: Any, world_size: int = 1, memory: bool =
         check_model_fits(cfg, registry, vocab, world_size, micro)
     else:
         count_params(cfg, registry, vocab)
+    check_documents(cfg, registry)  # after the meta build, which names a mixer's bad options first
 
 
 def supports_resets(entry: Any, dim: int, options: dict[str, Any]) -> bool:
@@ -132,8 +133,11 @@ def supports_resets(entry: Any, dim: int, options: dict[str, Any]) -> bool:
         return bool(getattr(factory, "supports_resets", False))
     from zoo_core.config import to_dataclass
 
-    with torch.device("meta"):
-        return bool(getattr(factory(dim, to_dataclass(options, entry.config_cls)), "supports_resets", False))
+    try:
+        with torch.device("meta"):
+            return bool(getattr(factory(dim, to_dataclass(options, entry.config_cls)), "supports_resets", False))
+    except Exception:  # options it cannot be built with: the build check says why, in its own line
+        return False
 
 
 def _takes(fn: Any, keyword: str) -> bool:
