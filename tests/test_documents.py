@@ -379,3 +379,27 @@ def test_the_data_kit_checks_the_starts():
     assert bad["documents"][0] == "fail" and "follows an EOS (257)" in bad["documents"][1]
     bad = _statuses(check_data_source(TwoTensors, MQARConfig(vocab=64, num_kv_pairs=2)))
     assert bad["batches"][0] == "fail" and "want 3" in bad["batches"][1]
+
+
+def test_generation_marks_the_prompt_as_one_document_under_reset(registered, tiny_overrides, tmp_path, monkeypatch):
+    from zoo_core.loop.generate import generate
+    from zoo_core.loop.runs import load_run
+    from zoo_core.train import train
+
+    train(None, [*tiny_overrides, "model.mixer=probe", "data.documents=reset", "train.steps=1"])
+    calls = []
+    original = LanguageModel.logits
+
+    def logits(self, tokens, *args, **kw):
+        calls.append(kw.get("resets"))
+        return original(self, tokens, *args, **kw)
+
+    monkeypatch.setattr(LanguageModel, "logits", logits)
+    run = load_run(tmp_path / "t", device="cpu")
+    assert run.model.documents == "reset"
+    prompts = [[65, 66, 67], [68, 69]]
+    marked = generate(run.model, prompts, 4, temperature=0)
+    assert calls[-1].tolist() == [[True, False], [True, False]]  # the common prefix, first token marked
+    plain = generate(run.model, prompts, 4, temperature=0, documents="stream")
+    assert calls[-1] is None
+    assert marked == plain  # the probe's reset at a fresh state is its plain first token

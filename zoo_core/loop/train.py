@@ -406,7 +406,8 @@ class Trainer:
         prompt = self.tokenizer.encode(t.sample_prompt) or [
             self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.bos_id
         ]
-        ids = generate(self.model, [prompt], t.sample_tokens, temperature=0.8, top_k=50, seed=t.seed)[0]
+        docs = self.cfg.data.documents
+        ids = generate(self.model, [prompt], t.sample_tokens, temperature=0.8, top_k=50, seed=t.seed, documents=docs)[0]
         self.model.train()
         text = t.sample_prompt + self.tokenizer.decode(ids)
         if self.world.is_main:
