@@ -72,19 +72,8 @@ def resolve_prepared(
 class CorpusSource(WindowSource):
     reports_documents = True
 
-    def __init__(
-        self,
-        config: CorpusConfig,
-        *,
-        tokenizer: Tokenizer,
-        split: str,
-        seq_len: int,
-        n_streams: int,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        progress: bool = True,
-    ) -> None:
-        self.seq_len, self.n_streams = seq_len, n_streams
+    def open(self, config: CorpusConfig, tokenizer: Tokenizer, split: str, cache_dir: str | None, progress: bool):
+        seq_len, n_streams = self.seq_len, self.n_streams
         self.prepared = resolve_prepared(config.path, tokenizer, config, cache_dir, progress)
         self.tokens, info = load_split(self.prepared, split, tokenizer, config.verify)
         self.bytes_per_token = info["bytes"] / max(info["tokens"], 1)
@@ -97,7 +86,6 @@ class CorpusSource(WindowSource):
                 f"of {seq_len + 1} tokens; lower train.global_batch (or eval_batch_size) or "
                 f"data.seq_len, or use more data"
             )
-        self.position = [0] * n_streams  # windows consumed, per stream
 
     def section(self, stream: int) -> tuple[int, int]:
         """(first token, length) of a stream's section."""

@@ -61,18 +61,7 @@ class MixtureConfig:
 class MixtureSource(WindowSource):
     reports_documents = True
 
-    def __init__(
-        self,
-        config: MixtureConfig,
-        *,
-        tokenizer: Tokenizer,
-        split: str,
-        seq_len: int,
-        n_streams: int,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        progress: bool = True,
-    ) -> None:
+    def open(self, config: MixtureConfig, tokenizer: Tokenizer, split: str, cache_dir: str | None, progress: bool):
         if not config.sources:
             raise UserError(
                 "data.source.sources is empty; give prepared directories and weights, "
@@ -85,26 +74,23 @@ class MixtureSource(WindowSource):
         total = float(sum(config.sources.values()))
         self.weights = [config.sources[n] / total for n in self.names]
         self.cumulative = list(np.cumsum(self.weights)[:-1])
-        self.seq_len, self.n_streams, self.seed = seq_len, n_streams, seed
         common = {k: getattr(config, k) for k in ("val_fraction", "text_field", "workers", "shard_mb", "verify")}
+        layout = {"seq_len": self.seq_len, "n_streams": self.n_streams, "seed": self.seed}
         self.sources = [
             CorpusSource(
                 CorpusConfig(path=n, **common),
                 tokenizer=tokenizer,
                 split=split,
-                seq_len=seq_len,
-                n_streams=n_streams,
-                seed=seed,
                 cache_dir=cache_dir,
                 progress=progress,
+                **layout,
             )
             for n in self.names
         ]
         # Expected bytes per token under the mixture, for bits per byte.
         self.bytes_per_token = sum(w * s.bytes_per_token for w, s in zip(self.weights, self.sources))
         self.reports_documents = all(s.reports_documents for s in self.sources)
-        self.position = [0] * n_streams
-        self.counts = [[0] * len(self.names) for _ in range(n_streams)]
+        self.counts = [[0] * len(self.names) for _ in range(self.n_streams)]
 
     def choose(self, stream: int, k: int) -> int:
         """Which source window k of this stream comes from."""

@@ -75,24 +75,12 @@ class MQARSource(WindowSource):
         """Token ids this source emits are < this (the model's embedding must cover it)."""
         return max(config.vocab, config.filler + 1)
 
-    def __init__(
-        self,
-        config: MQARConfig,
-        *,
-        tokenizer: Tokenizer | None = None,
-        split: str,
-        seq_len: int,
-        n_streams: int,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        progress: bool = True,
-    ) -> None:
-        _check(config, seq_len)
-        self.config, self.seq_len, self.n_streams = config, seq_len, n_streams
+    def open(self, config: MQARConfig, tokenizer: Tokenizer | None, split: str, cache_dir: str | None, progress: bool):
+        _check(config, self.seq_len)
+        self.config = config
         self.vocab_size = self.declared_vocab(config)
-        self.salt = f"{seed}:{split}"
-        self.position = [0] * n_streams
-        slots = (seq_len - 2 * config.num_kv_pairs) // 2
+        self.salt = f"{self.seed}:{split}"
+        slots = (self.seq_len - 2 * config.num_kv_pairs) // 2
         gaps = torch.arange(1, slots + 1, dtype=torch.float64)
         self.gap_p = gaps ** (config.power_a - 1)  # Zoology: power_a * g^(power_a-1), normalised
 
