@@ -74,7 +74,7 @@ def test_a_stream_reads_the_same_at_any_world_size(dirs):
     reference = corpus(dirs["ab"], G)
     rows = {s: [] for s in range(G)}
     for _ in range(40):  # several epochs of the shortest section
-        x, _ = reference.batch(range(G))
+        x = reference.batch(range(G))[0]
         for s in range(G):
             rows[s].append(x[s].numpy())
     for world in (2, 3):
@@ -82,7 +82,7 @@ def test_a_stream_reads_the_same_at_any_world_size(dirs):
         for k in range(40):
             for r in range(world):
                 mine = list(range(r * G // world, (r + 1) * G // world))
-                x, _ = loaders[r].batch(mine)
+                x = loaders[r].batch(mine)[0]
                 for i, s in enumerate(mine):
                     assert np.array_equal(x[i].numpy(), rows[s][k])
 
@@ -98,8 +98,9 @@ def test_the_loader_resumes_exactly(dirs, kind):
     fresh = make()
     fresh.load_state_dict(state)
     again = [fresh.batch([0, 1, 2, 3]) for _ in range(30)]
-    for (x1, y1), (x2, y2) in zip(after, again):
-        assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    for first, second in zip(after, again):
+        assert len(first) == len(second) == 3  # inputs, targets and document starts
+        assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
 def _from_ab(window):
@@ -111,7 +112,7 @@ def test_mixture_proportions_are_within_tolerance(dirs):
     src = mixture(dirs, 8)
     picks = []
     for _ in range(250):
-        x, _ = src.batch(range(8))
+        x = src.batch(range(8))[0]
         picks += [_from_ab(row) for row in x]
     share = float(np.mean(picks))
     # 2000 draws at p=0.7: one standard deviation is 0.01.
@@ -202,3 +203,78 @@ def test_training_on_a_mixture_resumes_exactly_through_checkpoints(dirs, tmp_pat
         return [r["loss"] for r in rows if "loss" in r]
 
     assert losses("straight") == losses("resumed")
+
+
+# -- document starts (data.documents=reset) ----------------------------------------------
+
+
+def document_starts(path, split="train"):
+    """From the index alone: True at the split's first token and at each token after a document's end."""
+    m = read_manifest(path)
+    shards = m["splits"][split]["shards"]
+    n = sum(sh["tokens"] for sh in shards)
+    starts, offset = np.zeros(n + 1, dtype=bool), 0
+    starts[0] = True
+    for sh in shards:
+        starts[offset + np.fromfile(path / sh["index"], dtype=np.uint64).astype(np.int64)] = True
+        offset += sh["tokens"]
+    return starts[:n]
+
+
+@pytest.mark.parametrize("n_streams", [1, 3, 7])
+def test_corpus_starts_are_the_documents_of_the_index_and_the_wraps(dirs, n_streams):
+    """Every stream over more than an epoch: a start wherever the index says a document begins,
+    and after each wrap of the section's ring (its first token does not continue its last)."""
+    expected, tokens = document_starts(dirs["ab"]), all_tokens(dirs["ab"])
+    assert 10 < expected.sum() < len(expected) // 20  # several documents, many tokens each
+    src = corpus(dirs["ab"], n_streams)
+    for s in range(n_streams):
+        first, length = src.section(s)
+        windows = 2 * (-(-length // L))
+        x, starts = [], []
+        for _ in range(windows):
+            batch = src.batch([s])
+            x.append(batch[0][0].numpy())
+            starts.append(batch[2][0].numpy())
+        x, starts = np.concatenate(x), np.concatenate(starts)
+        n = np.arange(len(x))
+        assert np.array_equal(x, tokens[first + n % length])  # the stream, for reference
+        want = expected[first + n % length] | ((n % length == 0) & (n > 0))
+        assert np.array_equal(starts, want), np.flatnonzero(starts != want)[:5]
+        assert starts.dtype == bool
+
+
+def test_every_token_after_an_eos_starts_a_document(dirs):
+    inputs, _, starts = corpus(dirs["ab"], 4).batch(range(4))
+    eos = ByteTokenizer().eos_id
+    after = np.zeros(inputs.shape, dtype=bool)
+    after[:, 1:] = (inputs[:, :-1] == eos).numpy()
+    assert after.any() or starts.any()
+    assert not (after & ~starts.numpy()).any()
+
+
+def test_mixture_starts_are_its_sources_and_a_change_of_source(dirs):
+    mix = mixture(dirs, 3, seed=5)
+    parts = {str(dirs["ab"]): corpus(dirs["ab"], 3), str(dirs["xy"]): corpus(dirs["xy"], 3)}
+    for k in range(40):
+        _, _, starts = mix.batch(range(3))
+        for s in range(3):
+            j = mix.choose(s, k)
+            part = parts[mix.names[j]]
+            want = part.window_starts(s, mix.counts[s][j] - 1)[:-1].copy()
+            if k > 0 and mix.choose(s, k - 1) != j:
+                want[0] = True
+            assert np.array_equal(starts[s].numpy(), want), (k, s)
+    assert mix.reports_documents
+
+
+def test_a_directory_without_the_document_index_reports_none(dirs, tmp_path):
+    old = _copy(dirs["ab"], tmp_path / "format1")
+    manifest = json.loads((old / "manifest.json").read_text())
+    for split in manifest["splits"].values():
+        for sh in split["shards"]:
+            sh.pop("index"), sh.pop("index_sha256")
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    src = corpus(old, 2)
+    assert not src.reports_documents and len(src.batch([0, 1])) == 2
+    assert not mixture({"ab": old, "xy": dirs["xy"]}, 2).reports_documents

@@ -267,7 +267,7 @@ def test_carried_state_continues_the_stream(in_process, tmp_path):
     step2 = losses(tmp_path / "c")[1]
     run = load_run(tmp_path / "c", device="cpu")
     source = build_source(run.cfg, zoo_core.registry.get_registry(), run.tokenizer, "train", 4, progress=False)
-    (x0, _), (x1, y1) = source.batch(range(4)), source.batch(range(4))  # the two windows the run trained on
+    (x0, _, _), (x1, y1, _) = source.batch(range(4)), source.batch(range(4))  # the two windows the run trained on
     ce = torch.nn.functional.cross_entropy
     with torch.no_grad():
         logits, _ = run.model.logits(torch.cat([x0, x1], dim=1))  # one pass over both windows

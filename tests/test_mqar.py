@@ -19,7 +19,7 @@ def source(split="train", n_streams=3, seq_len=48, **kw):
 
 
 def windows(src, n_batches):
-    xs, ys = zip(*(src.batch(list(range(src.n_streams))) for _ in range(n_batches)))
+    xs, ys, _ = zip(*(src.batch(list(range(src.n_streams))) for _ in range(n_batches)))
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -136,7 +136,7 @@ def test_vocabulary_is_the_sources_own():
 
     assert MQARConfig().vocab == 8192
     src = MQARSource(MQARConfig(num_kv_pairs=8), tokenizer=ByteTokenizer(), split="train", seq_len=64, n_streams=8)
-    x, y = src.batch(list(range(8)))
+    x, y, _ = src.batch(list(range(8)))
     assert int(x.max()) >= 4096 > 259 and src.vocab_size == 8192
     reg = get_registry()
     cfg = resolve(load_config(None, ["data.source.name=mqar", "data.seq_len=64"]), reg)
@@ -161,3 +161,12 @@ def test_windows_do_not_depend_on_who_reads_them_and_resume_exactly():
 def test_refuses_a_window_too_short_for_the_pairs():
     with pytest.raises(UserError, match="seq_len"):
         MQARSource(MQARConfig(num_kv_pairs=20), tokenizer=ByteTokenizer(), split="train", seq_len=64, n_streams=1)
+
+
+def test_each_window_is_one_document():
+    src = source()
+    assert src.reports_documents
+    for _ in range(3):
+        inputs, _, starts = src.batch([0, 1, 2])
+        assert starts.dtype == torch.bool and starts.shape == inputs.shape
+        assert starts[:, 0].all() and not starts[:, 1:].any()

@@ -53,6 +53,8 @@ class DataConfig:
     sources: dict[str, float] | None = None
     #: Where prepared shards are cached; default ~/.cache/zoo (or $ZOO_CACHE).
     cache_dir: str | None = None
+    #: stream | reset: state flows across document boundaries, or each document starts from a fresh state.
+    documents: str = "stream"
 
 
 @dataclass
@@ -131,6 +133,7 @@ COMPONENTS = {
     ("data", "tokenizer"): "tokenizers",
 }
 CHOICES = {
+    ("data", "documents"): ("stream", "reset"),
     ("parallel", "fsdp"): ("full_shard", "no_shard", "hybrid"),
     ("parallel", "mixed_precision"): ("none", "bf16"),
     ("parallel", "activation_checkpointing"): ("none", "full", "selective"),

@@ -287,6 +287,8 @@ def run_identity(cfg: Any, budget: Budget) -> str:
         plain.pop(key, None)
     for key in ("steps", "progress", "tensorboard", "wandb", "log_every", "ckpt_every", "keep_checkpoints"):
         plain.get("train", {}).pop(key, None)
+    if plain.get("data", {}).get("documents") == "stream":  # the default: runs from before the key keep their hash
+        plain["data"].pop("documents")
     blob = json.dumps({"config": plain, "budget": [budget.amount, budget.unit], "v": IDENTITY_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -392,7 +394,7 @@ def _evaluate_split(run_dir: Path, split: str) -> dict[str, float]:
     r = load_run(run_dir, device="cpu")
     t = r.cfg.train
     source = build_source(r.cfg, get_registry(), r.tokenizer, split, t.eval_batch_size, progress=False)
-    return evaluate(r.model, source, World(), t.eval_batches, t.carry_state)
+    return evaluate(r.model, source, World(), t.eval_batches, t.carry_state, documents=r.cfg.data.documents)
 
 
 def _logged_speed(run_dir: Path) -> float | None:

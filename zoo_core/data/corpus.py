@@ -11,12 +11,17 @@ the section's end continues at its start, so the remainder that does not fill
 a whole window opens the next epoch instead of being skipped. Each window
 holds seq_len + 1 tokens (inputs and shifted targets), so consecutive windows
 share one token.
+
+Documents (data.documents=reset): the prepared index records where each
+document ends, so a document begins at the split's first token and at each
+token after an end. Where a window wraps around its section's end, the token
+after the wrap begins a document too: it does not continue the tokens before
+it. A directory prepared before the index existed (format 1) reports none.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,9 @@ import torch
 
 from zoo_core.data.prepare import prepare
 from zoo_core.data.shards import MANIFEST, load_split, prepared_dir_for
+from zoo_core.data.windows import Row, WindowSource
 from zoo_core.errors import UserError
-from zoo_core.interfaces import DataSource, Tokenizer
+from zoo_core.interfaces import Tokenizer
 
 
 @dataclass
@@ -63,23 +69,15 @@ def resolve_prepared(
     )
 
 
-class CorpusSource(DataSource):
-    def __init__(
-        self,
-        config: CorpusConfig,
-        *,
-        tokenizer: Tokenizer,
-        split: str,
-        seq_len: int,
-        n_streams: int,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        progress: bool = True,
-    ) -> None:
-        self.seq_len, self.n_streams = seq_len, n_streams
+class CorpusSource(WindowSource):
+    reports_documents = True
+
+    def open(self, config: CorpusConfig, tokenizer: Tokenizer, split: str, cache_dir: str | None, progress: bool):
+        seq_len, n_streams = self.seq_len, self.n_streams
         self.prepared = resolve_prepared(config.path, tokenizer, config, cache_dir, progress)
         self.tokens, info = load_split(self.prepared, split, tokenizer, config.verify)
         self.bytes_per_token = info["bytes"] / max(info["tokens"], 1)
+        self.reports_documents = self.tokens.has_documents
         n = len(self.tokens)
         self.bounds = [(i * n) // n_streams for i in range(n_streams + 1)]
         if n // n_streams < seq_len + 1:
@@ -88,7 +86,6 @@ class CorpusSource(DataSource):
                 f"of {seq_len + 1} tokens; lower train.global_batch (or eval_batch_size) or "
                 f"data.seq_len, or use more data"
             )
-        self.position = [0] * n_streams  # windows consumed, per stream
 
     def section(self, stream: int) -> tuple[int, int]:
         """(first token, length) of a stream's section."""
@@ -104,13 +101,25 @@ class CorpusSource(DataSource):
             return head
         return np.concatenate([head, self.tokens.read(start, need - len(head))])
 
-    def batch(self, stream_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = []
-        for s in stream_ids:
-            rows.append(np.asarray(self.window(s, self.position[s]), dtype=np.int64))
-            self.position[s] += 1
-        data = torch.from_numpy(np.stack(rows))
-        return data[:, :-1], data[:, 1:]
+    def window_starts(self, stream: int, k: int) -> np.ndarray:
+        """A bool per token of `window(stream, k)`: True where a document begins."""
+        start, length = self.section(stream)
+        need = self.seq_len + 1
+        off = (k * self.seq_len) % length
+        head = min(need, length - off)
+        out = np.empty(need, dtype=bool)
+        out[:head] = self.tokens.document_starts(start + off, head)
+        if head < need:  # wrapped: the section's first tokens follow its last ones
+            out[head:] = self.tokens.document_starts(start, need - head)
+            out[head] = True
+        if off == 0 and k > 0:  # the previous window ended exactly at the section's end
+            out[0] = True
+        return out
+
+    def row(self, stream: int, k: int) -> Row:
+        data = torch.from_numpy(np.asarray(self.window(stream, k), dtype=np.int64))
+        starts = torch.from_numpy(self.window_starts(stream, k)[:-1]) if self.reports_documents else None
+        return data[:-1], data[1:], starts
 
     def wrapped(self, stream: int) -> bool:
         """True when the next window of this stream reaches past its section's end (an epoch ends in it)."""

@@ -11,21 +11,24 @@ stream i comes from the source picked by a counter-based hash of
 for stream i. The pick never depends on which rank reads the stream nor on
 what came before, so sampling is deterministic from the seed and the same at
 any world size; the state is, per stream, the windows read from each source.
+
+Documents: a window gives its source's document starts, and its first token
+begins a document when the window before it came from another source. The
+mixture reports documents when all of its sources do.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from zoo_core.data.corpus import CorpusConfig, CorpusSource, check_layout
+from zoo_core.data.windows import Row, WindowSource
 from zoo_core.errors import UserError
-from zoo_core.interfaces import DataSource, Tokenizer
+from zoo_core.interfaces import Tokenizer
 
 _M64 = (1 << 64) - 1
 
@@ -55,19 +58,10 @@ class MixtureConfig:
     verify: str = "lazy"
 
 
-class MixtureSource(DataSource):
-    def __init__(
-        self,
-        config: MixtureConfig,
-        *,
-        tokenizer: Tokenizer,
-        split: str,
-        seq_len: int,
-        n_streams: int,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        progress: bool = True,
-    ) -> None:
+class MixtureSource(WindowSource):
+    reports_documents = True
+
+    def open(self, config: MixtureConfig, tokenizer: Tokenizer, split: str, cache_dir: str | None, progress: bool):
         if not config.sources:
             raise UserError(
                 "data.source.sources is empty; give prepared directories and weights, "
@@ -80,39 +74,35 @@ class MixtureSource(DataSource):
         total = float(sum(config.sources.values()))
         self.weights = [config.sources[n] / total for n in self.names]
         self.cumulative = list(np.cumsum(self.weights)[:-1])
-        self.seq_len, self.n_streams, self.seed = seq_len, n_streams, seed
         common = {k: getattr(config, k) for k in ("val_fraction", "text_field", "workers", "shard_mb", "verify")}
+        layout = {"seq_len": self.seq_len, "n_streams": self.n_streams, "seed": self.seed}
         self.sources = [
             CorpusSource(
                 CorpusConfig(path=n, **common),
                 tokenizer=tokenizer,
                 split=split,
-                seq_len=seq_len,
-                n_streams=n_streams,
-                seed=seed,
                 cache_dir=cache_dir,
                 progress=progress,
+                **layout,
             )
             for n in self.names
         ]
         # Expected bytes per token under the mixture, for bits per byte.
         self.bytes_per_token = sum(w * s.bytes_per_token for w, s in zip(self.weights, self.sources))
-        self.position = [0] * n_streams
-        self.counts = [[0] * len(self.names) for _ in range(n_streams)]
+        self.reports_documents = all(s.reports_documents for s in self.sources)
+        self.counts = [[0] * len(self.names) for _ in range(self.n_streams)]
 
     def choose(self, stream: int, k: int) -> int:
         """Which source window k of this stream comes from."""
         return bisect.bisect_right(self.cumulative, uniform(self.seed, stream, k))
 
-    def batch(self, stream_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = []
-        for s in stream_ids:
-            j = self.choose(s, self.position[s])
-            rows.append(np.asarray(self.sources[j].window(s, self.counts[s][j]), dtype=np.int64))
-            self.counts[s][j] += 1
-            self.position[s] += 1
-        data = torch.from_numpy(np.stack(rows))
-        return data[:, :-1], data[:, 1:]
+    def row(self, stream: int, k: int) -> Row:
+        j = self.choose(stream, k)
+        inputs, targets, starts = self.sources[j].row(stream, self.counts[stream][j])
+        self.counts[stream][j] += 1
+        if starts is not None and k > 0 and self.choose(stream, k - 1) != j:
+            starts[0] = True  # the window before came from another source
+        return inputs, targets, starts
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -16,19 +16,21 @@ The vocabulary is the source's own (`vocab`, 8192 as in Zoology), independent
 of the text tokenizer: the model's embedding covers max(tokenizer, source)
 (`declared_vocab`). Windows are a pure function of (seed, split, stream, window
 index), so they do not depend on which rank draws them, and resume is exact.
+Each window is one example and one document (data.documents=reset starts every
+window from a fresh state).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from zoo_core.data.windows import Row, WindowSource
 from zoo_core.errors import UserError
-from zoo_core.interfaces import IGNORE_INDEX, DataSource, Tokenizer
+from zoo_core.interfaces import IGNORE_INDEX, Tokenizer
 
 
 @dataclass
@@ -64,32 +66,21 @@ def _check(config: MQARConfig, seq_len: int) -> None:
         raise UserError(f"mqar power_a must be > 0 (got {config.power_a}); Zoology uses 0.01")
 
 
-class MQARSource(DataSource):
+class MQARSource(WindowSource):
     bytes_per_token = 1.0  # synthetic tokens: read accuracy, not bits/byte
+    reports_documents = True
 
     @staticmethod
     def declared_vocab(config: MQARConfig) -> int:
         """Token ids this source emits are < this (the model's embedding must cover it)."""
         return max(config.vocab, config.filler + 1)
 
-    def __init__(
-        self,
-        config: MQARConfig,
-        *,
-        tokenizer: Tokenizer | None = None,
-        split: str,
-        seq_len: int,
-        n_streams: int,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        progress: bool = True,
-    ) -> None:
-        _check(config, seq_len)
-        self.config, self.seq_len, self.n_streams = config, seq_len, n_streams
+    def open(self, config: MQARConfig, tokenizer: Tokenizer | None, split: str, cache_dir: str | None, progress: bool):
+        _check(config, self.seq_len)
+        self.config = config
         self.vocab_size = self.declared_vocab(config)
-        self.salt = f"{seed}:{split}"
-        self.position = [0] * n_streams
-        slots = (seq_len - 2 * config.num_kv_pairs) // 2
+        self.salt = f"{self.seed}:{split}"
+        slots = (self.seq_len - 2 * config.num_kv_pairs) // 2
         gaps = torch.arange(1, slots + 1, dtype=torch.float64)
         self.gap_p = gaps ** (config.power_a - 1)  # Zoology: power_a * g^(power_a-1), normalised
 
@@ -115,14 +106,11 @@ class MQARSource(DataSource):
         targets[where] = values
         return inputs, targets
 
-    def batch(self, stream_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = [], []
-        for s in stream_ids:
-            x, y = self.window(s, self.position[s])
-            self.position[s] += 1
-            inputs.append(x)
-            targets.append(y)
-        return torch.stack(inputs), torch.stack(targets)
+    def row(self, stream: int, k: int) -> Row:
+        inputs, targets = self.window(stream, k)
+        starts = torch.zeros(self.seq_len, dtype=torch.bool)
+        starts[0] = True  # one example, one document
+        return inputs, targets, starts
 
     def state_dict(self) -> dict[str, Any]:
         return {"position": list(self.position), "n_streams": self.n_streams}

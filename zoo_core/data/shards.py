@@ -120,7 +120,10 @@ class ShardedTokens:
             if "index" in sh:
                 check_size(self.root / sh["index"], sh["documents"] * 8, self.root)
         self.starts = np.concatenate([[0], np.cumsum([sh["tokens"] for sh in shards], dtype=np.int64)])
+        #: Whether every shard has its document index (format 1 directories have none).
+        self.has_documents = all("index" in sh for sh in shards)
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._ends: OrderedDict[int, np.ndarray] = OrderedDict()
         self.max_open = max_open  # each memmap keeps a file descriptor
         if verify == "full":
             for j in range(len(shards)):
@@ -171,6 +174,45 @@ class ShardedTokens:
     def document_ends(self, j: int) -> np.ndarray:
         """Token offsets (within shard j) where its documents end."""
         return np.fromfile(self.root / self.shards[j]["index"], dtype=np.uint64)
+
+    def _cached_ends(self, j: int) -> np.ndarray:
+        ends = self._ends.get(j)
+        if ends is None:
+            ends = self._ends[j] = self.document_ends(j).astype(np.int64)
+            if len(self._ends) > self.max_open:
+                self._ends.popitem(last=False)
+        else:
+            self._ends.move_to_end(j)
+        return ends
+
+    def _starts_shard(self, j: int) -> bool:
+        """Whether a document begins at shard j's first token (the split's first token, or the
+        shards before it end with a document)."""
+        for i in range(j - 1, -1, -1):
+            ends = self._cached_ends(i)
+            if self.shards[i]["tokens"] or len(ends):
+                return bool(len(ends)) and int(ends[-1]) == self.shards[i]["tokens"]
+        return True
+
+    def document_starts(self, start: int, count: int) -> np.ndarray:
+        """A bool per token of [start, start + count): True where a document begins (the split's
+        first token, and each token after a document's end in the index)."""
+        if start < 0 or start + count > len(self):
+            raise IndexError(f"tokens [{start}, {start + count}) outside [0, {len(self)})")
+        out = np.zeros(count, dtype=bool)
+        j = int(np.searchsorted(self.starts, start, side="right")) - 1
+        pos, stop = start, start + count
+        while pos < stop:
+            off = pos - int(self.starts[j])
+            take = min(stop, int(self.starts[j + 1])) - pos
+            if take > 0:
+                ends = self._cached_ends(j)
+                lo, hi = np.searchsorted(ends, [off, off + take])
+                out[ends[lo:hi] - off + (pos - start)] = True  # the token at an end offset begins the next one
+                if off == 0 and self._starts_shard(j):
+                    out[pos - start] = True
+            pos, j = pos + take, j + 1
+        return out
 
 
 def check_size(path: Path, expected: int, prepared: Path) -> None:

@@ -39,6 +39,27 @@ def full_pass(source: DataSource) -> int | None:
     return None
 
 
+def document_resets(batch: tuple[torch.Tensor, ...], documents: str, device: Any = None) -> dict[str, Any]:
+    """The model's keyword for a data batch: `resets=` the document starts under
+    data.documents=reset; nothing under stream (the keyword stays absent)."""
+    if documents != "reset":
+        return {}
+    if len(batch) < 3:
+        raise UserError("data.documents=reset: the data source returned no document starts; use data.documents=stream")
+    return {"resets": batch[2].to(device)}
+
+
+def check_source_documents(cfg: Any, source: DataSource) -> None:
+    """A built source that cannot report documents after all (a prepared directory from before
+    the document index) is refused under data.documents=reset, before training."""
+    if cfg.data.documents == "reset" and not getattr(source, "reports_documents", False):
+        raise UserError(
+            f"data.documents=reset: the data ({cfg.data.source.get('path') or cfg.data.source['name']}) "
+            f"records no document boundaries (prepared before the document index); prepare it again "
+            f"(zoo data prepare) or use data.documents=stream"
+        )
+
+
 def summarize(nats: float, count: float, correct: float, bytes_per_token: float) -> dict[str, float]:
     """Metrics from summed nats, target tokens and correct predictions (after the all-reduce)."""
     loss = nats / max(count, 1)
@@ -61,10 +82,12 @@ def evaluate(
     autocast: Callable | None = None,
     progress: bool = False,
     desc: str = "eval",
+    documents: str = "stream",
 ) -> dict[str, float]:
     """Mean loss over `n_batches` windows of every stream (None or <= 0: one full pass),
     the streams split over ranks and the sums all-reduced, so any world size gives the same numbers.
-    `progress`: a bar over the batches on a terminal (rank 0; nothing off a terminal)."""
+    `progress`: a bar over the batches on a terminal (rank 0; nothing off a terminal).
+    `documents` (data.documents): under reset the model sees the source's document starts, as in training."""
     if source.n_streams < world.size:
         raise UserError(
             f"evaluation has {source.n_streams} streams for {world.size} ranks; give every rank one: "
@@ -88,10 +111,11 @@ def evaluate(
     bar = progress_bar(total=n_batches, desc=desc, unit="batch", leave=False, enabled=progress and world.is_main)
     for _ in range(n_batches):
         bar.update(1)
-        inputs, targets = source.batch(streams)
-        inputs, targets = inputs.to(world.device), targets.to(world.device)
+        batch = source.batch(streams)
+        inputs, targets = batch[0].to(world.device), batch[1].to(world.device)
+        docs = document_resets(batch, documents, world.device)
         with autocast() if autocast else nullcontext():
-            out, state = model(inputs, targets, state=state, return_state=carry_state)
+            out, state = model(inputs, targets, state=state, return_state=carry_state, **docs)
         state = detach_state(state) if carry_state else None
         totals += torch.tensor(
             [float(out.loss) * out.n_tokens, out.n_tokens, float(out.metrics.get("accuracy", 0.0)) * out.n_tokens],
@@ -159,7 +183,10 @@ def evaluate_splits(
             split_source(cfg, registry, tokenizer, split, n_streams, progress=progress and on_terminal())
         world.barrier()
         source = split_source(cfg, registry, tokenizer, split, n_streams)
-        results[split] = r = evaluate(model, source, world, n_batches, carry, autocast, progress, desc=f"eval {split}")
+        check_source_documents(cfg, source)
+        results[split] = r = evaluate(
+            model, source, world, n_batches, carry, autocast, progress, f"eval {split}", cfg.data.documents
+        )
         if lines:
             log_line(
                 f"eval {i + 1}/{len(splits)} {split}: bpb {r['bpb']:.4f} loss {r['loss']:.4f} "

@@ -8,6 +8,15 @@ parallel, then every row steps one token at a time, feeding its own prompt
 until it runs out and its samples after that. Each row draws from its own seeded
 generator, and only when it samples, so a row of a batch computes and samples
 exactly what it would alone. Finished rows leave the batch.
+
+Documents (data.documents): a prompt is one document, and its prefill starts
+from the fresh state (`init_state`). Under `reset` the prompt's first token is
+also marked as a document start (`resets=`), as every document's first token
+was in training: for most mixers that changes nothing, but a mixer whose reset
+differs from a plain first token (Hawk's RecurrentGemma reset) then sees what it
+was trained on. The mode is `generate(documents=...)`, else the model's
+`documents` attribute (`load_run` sets it from the run's config), else stream.
+A row ends at EOS, before a second document could begin.
 """
 
 from __future__ import annotations
@@ -92,6 +101,7 @@ def generate(
     on_token: Callable[[int, int], None] | None = None,
     eos_id: int | None = None,
     timings: dict[str, float] | None = None,
+    documents: str | None = None,
 ) -> list[list[int]]:
     """Continue each prompt by up to `max_new_tokens` tokens.
 
@@ -117,7 +127,11 @@ def generate(
     t0 = time.perf_counter()
     prefix = min(len(p) for p in prompts)
     tokens = torch.tensor([list(p[:prefix]) for p in prompts], device=device)
-    logits, state = model.logits(tokens, return_state=True)
+    docs = {}
+    if (documents or getattr(model, "documents", "stream")) == "reset":  # the prompt is one document
+        docs["resets"] = torch.zeros(tokens.shape, dtype=torch.bool, device=device)
+        docs["resets"][:, 0] = True
+    logits, state = model.logits(tokens, return_state=True, **docs)
     logits = logits[:, -1]
     if timings is not None:
         _sync(device)

@@ -95,6 +95,7 @@ def load_run(path: str | Path, device: Any = "auto", overrides=(), dtype: torch.
     if dtype is not None:
         model.to(dtype)
     model.eval()
+    model.documents = cfg.data.documents  # generate() reads it: under reset a prompt starts a document
     return Run(path, cfg, model, build_tokenizer(cfg, registry), latest)
 
 

@@ -36,7 +36,7 @@ from zoo_core.loop import checkpoint
 from zoo_core.loop.components import build_source, build_tokenizer, source_vocab
 from zoo_core.loop.cpu.memory import keep_freed_memory
 from zoo_core.loop.distributed import World, close_world, init_world
-from zoo_core.loop.evaluate import evaluate
+from zoo_core.loop.evaluate import check_source_documents, document_resets, evaluate
 from zoo_core.loop.generate import generate
 from zoo_core.loop.metrics import (
     MetricsLog,
@@ -129,7 +129,7 @@ class Trainer:
         refused = None
         if world.is_main:
             try:
-                build_source(cfg, registry, self.tokenizer, "train", G, progress=progress)
+                check_source_documents(cfg, build_source(cfg, registry, self.tokenizer, "train", G, progress=progress))
             except UserError as exc:
                 refused = exc
         why = world.broadcast_object(None if refused is None else str(refused))
@@ -331,13 +331,13 @@ class Trainer:
         lr = lr_at(self.step, cfg.train.steps, cfg.optim)
         set_lr(self.optimizer, lr)
         batches = [self.train_source.batch(streams) for streams in self.micro_streams]
-        count = torch.tensor([sum(int((tgt != IGNORE_INDEX).sum()) for _, tgt in batches)], dtype=torch.float64)
+        count = torch.tensor([sum(int((b[1] != IGNORE_INDEX).sum()) for b in batches)], dtype=torch.float64)
         global_count = float(world.all_reduce_sum(count)[0])
         sums = torch.zeros(4, dtype=torch.float64)  # nats, tokens, accuracy*tokens, stop flag
         head_sums: dict[str, float] = {}  # the head's other metrics (e.g. per-head losses) x tokens
         carry = cfg.train.carry_state
-        for m, (inputs, targets) in enumerate(batches):
-            inputs, targets = inputs.to(world.device), targets.to(world.device)
+        for m, batch in enumerate(batches):
+            inputs, targets = batch[0].to(world.device), batch[1].to(world.device)
             # FSDP averages gradients over ranks; scale so the result is the global token mean.
             scale = world.size / global_count
             with self.autocast() if self.autocast else nullcontext():
@@ -347,6 +347,7 @@ class Trainer:
                     state=self.states[m] if carry else None,
                     return_state=carry,
                     backward_scale=int((targets != IGNORE_INDEX).sum()) * scale,
+                    **document_resets(batch, cfg.data.documents, world.device),
                 )
             if out.trunk_grad is not None:  # a custom_backward head ran its own backward inside forward
                 h, grad = out.trunk_grad
@@ -395,7 +396,9 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         t = self.cfg.train
         source = build_source(self.cfg, self.registry, self.tokenizer, "val", t.eval_batch_size, progress=False)
-        return evaluate(self.model, source, self.world, t.eval_batches, t.carry_state, self.autocast)
+        check_source_documents(self.cfg, source)
+        docs = self.cfg.data.documents
+        return evaluate(self.model, source, self.world, t.eval_batches, t.carry_state, self.autocast, documents=docs)
 
     def sample(self) -> str:
         t = self.cfg.train
@@ -403,7 +406,8 @@ class Trainer:
         prompt = self.tokenizer.encode(t.sample_prompt) or [
             self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.bos_id
         ]
-        ids = generate(self.model, [prompt], t.sample_tokens, temperature=0.8, top_k=50, seed=t.seed)[0]
+        docs = self.cfg.data.documents
+        ids = generate(self.model, [prompt], t.sample_tokens, temperature=0.8, top_k=50, seed=t.seed, documents=docs)[0]
         self.model.train()
         text = t.sample_prompt + self.tokenizer.decode(ids)
         if self.world.is_main:

@@ -4,7 +4,8 @@
 checks that need the registry or the world size: the batch layout, the
 tokenizer, that the model can be built at all (a plugin's own rules, such as
 heads dividing dim, raise while it is built on the meta device, where nothing
-is allocated), and that its training state fits this machine's memory.
+is allocated), that its training state fits this machine's memory, and that
+data.documents=reset has mixers, a block and a data source that handle documents.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def check_request(cfg: Any, registry: Any, world_size: int = 1, memory: bool = T
 
 
 def check_buildable(cfg: Any, registry: Any, world_size: int = 1, memory: bool = True) -> None:
-    """The batch layout, the tokenizer, and a model that builds and fits."""
+    """The batch layout, the tokenizer, a model that builds and fits, and data.documents."""
     from zoo_core.loop.components import build_tokenizer
     from zoo_core.loop.model import padded_vocab
 
@@ -121,6 +122,63 @@ def check_buildable(cfg: Any, registry: Any, world_size: int = 1, memory: bool =
         check_model_fits(cfg, registry, vocab, world_size, micro)
     else:
         count_params(cfg, registry, vocab)
+    check_documents(cfg, registry)  # after the meta build, which names a mixer's bad options first
+
+
+def supports_resets(entry: Any, dim: int, options: dict[str, Any]) -> bool:
+    """Whether a registered mixer honours document resets: its class's `supports_resets`
+    (a factory that is not a class is built on the meta device to ask the mixer itself)."""
+    factory = entry.factory
+    if isinstance(factory, type):
+        return bool(getattr(factory, "supports_resets", False))
+    from zoo_core.config import to_dataclass
+
+    try:
+        with torch.device("meta"):
+            return bool(getattr(factory(dim, to_dataclass(options, entry.config_cls)), "supports_resets", False))
+    except Exception:  # options it cannot be built with: the build check says why, in its own line
+        return False
+
+
+def _takes(fn: Any, keyword: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def check_documents(cfg: Any, registry: Any) -> None:
+    """data.documents=reset needs every mixer, the block and the data source to handle
+    document starts (docs/plugins.md); refused in one line before anything is built."""
+    from zoo_core.config import layer_mixers
+
+    if cfg.data.documents != "reset":
+        return
+    fix = "use data.documents=stream or"
+    for opts in {m["name"]: m for m in layer_mixers(cfg.model)}.values():
+        if not supports_resets(registry.get("mixers", opts["name"]), cfg.model.dim, opts):
+            mixers = registry.names("mixers")
+            able = [n for n in mixers if supports_resets(registry.get("mixers", n), cfg.model.dim, {"name": n})]
+            raise UserError(
+                f"data.documents=reset: mixer '{opts['name']}' does not support document resets "
+                f"(its class has supports_resets = False); {fix} a mixer that supports resets "
+                f"({', '.join(able) or 'none is installed'})"
+            )
+    block = registry.get("blocks", cfg.model.block["name"]).factory
+    if not (_takes(getattr(block, "forward", None), "resets") and _takes(getattr(block, "step", None), "reset")):
+        raise UserError(
+            f"data.documents=reset: block '{cfg.model.block['name']}' cannot pass resets to its mixer "
+            f"(its forward takes no resets= or its step no reset=); {fix} a block that passes them (prenorm)"
+        )
+    source = cfg.data.source["name"]
+    if not getattr(registry.get("data", source).factory, "reports_documents", False):
+        raise UserError(
+            f"data.documents=reset: data source '{source}' does not report document starts "
+            f"(reports_documents = False); {fix} a source that reports them"
+        )
 
 
 def check_existing_run(cfg: Any, world_size: int) -> None:

@@ -91,24 +91,32 @@ class ProbeConfig:
 
 class ProbeMixer(Mixer):
     """A tiny correct mixer (h_t = a h_{t-1} + W x_t, y = U h_t) that the kit puts
-    inside blocks under test, and that the kit's own tests mutate into broken ones."""
+    inside blocks under test, and that the kit's own tests mutate into broken ones.
+    It honours document resets (the decay is zero where a document starts)."""
+
+    supports_resets = True
 
     def __init__(self, dim: int, config: ProbeConfig | None = None) -> None:
         super().__init__(dim, config or ProbeConfig())
         self.w_in = nn.Linear(dim, dim, bias=False)
         self.w_out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, state: Any = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: Any = None, return_state: bool = False, resets: Tensor | None = None):
         h = self.init_state(x.shape[0], x.device, x.dtype) if state is None else state
         u, ys = self.w_in(x), []
         for t in range(x.shape[1]):
-            h = self.config.decay * h + u[:, t]
+            h = self._decay(h, None if resets is None else resets[:, t]) * h + u[:, t]
             ys.append(h)
         return self.w_out(torch.stack(ys, 1)), (h if return_state else None)
 
-    def step(self, x: Tensor, state: Tensor):
-        h = self.config.decay * state + self.w_in(x)
+    def step(self, x: Tensor, state: Tensor, reset: Tensor | None = None):
+        h = self._decay(state, reset) * state + self.w_in(x)
         return self.w_out(h), h
+
+    def _decay(self, h: Tensor, reset: Tensor | None) -> Any:
+        if reset is None:
+            return self.config.decay
+        return torch.where(reset[:, None], 0.0, self.config.decay).to(h.dtype)
 
     def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> Tensor:
         w = self.w_in.weight

@@ -9,10 +9,10 @@ import torch
 
 from zoo_core.interfaces import IGNORE_INDEX, Tokenizer
 from zoo_core.testing.component import Component
-from zoo_core.testing.report import Report
+from zoo_core.testing.report import Report, Skip
 from zoo_core.testing.sequence import yaml_round_trip
 
-CHECKS = ("batches", "resume", "stream independence", "yaml round-trip")
+CHECKS = ("batches", "documents", "resume", "stream independence", "yaml round-trip")
 
 
 class DataChecks:
@@ -52,7 +52,13 @@ class DataChecks:
         for split in ("train", "val"):
             src = self.source(split)
             for _ in range(2):
-                inputs, targets = src.batch(list(range(self.S)))
+                batch = src.batch(list(range(self.S)))
+                docs = bool(getattr(src, "reports_documents", False))
+                assert len(batch) == 2 + docs, (
+                    f"{split} batch has {len(batch)} tensors, want {2 + docs} (reports_documents = "
+                    f"{docs}: inputs, targets{', starts' * docs})"
+                )
+                inputs, targets = batch[0], batch[1]
                 for name, t in (("inputs", inputs), ("targets", targets)):
                     assert t.dtype == torch.int64, f"{split} {name} dtype {t.dtype}, want int64"
                     assert tuple(t.shape) == (self.S, self.T), (
@@ -64,6 +70,30 @@ class DataChecks:
             assert src.bytes_per_token > 0, f"bytes_per_token = {src.bytes_per_token}: must be positive"
         return f"train and val give ({self.S}, {self.T}) int64 batches"
 
+    def documents(self) -> str:
+        """Starts are bool like inputs, and agree with the documents the data shows: with the
+        tokenizer's ids and an EOS token, the token after an EOS begins a document."""
+        src = self.source()
+        if not getattr(src, "reports_documents", False):
+            raise Skip("the source reports no document starts (reports_documents = False)")
+        eos = self.tok.eos_id if getattr(self.factory, "declared_vocab", None) is None else None
+        n_starts = 0
+        for _ in range(3):
+            inputs, _, starts = src.batch(list(range(self.S)))
+            assert starts.dtype == torch.bool, f"starts dtype {starts.dtype}, want torch.bool"
+            assert starts.shape == inputs.shape, f"starts shape {tuple(starts.shape)} != inputs {tuple(inputs.shape)}"
+            if eos is not None:
+                after_eos = torch.zeros_like(starts)
+                after_eos[:, 1:] = inputs[:, :-1] == eos
+                missed = after_eos & ~starts
+                assert not missed.any(), (
+                    f"inputs[:, t] follows an EOS ({eos}) but starts[:, t] is False at "
+                    f"{missed.nonzero()[0].tolist()}: a document begins after each EOS"
+                )
+            n_starts += int(starts.sum())
+        eos_note = ", one after each EOS" if eos is not None else ""
+        return f"bool starts like inputs ({n_starts} in 3 batches){eos_note}"
+
     def resume(self) -> str:
         src = self.source()
         src.batch(list(range(self.S)))
@@ -72,10 +102,11 @@ class DataChecks:
         fresh = self.source()
         fresh.load_state_dict(saved)
         got = fresh.batch(list(range(self.S)))
-        assert all(torch.equal(a, b) for a, b in zip(want, got)), (
+        assert len(want) == len(got) and all(torch.equal(a, b) for a, b in zip(want, got)), (
             "after load_state_dict(state_dict()) the next batch differs: the position does not resume"
+            + (" (inputs, targets and starts)" if len(want) > 2 else "")
         )
-        return "JSON state_dict resumes the same next batch"
+        return "JSON state_dict resumes the same next batch" + (" and starts" if len(want) > 2 else "")
 
     def streams(self) -> str:
         together = self.source().batch(list(range(self.S)))
@@ -90,6 +121,7 @@ class DataChecks:
         report = Report()
         plan = [
             ("batches", self.batches),
+            ("documents", self.documents),
             ("resume", self.resume),
             ("stream independence", self.streams),
             ("yaml round-trip", lambda: yaml_round_trip(self.config, self.config_cls)),

@@ -25,6 +25,8 @@ from zoo_core.testing.build import (
     state_leaves,
     step_through,
 )
+from zoo_core.testing.documents import CHECKS as DOCUMENT_CHECKS
+from zoo_core.testing.documents import DocumentChecks
 from zoo_core.testing.fsdp import check_fsdp_matches
 from zoo_core.testing.report import Report
 
@@ -43,6 +45,7 @@ CHECKS = (
     "compile",
     "fsdp",
     "yaml round-trip",
+    *DOCUMENT_CHECKS,
 )
 
 
@@ -270,6 +273,8 @@ class SequenceChecks:
             ("compile", self.compiled),
             ("fsdp", self.fsdp),
             ("yaml round-trip", self.yaml),
+            ("document resets", DocumentChecks(self).packed),
+            ("step with resets", DocumentChecks(self).step),
         ]
         return report.run_plan(self.label, plan, skip, build=self._build_on_meta)
 
