@@ -130,3 +130,31 @@ def test_unknown_task_is_a_user_error(run, tmp_path):
     # include_defaults=False skips indexing lm-eval's ~15k built-in tasks (seconds of CPU).
     with pytest.raises(UserError, match="unknown lm-eval task.*no_such_task"):
         run_tasks(run, "no_such_task", include_path=str(tmp_path), include_defaults=False)
+
+
+def test_reset_runs_are_scored_with_document_starts(run, monkeypatch):
+    """A data.documents=reset run (load_run sets model.documents) is scored as it trained: the
+    scored text's first token starts a document (after the start-of-text prefix when the context
+    is empty); a stream run never sees the keyword."""
+    tok, seen = run.tokenizer, []
+    real = run.model.logits
+
+    def spy(tokens, *args, **kwargs):
+        seen.append(kwargs.get("resets"))
+        return real(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(run.model, "logits", spy)
+    reqs = [Instance("loglikelihood", {}, ("ROMEO:", " O"), 0), Instance("loglikelihood", {}, ("", "ROMEO"), 1)]
+    ZooLM(run.model, tok, max_length=32).loglikelihood(reqs)
+    assert seen and all(r is None for r in seen)
+    seen.clear()
+    monkeypatch.setattr(run.model, "documents", "reset", raising=False)
+    ZooLM(run.model, tok, max_length=32).loglikelihood(reqs[:1])
+    ZooLM(run.model, tok, max_length=32).loglikelihood(reqs[1:])
+    ZooLM(run.model, tok, max_length=4).loglikelihood_rolling(
+        [Instance("loglikelihood_rolling", {}, ("Good morrow.",), 0)]
+    )
+    text, empty, *rolling = seen
+    assert text[0].tolist() == [True] + [False] * (text.shape[1] - 1)
+    assert empty[0, :2].tolist() == [True, True] and not empty[0, 2:].any()
+    assert rolling[0][0, :2].tolist() == [True, True] and not any(r.any() for r in rolling[1:])

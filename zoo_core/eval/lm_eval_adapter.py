@@ -42,6 +42,22 @@ class ZooLM(LM):
         self.prefix = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.bos_id
         if self.prefix is None:
             raise UserError("the tokenizer has neither EOS nor BOS; lm-eval needs one to score empty contexts")
+        # data.documents=reset (load_run sets model.documents): score as the run trained, a document's
+        # first token marked as a start.
+        self.resets = getattr(model, "documents", "stream") == "reset"
+
+    def _starts(self, rows: Sequence[Sequence[int]], width: int, whole: Sequence[bool]) -> dict[str, torch.Tensor]:
+        """`resets=` for rows of input ids under data.documents=reset ({} under stream): a row that holds its
+        document from the start begins one at 0, and after the start-of-text prefix at 1 (training data
+        puts a document's first token after the previous one's EOS)."""
+        if not self.resets:
+            return {}
+        r = torch.zeros(len(rows), width, dtype=torch.bool, device=self._device)
+        for j, (ids, full) in enumerate(zip(rows, whole)):
+            if full and ids:
+                r[j, 0] = True
+                r[j, 1] = len(ids) > 1 and ids[0] == self.prefix
+        return {"resets": r}
 
     # -- tokens -------------------------------------------------------------------------
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -68,16 +84,17 @@ class ZooLM(LM):
                 continue
             seq = (ctx + cont)[-(self.max_length + 1) :]
             n = min(len(cont), len(seq) - 1)  # a continuation longer than max_length keeps its tail
-            rows.append((i, seq[:-1], seq[-n:]))
+            rows.append((i, seq[:-1], seq[-n:], len(seq) == len(ctx) + len(cont)))
         rows.sort(key=lambda r: -len(r[1]))  # similar lengths share a batch
         for b in range(0, len(rows), self.batch_size):
             chunk = rows[b : b + self.batch_size]
             width = len(chunk[0][1])
             inputs = torch.zeros(len(chunk), width, dtype=torch.long, device=self._device)
-            for j, (_, inp, _) in enumerate(chunk):
+            for j, (_, inp, _, _) in enumerate(chunk):
                 inputs[j, : len(inp)] = torch.tensor(inp, device=self._device)
-            logp = self.model.logits(inputs)[0].double().log_softmax(-1)
-            for j, (i, inp, target) in enumerate(chunk):
+            docs = self._starts([r[1] for r in chunk], width, [r[3] for r in chunk])
+            logp = self.model.logits(inputs, **docs)[0].double().log_softmax(-1)
+            for j, (i, inp, target, _) in enumerate(chunk):
                 n = len(target)
                 lp = logp[j, len(inp) - n : len(inp)]
                 t = torch.tensor(target, device=self._device)
@@ -103,7 +120,8 @@ class ZooLM(LM):
             b = min(a + L, len(ids) - 1)  # targets ids[a+1 .. b]
             start = a if self.carry_state else max(0, b - L)
             inp = torch.tensor([ids[start:b]], device=self._device)
-            logits, state = self.model.logits(inp, state=state, return_state=self.carry_state)
+            docs = self._starts([ids[start:b]], b - start, [start == 0])
+            logits, state = self.model.logits(inp, state=state, return_state=self.carry_state, **docs)
             lp = logits[0, a - start :].double().log_softmax(-1)
             t = torch.tensor(ids[a + 1 : b + 1], device=self._device)
             total += float(lp.gather(-1, t[:, None]).sum())
