@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from zoo_core.errors import UserError, nearest
+from zoo_core.errors import UserError, did_you_mean, nearest
 
 SPEC_KEYS = (
     "name",
@@ -171,11 +171,48 @@ def _lr_grid(value: Any, where: str) -> list[float | None]:
     return grid
 
 
-def load_spec(path: str) -> Spec:
+def shipped_specs() -> dict[str, Any]:
+    """The specs zoo ships as package data (zoo_core/specs/NAME.yaml), by NAME: importlib
+    resources, so they are there after `pip install`, not only in a checkout."""
+    from importlib import resources
+
+    files = resources.files("zoo_core.specs").iterdir()
+    return {f.name[: -len(".yaml")]: f for f in sorted(files, key=lambda f: f.name) if f.name.endswith(".yaml")}
+
+
+def spec_summary(text: str) -> str:
+    """A spec's one-line description: its first comment line (`zoo list specs` prints it)."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def _spec_source(path: str) -> tuple[str, str]:
+    """(text, stem) of the spec at `path`, or of the shipped spec named `path`."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"comparison spec '{path}' does not exist; see benchmarks/scaling/cpu-tiny.yaml")
-    data = OmegaConf.to_container(OmegaConf.load(p))
+    if p.is_file():
+        return p.read_text(), p.stem
+    shipped = shipped_specs()
+    if path in shipped:
+        return shipped[path].read_text(), path
+    raise UserError(
+        f"comparison spec '{path}' does not exist{did_you_mean(path, shipped)} (give a YAML file, or the name "
+        f"of a spec zoo ships: {', '.join(shipped) or 'none'}; zoo list specs describes them)"
+    )
+
+
+def load_spec(path: str) -> Spec:
+    """The spec at `path` (a YAML file), or the shipped spec of that name (`zoo compare cpu-tiny`)."""
+    text, stem = _spec_source(path)
+    try:
+        data = OmegaConf.to_container(OmegaConf.create(text))
+    except Exception as exc:
+        raise UserError(f"comparison spec '{path}' is not valid YAML: {str(exc).strip().splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"comparison spec '{path}' must hold a mapping at the top level (see zoo list specs)")
     for key in data:
         if key not in SPEC_KEYS:
             best = nearest(key, SPEC_KEYS)
@@ -210,7 +247,7 @@ def load_spec(path: str) -> Spec:
     seeds = int(data.get("seeds", 1))
     if seeds < 1:
         raise UserError(f"seeds: {seeds} must be at least 1")
-    name = data.get("name") or p.stem
+    name = data.get("name") or stem
     return Spec(
         name,
         budgets,
