@@ -31,7 +31,7 @@ def test_specs_are_resources_with_a_one_line_description():
     specs = shipped_specs()
     assert list(specs) == SHIPPED
     for name in SHIPPED:
-        text = resources.files("zoo_core.specs").joinpath(f"{name}.yaml").read_text()
+        text = resources.files("zoo_core.compare").joinpath("specs", f"{name}.yaml").read_text()
         assert specs[name].read_text() == text
         assert len(spec_summary(text)) > 20  # the first comment line, what `zoo list specs` prints
         spec = load_spec(name)
@@ -39,10 +39,10 @@ def test_specs_are_resources_with_a_one_line_description():
 
 
 def test_the_checkout_paths_link_to_the_shipped_files_one_copy_only():
-    package = ROOT / "zoo_core" / "specs"
+    package = ROOT / "zoo_core" / "compare" / "specs"
     for path, name in LINKS.items():
         link = ROOT / path
-        assert link.is_symlink(), f"{path} should link to zoo_core/specs/{name}.yaml, not copy it"
+        assert link.is_symlink(), f"{path} should link to zoo_core/compare/specs/{name}.yaml, not copy it"
         assert link.resolve() == (package / f"{name}.yaml").resolve()
         assert load_spec(str(link)).name == load_spec(name).name
 
@@ -75,7 +75,7 @@ def test_wheel_ships_the_specs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     wheel = tmp_path / "dist" / out.stdout.strip().splitlines()[-1]
     names = set(zipfile.ZipFile(wheel).namelist())
-    missing = [n for n in SHIPPED if f"zoo_core/specs/{n}.yaml" not in names]
+    missing = [n for n in SHIPPED if f"zoo_core/compare/specs/{n}.yaml" not in names]
     assert not missing, missing
 
 

@@ -9,14 +9,13 @@ LISTABLE = (*KINDS, "specs")
 
 
 def list_specs() -> None:
-    from importlib import resources
     from pathlib import Path
 
-    from zoo_core.compare import shipped_specs, spec_summary
+    from zoo_core.compare import shipped_specs, spec_summary, specs_dir
 
     rows = [[name, spec_summary(f.read_text())] for name, f in shipped_specs().items()]
     print(table(rows, ["name", "description"]) if rows else "no specs shipped")
-    where = Path(str(resources.files("zoo_core.specs")))
+    where = Path(str(specs_dir()))
     print(f"\nrun one with: zoo compare NAME; to change one, copy it from {where} (docs/compare.md)")
 
 

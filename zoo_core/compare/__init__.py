@@ -171,13 +171,19 @@ def _lr_grid(value: Any, where: str) -> list[float | None]:
     return grid
 
 
-def shipped_specs() -> dict[str, Any]:
-    """The specs zoo ships as package data (zoo_core/specs/NAME.yaml), by NAME: importlib
-    resources, so they are there after `pip install`, not only in a checkout."""
+def specs_dir() -> Any:
+    """The folder of the specs zoo ships, `zoo_core/compare/specs/` (package data: an importlib
+    resource, so it is there after `pip install`, not only in a checkout; benchmarks/scaling/ and
+    benchmarks/recall/ link to its files)."""
     from importlib import resources
 
-    files = resources.files("zoo_core.specs").iterdir()
-    return {f.name[: -len(".yaml")]: f for f in sorted(files, key=lambda f: f.name) if f.name.endswith(".yaml")}
+    return resources.files("zoo_core.compare").joinpath("specs")
+
+
+def shipped_specs() -> dict[str, Any]:
+    """The shipped specs (`specs_dir()/NAME.yaml`) by NAME: `zoo list specs`, `zoo compare NAME`."""
+    files = sorted(specs_dir().iterdir(), key=lambda f: f.name)
+    return {f.name[: -len(".yaml")]: f for f in files if f.name.endswith(".yaml")}
 
 
 def spec_summary(text: str) -> str:

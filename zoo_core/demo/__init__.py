@@ -18,7 +18,7 @@ DEMO = [
     "optim.lr=4e-3",
     "train.eval_every=200",
 ]
-#: The shipped spec (zoo_core/specs/demo.yaml, package data: there after pip install too).
+#: The shipped spec (zoo_core/compare/specs/demo.yaml, package data: there after pip install too).
 SPEC = "demo"
 
 
