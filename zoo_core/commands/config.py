@@ -15,8 +15,23 @@ from typing import Any
 from zoo_core.cli import split_config
 
 
+def precheck(config: str | None, overrides: list[str]) -> None:
+    """Keys, types, choices and ranges, checked before anything imports torch or a plugin, so
+    that a typo answers at once (the same one line as later: zoo_core.config.merge says it).
+    Names of plugins (an unknown mixer) and plugin options need the registry, so torch."""
+    from zoo_core.config import load_config
+
+    path = Path(config) if config else None
+    if path is not None and path.is_dir():
+        path = path / "config.yaml"
+        if not path.is_file():
+            return  # run_config says what is wrong with the directory
+    load_config(str(path) if path else None, overrides)
+
+
 def resolved(config: str | None, overrides: list[str]) -> tuple[Any, Any]:
     """(resolved config, registry), validated as `zoo train` validates it on one process."""
+    precheck(config, overrides)
     from zoo_core.config import resolve
     from zoo_core.loop.train import run_config
     from zoo_core.loop.validate import check_buildable

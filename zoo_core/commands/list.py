@@ -20,7 +20,7 @@ def list_specs() -> None:
 
 
 def run(args) -> None:
-    from zoo_core.registry import get_registry
+    from zoo_core.registry import catalog
 
     if args.kind == "specs":
         return list_specs()
@@ -28,7 +28,8 @@ def run(args) -> None:
         raise UserError(
             f"cannot list '{args.kind}'{did_you_mean(args.kind, LISTABLE)} (choose one of: {', '.join(LISTABLE)})"
         )
-    rows = [[e.name, e.distribution, e.description] for e in get_registry().entries(args.kind)]
+    # names only (the cached catalog): no plugin, and no torch, is imported
+    rows = [[e.name, e.distribution, e.description] for e in catalog().entries(args.kind)]
     print(table(rows, ["name", "distribution", "description"]) if rows else f"no {args.kind} installed")
 
 
