@@ -143,3 +143,31 @@ def test_version_names_zoo_and_torch_and_imports_no_torch():
     first, last = out.stdout.strip().splitlines()
     assert first == f"zoo {zoo_core.__version__} (torch {version('torch')})"
     assert last == "False 0"
+
+
+def test_docs_config_tables_are_generated_from_the_dataclasses_and_current():
+    from pathlib import Path
+
+    from zoo_core.commands.config import DOCS, REGENERATE, markdown_tables, render_docs
+    from zoo_core.config import RANGES, RunConfig
+
+    text = DOCS.read_text()
+    tables = markdown_tables()
+    for name in tables:  # every table is marked in the page
+        assert f"<!-- generated: {name} " in text and f"<!-- end: {name} -->" in text, name
+    assert render_docs(text) == text, f"docs/config.md is stale; regenerate it: {REGENERATE}"
+    # every key of RunConfig, and every range, is in a generated table
+    generated = "\n".join(tables.values())
+    for key in _leaf_keys(RunConfig) | set(RANGES):
+        assert f"| `{key}` |" in generated, key
+    assert Path(DOCS).name == "config.md"
+
+
+def test_a_stale_table_is_rewritten_and_the_prose_kept():
+    from zoo_core.commands.config import markdown_tables, render_docs
+
+    stale = "intro\n<!-- generated: optim (x) -->\n| old |\n<!-- end: optim -->\nprose after\n"
+    new = render_docs(stale)
+    assert new.startswith("intro\n<!-- generated: optim (x) -->\n")
+    assert new.endswith("<!-- end: optim -->\nprose after\n")
+    assert markdown_tables()["optim"] in new and "| old |" not in new

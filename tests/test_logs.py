@@ -1,6 +1,7 @@
 """Logs for clusters (issue #25): off a terminal (a Slurm log, `> log.txt`) plain timestamped
 lines every train.log_every steps and no carriage returns; on a terminal the progress bar;
-a line per finished split for eval; every metrics.jsonl record carries `time` and `elapsed_s`."""
+a line per finished split for eval, per run for compare and for a local sweep; every
+metrics.jsonl record carries `time` and `elapsed_s`."""
 
 import fcntl
 import json
@@ -175,3 +176,51 @@ def test_compare_off_a_terminal_writes_a_line_per_run(tmp_path, capsys):
     assert started == ["1", "2"] and finished == ["1", "2"], out
     run_spec(load_spec(str(spec)), get_registry(), progress=True)  # the same spec again: both reused
     assert len(re.findall(rf"^{STAMP} compare t: finished \d/2 \S+ \(reused, ", capsys.readouterr().out, re.M)) == 2
+
+
+def _sweep_runs(tmp_path, names):
+    from omegaconf import OmegaConf
+
+    return [OmegaConf.create({"runs_dir": str(tmp_path / "runs"), "name": n}) for n in names]
+
+
+def test_a_local_sweep_off_a_terminal_writes_started_finished_and_failed_lines(tmp_path, capsys):
+    from zoo_core.commands.launch import sweep_locally
+
+    runs = _sweep_runs(tmp_path, ["a", "b", "c"])
+    assert sweep_locally(runs, lambda c: 0) == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    started = re.findall(
+        rf"^{STAMP} sweep run (\d) of 3: \S+ started \(started \1, finished (\d), failed 0 of 3\) ", out, re.M
+    )
+    finished = re.findall(
+        rf"^{STAMP} sweep run (\d) of 3: \S+ finished \(started \1, finished \1, failed 0 of 3\) "
+        rf"elapsed \S+ eta \S+$",
+        out,
+        re.M,
+    )
+    assert started == [("1", "0"), ("2", "1"), ("3", "2")] and finished == ["1", "2", "3"], out
+    # The second run fails: its line says so with the status, and the third never starts.
+    codes = iter([0, 3, 0])
+    assert sweep_locally(runs, lambda c: next(codes)) == 3
+    out = capsys.readouterr().out
+    assert re.search(
+        rf"^{STAMP} sweep run 2 of 3: \S+/b failed with exit status 3 \(started 2, finished 1, failed 1 of 3\) "
+        r"elapsed \S+; the sweep stops here$",
+        out,
+        re.M,
+    ), out
+    assert "sweep run 3 of 3" not in out
+
+
+def test_a_local_sweep_on_a_terminal_draws_a_bar_and_writes_no_lines(tmp_path, capsys, monkeypatch):
+    from zoo_core.commands.launch import sweep_locally
+    from zoo_core.loop import metrics
+
+    monkeypatch.setattr(metrics, "on_terminal", lambda stream=None: True)
+    assert sweep_locally(_sweep_runs(tmp_path, ["a", "b"]), lambda c: 0) == 0
+    captured = capsys.readouterr()
+    assert "sweep: 100%" in captured.err and "2/2" in captured.err, captured.err
+    assert not re.search(rf"^{STAMP} ", captured.out, re.M)
+    assert "sweep run 1 of 2" in captured.out + captured.err  # each run is still named, above the bar

@@ -244,3 +244,163 @@ def get_registry(refresh: bool = False) -> Registry:
     if _REGISTRY is None or refresh:
         _REGISTRY = build_registry()
     return _REGISTRY
+
+
+# -- the names alone, without importing a plugin: `zoo plugins`, `zoo list` ----------------------
+#
+# Registering imports each plugin's module, and every mixer plugin imports torch at its top
+# (seconds on a CPU machine). `zoo plugins` and `zoo list` only show names, so they read a cached
+# catalog of what the last full build registered. The trade-off: the catalog is only as fresh as
+# its key, so the key holds everything a registration can depend on that can be read without
+# importing anything: zoo-core's version and plugin API, the default plugins, the entry points
+# (name, module, distribution, version), every installed distribution (the names of the
+# *.dist-info entries on sys.path: an optional dependency installed or removed), the selection
+# and preference variables, and the size and mtime of every .py file of zoo_core and of each
+# entry point's package (an editable plugin being edited). A plugin whose registration depends
+# on anything else (the time of day, a file it reads) shows a stale list until the next change
+# to one of those; a miss simply builds the registry (importing torch) and rewrites the catalog.
+# A process that already built the registry answers from it, never from the catalog.
+
+CATALOG_FORMAT = 1
+_CATALOG_ENV = (PREFER_ENV, "ZOO_DISABLE_PLUGIN_AUTOLOAD", "ZOO_PLUGINS")
+
+
+@dataclasses.dataclass
+class CatalogEntry:
+    """One registered name as the catalog keeps it: no factory, no config class."""
+
+    kind: str
+    name: str
+    description: str
+    plugin: str
+    distribution: str
+    version: str
+
+
+@dataclasses.dataclass
+class Catalog:
+    """What a registry registered, by name only (`zoo plugins`, `zoo list`): JSON-serialisable."""
+
+    plugins: dict[str, PluginInfo]
+    failed: dict[str, str]
+    items: dict[str, list[CatalogEntry]]
+
+    @classmethod
+    def of(cls, reg: Registry) -> Catalog:
+        items = {
+            kind: [
+                CatalogEntry(e.kind, e.name, e.description, e.plugin, e.distribution, e.version)
+                for e in reg.entries(kind)
+            ]
+            for kind in KINDS
+        }
+        return cls(dict(reg.plugins), dict(reg.failed), items)
+
+    def entries(self, kind: str) -> list[CatalogEntry]:
+        return list(self.items.get(kind, []))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plugins": [dataclasses.asdict(p) for p in self.plugins.values()],
+            "failed": self.failed,
+            "items": {k: [dataclasses.asdict(e) for e in v] for k, v in self.items.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Catalog:
+        plugins = {p["name"]: PluginInfo(**p) for p in data["plugins"]}
+        items = {k: [CatalogEntry(**e) for e in v] for k, v in data["items"].items()}
+        return cls(plugins, dict(data["failed"]), items)
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("ZOO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo"
+    return Path(root)
+
+
+def _source_stamp(package: str) -> list[Any]:
+    """(file, size, mtime) of every .py file of a top-level package, found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return [package, None]
+    if spec is None:
+        return [package, None]
+    roots = list(spec.submodule_search_locations or []) or ([spec.origin] if spec.origin else [])
+    stamp: list[Any] = [package]
+    for root in roots:
+        path = Path(root)
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            stamp.append([str(f), st.st_size, st.st_mtime_ns])
+    return stamp
+
+
+def _installed() -> list[str]:
+    """The *.dist-info / *.egg-info names on sys.path (their names carry the versions)."""
+    import sys
+
+    names: list[str] = []
+    for entry in sys.path:
+        try:
+            names += [n for n in os.listdir(entry or ".") if n.endswith((".dist-info", ".egg-info", ".pth"))]
+        except OSError:
+            continue
+    return sorted(names)
+
+
+def catalog_key(default_plugins: Sequence[str] = DEFAULT_PLUGINS) -> str:
+    """A hash of everything a registration may depend on that can be read without importing a plugin."""
+    import hashlib
+
+    eps = sorted(
+        (ep.name, ep.value, ep.dist.name if ep.dist else "?", ep.dist.version if ep.dist else "?")
+        for ep in _entry_points_to_load()
+    )
+    packages = sorted({"zoo_core", *(ep[1].split(":")[0].split(".")[0] for ep in eps)})
+    data = [
+        CATALOG_FORMAT,
+        __version__,
+        PLUGIN_API_VERSION,
+        list(default_plugins),
+        [os.environ.get(k, "") for k in _CATALOG_ENV],
+        eps,
+        _installed(),
+        [_source_stamp(p) for p in packages],
+    ]
+    return hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()
+
+
+def catalog() -> Catalog:
+    """What every installed plugin registers, by name, without importing the plugins when the
+    cached catalog is current (see the comment above); otherwise the registry is built, which
+    imports them (and torch), and the catalog is rewritten for the next call."""
+    if _REGISTRY is not None:
+        return Catalog.of(_REGISTRY)
+    key = catalog_key()
+    path = _cache_root() / "registry-catalog.json"
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            cat = Catalog.from_json(saved["catalog"])
+            for name, why in cat.failed.items():  # as a fresh build warns
+                dist = cat.plugins[name].distribution if name in cat.plugins else "?"
+                warnings.warn(f"zoo plugin '{name}' ({dist}) was not loaded: {why}", PluginWarning, stacklevel=2)
+            return cat
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no catalog yet, or an unreadable one: build
+    cat = Catalog.of(get_registry())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "catalog": cat.to_json()}))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache: the next call builds again
+    return cat

@@ -1,4 +1,4 @@
-"""zoo compare SPEC [--only a,b] [--budget B] [--out DIR]: architectures x sizes x budgets at equal compute."""
+"""zoo compare SPEC|NAME [--only a,b] [--budget B] [--out DIR]: architectures x sizes x budgets at equal compute."""
 
 
 def run(args) -> None:
@@ -26,7 +26,7 @@ def run(args) -> None:
 
 def add_parser(sub) -> None:
     s = sub.add_parser("compare", help="train architectures x sizes x budgets at equal compute; tables, plots, fits")
-    s.add_argument("spec", help="a YAML spec (see benchmarks/scaling/cpu-tiny.yaml, docs/compare.md)")
+    s.add_argument("spec", help="a YAML spec, or the name of a shipped one (zoo list specs; docs/compare.md)")
     s.add_argument("--only", default="", help="comma-separated architectures from the spec")
     s.add_argument(
         "--budget",

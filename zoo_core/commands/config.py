@@ -15,8 +15,23 @@ from typing import Any
 from zoo_core.cli import split_config
 
 
+def precheck(config: str | None, overrides: list[str]) -> None:
+    """Keys, types, choices and ranges, checked before anything imports torch or a plugin, so
+    that a typo answers at once (the same one line as later: zoo_core.config.merge says it).
+    Names of plugins (an unknown mixer) and plugin options need the registry, so torch."""
+    from zoo_core.config import load_config
+
+    path = Path(config) if config else None
+    if path is not None and path.is_dir():
+        path = path / "config.yaml"
+        if not path.is_file():
+            return  # run_config says what is wrong with the directory
+    load_config(str(path) if path else None, overrides)
+
+
 def resolved(config: str | None, overrides: list[str]) -> tuple[Any, Any]:
     """(resolved config, registry), validated as `zoo train` validates it on one process."""
+    precheck(config, overrides)
     from zoo_core.config import resolve
     from zoo_core.loop.train import run_config
     from zoo_core.loop.validate import check_buildable
@@ -112,11 +127,11 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def option_rows(cfg: Any, registry: Any) -> list[list[str]]:
-    """[key, type, default, allowed, doc] for every key of RunConfig and of the chosen components."""
+def config_rows(component: Any = None) -> list[list[str]]:
+    """[key, type, default, allowed, doc] for every key of RunConfig, from the dataclasses alone
+    (their `#:` comments, RANGES and CHOICES). A component section (`model.mixer`, ...) is one
+    `KEY.name` row; `component(key, kind, default, doc)` may return rows to put there instead."""
     import dataclasses
-
-    from omegaconf import OmegaConf
 
     from zoo_core.config import COMPONENTS, RANGES, RunConfig
 
@@ -132,35 +147,108 @@ def option_rows(cfg: Any, registry: Any) -> list[list[str]]:
                 continue
             if isinstance(default, dict) and (prefix.rstrip("."), f.name) in COMPONENTS:
                 kind = COMPONENTS[(prefix.rstrip("."), f.name)]
-                chosen = OmegaConf.select(cfg, key)
-                name = chosen.get("name") if chosen is not None else default.get("name")
                 doc = docs.get(f.name) or f"the {kind} plugin (zoo list {kind})"
-                rows.append([f"{key}.name", "str", _value(default.get("name")), ", ".join(registry.names(kind)), doc])
-                component(kind, name, f"{key}.")
+                own = component(key, kind, default, doc) if component else None
+                rows.extend(own or [[f"{key}.name", "str", _value(default.get("name")), f"zoo list {kind}", doc]])
                 continue
             doc = docs.get(f.name) or (RANGES[key][2] if key in RANGES else "")
             rows.append([key, type_name(f.type), _value(default), allowed_text(key), doc])
 
-    def component(kind: str, name: str | None, prefix: str) -> None:
-        if not name:
-            return
-        cls = registry.get(kind, name).config_cls
+    walk(RunConfig, "")
+    return rows
+
+
+def option_rows(cfg: Any, registry: Any) -> list[list[str]]:
+    """[key, type, default, allowed, doc] for every key of RunConfig and of the chosen components."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    def component(kind: str, name: str | None, prefix: str) -> list[list[str]]:
+        cls = registry.get(kind, name).config_cls if name else None
         if cls is None:
-            return
+            return []
         docs = field_docs(cls)
+        rows = []
         for f in dataclasses.fields(cls):
             default = field_default(f)
             shown = "(required)" if default is dataclasses.MISSING else _value(default)
             rows.append([f"{prefix}{f.name}", type_name(f.type), shown, "", f"{name}: {docs.get(f.name, '')}".rstrip()])
+        return rows
 
-    walk(RunConfig, "")
+    def section(key: str, kind: str, default: dict, doc: str) -> list[list[str]]:
+        chosen = OmegaConf.select(cfg, key)
+        name = chosen.get("name") if chosen is not None else default.get("name")
+        head = [f"{key}.name", "str", _value(default.get("name")), ", ".join(registry.names(kind)), doc]
+        return [head, *component(kind, name, f"{key}.")]
+
+    rows = config_rows(section)
     if cfg.model.pattern:
         seen = {cfg.model.mixer.name}
         for entry in cfg.model.pattern:
             if entry["name"] not in seen:
                 seen.add(entry["name"])
-                component("mixers", entry["name"], f"model.pattern[name={entry['name']}].")
+                rows += component("mixers", entry["name"], f"model.pattern[name={entry['name']}].")
     return rows
+
+
+# -- docs/config.md: its key tables are generated from the same dataclasses ------------------------
+
+#: The file whose marked tables `python -m zoo_core.commands.config --markdown` rewrites.
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+REGENERATE = "python -m zoo_core.commands.config --markdown docs/config.md"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_tables() -> dict[str, str]:
+    """Each generated table of docs/config.md by marker name: `ranges` (every numeric range),
+    `components` (the `{name: ...}` sections) and one per section (`model`, `data`, ..., `top`)."""
+    from zoo_core.config import COMPONENTS, RANGES
+
+    def md(header: list[str], rows: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+        return "\n".join(lines)
+
+    ranges = [[f"`{k}`", allowed_text(k), RANGES[k][2]] for k in RANGES]
+    tables = {"ranges": md(["key", "allowed", "what it is"], ranges)}
+    comps = []
+    for row in config_rows():
+        section, _, name = row[0].partition(".")
+        if (section, name.removesuffix(".name")) in COMPONENTS:
+            kind = COMPONENTS[(section, name.removesuffix(".name"))]
+            comps.append([f"`{row[0].removesuffix('.name')}`", kind, f"`{{name: {row[2]}}}`", f"`zoo list {kind}`"])
+    tables["components"] = md(["key", "registry kind", "default", "list them"], comps)
+    sections: dict[str, list[list[str]]] = {}
+    for key, typ, default, allowed, doc in config_rows():
+        section, dot, _ = key.partition(".")
+        name = section if dot else "top"
+        sections.setdefault(name, []).append([f"`{key}`", f"`{typ}`", f"`{default}`", allowed, doc])
+    for name, rows in sections.items():
+        tables[name] = md(["key", "type", "default", "allowed", "doc"], rows)
+    return tables
+
+
+def render_docs(text: str) -> str:
+    """`text` (docs/config.md) with every `<!-- generated: NAME -->` ... `<!-- end: NAME -->` block
+    replaced by the current table; the hand-written prose around them is kept as it is."""
+    import re
+
+    from zoo_core.errors import UserError
+
+    tables = markdown_tables()
+
+    def fill(match: Any) -> str:
+        name = match.group(1)
+        if name not in tables:
+            raise UserError(f"docs/config.md marks an unknown table '{name}' (tables: {', '.join(tables)})")
+        return f"{match.group(0).split(chr(10))[0]}\n{tables[name]}\n<!-- end: {name} -->"
+
+    pattern = r"<!-- generated: (\w+)[^\n]*-->\n.*?<!-- end: \1 -->"
+    return re.sub(pattern, fill, text, flags=re.S)
 
 
 def run(args) -> None:
@@ -203,3 +291,13 @@ def add_parser(sub) -> None:
         help="list every key (or those starting with PREFIX) with type, default, allowed values and doc",
     )
     s.set_defaults(fn=run)
+
+
+if __name__ == "__main__":  # python -m zoo_core.commands.config --markdown docs/config.md
+    import argparse
+
+    parser = argparse.ArgumentParser(description="rewrite the generated key tables of docs/config.md")
+    parser.add_argument("--markdown", metavar="FILE", default=str(DOCS), help="the file to rewrite in place")
+    path = Path(parser.parse_args().markdown)
+    path.write_text(render_docs(path.read_text()))
+    print(f"wrote the key tables of {path}")

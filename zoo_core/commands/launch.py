@@ -28,12 +28,14 @@ def run(args) -> None:
         for c in runs:
             check_request(c, registry, nproc)
             check_run_dir(Path(c.runs_dir) / c.name)
-        for i, c in enumerate(runs):  # a sweep: one run after another, each its own torchrun
-            if array:
-                print(f"sweep run {i + 1} of {len(runs)}: {Path(c.runs_dir) / c.name}", flush=True)
-            code = launch_local(c, nproc)
+        if not array:
+            code = launch_local(cfg, nproc)
             if code:
                 raise SystemExit(code)
+            return
+        code = sweep_locally(runs, lambda c: launch_local(c, nproc))
+        if code:
+            raise SystemExit(code)
         return
     for name in ("nodes", "time"):
         if getattr(args, name) < 1:
@@ -63,6 +65,43 @@ def run(args) -> None:
     )
     for job_id in ids:
         print(job_id)
+
+
+def sweep_locally(runs, launch) -> int:
+    """Run a sweep's runs one after another (`launch(cfg)` returns the exit status); the first that
+    fails stops the sweep with its status (the same command resumes it). Progress as train, eval
+    and compare show it: on a terminal a bar on stderr; off one (a Slurm log, `> log.txt`) a
+    timestamped line as each run starts and ends, with the runs started, finished and failed so far,
+    the elapsed time and, once a run has finished, an estimate of the time left."""
+    import time
+
+    from zoo_core.loop.metrics import duration, lines_wanted, log_line, progress_bar
+
+    n, done, began = len(runs), 0, time.perf_counter()
+    lines = lines_wanted()
+
+    def counts(started: int, failed: int) -> str:
+        elapsed = time.perf_counter() - began
+        eta = f" eta {duration(elapsed / done * (n - done))}" if done and not failed else ""
+        return f"(started {started}, finished {done}, failed {failed} of {n}) elapsed {duration(elapsed)}{eta}"
+
+    with progress_bar(total=n, desc="sweep", unit="run") as bar:
+        for i, c in enumerate(runs):
+            what = f"sweep run {i + 1} of {n}: {Path(c.runs_dir) / c.name}"
+            if lines:
+                log_line(f"{what} started {counts(i + 1, 0)}")
+            else:
+                bar.write(what)
+            code = launch(c)
+            if code:
+                if lines:
+                    log_line(f"{what} failed with exit status {code} {counts(i + 1, 1)}; the sweep stops here")
+                return code
+            done += 1
+            bar.update(1)
+            if lines:
+                log_line(f"{what} finished {counts(i + 1, 0)}")
+    return 0
 
 
 def add_parser(sub) -> None:

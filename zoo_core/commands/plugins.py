@@ -1,12 +1,15 @@
-"""zoo plugins: installed plugins and what each registers."""
+"""zoo plugins: installed plugins and what each registers.
+
+Names only, so it reads `zoo_core.registry.catalog()`: the cached catalog of the last build,
+without importing a plugin (or torch) while nothing it depends on has changed."""
 
 from zoo_core.cli import table
 
 
 def run(args) -> None:
-    from zoo_core.registry import get_registry
+    from zoo_core.registry import catalog
 
-    reg = get_registry()
+    reg = catalog()
     rows = []
     for info in reg.plugins.values():
         what = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items())

@@ -26,7 +26,10 @@ def torchrun_command(args, config, overrides):
 
 
 def run(args) -> None:
+    from zoo_core.commands.config import precheck
+
     config, overrides = split_config(args.args)
+    precheck(config, overrides)  # a typo in a key or value answers before torch is imported
     if args.nproc < 1 or args.nnodes < 1:
         raise UserError(f"--nproc ({args.nproc}) and --nnodes ({args.nnodes}) must be at least 1")
     if args.nproc > 1 or args.nnodes > 1:

@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from zoo_core.errors import UserError, nearest
+from zoo_core.errors import UserError, did_you_mean, nearest
 
 SPEC_KEYS = (
     "name",
@@ -171,11 +171,54 @@ def _lr_grid(value: Any, where: str) -> list[float | None]:
     return grid
 
 
-def load_spec(path: str) -> Spec:
+def specs_dir() -> Any:
+    """The folder of the specs zoo ships, `zoo_core/compare/specs/` (package data: an importlib
+    resource, so it is there after `pip install`, not only in a checkout; benchmarks/scaling/ and
+    benchmarks/recall/ link to its files)."""
+    from importlib import resources
+
+    return resources.files("zoo_core.compare").joinpath("specs")
+
+
+def shipped_specs() -> dict[str, Any]:
+    """The shipped specs (`specs_dir()/NAME.yaml`) by NAME: `zoo list specs`, `zoo compare NAME`."""
+    files = sorted(specs_dir().iterdir(), key=lambda f: f.name)
+    return {f.name[: -len(".yaml")]: f for f in files if f.name.endswith(".yaml")}
+
+
+def spec_summary(text: str) -> str:
+    """A spec's one-line description: its first comment line (`zoo list specs` prints it)."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def _spec_source(path: str) -> tuple[str, str]:
+    """(text, stem) of the spec at `path`, or of the shipped spec named `path`."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"comparison spec '{path}' does not exist; see benchmarks/scaling/cpu-tiny.yaml")
-    data = OmegaConf.to_container(OmegaConf.load(p))
+    if p.is_file():
+        return p.read_text(), p.stem
+    shipped = shipped_specs()
+    if path in shipped:
+        return shipped[path].read_text(), path
+    raise UserError(
+        f"comparison spec '{path}' does not exist{did_you_mean(path, shipped)} (give a YAML file, or the name "
+        f"of a spec zoo ships: {', '.join(shipped) or 'none'}; zoo list specs describes them)"
+    )
+
+
+def load_spec(path: str) -> Spec:
+    """The spec at `path` (a YAML file), or the shipped spec of that name (`zoo compare cpu-tiny`)."""
+    text, stem = _spec_source(path)
+    try:
+        data = OmegaConf.to_container(OmegaConf.create(text))
+    except Exception as exc:
+        raise UserError(f"comparison spec '{path}' is not valid YAML: {str(exc).strip().splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"comparison spec '{path}' must hold a mapping at the top level (see zoo list specs)")
     for key in data:
         if key not in SPEC_KEYS:
             best = nearest(key, SPEC_KEYS)
@@ -210,7 +253,7 @@ def load_spec(path: str) -> Spec:
     seeds = int(data.get("seeds", 1))
     if seeds < 1:
         raise UserError(f"seeds: {seeds} must be at least 1")
-    name = data.get("name") or p.stem
+    name = data.get("name") or stem
     return Spec(
         name,
         budgets,
@@ -736,100 +779,6 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, spec: Spec) -> None
             f"this spec has {len(spec.budgets)} budget(s) x {len(spec.sizes)} size(s)."
         )
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    from zoo_core.compare.plots import plot
+
     plot(rows, best, fits, out_dir)
-
-
-def _errorbar(ax: Any, pts: list[tuple[Any, Any, Any]], label: str) -> None:
-    """One series of (x, y, std) points with error bars; none when there are no points."""
-    if pts:
-        x, y, err = (list(v) for v in zip(*pts))
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=2, label=label, lw=1)
-
-
-def plot(
-    rows: list[dict[str, Any]], best: list[dict[str, Any]], fits: dict[tuple[str, str], Any], out_dir: Path
-) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        tqdm.write("zoo: matplotlib is not installed, so no plots (pip install 'zoo-core[compare]')")
-        return
-    series = list(dict.fromkeys((b["task"], b["arch"]) for b in best))
-    label = lambda t, a: f"{t} {a}" if t else a  # noqa: E731
-    for x_key, fname, xlabel in (
-        ("compute_flops", "bpb_vs_compute.png", "training FLOPs"),
-        ("params", "bpb_vs_params.png", "parameters"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for t, a in series:
-            pts = sorted(
-                (b[x_key], b["val_bpb"], b["val_bpb_std"] or 0)
-                for b in best
-                if (b["task"], b["arch"]) == (t, a) and b["val_bpb"] is not None
-            )
-            _errorbar(ax, pts, label(t, a))
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation bits/byte (mean ± std over seeds)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=120)
-        plt.close(fig)
-    if any(f["fit"] for f in fits.values()):
-        import numpy as np
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for (t, a), f in fits.items():
-            cs = [p[0] for p in f["frontier"]]
-            line = ax.plot(cs, [p[1] for p in f["frontier"]], marker="o", ls="none", label=label(t, a))[0]
-            if f["fit"]:
-                p = f["fit"]
-                grid = np.geomspace(min(cs), max(cs), 50)
-                ax.plot(grid, p["E"] + p["A"] * grid ** -p["alpha"], ls="--", color=line.get_color())
-        ax.set_xscale("log")
-        ax.set_xlabel("training FLOPs")
-        ax.set_ylabel("validation bits/byte")
-        ax.set_title("compute-optimal frontier (points) and saturating power-law fits (dashed)", fontsize=8)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "frontier.png", dpi=120)
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        metrics = Path(r["run_dir"]) / "metrics.jsonl"
-        if not metrics.exists():
-            continue
-        recs = [json.loads(l) for l in metrics.read_text().splitlines() if '"loss"' in l]
-        ax.plot([x["tokens_seen"] for x in recs], [x["loss"] for x in recs], label=Path(r["run_dir"]).name, lw=1)
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("training loss (nats/token)")
-    if len(rows) <= 20:
-        ax.legend(fontsize=5)
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss_curves.png", dpi=120)
-    plt.close(fig)
-    if any(b.get("val_accuracy") is not None for b in best) and any(b["state_bytes"] for b in best):
-        tasks = list(dict.fromkeys(b["task"] for b in best))
-        budgets = list(dict.fromkeys(b["budget"] for b in best))
-        fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False, sharey=True)
-        for ax, task in zip(axes[0], tasks):
-            for arch in dict.fromkeys(b["arch"] for b in best if b["task"] == task):
-                pts = sorted(
-                    (b["state_bytes"], b["val_accuracy"], b["val_accuracy_std"] or 0)
-                    for b in best
-                    if (b["task"], b["arch"], b["budget"]) == (task, arch, budgets[-1])
-                    and b["val_accuracy"] is not None
-                )
-                _errorbar(ax, pts, arch)
-            ax.set_xscale("log")
-            ax.set_xlabel("recurrent state (bytes per sequence)")
-            ax.set_title(task or budgets[-1], fontsize=9)
-            ax.set_ylim(-0.02, 1.02)
-        axes[0][0].set_ylabel("validation accuracy (best lr)")
-        axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "accuracy_vs_state.png", dpi=120)
-        plt.close(fig)

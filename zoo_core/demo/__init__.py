@@ -18,7 +18,8 @@ DEMO = [
     "optim.lr=4e-3",
     "train.eval_every=200",
 ]
-SPEC = Path(__file__).resolve().parents[2] / "benchmarks" / "scaling" / "demo.yaml"
+#: The shipped spec (zoo_core/compare/specs/demo.yaml, package data: there after pip install too).
+SPEC = "demo"
 
 
 def demo(extra) -> None:
@@ -28,13 +29,11 @@ def demo(extra) -> None:
         f"demo: trained {out['step']} steps in {time.perf_counter() - start:.0f} s, "
         f"validation bits/byte {out['val']['bpb']:.3f}"
     )
-    if not SPEC.exists():  # an installed zoo-core without the repository's benchmarks
-        return
     from zoo_core.compare import load_spec, run_spec
     from zoo_core.registry import get_registry
 
     registry = get_registry()
-    spec = load_spec(str(SPEC))
+    spec = load_spec(SPEC)
     # Compare what is installed: an architecture whose plugin is missing is left out, with a word.
     runnable = {}
     for arch, overrides in spec.architectures.items():
