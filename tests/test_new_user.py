@@ -158,12 +158,6 @@ def test_prepared_data_records_its_tokenizer_and_refuses_another_in_one_line(tmp
     assert main(["train", *TINY, "train.steps=2", "runs_dir=runs", "name=right", *ok]) == 0  # its own tokenizer trains
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #25 item 4, open: a run's config.yaml keeps relative data and tokenizer paths as typed, so "
-    "`cd / && zoo eval runs/x` looks for tok.json in /. The fix belongs where the run's config is first "
-    "written (zoo_core/loop): record absolute paths; then remove this mark.",
-)
 def test_a_run_trained_on_relative_paths_works_from_any_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _prepared_with_hf(tmp_path, capsys)
