@@ -41,10 +41,10 @@ CASES = [
     (ts._scan_bwd_kernel, {}, {"HAS_H0": True, "HAS_DA": True}, SCAN),
     (trg._rg_lru_fwd_kernel, {"X": "*bf16", "RP": "*bf16", "IP": "*bf16", "H": "*bf16"}, {"HAS_H0": True}, SCAN),
     (trg._rg_lru_bwd_kernel, {}, {"HAS_H0": True}, SCAN),
-    (tsel._ss_fwd_kernel, {**BF16_SEL, "Y": "*bf16"}, {"HAS_H0": True}, SEL),
-    (tsel._ss_fwd_kernel, {}, {"HAS_H0": False}, SEL_BIG_N),
-    (tsel._ss_bwd_kernel, {**BF16_SEL, "GY": "*bf16", "DU": "*bf16", "DDT": "*bf16"}, {"HAS_DH0": True}, SEL),
-    (tsel._ss_bwd_kernel, {}, {"HAS_DH0": False}, SEL_BIG_N),
+    (tsel._ss_kernel, {**BF16_SEL, "OUT": "*bf16"}, {"GRAD": False, "HAS_HS": True}, SEL),
+    (tsel._ss_kernel, {}, {"GRAD": False, "HAS_HS": False}, SEL_BIG_N),
+    (tsel._ss_kernel, {**BF16_SEL, "GY": "*bf16", "OUT": "*bf16", "DDT": "*bf16"}, {"GRAD": True, "HAS_HS": True}, SEL),
+    (tsel._ss_kernel, {}, {"GRAD": True, "HAS_HS": False}, SEL_BIG_N),
 ]
 # the Mamba-2 SSD at headdim 64, chunk 64 and d_state 128 (two N blocks: the loops over N), in bf16 with
 # fp32 dt (what the mixer passes; TF32 dots), and fp64 for the state kernels (fp64 dots). The fp32 and
