@@ -341,8 +341,6 @@ def _chunk_out(
         DT, A, RS, bi, h, c, T, L, sdb, sdt, sdh, srb, srt, F64, HAS_RS, BL
     )
     x = _tile(X, bi, t, tm, h, p, pm, sxb, sxt, sxh, sxp, F64)
-    m, to_end, from_start, chunk = _decays(l, a, a_last, seg, starts, HAS_RS)
-
     cb = _acc(tl.zeros((BL, BL), tl.float32), F64)
     y_in = _acc(tl.zeros((BL, BP), tl.float32), F64)  # C_l h_in^T
     du_state = _acc(tl.zeros((BL, BP), tl.float32), F64)  # B_s gH^T (backward)
@@ -357,6 +355,7 @@ def _chunk_out(
         if GRAD:
             du_state += tl.dot(bm, tl.trans(gh), input_precision=PREC)
             r += tl.sum(gh * hin, 1)
+    m, to_end, from_start, chunk = _decays(l, a, a_last, seg, starts, HAS_RS)
     cbm = cb * m
     th = (bi * T + t) * H + h
     tmp = tm[:, None] & pm[None, :]
