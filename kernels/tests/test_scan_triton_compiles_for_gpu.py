@@ -46,17 +46,17 @@ CASES = [
         SCAN,
     ),
     (trg._rg_lru_bwd_kernel, {"RS": "*u8"}, {"HAS_H0": True, "HAS_RS": True}, SCAN),
-    (tsel._ss_fwd_kernel, {**BF16_SEL, "Y": "*bf16"}, {"HAS_H0": True}, SEL),
-    (tsel._ss_fwd_kernel, {}, {"HAS_H0": False}, SEL_BIG_N),
-    (tsel._ss_bwd_kernel, {**BF16_SEL, "GY": "*bf16", "DU": "*bf16", "DDT": "*bf16"}, {"HAS_DH0": True}, SEL),
-    (tsel._ss_bwd_kernel, {}, {"HAS_DH0": False}, SEL_BIG_N),
+    (tsel._ss_kernel, {**BF16_SEL, "OUT": "*bf16"}, {"GRAD": False, "HAS_HS": True}, SEL),
+    (tsel._ss_kernel, {}, {"GRAD": False, "HAS_HS": False}, SEL_BIG_N),
+    (tsel._ss_kernel, {**BF16_SEL, "GY": "*bf16", "OUT": "*bf16", "DDT": "*bf16"}, {"GRAD": True, "HAS_HS": True}, SEL),
+    (tsel._ss_kernel, {}, {"GRAD": True, "HAS_HS": False}, SEL_BIG_N),
 ]
 # the Mamba-2 SSD at headdim 64, chunk 64 and d_state 128 (two N blocks: the loops over N), in bf16 with
 # fp32 dt (what the mixer passes; TF32 dots), and fp64 for the state kernels (fp64 dots). The fp32 and
 # fp64 (IEEE) chunk scans compile too, but take 10-50 s each on the 2-core VM: not in the suite.
 SSD_SCALARS = {n: "i32" for n in ("T", "H", "P", "N", "L", "NC", "HPG", "PN")}
 SSD = {**tssd.blocks(64, 128, 64), "BS": tssd.BLOCK_S, "num_warps": tssd.NUM_WARPS}
-BF16_SSD = {n: "*bf16" for n in ("X", "B", "C", "Y", "GY", "DX")}
+BF16_SSD = {n: "*bf16" for n in ("X", "B", "C", "OUT", "GY")}
 F64_SSD = {n: "*fp64" for n in ("X", "DT", "A", "Y", "OUT", "S", "H0", "HIN", "HL")}
 TF32 = {"F64": False, "PREC": "tf32"}
 SSD_CASES = [
@@ -64,8 +64,8 @@ SSD_CASES = [
     (tssd._chunk_state, F64_SSD, {"GRAD": True, "F64": True, "PREC": "ieee"}, SSD),
     (tssd._state_pass, {}, {"HAS_H0": True, "REVERSE": False, "F64": False}, SSD),
     (tssd._state_pass, F64_SSD, {"HAS_H0": False, "REVERSE": True, "F64": True}, SSD),
-    (tssd._chunk_scan_fwd, BF16_SSD, TF32, SSD),
-    (tssd._chunk_scan_bwd, BF16_SSD, TF32, SSD),
+    (tssd._chunk_out, BF16_SSD, {"GRAD": False, **TF32}, SSD),
+    (tssd._chunk_out, BF16_SSD, {"GRAD": True, **TF32}, SSD),
 ]
 SSD_KERNELS = {case[0] for case in SSD_CASES}
 CASES += SSD_CASES

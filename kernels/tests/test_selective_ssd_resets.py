@@ -233,4 +233,4 @@ def test_ssd_triton_custom_ops_with_resets_pass_opcheck():
     x, dt, B, C = seqs
     torch.library.opcheck(_ssd_op, (x, dt, A, B, C, 4, h0, resets))
     gy, gh = torch.randn_like(x), torch.randn_like(h0)
-    torch.library.opcheck(_ssd_bwd_op, (x, dt, A, B, C, 4, h0, gy, gh, resets))
+    torch.library.opcheck(_ssd_bwd_op, ([x, dt, A, B, C, h0, resets], 4, gy, gh))

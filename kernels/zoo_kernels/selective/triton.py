@@ -21,6 +21,8 @@ decays are all ~0 has an absolute error of ~1e-7 |x| per step, small against the
 gradient of any entry with a real memory, but not small relative to its own,
 nearly zero, value. dA comes back as per-batch-row partial sums and dB, dC as
 per-channel-block partial sums, which the host adds up (deterministic; no atomics).
+Both directions are one kernel, `_ss_kernel` (GRAD picks which): they share the tile loads and
+the tile's forward scan, which the backward reruns from the checkpoint.
 
 All arithmetic is fp32 (fp64 inputs are computed in fp32 here, as in scan/triton.py);
 inputs may be bf16/fp16/fp32 with any strides. Block sizes are NOT tuned: no GPU
@@ -124,82 +126,22 @@ def _program(A, D, N, sad, san, BT: tl.constexpr, BD: tl.constexpr, BN: tl.const
 
 
 @triton.jit
-def _ss_fwd_kernel(
+def _ss_kernel(
     U,
     DT,
     A,
     B,
     C,
-    H0,
     RS,
-    Y,
-    HL,
     CK,
-    T,
-    D,
-    N,
-    NT,
-    sub,
-    sut,
-    sud,
-    sdb,
-    sdt,
-    sdd,
-    sad,
-    san,
-    sbb,
-    sbt,
-    sbn,
-    scb,
-    sct,
-    scn,
-    srb,
-    srt,
-    HAS_H0: tl.constexpr,
-    HAS_RS: tl.constexpr,
-    BT: tl.constexpr,
-    BD: tl.constexpr,
-    BN: tl.constexpr,
-):
-    b, blk, d, n, rows, dmask, nmask, sm, a, st = _program(A, D, N, sad, san, BT, BD, BN)
-    if HAS_H0:
-        carry = tl.load(H0 + st, mask=sm, other=0.0).to(tl.float32)
-    else:
-        carry = tl.zeros((BD, BN), tl.float32)
-    for k in range(0, NT):
-        tl.store(CK + ((b * NT + k) * D + d[:, None]) * N + n[None, :], carry, mask=sm)
-        t = k * BT + rows
-        # padding steps (t >= T) are identities: dt = 0 gives decay 1 and input 0
-        u, dt, bm, cm, tm, m2, mn = _load_tile(
-            U, DT, B, C, b, t, T, d, n, dmask, nmask, sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn
-        )
-        da = _decay(dt, a, RS, b, t, tm, srb, srt, HAS_RS)
-        x = (dt * u)[:, :, None] * bm[:, None, :]
-        x = tl.where(rows[:, None, None] == 0, x + da * carry[None, :, :], x)
-        _, h = tl.associative_scan((da, x), 0, _lin_combine)
-        y = tl.sum(h * cm[:, None, :], axis=2)
-        tl.store(Y + (b * T + t[:, None]) * D + d[None, :], y.to(Y.dtype.element_ty), mask=m2)
-        carry = _row(h, rows, BT - 1)
-    tl.store(HL + st, carry.to(HL.dtype.element_ty), mask=sm)
-
-
-@triton.jit
-def _ss_bwd_kernel(
-    U,
-    DT,
-    A,
-    B,
-    C,
-    CK,
-    RS,
+    HS,
+    HE,
+    OUT,
     GY,
-    GHL,
-    DU,
     DDT,
     DA,
     DB,
     DC,
-    DH0,
     T,
     D,
     N,
@@ -224,67 +166,93 @@ def _ss_bwd_kernel(
     sgd,
     srb,
     srt,
-    HAS_DH0: tl.constexpr,
+    GRAD: tl.constexpr,
+    HAS_HS: tl.constexpr,
     HAS_RS: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
     BN: tl.constexpr,
 ):
-    """DU, DDT contiguous (batch, T, D); DA (batch, D, N) per batch row; DB, DC
-    (channel blocks, batch, T, N) per channel block; DH0 (batch, D, N)."""
+    """Forward (GRAD=False): walks the tiles from the start, from HS = h0 (when HAS_HS, else
+    zeros); writes OUT = y (batch, T, D), HE = h_T and the checkpoints CK (batch, NT, D, N), the
+    state entering each tile. GY, DDT, DA, DB, DC are not read.
+    Backward (GRAD=True): walks the tiles from the end, recomputing each tile's states from CK,
+    from HE = dL/dh_T and GY; writes OUT = du and DDT, contiguous (batch, T, D); DA (batch, D, N)
+    per batch row; DB, DC (channel blocks, batch NB, T, N) per channel block; HS = dL/dh0 (batch,
+    D, N) when HAS_HS."""
     b, blk, d, n, rows, dmask, nmask, sm, a, st = _program(A, D, N, sad, san, BT, BD, BN)
-    # carry: w of the step after the tile (w_T = the gradient of h_T); it reaches the tile decayed
-    carry = tl.load(GHL + st, mask=sm, other=0.0).to(tl.float32)
+    if GRAD:
+        # carry: w of the step after the tile (w_T = the gradient of h_T); it reaches the tile decayed
+        carry = tl.load(HE + st, mask=sm, other=0.0).to(tl.float32)
+    elif HAS_HS:
+        carry = tl.load(HS + st, mask=sm, other=0.0).to(tl.float32)
+    else:
+        carry = tl.zeros((BD, BN), tl.float32)
     da_acc = tl.zeros((BD, BN), tl.float32)
     for i in range(0, NT):
-        k = NT - 1 - i
+        if GRAD:
+            k = NT - 1 - i
+        else:
+            k = i
         t = k * BT + rows
+        ck = CK + ((b * NT + k) * D + d[:, None]) * N + n[None, :]
+        # padding steps (t >= T) are identities: dt = 0 gives decay 1 and input 0
         u, dt, bm, cm, tm, m2, mn = _load_tile(
             U, DT, B, C, b, t, T, d, n, dmask, nmask, sub, sut, sud, sdb, sdt, sdd, sbb, sbt, sbn, scb, sct, scn
         )
-        gy = tl.load(GY + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m2, other=0.0).to(tl.float32)
-        # the decay that carries w_{t+1} back to step t; 1 past the end (w_T = ghl enters undecayed)
-        dt_next = tl.load(
-            DT + b * sdb + (t + 1)[:, None] * sdt + d[None, :] * sdd, mask=m2 & (t + 1 < T)[:, None], other=0.0
-        ).to(tl.float32)
-
-        # recompute the tile's states from its checkpoint
         da = _decay(dt, a, RS, b, t, tm, srb, srt, HAS_RS)
         x = (dt * u)[:, :, None] * bm[:, None, :]
-        h_in = tl.load(CK + ((b * NT + k) * D + d[:, None]) * N + n[None, :], mask=sm, other=0.0)
+        if GRAD:  # the state entering the tile, from its checkpoint
+            h_in = tl.load(ck, mask=sm, other=0.0)
+        else:
+            h_in = carry
+            tl.store(ck, carry, mask=sm)
         xs = tl.where(rows[:, None, None] == 0, x + da * h_in[None, :, :], x)
         _, h = tl.associative_scan((da, xs), 0, _lin_combine)
-
-        # reverse scan: w_t = gy_t C_t + dA_{t+1} w_{t+1}; padding rows pass the carry through
-        a_next = _decay(dt_next, a, RS, b, t + 1, tm & (t + 1 < T), srb, srt, HAS_RS)
-        g = gy[:, :, None] * cm[:, None, :]
-        g = tl.where(rows[:, None, None] == BT - 1, g + a_next * carry[None, :, :], g)
-        _, w = tl.associative_scan((a_next, g), 0, _lin_combine, reverse=True)
-        carry = _row(w, rows, 0)
-        w = tl.where(tm[:, None, None], w, 0.0)
-
-        # dA_t h_{t-1}: exact in the first row, where h_{t-1} is the checkpoint
-        hp = tl.where(rows[:, None, None] == 0, da * h_in[None, :, :], h - x)
-        wb = tl.sum(w * bm[:, None, :], axis=2)  # (BT, BD)
-        whp = w * hp
         off = (b * T + t[:, None]) * D + d[None, :]
-        tl.store(DU + off, (dt * wb).to(DU.dtype.element_ty), mask=m2)
-        ddt = u * wb + tl.sum(whp * a[None, :, :], axis=2)
-        tl.store(DDT + off, ddt.to(DDT.dtype.element_ty), mask=m2)
-        da_acc += tl.sum(whp * dt[:, :, None], axis=0)
-        db = tl.sum(w * (dt * u)[:, :, None], axis=1)  # (BT, BN)
-        dc = tl.sum(h * gy[:, :, None], axis=1)
-        offn = ((blk * NB + b) * T + t[:, None]) * N + n[None, :]
-        tl.store(DB + offn, db, mask=mn)
-        tl.store(DC + offn, dc, mask=mn)
-    tl.store(DA + st, da_acc, mask=sm)
-    if HAS_DH0:
-        # carry is now w_0; dL/dh0 = dA_0 w_0
-        dt0 = tl.load(DT + b * sdb + d * sdd, mask=dmask, other=0.0).to(tl.float32)
-        a0 = tl.exp(dt0[:, None] * a)
-        if HAS_RS:
-            a0 = tl.where(tl.load(RS + b * srb) != 0, 0.0, a0)
-        tl.store(DH0 + st, carry * a0, mask=sm)
+        if not GRAD:
+            y = tl.sum(h * cm[:, None, :], axis=2)
+            tl.store(OUT + off, y.to(OUT.dtype.element_ty), mask=m2)
+            carry = _row(h, rows, BT - 1)
+        else:
+            gy = tl.load(GY + b * sgb + t[:, None] * sgt + d[None, :] * sgd, mask=m2, other=0.0).to(tl.float32)
+            # the decay that carries w_{t+1} back to step t; 1 past the end (w_T = ghl enters undecayed)
+            dt_next = tl.load(
+                DT + b * sdb + (t + 1)[:, None] * sdt + d[None, :] * sdd, mask=m2 & (t + 1 < T)[:, None], other=0.0
+            ).to(tl.float32)
+
+            # reverse scan: w_t = gy_t C_t + dA_{t+1} w_{t+1}; padding rows pass the carry through
+            a_next = _decay(dt_next, a, RS, b, t + 1, tm & (t + 1 < T), srb, srt, HAS_RS)
+            g = gy[:, :, None] * cm[:, None, :]
+            g = tl.where(rows[:, None, None] == BT - 1, g + a_next * carry[None, :, :], g)
+            _, w = tl.associative_scan((a_next, g), 0, _lin_combine, reverse=True)
+            carry = _row(w, rows, 0)
+            w = tl.where(tm[:, None, None], w, 0.0)
+
+            # dA_t h_{t-1}: exact in the first row, where h_{t-1} is the checkpoint
+            hp = tl.where(rows[:, None, None] == 0, da * h_in[None, :, :], h - x)
+            wb = tl.sum(w * bm[:, None, :], axis=2)  # (BT, BD)
+            whp = w * hp
+            tl.store(OUT + off, (dt * wb).to(OUT.dtype.element_ty), mask=m2)
+            ddt = u * wb + tl.sum(whp * a[None, :, :], axis=2)
+            tl.store(DDT + off, ddt.to(DDT.dtype.element_ty), mask=m2)
+            da_acc += tl.sum(whp * dt[:, :, None], axis=0)
+            db = tl.sum(w * (dt * u)[:, :, None], axis=1)  # (BT, BN)
+            dc = tl.sum(h * gy[:, :, None], axis=1)
+            offn = ((blk * NB + b) * T + t[:, None]) * N + n[None, :]
+            tl.store(DB + offn, db, mask=mn)
+            tl.store(DC + offn, dc, mask=mn)
+    if not GRAD:
+        tl.store(HE + st, carry.to(HE.dtype.element_ty), mask=sm)
+    else:
+        tl.store(DA + st, da_acc, mask=sm)
+        if HAS_HS:
+            # carry is now w_0; dL/dh0 = dA_0 w_0
+            dt0 = tl.load(DT + b * sdb + d * sdd, mask=dmask, other=0.0).to(tl.float32)
+            a0 = tl.exp(dt0[:, None] * a)
+            if HAS_RS:
+                a0 = tl.where(tl.load(RS + b * srb) != 0, 0.0, a0)
+            tl.store(HS + st, carry * a0, mask=sm)
 
 
 # ---- host wrappers (called by the custom ops in selective/__init__.py) ---------------------------
@@ -305,46 +273,56 @@ def _resets(resets, like):
     return r, r.stride()
 
 
-def selective_scan_fwd(u, dt, A, B, C, h0, resets=None):
-    """Returns y (u's dtype), h_T (float32, float64 for float64 u), checkpoints (float32)."""
-    _check(u, A)
+def _launch(u, dt, A, B, C, resets, ck, hs, he, out, grads=None):
+    """One `_ss_kernel` over every (batch row, channel block): the forward, or with grads =
+    (gy, ddt, dA, dB, dC) the backward. hs None: no h0 (forward) or no dh0 wanted (backward)."""
     b, T, D = u.shape
     N = A.shape[1]
     bt, bd, bn = _blocks(D, N)
-    nt = n_tiles(T)
-    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    hl = torch.empty((b, D, N), dtype=acc_dtype(u), device=u.device)
-    ck = torch.empty((b, nt, D, N), dtype=torch.float32, device=u.device)
-    h0c = h0.contiguous() if h0 is not None else hl  # dummy pointer when absent
-    rs, rs_strides = _resets(resets, hl)
-    _ss_fwd_kernel[(b, triton.cdiv(D, bd))](
+    rs, rs_strides = _resets(resets, he)
+    _ss_kernel[(b, triton.cdiv(D, bd))](
         u,
         dt,
         A,
         B,
         C,
-        h0c,
         rs,
-        y,
-        hl,
         ck,
+        he if hs is None else hs,  # a dummy pointer when absent
+        he,
+        out,
+        *((out,) * 5 if grads is None else grads),  # the forward reads none of them
         T,
         D,
         N,
-        nt,
+        n_tiles(T),
+        b,
         *u.stride(),
         *dt.stride(),
         *A.stride(),
         *B.stride(),
         *C.stride(),
+        *(out if grads is None else grads[0]).stride(),
         *rs_strides,
-        HAS_H0=h0 is not None,
+        GRAD=grads is not None,
+        HAS_HS=hs is not None,
         HAS_RS=resets is not None,
         BT=bt,
         BD=bd,
         BN=bn,
         num_warps=NUM_WARPS,
     )
+
+
+def selective_scan_fwd(u, dt, A, B, C, h0, resets=None):
+    """Returns y (u's dtype), h_T (float32, float64 for float64 u), checkpoints (float32)."""
+    _check(u, A)
+    b, T, D = u.shape
+    N = A.shape[1]
+    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    hl = torch.empty((b, D, N), dtype=acc_dtype(u), device=u.device)
+    ck = torch.empty((b, n_tiles(T), D, N), dtype=torch.float32, device=u.device)
+    _launch(u, dt, A, B, C, resets, ck, None if h0 is None else h0.contiguous(), hl, y)
     return y, hl, ck
 
 
@@ -353,11 +331,10 @@ def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets=None):
     _check(u, A)
     b, T, D = u.shape
     N = A.shape[1]
-    bt, bd, bn = _blocks(D, N)
     nt = n_tiles(T)
     if ck.shape != (b, nt, D, N):
         raise ValueError(f"checkpoints {tuple(ck.shape)} do not match BLOCK_T={BLOCK_T} (expected {(b, nt, D, N)})")
-    nb = triton.cdiv(D, bd)
+    nb = triton.cdiv(D, _blocks(D, N)[1])
     dev = u.device
     du = torch.empty(u.shape, dtype=u.dtype, device=dev)
     ddt = torch.empty(dt.shape, dtype=dt.dtype, device=dev)
@@ -365,40 +342,6 @@ def selective_scan_bwd(u, dt, A, B, C, ck, gy, ghl, want_dh0, resets=None):
     dB = torch.empty((nb, b, T, N), dtype=torch.float32, device=dev)
     dC = torch.empty((nb, b, T, N), dtype=torch.float32, device=dev)
     dh0 = torch.empty((b, D, N) if want_dh0 else (0,), dtype=torch.float32, device=dev)
-    rs, rs_strides = _resets(resets, dA)
-    _ss_bwd_kernel[(b, nb)](
-        u,
-        dt,
-        A,
-        B,
-        C,
-        ck.contiguous(),
-        rs,
-        gy,
-        ghl.contiguous(),
-        du,
-        ddt,
-        dA,
-        dB,
-        dC,
-        dh0 if want_dh0 else dA,
-        T,
-        D,
-        N,
-        nt,
-        b,
-        *u.stride(),
-        *dt.stride(),
-        *A.stride(),
-        *B.stride(),
-        *C.stride(),
-        *gy.stride(),
-        *rs_strides,
-        HAS_DH0=want_dh0,
-        HAS_RS=resets is not None,
-        BT=bt,
-        BD=bd,
-        BN=bn,
-        num_warps=NUM_WARPS,
-    )
+    grads = (gy, ddt, dA, dB, dC)
+    _launch(u, dt, A, B, C, resets, ck.contiguous(), dh0 if want_dh0 else None, ghl.contiguous(), du, grads)
     return du, ddt, dA.sum(0).to(A.dtype), dB.sum(0).to(B.dtype), dC.sum(0).to(C.dtype), dh0

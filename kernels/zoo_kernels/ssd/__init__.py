@@ -43,17 +43,10 @@ def _ssd(
 
 
 def _ssd_bwd(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    chunk_size: int,
-    h0: Tensor | None,
-    gy: Tensor,
-    gh: Tensor,
-    resets: Tensor | None = None,
+    saved: list[OptTensor], chunk_size: int, gy: Tensor, gh: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The backward from what the forward saved (`_setup`): [x, dt, A, B, C, h0, resets]."""
+    x, dt, A, B, C, h0, resets = saved
     return _kernels().ssd_bwd(x, dt, A.contiguous(), B, C, chunk_size, h0, resets, gy, gh)
 
 
@@ -62,8 +55,8 @@ def _fake(x, dt, A, B, C, chunk_size, h0, resets=None):
     return x.new_empty(x.shape), x.new_empty((b, H, P, B.shape[3]), dtype=acc_dtype(x))
 
 
-def _bwd_fake(x, dt, A, B, C, chunk_size, h0, gy, gh, resets=None):
-    return tuple(t.new_empty(t.shape) for t in (x, dt, A, B, C, gh))
+def _bwd_fake(saved, chunk_size, gy, gh):
+    return tuple(t.new_empty(t.shape) for t in (*saved[:5], gh))
 
 
 _ssd_bwd_op = define("ssd_triton_backward", _ssd_bwd, _bwd_fake)
@@ -80,7 +73,7 @@ def _backward(ctx, gy, gh):
     b, _, H, P = x.shape
     gy = grad_or_zeros(gy, x.shape, x)
     gh = grad_or_zeros(gh, (b, H, P, B.shape[3]), x, acc_dtype(x))
-    dx, ddt, dA, dB, dC, dh0 = _ssd_bwd_op(x, dt, A, B, C, ctx.chunk_size, h0, gy, gh, resets)
+    dx, ddt, dA, dB, dC, dh0 = _ssd_bwd_op(list(ctx.saved_tensors), ctx.chunk_size, gy, gh)
     return dx, ddt, dA, dB, dC, None, (None if h0 is None else dh0.to(h0.dtype)), None
 
 

@@ -8,15 +8,15 @@ of L steps, u_s = dt_s x_s and a_l = sum_{j<=l} dt_j A (the chunk's cumulative d
   2. `_chunk_state`: each chunk's end state from a zero start, sum_s exp(a_last - a_s) u_s B_s^T;
   3. `_state_pass`: h_c = exp(a_last_c) h_{c-1} + state_c, storing the state entering each
      chunk (one program per (batch, head, block of P*N), a loop over chunks);
-  4. `_chunk_scan_fwd`: y_l = sum_{s<=l} (C_l . B_s) exp(a_l - a_s) u_s    (intra-chunk)
-                            + exp(a_l) h_in C_l                             (chunk output).
+  4. `_chunk_out`: y_l = sum_{s<=l} (C_l . B_s) exp(a_l - a_s) u_s    (intra-chunk)
+                          + exp(a_l) h_in C_l                             (chunk output).
 Every exponent is a sum of dt * A <= 0 over a causal span, so nothing overflows.
 
 The backward reruns 2-3 for the entering states (nothing but the inputs is saved), then
   - `_chunk_state` again, on (gy, C) with weights exp(a_l): D_c = dL/dh_in_c from chunk c's y;
   - `_state_pass` in reverse: gH_c = dL/dh_out_c = D_{c+1} + exp(a_last_{c+1}) gH_{c+1},
     starting from the gradient of h_T; what is left at the front is dL/dh0;
-  - `_chunk_scan_bwd`: dx, ddt, dB, dC and dA from the closed forms (with S = CB * M * GU,
+  - `_chunk_out` with GRAD: dx, ddt, dB, dC and dA from the closed forms (with S = CB * M * GU,
     M_ls = exp(a_l - a_s) [s <= l], GU = gy u^T):
         du = (CB * M)^T gy + exp(a_last - a) * (B gH^T)
         dC = (GU * M) B + exp(a) * (gy h_in)
@@ -43,6 +43,8 @@ Under TRITON_INTERPRET=1 the kernels also run on CPU tensors (slowly).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
@@ -250,135 +252,38 @@ def _state_pass(
     tl.store(HL + (bi * H + h) * PN + s, st.to(HL.dtype.element_ty), mask=sm)
 
 
-# ---- 4. chunk outputs --------------------------------------------------------------------
+# ---- 4. chunk outputs, and their backward ------------------------------------------------
 
 
 @triton.jit
-def _chunk_scan_fwd(
-    X,
-    DT,
-    A,
-    B,
-    C,
-    HIN,
-    Y,
-    T,
-    H,
-    P,
-    N,
-    L,
-    NC,
-    HPG,
-    sxb,
-    sxt,
-    sxh,
-    sxp,
-    sdb,
-    sdt,
-    sdh,
-    RS,
-    srb,
-    srt,
-    sbb,
-    sbt,
-    sbg,
-    sbn,
-    scb,
-    sct,
-    scg,
-    scn,
-    F64: tl.constexpr,
-    HAS_RS: tl.constexpr,
-    PREC: tl.constexpr,
-    BL: tl.constexpr,
-    BPF: tl.constexpr,
-    BN: tl.constexpr,
-):
-    """Y (batch, T, H, P) contiguous: the intra-chunk quadratic form plus the entering state's output."""
-    pid = tl.program_id(0)
-    bi = (pid // H).to(tl.int64)
-    h = pid % H
-    g = h // HPG
-    c = tl.program_id(1)
-    p = tl.program_id(2) * BPF + tl.arange(0, BPF)
-    pm = p < P
-    l, t, tm, dt, a, a_last, seg, starts = _chunk_cumsum(
-        DT, A, RS, bi, h, c, T, L, sdb, sdt, sdh, srb, srt, F64, HAS_RS, BL
-    )
-    x = _tile(X, bi, t, tm, h, p, pm, sxb, sxt, sxh, sxp, F64)
-    cb = _acc(tl.zeros((BL, BL), tl.float32), F64)
-    y_in = _acc(tl.zeros((BL, BPF), tl.float32), F64)
-    for n0 in range(0, N, BN):
-        n = n0 + tl.arange(0, BN)
-        nm = n < N
-        bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
-        cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
-        hin = tl.load(
-            HIN + (((bi * NC + c) * H + h) * P + p[:, None]) * N + n[None, :], mask=pm[:, None] & nm[None, :], other=0.0
-        )
-        cb += tl.dot(cm, tl.trans(bm), input_precision=PREC)
-        y_in += tl.dot(cm, tl.trans(hin), input_precision=PREC)
-    decay, _, from_start, _ = _decays(l, a, a_last, seg, starts, HAS_RS)
-    scores = cb * decay * dt[None, :]
-    y = tl.dot(scores, x, input_precision=PREC) + from_start[:, None] * y_in
-    tl.store(
-        Y + ((bi * T + t[:, None]) * H + h) * P + p[None, :], y.to(Y.dtype.element_ty), mask=tm[:, None] & pm[None, :]
-    )
-
-
-# ---- backward of the chunk outputs and states ----------------------------------------------
-
-
-@triton.jit
-def _bwd_n_block(
-    B,
-    C,
-    GH,
-    HIN,
-    bi,
-    t,
-    tm,
-    g,
-    n0,
-    N,
-    st,
-    p,
-    pm,
-    sbb,
-    sbt,
-    sbg,
-    sbn,
-    scb,
-    sct,
-    scg,
-    scn,
-    F64: tl.constexpr,
-    BN: tl.constexpr,
-):
-    """The backward's operands on state columns n0 + [0, BN): the chunk's B and C tiles, and the
-    (P, BN) blocks of GH and HIN at state offset st."""
+def _n_block(B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm, sbb, sbt, sbg, sbn, scb, sct, scg, scn, GRAD, F64, BN):
+    """The operands on state columns n0 + [0, BN): the chunk's B and C tiles, and the (BP, BN)
+    blocks of HIN and (backward) GH at state offset st."""
     n = n0 + tl.arange(0, BN)
     nm = n < N
     bm = _tile(B, bi, t, tm, g, n, nm, sbb, sbt, sbg, sbn, F64)
     cm = _tile(C, bi, t, tm, g, n, nm, scb, sct, scg, scn, F64)
     pn = (st + p[:, None]) * N + n[None, :]
     pnm = pm[:, None] & nm[None, :]
-    gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
     hin = _acc(tl.load(HIN + pn, mask=pnm, other=0.0), F64)
+    if GRAD:
+        gh = _acc(tl.load(GH + pn, mask=pnm, other=0.0), F64)
+    else:
+        gh = hin  # not read by the forward
     return n, nm, bm, cm, gh, hin
 
 
 @triton.jit
-def _chunk_scan_bwd(
+def _chunk_out(
     X,
     DT,
     A,
     B,
     C,
     HIN,
+    OUT,
     GY,
     GH,
-    DX,
     DDT,
     DAP,
     DB,
@@ -412,6 +317,7 @@ def _chunk_scan_bwd(
     sgt,
     sgh,
     sgp,
+    GRAD: tl.constexpr,
     F64: tl.constexpr,
     HAS_RS: tl.constexpr,
     PREC: tl.constexpr,
@@ -419,69 +325,107 @@ def _chunk_scan_bwd(
     BP: tl.constexpr,
     BN: tl.constexpr,
 ):
-    """DX (batch, T, H, P), DDT (batch, T, H), DB, DC per head (batch, T, H, N), DAP (batch, NC, H):
-    all contiguous. GH = dL/dh_out and HIN = h_in per chunk, (batch, NC, H, P, N)."""
+    """Forward (GRAD=False): OUT = Y (batch, T, H, P), the intra-chunk quadratic form plus the
+    entering state's output, for head channels program_id(2) * BP + [0, BP); GY to DC are not read.
+    Backward (GRAD=True, BP covers P): OUT = DX (batch, T, H, P), DDT (batch, T, H), DB, DC per head
+    (batch, T, H, N), DAP (batch, NC, H), all contiguous, from GY and GH = dL/dh_out per chunk.
+    Both take HIN = h_in per chunk, (batch, NC, H, P, N)."""
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
     h = pid % H
     g = h // HPG
     c = tl.program_id(1)
-    p = tl.arange(0, BP)
+    p = tl.program_id(2) * BP + tl.arange(0, BP)
     pm = p < P
     l, t, tm, dt, a, a_last, seg, starts = _chunk_cumsum(
         DT, A, RS, bi, h, c, T, L, sdb, sdt, sdh, srb, srt, F64, HAS_RS, BL
     )
     x = _tile(X, bi, t, tm, h, p, pm, sxb, sxt, sxh, sxp, F64)
-    gy = _tile(GY, bi, t, tm, h, p, pm, sgb, sgt, sgh, sgp, F64)
-    u = x * dt[:, None]
-    gu = tl.dot(gy, tl.trans(u), input_precision=PREC)  # (l, s): gy_l . u_s
-    m, to_end, from_start, chunk = _decays(l, a, a_last, seg, starts, HAS_RS)
-
     cb = _acc(tl.zeros((BL, BL), tl.float32), F64)
-    du_state = _acc(tl.zeros((BL, BP), tl.float32), F64)  # B_s gH^T
     y_in = _acc(tl.zeros((BL, BP), tl.float32), F64)  # C_l h_in^T
-    r = _acc(tl.zeros((BP,), tl.float32), F64)  # <gH, h_in> by rows
+    du_state = _acc(tl.zeros((BL, BP), tl.float32), F64)  # B_s gH^T (backward)
+    r = _acc(tl.zeros((BP,), tl.float32), F64)  # <gH, h_in> by rows (backward)
     st = ((bi * NC + c) * H + h) * P
     for n0 in range(0, N, BN):
-        n, nm, bm, cm, gh, hin = _bwd_n_block(
-            B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm, sbb, sbt, sbg, sbn, scb, sct, scg, scn, F64, BN
+        n, nm, bm, cm, gh, hin = _n_block(
+            B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm, sbb, sbt, sbg, sbn, scb, sct, scg, scn, GRAD, F64, BN
         )
         cb += tl.dot(cm, tl.trans(bm), input_precision=PREC)
-        du_state += tl.dot(bm, tl.trans(gh), input_precision=PREC)
         y_in += tl.dot(cm, tl.trans(hin), input_precision=PREC)
-        r += tl.sum(gh * hin, 1)
-
+        if GRAD:
+            du_state += tl.dot(bm, tl.trans(gh), input_precision=PREC)
+            r += tl.sum(gh * hin, 1)
+    m, to_end, from_start, chunk = _decays(l, a, a_last, seg, starts, HAS_RS)
     cbm = cb * m
-    du = tl.dot(tl.trans(cbm), gy, input_precision=PREC) + to_end[:, None] * du_state
-    s_ = cbm * gu
-    q = to_end * tl.sum(u * du_state, 1)
-    da = tl.sum(s_, 1) - tl.sum(s_, 0) + from_start * tl.sum(gy * y_in, 1) - q
-    da += tl.where(l == BL - 1, tl.sum(q, 0) + chunk * tl.sum(r, 0), 0.0)
-    d_dta = tl.cumsum(da, 0, reverse=True)  # dL/d(dt_j A)
-    ddt = tl.sum(x * du, 1) + _acc(tl.load(A + h), F64) * d_dta
     th = (bi * T + t) * H + h
-    tl.store(
-        DX + th[:, None] * P + p[None, :], (du * dt[:, None]).to(DX.dtype.element_ty), mask=tm[:, None] & pm[None, :]
-    )
-    tl.store(DDT + th, ddt.to(DDT.dtype.element_ty), mask=tm)
-    tl.store(DAP + (bi * NC + c) * H + h, tl.sum(dt * d_dta, 0))
+    tmp = tm[:, None] & pm[None, :]
+    if not GRAD:
+        y = tl.dot(cbm * dt[None, :], x, input_precision=PREC) + from_start[:, None] * y_in
+        tl.store(OUT + th[:, None] * P + p[None, :], y.to(OUT.dtype.element_ty), mask=tmp)
+    else:
+        gy = _tile(GY, bi, t, tm, h, p, pm, sgb, sgt, sgh, sgp, F64)
+        u = x * dt[:, None]
+        gu = tl.dot(gy, tl.trans(u), input_precision=PREC)  # (l, s): gy_l . u_s
+        du = tl.dot(tl.trans(cbm), gy, input_precision=PREC) + to_end[:, None] * du_state
+        s_ = cbm * gu
+        q = to_end * tl.sum(u * du_state, 1)
+        da = tl.sum(s_, 1) - tl.sum(s_, 0) + from_start * tl.sum(gy * y_in, 1) - q
+        da += tl.where(l == BL - 1, tl.sum(q, 0) + chunk * tl.sum(r, 0), 0.0)
+        d_dta = tl.cumsum(da, 0, reverse=True)  # dL/d(dt_j A)
+        ddt = tl.sum(x * du, 1) + _acc(tl.load(A + h), F64) * d_dta
+        tl.store(OUT + th[:, None] * P + p[None, :], (du * dt[:, None]).to(OUT.dtype.element_ty), mask=tmp)
+        tl.store(DDT + th, ddt.to(DDT.dtype.element_ty), mask=tm)
+        tl.store(DAP + (bi * NC + c) * H + h, tl.sum(dt * d_dta, 0))
 
-    gum = gu * m
-    for n0 in range(0, N, BN):
-        n, nm, bm, cm, gh, hin = _bwd_n_block(
-            B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm, sbb, sbt, sbg, sbn, scb, sct, scg, scn, F64, BN
-        )
-        dc = tl.dot(gum, bm, input_precision=PREC) + from_start[:, None] * tl.dot(gy, hin, input_precision=PREC)
-        db = tl.dot(tl.trans(gum), cm, input_precision=PREC) + to_end[:, None] * tl.dot(u, gh, input_precision=PREC)
-        tn = th[:, None] * N + n[None, :]
-        tl.store(DC + tn, dc, mask=tm[:, None] & nm[None, :])
-        tl.store(DB + tn, db, mask=tm[:, None] & nm[None, :])
+        gum = gu * m
+        for n0 in range(0, N, BN):
+            n, nm, bm, cm, gh, hin = _n_block(
+                B, C, GH, HIN, bi, t, tm, g, n0, N, st, p, pm, sbb, sbt, sbg, sbn, scb, sct, scg, scn, GRAD, F64, BN
+            )
+            dc = tl.dot(gum, bm, input_precision=PREC) + from_start[:, None] * tl.dot(gy, hin, input_precision=PREC)
+            db = tl.dot(tl.trans(gum), cm, input_precision=PREC) + to_end[:, None] * tl.dot(u, gh, input_precision=PREC)
+            tn = th[:, None] * N + n[None, :]
+            tl.store(DC + tn, dc, mask=tm[:, None] & nm[None, :])
+            tl.store(DB + tn, db, mask=tm[:, None] & nm[None, :])
 
 
 # ---- host wrappers (called by the custom ops in ssd/__init__.py) ----------------------------
+# The kernels' signatures repeat the sizes and strides they share: grouping them needs tuple kernel
+# arguments, which triton 3.0-3.1 (the [triton] extra's floor; torch 2.5 ships 3.1) lacks. The
+# launches build them once (`_Plan.sizes_strides`, `_Plan.flags`); each stride stays its own
+# integer argument, so triton still specialises the unit ones.
 
 
-def _plan(x, B, chunk_size, resets):
+class _Plan(NamedTuple):
+    """One call's sizes, dtype flags, block sizes and resets (a uint8 copy and its strides, or a
+    dummy pointer the kernels do not read), shared by every launch of the call."""
+
+    b: int
+    T: int
+    H: int
+    P: int
+    G: int
+    N: int
+    L: int
+    nc: int
+    f64: bool
+    prec: str
+    bs: dict
+    rs: tuple
+    has_rs: bool
+
+    def sizes_strides(self, src, dt) -> tuple:
+        """What `_chunk_state` and `_chunk_out` take after their pointers: the sizes, then the
+        strides of src (x or gy), dt and the resets."""
+        sizes = (self.T, self.H, self.P, self.N, self.L, self.nc, self.H // self.G)
+        return (*sizes, *src.stride(), *dt.stride(), *self.rs)
+
+    def flags(self, **more) -> dict:
+        """The constexprs every kernel takes (and `more`), with the launch's num_warps."""
+        return {"F64": self.f64, "HAS_RS": self.has_rs, "BL": self.bs["BL"], "num_warps": NUM_WARPS, **more}
+
+
+def _plan(x, B, chunk_size, resets) -> _Plan:
     b, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     L = min(chunk_size, T)
@@ -492,7 +436,7 @@ def _plan(x, B, chunk_size, resets):
     else:
         r8 = resets.to(torch.uint8)
         rs = (r8, *r8.stride())
-    return b, T, H, P, G, N, L, triton.cdiv(T, L), f64, prec, blocks(P, N, L), rs, resets is not None
+    return _Plan(b, T, H, P, G, N, L, triton.cdiv(T, L), f64, prec, blocks(P, N, L), rs, resets is not None)
 
 
 def _chunk_states(src, dt, A, M, grad, plan):
@@ -505,25 +449,9 @@ def _chunk_states(src, dt, A, M, grad, plan):
         A,
         M,
         out,
-        T,
-        H,
-        P,
-        N,
-        L,
-        nc,
-        H // G,
-        *src.stride(),
-        *dt.stride(),
-        *rs,
+        *plan.sizes_strides(src, dt),
         *M.stride(),
-        GRAD=grad,
-        F64=f64,
-        HAS_RS=has_rs,
-        PREC=prec,
-        BL=bs["BL"],
-        BP=bs["BP"],
-        BN=bs["BN"],
-        num_warps=NUM_WARPS,
+        **plan.flags(GRAD=grad, PREC=prec, BP=bs["BP"], BN=bs["BN"]),
     )
     return out
 
@@ -548,13 +476,7 @@ def _pass_states(states, dt, A, init, reverse, plan):
         P * N,
         *dt.stride(),
         *rs,
-        HAS_H0=init is not None,
-        REVERSE=reverse,
-        F64=f64,
-        HAS_RS=has_rs,
-        BL=bs["BL"],
-        BS=BLOCK_S,
-        num_warps=NUM_WARPS,
+        **plan.flags(HAS_H0=init is not None, REVERSE=reverse, BS=BLOCK_S),
     )
     return entering, last
 
@@ -566,39 +488,28 @@ def _states(x, dt, A, B, h0, plan):
     )
 
 
-def _chunk_scan(kernel, grid, plan, x, dt, A, B, C, h_in, outs, more_strides=(), **blocks):
-    """Step 4 (`_chunk_scan_fwd`) or its backward (`_chunk_scan_bwd`): both take x, dt, A, B, C, the
-    entering states, then `outs` (the other tensors), the sizes and the strides of x, dt, the
-    resets, B, C and `more_strides`."""
+def _outputs(plan, x, dt, A, B, C, h_in, out, grads=None):
+    """Step 4 (`_chunk_out`): y into `out`, or in the backward (grads = (gy, g_out, ddt, da_part,
+    db, dc)) dx into `out` and the other gradients into theirs."""
     b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
-    kernel[grid](
+    if grads is None:  # the forward: one program per block of BPF head channels; nothing to read back
+        grid, bp, grads = (b * H, nc, triton.cdiv(P, bs["BPF"])), bs["BPF"], (out,) * 6
+    else:
+        grid, bp = (b * H, nc, 1), bs["BP"]
+    _chunk_out[grid](
         x,
         dt,
         A,
         B,
         C,
         h_in,
-        *outs,
-        T,
-        H,
-        P,
-        N,
-        L,
-        nc,
-        H // G,
-        *x.stride(),
-        *dt.stride(),
-        *rs,
+        out,
+        *grads,
+        *plan.sizes_strides(x, dt),
         *B.stride(),
         *C.stride(),
-        *more_strides,
-        F64=f64,
-        HAS_RS=has_rs,
-        PREC=prec,
-        BL=bs["BL"],
-        BN=bs["BN"],
-        num_warps=NUM_WARPS,
-        **blocks,
+        *grads[0].stride(),
+        **plan.flags(GRAD=grads[0] is not out, PREC=prec, BP=bp, BN=bs["BN"]),
     )
 
 
@@ -609,8 +520,7 @@ def ssd_fwd(x, dt, A, B, C, chunk_size, h0, resets=None):
     b, T, H, P, G, N, L, nc, f64, prec, bs, rs, has_rs = plan
     h_in, h_last = _states(x, dt, A, B, h0, plan)
     y = torch.empty((b, T, H, P), dtype=x.dtype, device=x.device)
-    grid = (b * H, nc, triton.cdiv(P, bs["BPF"]))
-    _chunk_scan(_chunk_scan_fwd, grid, plan, x, dt, A, B, C, h_in, (y,), BPF=bs["BPF"])
+    _outputs(plan, x, dt, A, B, C, h_in, y)
     return y, h_last
 
 
@@ -628,7 +538,6 @@ def ssd_bwd(x, dt, A, B, C, chunk_size, h0, resets, gy, gh):
     da_part = torch.empty((b, nc, H), dtype=acc, device=dev)
     db = torch.empty((b, T, H, N), dtype=acc, device=dev)
     dc = torch.empty((b, T, H, N), dtype=acc, device=dev)
-    outs = (gy, g_out, dx, ddt, da_part, db, dc)
-    _chunk_scan(_chunk_scan_bwd, (b * H, nc), plan, x, dt, A, B, C, h_in, outs, gy.stride(), BP=bs["BP"])
+    _outputs(plan, x, dt, A, B, C, h_in, dx, (gy, g_out, ddt, da_part, db, dc))
     per_group = lambda d: d.view(b, T, G, H // G, N).sum(3)  # noqa: E731  heads of a group share B, C
     return (dx, ddt, da_part.sum((0, 1)).to(A.dtype), per_group(db).to(B.dtype), per_group(dc).to(C.dtype), dh0)

@@ -105,25 +105,15 @@ def _(x, dt, A, B, C, chunk_size, h0, impl):
 
 
 @torch.library.custom_op("zoo_mamba::ssd_scan_backward", mutates_args=())
-def ssd_scan_backward(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    chunk_size: int,
-    h0: Tensor | None,
-    gy: Tensor,
-    gh: Tensor,
-    impl: str,
-) -> list[Tensor]:
-    fn = lambda x_, dt_, A_, B_, C_, h0_: _ssd(impl, x_, dt_, A_, B_, C_, chunk_size, h0_)
-    return _vjp(fn, (x, dt, A, B, C, h0), (gy, gh))
+def ssd_scan_backward(inputs: list[Tensor | None], chunk_size: int, gy: Tensor, gh: Tensor, impl: str) -> list[Tensor]:
+    """The gradients of `ssd_scan` for its tensors `inputs` = [x, dt, A, B, C, h0] (h0 may be None:
+    an empty gradient)."""
+    return _vjp(lambda *a: _ssd(impl, *a[:5], chunk_size, a[5]), inputs, (gy, gh))
 
 
 @ssd_scan_backward.register_fake
-def _(x, dt, A, B, C, chunk_size, h0, gy, gh, impl):
-    return [torch.empty_like(t) for t in (x, dt, A, B, C)] + [x.new_empty(0) if h0 is None else torch.empty_like(h0)]
+def _(inputs, chunk_size, gy, gh, impl):
+    return [inputs[0].new_empty(0) if t is None else torch.empty_like(t) for t in inputs]
 
 
 def _ssd_setup(ctx, inputs, output):
@@ -137,7 +127,7 @@ def _ssd_backward(ctx, gy, gh):
     h0 = h0 if ctx.has_h0 else None
     gy = torch.zeros_like(x) if gy is None else gy
     gh = x.new_zeros((x.shape[0], x.shape[2], x.shape[3], B.shape[3]), dtype=acc_dtype(x)) if gh is None else gh
-    g = ssd_scan_backward(x, dt, A, B, C, ctx.chunk_size, h0, gy, gh, ctx.impl)
+    g = ssd_scan_backward([x, dt, A, B, C, h0], ctx.chunk_size, gy, gh, ctx.impl)
     return (*g[:5], None, g[5] if ctx.has_h0 else None, None)
 
 
