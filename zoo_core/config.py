@@ -405,48 +405,10 @@ def layer_mixers(model_cfg: Any) -> list[dict[str, Any]]:
     return [pattern[i % len(pattern)] for i in range(model_cfg.n_layers)]
 
 
-#: Option names that hold a file or directory, in data.source and data.tokenizer (any plugin's).
-PATH_OPTIONS = ("path", "paths", "dir", "file", "vocab_file", "merges_file")
-
-
-def _anchor(value: Any) -> Any:
-    """A relative path that exists from here, made absolute; anything else (a corpus name such as
-    `shakespeare`, a path that does not exist yet) as it was."""
-    if isinstance(value, str) and value and not Path(value).is_absolute() and Path(value).exists():
-        return str(Path(value).resolve())
-    if isinstance(value, list):
-        return [_anchor(v) for v in value]
-    return value
-
-
-def anchored(cfg: DictConfig) -> DictConfig:
-    """A copy of `cfg` whose data paths are absolute, so that a run's config.yaml works from
-    any directory (`cd / && zoo eval runs/x`): data.source and data.tokenizer options in
-    PATH_OPTIONS, the keys of data.sources and a mixture's sources, data.cache_dir."""
-    out = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))
-    data = out.get("data")
-    if data is None:
-        return out
-    for section in ("source", "tokenizer"):
-        opts = data.get(section)
-        if isinstance(opts, DictConfig):
-            for key in PATH_OPTIONS:
-                if key in opts:
-                    opts[key] = _anchor(opts[key])
-            if isinstance(opts.get("sources"), DictConfig):
-                opts["sources"] = {_anchor(k): v for k, v in opts["sources"].items()}
-    if isinstance(data.get("sources"), DictConfig):
-        data["sources"] = {_anchor(k): v for k, v in data["sources"].items()}
-    if data.get("cache_dir"):
-        data["cache_dir"] = _anchor(data["cache_dir"])
-    return out
-
-
 def save_config(cfg: DictConfig, path: str | Path) -> None:
-    """Write atomically; data paths recorded absolute (`anchored`)."""
     path = Path(path)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(OmegaConf.to_yaml(anchored(cfg)))
+    tmp.write_text(OmegaConf.to_yaml(cfg))
     tmp.replace(path)
 
 

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from zoo_core.config import resolve, save_config
 from zoo_core.errors import EXIT_FAILED, EXIT_PREEMPTED, UserError
+from zoo_core.loop.paths import anchored
 from zoo_core.registry import get_registry
 
 PREEMPT_SIGNAL = "USR1"
@@ -193,7 +194,7 @@ def prepare_run(cfg: Any, snapshot: bool = True) -> Path:
     """Save the resolved config and a snapshot of the code into the run directory."""
     run_dir = Path(cfg.runs_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    save_config(anchored(cfg), run_dir / "config.yaml")  # data paths absolute, as zoo train records them
     if snapshot:
         snapshot_code(run_dir / "code")
     return run_dir

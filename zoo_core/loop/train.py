@@ -50,6 +50,7 @@ from zoo_core.loop.metrics import (
 from zoo_core.loop.model import LanguageModel, meta_model, padded_vocab
 from zoo_core.loop.optim import build_optimizer, lr_at, set_lr
 from zoo_core.loop.parallelize import materialize, parallelize
+from zoo_core.loop.paths import anchored
 from zoo_core.loop.runs import check_run_dir
 from zoo_core.loop.validate import batch_layout, check_request
 from zoo_core.registry import get_registry
@@ -446,7 +447,7 @@ class Trainer:
             return {"step": self.step, "finished": True, "run_dir": str(self.run_dir)}
         if world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_config(anchored(cfg), self.run_dir / "config.yaml")  # data paths absolute
         self.model.train()
         # On a terminal a bar (train.progress); off one (a Slurm log) a timestamped line per record.
         bar = progress_bar(
