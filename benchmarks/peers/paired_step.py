@@ -25,6 +25,7 @@ variant): train_step.py reports it.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -202,6 +203,10 @@ def _write(sections, args, load_before, started, done: bool) -> None:
         title, _, rest = text.partition("\n")
         text = f"{title}\n\nPartial: written after row {len(sections)} of {len(args.rows)}.\n{rest}"
     common.write_report(text, args.out, "paired")
+    raw = (args.out or common.RESULTS / f"peers-paired-{common.machine_slug()}.md").with_suffix(".json")
+    meta = {"command": common.command_line(), "machine": common.machine(), "git": common.git_rev()}
+    meta.update(load_before=load_before, load_after=common.load(), started=started)
+    raw.write_text(json.dumps({**meta, "rows": sections}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
