@@ -20,22 +20,22 @@ def tune_file(tmp_path, monkeypatch):
 def test_calibration_measures_a_positive_peak_per_dtype(tune_file, monkeypatch):
     monkeypatch.setattr(cpu_peak, "N", 128)  # tiny: only that it runs and counts 2 N^3 FLOPs per call
     for dtype in (torch.float32, torch.bfloat16):
-        entry = cpu_peak._calibrate(dtype)
+        entry = cpu_peak.calibrate(dtype)
         assert entry["flops"] > 1e6 and entry["route"] in ("aten", "onednn") and 32 <= entry["n"] <= 128
-    assert cpu_peak._calibrate(torch.bfloat16)["route"] == "aten"
+    assert cpu_peak.calibrate(torch.bfloat16)["route"] == "aten"
 
 
 def test_peak_is_cached_once_per_dtype(tune_file, monkeypatch):
     calls = []
     monkeypatch.setattr(
-        cpu_peak, "_calibrate", lambda dtype: calls.append(dtype) or {"flops": 5e10 if dtype == torch.float32 else 2e10}
+        cpu_peak, "calibrate", lambda dtype: calls.append(dtype) or {"flops": 5e10 if dtype == torch.float32 else 2e10}
     )
     assert cpu_peak.gemm_peak(torch.float32) == 5e10
     assert cpu_peak.gemm_peak(torch.float32) == 5e10
     assert cpu_peak.gemm_peak(torch.bfloat16) == 2e10
     assert calls == [torch.float32, torch.bfloat16]
     cpu_tune.forget()
-    monkeypatch.setattr(cpu_peak, "_calibrate", lambda dtype: pytest.fail("calibrated again despite the cache"))
+    monkeypatch.setattr(cpu_peak, "calibrate", lambda dtype: pytest.fail("calibrated again despite the cache"))
     assert cpu_peak.gemm_peak(torch.bfloat16) == 2e10
     (entries,) = json.loads(tune_file.read_text())["entries"].values()
     assert set(entries) == {"gemm-float32", "gemm-bfloat16"}
@@ -46,7 +46,7 @@ def test_throughput_reports_mfu_against_the_measured_peak(tune_file, monkeypatch
     from zoo_core.registry import get_registry
     from zoo_core.throughput import measure
 
-    monkeypatch.setattr(cpu_peak, "_calibrate", lambda dtype: {"flops": 1e9 if dtype == torch.float32 else 1e8})
+    monkeypatch.setattr(cpu_peak, "calibrate", lambda dtype: {"flops": 1e9 if dtype == torch.float32 else 1e8})
     reg = get_registry()
     for extra, peak in (([], 1e9), (["parallel.mixed_precision=bf16"], 1e8)):
         cfg = resolve(load_config(None, ["model.dim=32", "model.n_layers=2", "data.seq_len=16", *extra]), reg)
@@ -66,7 +66,7 @@ def test_a_peak_below_what_the_run_measures_leaves_mfu_out_with_one_warning(
     """A peak calibrated on a busy machine can be far too low; MFU above 100% is then reported as nothing."""
     from zoo_core.train import train
 
-    monkeypatch.setattr(cpu_peak, "_calibrate", lambda dtype: {"flops": 1.0})  # 1 FLOP/s: any run exceeds it
+    monkeypatch.setattr(cpu_peak, "calibrate", lambda dtype: {"flops": 1.0})  # 1 FLOP/s: any run exceeds it
     with pytest.warns(UserWarning, match="MFU left out") as caught:
         train(None, tiny_overrides + ["train.log_every=1"])
     assert len([w for w in caught if "MFU left out" in str(w.message)]) == 1

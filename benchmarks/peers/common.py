@@ -41,15 +41,32 @@ def load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str) -> str:
+    """The first `field` line of /proc/cpuinfo ("" where there is none)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.split(":", 1)[0].strip() == field:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown cpu"
+    return ""
+
+
+def cpu_name() -> str:
+    """The model name, with lscpu's family and model numbers (they tell CPU generations apart
+    where the name does not: a VM's "AMD EPYC" is Zen 2, 3 or 4)."""
+    name = _cpuinfo("model name") or platform.processor() or "unknown cpu"
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    return f"{name} (family {family}, model {model})" if family and model else name
+
+
+def cpu_capability() -> str:
+    """The vector ISA torch's own CPU kernels were dispatched to here (ATen's DEFAULT/AVX2/AVX512)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        return "?"
 
 
 def cpu_flags() -> str:
@@ -81,10 +98,24 @@ def machine_line() -> str:
     """The results files' "Machine:" line: hardware, software, zoo's revision, time."""
     m = machine()
     return (
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}; flags {m['flags']}); {m['os']}; "
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['host']}; flags {m['flags']}; "
+        f"torch CPU capability {cpu_capability()}); {m['os']}; "
         f"Python {m['python']}, "
         f"torch {m['torch']}; zoo at git {git_rev()}; {time.strftime('%Y-%m-%d %H:%M %Z')}."
     )
+
+
+def command_line() -> str:
+    """How this script was run, for the top of its results file (the path relative to the repository)."""
+    import shlex
+    import sys
+
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(RESULTS.parents[1])
+    except ValueError:
+        pass
+    return "python " + " ".join(shlex.quote(a) for a in [str(script), *sys.argv[1:]])
 
 
 def machine_slug() -> str:

@@ -7,9 +7,12 @@ For each linear layer shape of the peer benchmark (2048 tokens = batch 8 x seq
 256, fp32), times the three products a training step makes: forward y = x W^T,
 input gradient g W and weight gradient g^T x. "torch" is F.linear and autograd's
 own products (BLAS sgemm: MKL in PyTorch's x86 wheels); "zoo" is
-`zoo_core.cpu_linear`'s oneDNN calls. Median of repeated calls, threads pinned.
-Also records which BLAS the wheel uses and the max relative difference of the
-two against float64.
+`zoo_core.cpu_linear`'s oneDNN calls; "bf16" is the same product in bfloat16
+through torch.mm, what `parallel.mixed_precision=bf16` (CPU autocast) runs
+(oneDNN's bf16 kernels: AMX or AVX512-BF16 where the CPU has them). The three
+are timed in interleaved rounds (median of each), threads pinned. Also records
+which BLAS the wheel uses and the max relative difference of the fp32 two
+against float64.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def main() -> None:
     import torch
 
     from zoo_core import cpu_linear
+    from zoo_core.cpu_tune import paired_medians
 
     why_not = cpu_linear.set_cpu_linear("onednn")
     if why_not:
@@ -56,15 +60,18 @@ def main() -> None:
     for name, k, n in SHAPES:
         torch.manual_seed(0)
         x, w, g = torch.randn(M, k), torch.randn(n, k), torch.randn(M, n)
-        wide = n >= k  # the weight-gradient form cpu_linear picks
+        xb, wb, gb = x.bfloat16(), w.bfloat16(), g.bfloat16()
         pairs = {
-            "forward": (lambda: x @ w.t(), lambda: mm(x, w)),
-            "input grad": (lambda: g @ w, lambda: mm(g, w.t())),
-            "weight grad": (lambda: g.t() @ x, (lambda: mm(x.t(), g.t()).t()) if wide else (lambda: mm(g.t(), x.t()))),
+            "forward": (lambda: x @ w.t(), lambda: mm(x, w), lambda: xb @ wb.t()),
+            "input grad": (lambda: g @ w, lambda: mm(g, w.t()), lambda: gb @ wb),
+            "weight grad": (lambda: g.t() @ x, lambda: mm(x.t(), g.t()).t(), lambda: gb.t() @ xb),
         }
-        for product, (ours_torch, ours_zoo) in pairs.items():
-            t_torch = common.median(common.time_steps(ours_torch, 3, args.repeats, 10.0))
-            t_zoo = common.median(common.time_steps(ours_zoo, 3, args.repeats, 10.0))
+        for product, (ours_torch, ours_zoo, bf16) in pairs.items():
+            fns = {"torch": ours_torch, "zoo": ours_zoo, "bf16": bf16}
+            if product == "weight grad":  # both oneDNN forms; cpu_linear=auto measures them and takes the faster
+                fns["zoo_gt"] = lambda: mm(g.t(), x.t())
+            t = paired_medians(fns, rounds=args.repeats, budget_s=10.0)
+            t_torch, t_zoo, t_bf16 = t["torch"], min(t["zoo"], t.get("zoo_gt", t["zoo"])), t["bf16"]
             ref = {
                 "forward": x.double() @ w.double().t(),
                 "input grad": g.double() @ w.double(),
@@ -72,10 +79,12 @@ def main() -> None:
             }[product]
             err = max(float((f().double() - ref).norm() / ref.norm()) for f in (ours_torch, ours_zoo))
             gflop = 2 * M * k * n / 1e9
-            rows.append((name, f"{k}->{n}", product, gflop / t_torch, gflop / t_zoo, t_torch / t_zoo, err))
+            best32 = min(t_torch, t_zoo)
+            speeds = (gflop / t_torch, gflop / t_zoo, t_torch / t_zoo, gflop / t_bf16, best32 / t_bf16)
+            rows.append((name, f"{k}->{n}", product, *speeds, err))
             print(
                 f"{name:24s} {k}->{n:<5d} {product:12s} torch {gflop / t_torch:6.0f}  zoo {gflop / t_zoo:6.0f} "
-                f"GFLOP/s  {t_torch / t_zoo:.2f}x",
+                f"bf16 {gflop / t_bf16:6.0f} GFLOP/s  zoo/torch {speeds[2]:.2f}x  bf16/fp32 {speeds[4]:.2f}x",
                 flush=True,
             )
     text = report(rows, args, load_before, common.load(), torch)
@@ -92,14 +101,20 @@ def report(rows, args, load_before, load_after, torch) -> str:
         common.machine_line(),
         f"Threads pinned: {args.threads}. Load average before: {load_before}; after: {load_after}.",
         "",
-        f"Command: `python benchmarks/peers/linear.py`. {args.tokens} tokens (batch 8 x seq 256), fp32; "
-        "median of repeated calls. 'torch' is F.linear and autograd's products; 'zoo' is "
-        "`zoo_core.cpu_linear` (parallel.cpu_linear=auto), which the zoo rows of peers-train use.",
+        f"Command: `{common.command_line()}`. {args.tokens} tokens (batch 8 x seq 256), fp32; "
+        "median of each in interleaved rounds. 'torch' is F.linear and autograd's products; 'zoo' is "
+        "`zoo_core.cpu_linear`'s oneDNN route (what parallel.cpu_linear=auto takes where it measured faster); "
+        "'bf16' is the product in bfloat16 (torch.mm, what CPU autocast runs); bf16 / fp32 is against the "
+        "faster fp32 route.",
         "",
-        "| layer | in->out | product | torch GFLOP/s | zoo GFLOP/s | zoo / torch | max rel. error vs fp64 |",
-        "|---|---|---|---|---|---|---|",
+        "| layer | in->out | product | torch GFLOP/s | zoo GFLOP/s | zoo / torch | bf16 GFLOP/s | bf16 / fp32 "
+        "| max rel. error vs fp64 (fp32) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {n} | {s} | {p} | {a:.0f} | {b:.0f} | **{r:.2f}x** | {e:.1e} |" for n, s, p, a, b, r, e in rows]
+    lines += [
+        f"| {n} | {s} | {p} | {a:.0f} | {b:.0f} | **{r:.2f}x** | {c:.0f} | **{q:.2f}x** | {e:.1e} |"
+        for n, s, p, a, b, r, c, q, e in rows
+    ]
     return "\n".join(lines) + "\n"
 
 

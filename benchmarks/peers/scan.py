@@ -208,7 +208,7 @@ def report(rows, args, load_before, load_after, cpp, B, D) -> str:
         f"Threads pinned: torch.set_num_threads({args.threads}). Load average (1/5/15 min) before: "
         f"{load_before}; after: {load_after}. zoo's compiled CPU kernel: {cpp}. Freed memory: {args.freed_memory}.",
         "",
-        f"Command: `python benchmarks/peers/scan.py`. h_t = a_t h_(t-1) + x_t at (batch {B}, channels {D}, T), "
+        f"Command: `{common.command_line()}`. h_t = a_t h_(t-1) + x_t at (batch {B}, channels {D}, T), "
         f"fp32, h0 = 0; {args.warmup} warm-up calls, then the median of up to {args.repeats} calls (fewer past "
         f"{args.budget:.0f} s). Forward+backward = the op and its backward for a given output gradient "
         "(autograd for the loop and the peers). Ratios are (other time) / (zoo time): > 1 means zoo is faster; "

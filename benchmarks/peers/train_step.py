@@ -38,7 +38,7 @@ def worker(args) -> None:
     if not args.glibc_default:  # both sides alike: what `zoo train` does on CPU, applied to the peers too
         from zoo_core.cpu_memory import keep_freed_memory
 
-        freed = "kept for reuse" if keep_freed_memory() is None else "glibc default"
+        freed = "kept for reuse" if not keep_freed_memory() else "glibc default"
     import models
     import torch
 
@@ -85,11 +85,12 @@ def worker(args) -> None:
         warmup, repeats = min(warmup, 1), 3
     times = common.time_steps(step, warmup, repeats, args.budget)
     med = common.median(times)
-    routes = {}
+    routes, mfu = {}, {}
     if args.side == "zoo":
         from zoo_core import cpu_linear
 
         routes = {"mode": args.cpu_linear, "shapes": cpu_linear.choices()}
+        mfu = _mfu(model, T, B / med * T, torch.bfloat16 if args.bf16 else torch.float32)
     print(
         json.dumps(
             {
@@ -107,9 +108,26 @@ def worker(args) -> None:
                 "threads": torch.get_num_threads(),
                 "freed_memory": freed,
                 "cpu_linear": routes,
+                "param_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()}),
+                **mfu,
             }
         )
     )
+
+
+def _mfu(model, seq_len: int, tokens_per_s: float, dtype) -> dict:
+    """Model FLOP/s against this CPU's GEMM peak in `dtype`, the peak measured in this process right
+    after the timed steps (zoo_core/loop/cpu/peak.py's calibration, not its cache): a slow spell of a
+    shared machine lands on both, as in the interleaved rounds."""
+    from zoo_core.loop.cpu.peak import calibrate
+
+    flops = 3.0 * model.flops_per_token(seq_len)  # training = 3 x forward, the mixers' own counts
+    peak = calibrate(dtype)
+    return {
+        "train_flops_per_token": flops,
+        "gemm_peak": peak,
+        "mfu": flops * tokens_per_s / peak["flops"],
+    }
 
 
 def run_one(row: str, side: str, args) -> dict:
@@ -350,7 +368,7 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         f"Threads pinned: torch.set_num_threads({args.threads}), OMP/MKL_NUM_THREADS={args.threads}. "
         f"Load average (1/5/15 min) before: {load_before}; after: {load_after}.",
         "",
-        "Command: `python benchmarks/peers/train_step.py`. "
+        f"Command: `{common.command_line()}`. "
         f"Batch {args.batch} x seq {args.seq}, hidden 256, 4 layers, vocab 256, fp32, AdamW, random tokens; "
         f"forward + backward + optimizer step; {args.warmup} warm-up steps, then the median of up to "
         f"{args.repeats} timed steps (fewer once they pass {args.budget:.0f} s; `n` says how many, with the "
@@ -425,6 +443,7 @@ def report(results, zoo_runs, per_round, args, load_before, load_after) -> str:
         cells += [f"{z0.get('params', 0):,} / {p.get('params', 0):,}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += _routes_section(zoo_runs, results, args)
+    lines += _mfu_section(zoo_runs)
     lines += ["", "## Shapes and choices", ""]
     for key, note in models.SHAPE_NOTES.items():
         lines.append(f"- **{key}**: {note}")
@@ -470,6 +489,34 @@ def _routes_section(zoo_runs, results, args) -> list:
                 lines.append(
                     f"- {mixer}: " + (", ".join(f"{k} {v}" for k, v in sorted(shapes.items())) or "no float32 linear")
                 )
+    return lines
+
+
+def _mfu_section(zoo_runs) -> list:
+    """Each zoo run's model FLOP/s against the GEMM peak measured in the same process."""
+    rows = [(key, run) for key, run in zoo_runs.items() if "mfu" in run]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## MFU against this CPU's measured GEMM peak",
+        "",
+        "Training FLOPs per token = 3 x the model's forward count (the mixers' own `flops_per_token`, as "
+        "`zoo throughput` counts them); the peak is zoo_core/loop/cpu/peak.py's calibration (the best "
+        "square matmul, fp32: torch's BLAS or oneDNN; bf16: torch.mm), measured in the same process right "
+        "after the timed steps, so both see the same load. Median round.",
+        "",
+        "| model | mode | tok/s | train GFLOP/token | GEMM peak GFLOP/s (dtype, route, N) | MFU | param dtypes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (mixer, md), run in rows:
+        peak = run["gemm_peak"]
+        dtype = "bf16" if md == "bf16" else "fp32"
+        lines.append(
+            f"| {mixer} | {md} | {fmt_tps(run)} | {run['train_flops_per_token'] / 1e9:.4f} | "
+            f"{peak['flops'] / 1e9:,.0f} ({dtype}, {peak['route']}, {peak['n']}) | **{100 * run['mfu']:.0f}%** | "
+            f"{', '.join(run.get('param_dtypes', []))} |"
+        )
     return lines
 
 

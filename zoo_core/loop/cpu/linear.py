@@ -10,7 +10,10 @@ runs (forward, input gradient and weight gradient together, the best of
 interleaved rounds) and takes oneDNN only where it measured at least 5% faster; the
 choice is cached on disk per CPU model, flags, torch version, threads and
 shape (zoo_core/loop/cpu/tune.py), so later runs do not measure again. Shapes
-under TINY_MACS multiply-adds take aten untimed. `onednn` and `aten` force
+under TINY_MACS multiply-adds take aten untimed. The weight gradient has two
+oneDNN forms, (x^T g)^T and g^T x; which is faster depends on the CPU too, so
+the timing runs both and keeps the faster with the route (eager; under compile,
+and for `onednn` forced, the form follows `_dw_rule`). `onednn` and `aten` force
 one route. Both routes are float32 with float32 accumulation (the results
 differ in rounding only).
 
@@ -41,6 +44,7 @@ MARGIN = 1.05
 _mode = "aten"
 _say = True
 _routes: dict[tuple[int, int, int, bool], bool] = {}  # this process's decisions: True = oneDNN
+_dw_xt: dict[tuple[int, int, int, bool], bool] = {}  # measured weight-gradient form per shape: True = (x^T g)^T
 _pending: list[str] = []  # decisions not yet logged
 _pending_ptr = 0  # the weight whose shape opened them: seen again, the step's shapes are all decided
 
@@ -84,18 +88,32 @@ def _aten_mm(a: Tensor, b_t: Tensor, bias: Tensor | None) -> Tensor:
 # -- choosing by measurement ---------------------------------------------------
 
 
+def _dw_rule(out_f: int, in_f: int) -> bool:
+    """The weight-gradient form where none was measured: (x^T g)^T when the weight is at least as
+    wide as it is tall (faster on the AMD EPYC where oneDNN was first timed)."""
+    return out_f >= in_f
+
+
+def _onednn_dw(x2: Tensor, g2: Tensor, xt: bool, key: tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor:
+    """dW = g^T x (out_f x in_f) through oneDNN, as (x^T g)^T or as g^T x."""
+    return _mm(x2.t(), g2.t(), None, key).t() if xt else _mm(g2.t(), x2.t(), None, key)
+
+
 def _time_routes(m: int, k: int, n: int, bias: bool) -> dict[str, float]:
     """Best seconds per forward + backward of each route at (m, k) @ (k, n), the three matmuls as the
-    autograd functions run them (no autograd here: this also runs inside a compiled graph's op)."""
+    autograd functions run them (no autograd here: this also runs inside a compiled graph's op);
+    oneDNN twice, once per weight-gradient form ("onednn_xt", "onednn_gt")."""
     gen = torch.Generator().manual_seed(0)
     x, w = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen)
     gy, b = torch.randn(m, n, generator=gen), (torch.randn(n, generator=gen) if bias else None)
-    wide = n >= k
 
-    def onednn():
-        _onednn_mm(x, w, b)
-        _onednn_mm(gy, w.t(), None)
-        _onednn_mm(x.t(), gy.t(), None).t() if wide else _onednn_mm(gy.t(), x.t(), None)
+    def onednn(xt: bool):
+        def run():
+            _onednn_mm(x, w, b)
+            _onednn_mm(gy, w.t(), None)
+            _onednn_mm(x.t(), gy.t(), None).t() if xt else _onednn_mm(gy.t(), x.t(), None)
+
+        return run
 
     def aten():
         F.linear(x, w, b)
@@ -103,17 +121,25 @@ def _time_routes(m: int, k: int, n: int, bias: bool) -> dict[str, float]:
         torch.mm(gy.t(), x)
 
     with torch.no_grad():  # the best round of each: a busy machine only ever adds time
-        return cpu_tune.paired_medians({"aten": aten, "onednn": onednn}, reducer=min)
+        return cpu_tune.paired_medians(
+            {"aten": aten, "onednn_xt": onednn(True), "onednn_gt": onednn(False)}, reducer=min
+        )
 
 
 def _measure(m: int, k: int, n: int, bias: bool) -> dict:
     t = _time_routes(m, k, n, bias)
+    if "onednn" in t:  # one oneDNN timing (a caller's own): its weight gradient took the rule's form
+        xt = _dw_rule(n, k)
+    else:
+        xt = t["onednn_xt"] <= t["onednn_gt"]
+        t["onednn"] = t["onednn_xt"] if xt else t["onednn_gt"]
     speedup = t["aten"] / t["onednn"]
     return {
         "route": "onednn" if speedup >= MARGIN else "aten",
         "onednn_vs_aten": round(speedup, 3),
         "aten_ms": round(1e3 * t["aten"], 4),
         "onednn_ms": round(1e3 * t["onednn"], 4),
+        "dw": "xt" if xt else "gt",
     }
 
 
@@ -139,6 +165,8 @@ def choose(m: int, k: int, n: int, bias: bool, weight_ptr: int = 0) -> bool:
                 entry, how = _measure(m, k, n, bias), "measured"
                 cpu_tune.store("linear", skey, entry)
             route = entry["route"] == "onednn"
+            if "dw" in entry:  # entries cached before the form was measured keep the rule's
+                _dw_xt[key] = entry["dw"] == "xt"
             if not _pending:
                 _pending_ptr = weight_ptr
             _pending.append(f"{skey} {entry['route']} ({entry['onednn_vs_aten']:.2f}x, {how})")
@@ -206,10 +234,12 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = _mm(g2, weight.t(), None, ctx.key).view(*gy.shape[:-1], weight.shape[1])
         if ctx.needs_input_grad[1]:
-            # dW = g^T x reduces over tokens; oneDNN is faster with the wider
-            # of the two matrices as its "output features" (measured).
+            # dW = g^T x reduces over tokens; which of its two oneDNN forms is faster was measured
+            # with the route (eager, auto), else the rule's.
             out_f, in_f = weight.shape
-            gw = _mm(x2.t(), g2.t(), None, ctx.key).t() if out_f >= in_f else _mm(g2.t(), x2.t(), None, ctx.key)
+            shape = (x2.shape[0], in_f, out_f, ctx.has_bias)
+            xt = _dw_rule(out_f, in_f) if torch.compiler.is_compiling() else _dw_xt.get(shape, _dw_rule(out_f, in_f))
+            gw = _onednn_dw(x2, g2, xt, ctx.key)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g2.sum(0)
         return gx, gw, gb, None

@@ -25,11 +25,12 @@ SLOW_CALL_S = 0.05
 def gemm_peak(dtype: torch.dtype = torch.float32) -> float:
     """FLOP/s of the best n x n x n matmul in `dtype` on this CPU (cached)."""
     name = str(dtype).replace("torch.", "")
-    entry = cpu_tune.cached("peak", f"gemm-{name}", lambda: _calibrate(dtype))
+    entry = cpu_tune.cached("peak", f"gemm-{name}", lambda: calibrate(dtype))
     return float(entry["flops"])
 
 
-def _calibrate(dtype: torch.dtype) -> dict:
+def calibrate(dtype: torch.dtype = torch.float32) -> dict:
+    """Measure now, uncached: {"flops", "route", "n", "threads"} (benchmarks pair it with their timings)."""
     n = _size(dtype)
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=gen).to(dtype), torch.randn(n, n, generator=gen).to(dtype)
