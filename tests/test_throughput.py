@@ -22,6 +22,29 @@ def test_measure_counts_training_flops_from_the_model():
     assert result.mfu > 0  # against the CPU's measured GEMM peak (tests/test_cpu_peak.py)
 
 
+def test_reset_runs_are_timed_with_document_starts(monkeypatch):
+    """A compare time budget for a data.documents=reset row counts the steps a reset run takes:
+    the timed step passes resets (a start every DOCUMENT_TOKENS tokens); a stream row never does."""
+    from zoo_core import throughput
+    from zoo_core.loop.model import LanguageModel
+
+    seen, real = [], LanguageModel.forward
+
+    def spy(self, tokens, targets, *args, **kwargs):
+        seen.append(kwargs.get("resets"))
+        return real(self, tokens, targets, *args, **kwargs)
+
+    monkeypatch.setattr(LanguageModel, "forward", spy)
+    monkeypatch.setattr(throughput, "DOCUMENT_TOKENS", 8)
+    reg = get_registry()
+    for documents in ("stream", "reset"):
+        cfg = resolve(load_config(None, [*TINY, "model.mixer.name=hawk", f"data.documents={documents}"]), reg)
+        measure(cfg, reg, micro_batch=2, warmup=0, repeats=1)
+    stream, reset = seen
+    assert stream is None
+    assert reset.shape == (2, 16) and reset[:, [0, 8]].all() and reset.sum() == 4
+
+
 def test_sweep_doubles_until_the_limit():
     reg = get_registry()
     cfg = resolve(load_config(None, TINY), reg)

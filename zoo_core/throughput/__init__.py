@@ -4,7 +4,9 @@ Random tokens; forward + backward + optimizer step; warm-up steps first, then
 the median of repeated timed steps. FLOPs per token come from the mixers' own
 counts (training = 3 x forward); MFU is reported against the device's peak:
 a GPU's datasheet dense bf16 figure where it is known, a CPU's measured GEMM
-peak in the step's dtype (zoo_core/loop/cpu/peak.py).
+peak in the step's dtype (zoo_core/loop/cpu/peak.py). Under data.documents=reset
+the step takes document starts too (one every DOCUMENT_TOKENS tokens), so that a
+compare time budget counts the steps a reset run can take.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class Throughput:
         }
 
 
+#: Under data.documents=reset the timed batch starts a document this often (a mid-length document).
+DOCUMENT_TOKENS = 128
+
+
 def measure(
     cfg: Any, registry: Any, micro_batch: int, warmup: int = 3, repeats: int = 10, device: torch.device | None = None
 ) -> Throughput:
@@ -68,6 +74,9 @@ def measure(
     T = cfg.data.seq_len
     tokens = torch.randint(0, vocab, (micro_batch, T + 1), device=device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    docs = {}
+    if cfg.data.documents == "reset":  # the mask/gate work a reset run does; stream never passes resets
+        docs["resets"] = (torch.arange(T, device=device) % DOCUMENT_TOKENS == 0).expand(micro_batch, T)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if cfg.parallel.mixed_precision == "bf16"
@@ -78,7 +87,7 @@ def measure(
         _sync(device)
         start = time.perf_counter()
         with autocast:
-            out, _ = model(inputs, targets)
+            out, _ = model(inputs, targets, **docs)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
