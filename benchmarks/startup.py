@@ -7,7 +7,9 @@ round (so a burst of load hits each command alike); the table gives each command
 fastest wall time and its median as a fraction of `import torch`'s. The registry's catalog is
 filled first by one untimed `zoo plugins` (the first `zoo plugins` after an install or an edit
 builds the registry, importing torch, and writes it; docs: zoo_core/registry.py). `zoo config`
-printing builds the model on the meta device, so it imports torch, and is shown for that reason.
+printing fills in plugin options and builds the model on the meta device, so the first call for
+some arguments imports torch (the row with a new `train.seed` each call); the same question again
+is answered from its cache (zoo_core/commands/config.py), warmed by one untimed call first.
 The CPU, its load average before and after and the Python and torch versions are written with
 the table: the machine's load changes the numbers, not which command imports torch.
 """
@@ -36,8 +38,16 @@ COMMANDS = [
     ("zoo list mixers", [*ZOO, "list", "mixers"], 0),
     ("zoo list specs", [*ZOO, "list", "specs"], 0),
     ("zoo config model.dimm=32 (a config error)", [*ZOO, "config", "model.dimm=32"], 2),
-    ("zoo config (prints; builds the meta model: imports torch)", [*ZOO, "config"], 0),
+    ("zoo config (asked again: from its cache)", [*ZOO, "config", "model.mixer.name=hawk"], 0),
+    ("zoo config (first time for its arguments: imports torch)", [*ZOO, "config", "train.seed={n}"], 0),
 ]
+_calls = iter(range(1, 1 << 30))
+
+
+def concrete(argv: list[str]) -> list[str]:
+    """argv with `{n}` made new for every call (a cache miss each time)."""
+    n = next(_calls)
+    return [a.replace("{n}", str(n)) for a in argv]
 
 
 def cpu_name() -> str:
@@ -66,15 +76,16 @@ def main() -> None:
     cache = Path(tempfile.mkdtemp(prefix="zoo-startup-"))
     env = {**os.environ, "ZOO_CACHE": str(cache)}
     try:
-        warm = subprocess.run([*ZOO, "plugins"], capture_output=True, env=env)  # fills the registry catalog
-        assert warm.returncode == 0, warm.stderr
+        for warm_argv in ([*ZOO, "plugins"], [*ZOO, "config", "model.mixer.name=hawk"]):  # catalog, config cache
+            warm = subprocess.run(warm_argv, capture_output=True, env=env)
+            assert warm.returncode == 0, warm.stderr
         load_before = os.getloadavg()
         times: dict[str, list[float]] = {label: [] for label, _, _ in COMMANDS}
         for r in range(args.rounds):
             order = COMMANDS[r % len(COMMANDS) :] + COMMANDS[: r % len(COMMANDS)]
             for label, argv, code in order:
                 t = time.perf_counter()
-                done = subprocess.run(argv, capture_output=True, env=env)
+                done = subprocess.run(concrete(argv), capture_output=True, env=env)
                 times[label].append(time.perf_counter() - t)
                 assert done.returncode == code, (label, done.returncode, done.stderr[-500:])
         load_after = os.getloadavg()
@@ -82,7 +93,7 @@ def main() -> None:
         rows = []
         for label, argv, _ in COMMANDS:
             med = statistics.median(times[label])
-            torch_col = "yes" if imports_torch(argv, env) else "no"
+            torch_col = "yes" if imports_torch(concrete(argv), env) else "no"
             rows.append(f"| {label} | {med:.3f} | {min(times[label]):.3f} | {med / torch_med:.2f} | {torch_col} |")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
@@ -94,7 +105,7 @@ def main() -> None:
         f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
         f"after: {', '.join(f'{x:.2f}' for x in load_after)}.",
         f"{args.rounds} rounds, each command once per round in a rotating order, each in a fresh process; "
-        "the registry catalog filled by one untimed `zoo plugins` first.",
+        "the registry catalog and the config cache filled by one untimed `zoo plugins` and `zoo config` first.",
         "Command: `python benchmarks/startup.py --out benchmarks/results/startup-cpu.md`.",
         "",
         "| command | median (s) | fastest (s) | median / import torch | imports torch |",

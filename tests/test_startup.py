@@ -67,6 +67,23 @@ def test_these_answer_without_importing_torch(warm_cache, args, code):
         assert err.startswith("zoo: ") and err.count("\n") == 0  # the usual one line
 
 
+def test_zoo_config_asked_again_answers_from_its_cache_without_torch(warm_cache, tmp_path):
+    """The first `zoo config` for some arguments fills plugin options and counts parameters (torch);
+    the same question again is answered from the cache, the same bytes, without torch; editing a
+    file the config names (here the YAML itself) asks torch again."""
+    cache, _ = warm_cache
+    yaml = tmp_path / "my.yaml"
+    yaml.write_text("model:\n  dim: 48\n")
+    args = ["config", str(yaml), "model.mixer.name=hawk"]
+    code, torch, first, _ = probe(args, cache)
+    assert code == 0 and torch and "dim: 48" in first and "# params:" in first
+    code, torch, again, _ = probe(args, cache)
+    assert code == 0 and not torch and again == first
+    yaml.write_text("model:\n  dim: 64\n")
+    code, torch, edited, _ = probe(args, cache)
+    assert code == 0 and torch and "dim: 64" in edited
+
+
 def test_plugins_and_list_from_the_catalog_say_what_a_fresh_build_says(warm_cache):
     cache, first = warm_cache
     assert probe(["plugins"], cache)[2] == first

@@ -2,20 +2,28 @@
 
 Without --options: the config `zoo train` would run with the same arguments, resolved and
 validated the same way, as YAML, then the parameter count, the decoding state and the
-forward FLOPs per token as YAML comments (the output stays valid YAML). Writes nothing.
+forward FLOPs per token as YAML comments (the output stays valid YAML). Writes nothing
+but a cache entry.
 With --options: every key with its type, default, allowed values and one-line doc,
 including the options of the mixer, block, loss, data source and tokenizer the overrides choose.
+
+Filling in plugin options and counting parameters needs the plugins, so torch. The first
+`zoo config` for given arguments imports them; its output is cached under $ZOO_CACHE/config/,
+keyed by the registry catalog's key (every plugin's version, entry points and source stamps),
+the arguments, the working directory and the size and mtime of every file the merged config
+names, so that asking again (the usual loop: edit, `zoo config`, edit) answers without torch.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from zoo_core.cli import split_config
 
 
-def precheck(config: str | None, overrides: list[str]) -> None:
+def precheck(config: str | None, overrides: list[str]) -> Any:
     """Keys, types, choices and ranges, checked before anything imports torch or a plugin, so
     that a typo answers at once (the same one line as later: zoo_core.config.merge says it).
     Names of plugins (an unknown mixer) and plugin options need the registry, so torch."""
@@ -25,8 +33,42 @@ def precheck(config: str | None, overrides: list[str]) -> None:
     if path is not None and path.is_dir():
         path = path / "config.yaml"
         if not path.is_file():
-            return  # run_config says what is wrong with the directory
-    load_config(str(path) if path else None, overrides)
+            return None  # run_config says what is wrong with the directory
+    return load_config(str(path) if path else None, overrides)
+
+
+def cache_file(merged: Any, items: list[str], prefix: str | None) -> Path | None:
+    """Where the output for these arguments is kept (see the module docstring); None when the
+    cache cannot be keyed (a directory argument without its config.yaml)."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    from zoo_core.registry import _cache_root, catalog_key
+
+    if merged is None:
+        return None
+    stamps = []
+    strings = [v for v in _leaves(OmegaConf.to_container(merged, resolve=False)) if isinstance(v, str)]
+    for name in sorted(set(items + strings)):
+        path = Path(name.split("=", 1)[-1])
+        try:
+            st = (path / "config.yaml" if path.is_dir() else path).stat()
+        except (OSError, ValueError):
+            continue
+        stamps.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+    data = [catalog_key(), items, prefix, os.getcwd(), stamps]
+    key = hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()
+    return _cache_root() / "config" / f"{key}.txt"
+
+
+def _leaves(tree: Any) -> list[Any]:
+    if isinstance(tree, dict):
+        return [leaf for k, v in tree.items() for leaf in [k, *_leaves(v)]]
+    if isinstance(tree, list):
+        return [leaf for v in tree for leaf in _leaves(v)]
+    return [tree]
 
 
 def resolved(config: str | None, overrides: list[str]) -> tuple[Any, Any]:
@@ -264,19 +306,31 @@ def run(args) -> None:
         items.insert(0, prefix)
         prefix = ""
     config, overrides = split_config(items)
+    cached = cache_file(precheck(config, overrides), items, prefix)
+    if cached is not None and cached.is_file():
+        print(cached.read_text(), end="")
+        return
     cfg, registry = resolved(config, overrides)
     if prefix is None:
         if cfg.model.vocab_size is None:  # what the run will use, as its config.yaml will say
             from zoo_core.loop.components import build_tokenizer, model_vocab
 
             cfg.model.vocab_size = model_vocab(cfg, registry, build_tokenizer(cfg, registry))
-        print(OmegaConf.to_yaml(cfg), end="")
-        print("\n".join(summary(cfg, registry)))
-        return
-    rows = [r for r in option_rows(cfg, registry) if r[0].startswith(prefix)]
-    if not rows:
-        raise UserError(f"no config key starts with '{prefix}'; zoo config --options lists every key")
-    print(table(rows, ["key", "type", "default", "allowed", "doc"]))
+        out = OmegaConf.to_yaml(cfg) + "\n".join(summary(cfg, registry)) + "\n"
+    else:
+        rows = [r for r in option_rows(cfg, registry) if r[0].startswith(prefix)]
+        if not rows:
+            raise UserError(f"no config key starts with '{prefix}'; zoo config --options lists every key")
+        out = table(rows, ["key", "type", "default", "allowed", "doc"]) + "\n"
+    print(out, end="")
+    if cached is not None:
+        try:  # written whole, then renamed: a reader never sees half of it
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+            tmp.write_text(out)
+            tmp.replace(cached)
+        except OSError:
+            pass  # a read-only cache: the next call resolves again
 
 
 def add_parser(sub) -> None:
