@@ -105,22 +105,18 @@ def test_packed_equals_separate_with_gradients(backend, kw):
     assert_same_with_gradients(m, x, packed, separate(m, x, state), gen)
 
 
-@pytest.mark.parametrize("tile", [5, 1, 4, 12])
+@pytest.mark.parametrize("block", [5, 13])
 @pytest.mark.parametrize("kw", CONFIGS)
-def test_packed_from_no_state_equals_separate(kw, tile, monkeypatch):
-    """No incoming state (training's call): every row starts a document at t=0. SDPA runs in
-    document tiles (mixer.TILE: 1, 4, 12 divide T=12) or, where TILE does not divide T, in
-    query blocks (5)."""
+def test_packed_from_no_state_equals_separate(kw, block, monkeypatch):
+    """No incoming state (training's call): every row starts a document at t=0. Query blocks
+    of 5 (three, each from the earliest start of its first query's document) and of 13 (one)."""
     from zoo_attention import mixer
 
-    monkeypatch.setattr(mixer, "TILE", tile)
-    tiled, real = [], mixer.tiled_sdpa
-    monkeypatch.setattr(mixer, "tiled_sdpa", lambda *a, **k: tiled.append(1) or real(*a, **k))
+    monkeypatch.setattr(mixer, "QUERY_BLOCK", block)
     m = make(**kw)
     x, gen = inputs()
-    x = x[:, :12].detach().requires_grad_()
-    lengths = [[5, 1, 6], [1, 8, 3]]
-    resets = resets_of(lengths, T=12)
+    lengths = [[5, 1, 7], [1, 8, 4]]
+    resets = resets_of(lengths)
     resets[:, 0] = True
     packed, _ = m(x, resets=resets)
     rows = []
@@ -128,7 +124,6 @@ def test_packed_from_no_state_equals_separate(kw, tile, monkeypatch):
         bounds = torch.tensor([0, *ls]).cumsum(0).tolist()
         rows.append(torch.cat([m(x[row : row + 1, a:b])[0] for a, b in zip(bounds, bounds[1:])], 1))
     assert_same_with_gradients(m, x, packed, torch.cat(rows, 0), gen)
-    assert len(tiled) == (1 if 12 % tile == 0 else 0)
 
 
 def test_document_plan_made_once_per_resets(monkeypatch):
@@ -137,12 +132,11 @@ def test_document_plan_made_once_per_resets(monkeypatch):
     from zoo_attention import mixer
 
     made = []
-    real = mixer.document_tiles
-    monkeypatch.setattr(mixer, "document_tiles", lambda *a: made.append(1) or real(*a))
-    monkeypatch.setattr(mixer, "TILE", 4)
+    real = mixer.mask_blocks
+    monkeypatch.setattr(mixer, "mask_blocks", lambda *a: made.append(1) or real(*a))
     m = make()
-    x = torch.randn(2, 12, DIM, dtype=torch.float64)
-    resets = resets_of([[5, 1, 6], [1, 8, 3]], T=12)
+    x = torch.randn(2, T, DIM, dtype=torch.float64)
+    resets = resets_of([[5, 1, 7], [1, 8, 4]])
     first, _ = m(x, resets=resets)
     m(x, resets=resets)
     assert len(made) == 1

@@ -18,8 +18,8 @@ a later segment or step sees only its current document's keys.
 Three paths, as every zoo mixer has, picked once per forward by `attention_path`:
 * naive (`reference.naive_attention`, with the reference RoPE): the softmax equation, materialised;
 * fast: flash-attn on CUDA when installed (`flash.py`), else PyTorch SDPA (is_causal; with a
-  KV cache or documents, SDPA under an additive mask in query blocks or, for documents without a
-  state, document tiles, on CPU and GPU alike; see `mask_blocks`, `document_tiles`);
+  KV cache or documents, SDPA under a mask in query blocks, on CPU and GPU alike; see
+  `mask_blocks`);
 * step: one token against the KV cache.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -159,13 +159,10 @@ class Attention(Mixer):
             k = torch.cat([state["k"], k], dim=2)
             v = torch.cat([state["v"], v], dim=2)
             k_abs = torch.cat([state["pos"], q_abs], dim=1)
-        plan = None
+        blocks = None
         if path == "sdpa" and resets is not None and state is None:
-            plan = shared_plan(resets, q_abs, self.window, q_start, q.dtype)
-        if isinstance(plan, Tiles):
-            o = tiled_sdpa(q, k, v, plan, gqa=self.n_heads > self.n_kv_heads)
-        else:
-            o = attend(path, q, k, v, q_abs, k_abs, self.window, plain_causal=plain, q_start=q_start, blocks=plan)
+            blocks = shared_mask_blocks(resets, q_abs, self.window, q_start, q.dtype)
+        o = attend(path, q, k, v, q_abs, k_abs, self.window, plain_causal=plain, q_start=q_start, blocks=blocks)
         if not return_state:
             return self._out(o), None
         start = _start(state, first) if q_start is None else q_start[:, -1]
@@ -358,95 +355,35 @@ def mask_blocks(
     return blocks
 
 
-#: The plan of the last `shared_plan` call, by its resets tensor (one entry at most, gone with
-#: the tensor).
+#: The blocks of the last `shared_mask_blocks` call, by its resets tensor (one entry at most,
+#: gone with the tensor).
 _shared: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
-def shared_plan(
+def shared_mask_blocks(
     resets: Tensor, q_pos: Tensor, window: int | None, q_start: Tensor, dtype: torch.dtype
-) -> Tiles | list[MaskBlock]:
+) -> list[MaskBlock]:
     """`mask_blocks` of a forward without state (training's), made once for all the layers of a
     model's forward: they get the same resets tensor, and without state the positions follow
     from it alone. Kept for that tensor (while it lives and is not modified) and its shape,
-    window, dtype, device and grad mode; under torch.compile, or for an inference tensor (no
+    window, dtype, device and inference mode; under torch.compile, or for an inference tensor (no
     version counter), made per call."""
-
-    def plan() -> Tiles | list[MaskBlock]:
-        tiles = document_tiles(q_start, window, dtype) if TILE else None
-        return tiles or mask_blocks(q_pos, q_pos, window, q_start, dtype)
-
     if torch.compiler.is_compiling() or resets.is_inference():
-        return plan()
-    key = (resets._version, tuple(resets.shape), window, dtype, q_pos.device, QUERY_BLOCK, TILE)
+        return mask_blocks(q_pos, q_pos, window, q_start, dtype)
+    key = (resets._version, tuple(resets.shape), window, dtype, q_pos.device, QUERY_BLOCK)
     key += (torch.is_inference_mode_enabled(),)
     hit = _shared.get(resets)
     if hit is not None and hit[0] == key:
         return hit[1]
-    made = plan()
+    blocks = mask_blocks(q_pos, q_pos, window, q_start, dtype)
     _shared.clear()
-    _shared[resets] = (key, made)
-    return made
-
-
-#: Queries per tile of `document_tiles` (0: none, query blocks instead).
-TILE = 64
-
-
-class Tiles(NamedTuple):
-    """Tiles of TILE queries each over `span` keys: the last `span` stream positions up to the
-    tile's last query, keys before 0 zeros; `mask` (B * tiles, 1, TILE, span) additive."""
-
-    block: int
-    span: int
-    mask: Tensor
-
-
-def document_tiles(q_start: Tensor, window: int | None, dtype: torch.dtype) -> Tiles | None:
-    """The document mask of a forward without state (positions 0 .. T-1) as equal tiles, for
-    SDPA in one call over (rows x tiles): tile i holds queries i*TILE .. (i+1)*TILE - 1 and the
-    `span` keys before its last, span the longest reach of a tile's first query back to its
-    document's start (or its window's, if shorter). Packed short documents cost about what their
-    own spans do, with no per-block slicing in the backward. None (use `mask_blocks`) when TILE
-    does not divide T or under torch.compile (the span is a host read)."""
-    B, T = q_start.shape
-    block = TILE
-    if T % block or torch.compiler.is_compiling():
-        return None
-    n = T // block
-    dev = q_start.device
-    firsts = torch.arange(0, T, block, device=dev)
-    lo = q_start[:, ::block].amin(0)
-    if window:
-        lo = torch.maximum(lo, firsts - window + 1)
-    span = int((firsts + block - lo).max())
-    qp = torch.arange(T, device=dev).view(n, block)
-    kp = (firsts + block - span)[:, None] + torch.arange(span, device=dev)  # (n, span), < 0: padding
-    diff = qp[:, :, None] - kp[:, None, :]  # (n, block, span)
-    ok = (diff >= 0) & (kp[:, None, :] >= q_start.view(B, n, block, 1))
-    if window:
-        ok &= diff < window
-    return Tiles(block, span, additive(ok, dtype).view(B * n, 1, block, span))
+    _shared[resets] = (key, blocks)
+    return blocks
 
 
 def additive(visible: Tensor, dtype: torch.dtype) -> Tensor:
     """A boolean mask as SDPA's additive one: 0 where visible, -inf where not."""
     return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(~visible, float("-inf"))
-
-
-def tiled_sdpa(q: Tensor, k: Tensor, v: Tensor, tiles: Tiles, gqa: bool) -> Tensor:
-    """SDPA over `document_tiles`: q (B, H, T, hd), k and v (B, H_kv, T, hd) -> (B, H, T, hd)."""
-    B, H, T, hd = q.shape
-    block, span = tiles.block, tiles.span
-    n = T // block
-
-    def windows(t: Tensor) -> Tensor:  # (B * n, H_kv, span, hd): each tile's keys, zeros before 0
-        t = F.pad(t, (0, 0, span - block, 0))
-        return t.unfold(2, span, block).permute(0, 2, 1, 4, 3).reshape(B * n, t.shape[1], span, hd)
-
-    qt = q.unflatten(2, (n, block)).transpose(1, 2).reshape(B * n, H, block, hd)
-    o = F.scaled_dot_product_attention(qt, windows(k), windows(v), attn_mask=tiles.mask, enable_gqa=gqa)
-    return o.view(B, n, H, block, hd).transpose(1, 2).reshape(B, H, T, hd)
 
 
 def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, blocks: list[MaskBlock], gqa: bool) -> Tensor:
