@@ -105,9 +105,14 @@ def test_packed_equals_separate_with_gradients(backend, kw):
     assert_same_with_gradients(m, x, packed, separate(m, x, state), gen)
 
 
+@pytest.mark.parametrize("block", [5, 13])
 @pytest.mark.parametrize("kw", CONFIGS)
-def test_packed_from_no_state_equals_separate(kw):
-    """No incoming state (training's call): every row starts a document at t=0."""
+def test_packed_from_no_state_equals_separate(kw, block, monkeypatch):
+    """No incoming state (training's call): every row starts a document at t=0. Query blocks
+    of 5 (three, each from the earliest start of its first query's document) and of 13 (one)."""
+    from zoo_attention import mixer
+
+    monkeypatch.setattr(mixer, "QUERY_BLOCK", block)
     m = make(**kw)
     x, gen = inputs()
     lengths = [[5, 1, 7], [1, 8, 4]]
@@ -119,6 +124,28 @@ def test_packed_from_no_state_equals_separate(kw):
         bounds = torch.tensor([0, *ls]).cumsum(0).tolist()
         rows.append(torch.cat([m(x[row : row + 1, a:b])[0] for a, b in zip(bounds, bounds[1:])], 1))
     assert_same_with_gradients(m, x, packed, torch.cat(rows, 0), gen)
+
+
+def test_document_plan_made_once_per_resets(monkeypatch):
+    """Every layer of a forward gets the same resets tensor: its mask is made once; a new tensor,
+    or the same one modified in place, gets its own."""
+    from zoo_attention import mixer
+
+    made = []
+    real = mixer.mask_blocks
+    monkeypatch.setattr(mixer, "mask_blocks", lambda *a: made.append(1) or real(*a))
+    m = make()
+    x = torch.randn(2, T, DIM, dtype=torch.float64)
+    resets = resets_of([[5, 1, 7], [1, 8, 4]])
+    first, _ = m(x, resets=resets)
+    m(x, resets=resets)
+    assert len(made) == 1
+    m(x, resets=resets.clone())
+    assert len(made) == 2
+    resets[0, 2] = True  # in place: a new document at t=2 in row 0
+    moved, _ = m(x, resets=resets)
+    assert len(made) == 3
+    assert rel(moved[0, :2], first[0, :2]) < 1e-12 and rel(moved[0, 2:5], first[0, 2:5]) > 1e-3
 
 
 @pytest.mark.parametrize("kw", CONFIGS)
@@ -226,11 +253,13 @@ def test_resets_on_a_flash_setup_use_sdpa_once(monkeypatch):
     assert Attention.supports_resets
 
 
+@pytest.mark.parametrize("documents", [False, True])
 @pytest.mark.parametrize("window", [None, 3, 7])
 @pytest.mark.parametrize("cached", [0, 4])
 @pytest.mark.parametrize("block", [1, 5, 13])
-def test_query_blocks_equal_one_masked_call(window, cached, block, monkeypatch):
-    """Blocked SDPA under a mask reads fewer keys, never a visible one."""
+def test_query_blocks_equal_one_masked_call(window, cached, block, documents, monkeypatch):
+    """Blocked SDPA under a mask reads fewer keys (not those before a block's documents), never a
+    visible one."""
     import torch.nn.functional as F
 
     from zoo_attention import mixer
@@ -243,9 +272,16 @@ def test_query_blocks_equal_one_masked_call(window, cached, block, monkeypatch):
     q_abs = 3 + cached + torch.arange(T).expand(2, T)
     k_abs = 3 + torch.arange(cached + T).expand(2, cached + T)
     resets = resets_of(LENGTHS)
-    q_start = mixer.documents(q_abs, resets, {"start": torch.tensor([0, 4])})
+    q_start = mixer.documents(q_abs, resets, {"start": torch.tensor([0, 4])}) if documents else None
     mask = allowed(q_abs, k_abs, window, q_start)[:, None]
-    blocked = mixer.masked_sdpa(q, k, v, mask, window, gqa=True)
+    blocks = mixer.mask_blocks(q_abs, k_abs, window, q_start, torch.float64)
+    if documents and block == 5:
+        # each block's first key: the earliest (over rows) document start of its first query
+        # (rows 0, 1 at t=0: key 0 + cached, 1; t=5: 5 + cached, 3 + cached; t=10: 6 + cached,
+        # 9 + cached), or its window's first key where that is later
+        want = {(None, 0): [0, 3, 6], (None, 4): [1, 7, 10], (3, 0): [0, 3, 8], (3, 4): [2, 7, 12]}
+        assert [lo for _, _, lo, _, _ in blocks] == want[window if window == 3 else None, cached]
+    blocked = mixer.masked_sdpa(q, k, v, blocks, gqa=True)
     whole = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
     assert rel(blocked, whole) < 1e-13
     g = torch.randn(whole.shape, dtype=torch.float64, generator=gen)

@@ -18,7 +18,8 @@ a later segment or step sees only its current document's keys.
 Three paths, as every zoo mixer has, picked once per forward by `attention_path`:
 * naive (`reference.naive_attention`, with the reference RoPE): the softmax equation, materialised;
 * fast: flash-attn on CUDA when installed (`flash.py`), else PyTorch SDPA (is_causal; with a
-  KV cache or documents, SDPA with one boolean mask per call, on CPU and GPU alike);
+  KV cache or documents, SDPA under a mask in query blocks, on CPU and GPU alike; see
+  `mask_blocks`);
 * step: one token against the KV cache.
 """
 
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from zoo_attention import flash
 from zoo_attention.inputs import add_positions, short_conv
@@ -157,7 +159,10 @@ class Attention(Mixer):
             k = torch.cat([state["k"], k], dim=2)
             v = torch.cat([state["v"], v], dim=2)
             k_abs = torch.cat([state["pos"], q_abs], dim=1)
-        o = attend(path, q, k, v, q_abs, k_abs, self.window, plain_causal=plain, q_start=q_start)
+        blocks = None
+        if path == "sdpa" and resets is not None and state is None:
+            blocks = shared_mask_blocks(resets, q_abs, self.window, q_start, q.dtype)
+        o = attend(path, q, k, v, q_abs, k_abs, self.window, plain_causal=plain, q_start=q_start, blocks=blocks)
         if not return_state:
             return self._out(o), None
         start = _start(state, first) if q_start is None else q_start[:, -1]
@@ -294,9 +299,11 @@ def attend(
     window: int | None,
     plain_causal: bool,
     q_start: Tensor | None = None,
+    blocks: list[MaskBlock] | None = None,
 ) -> Tensor:
     """o (B, H, Tq, hd) from q (B, H, Tq, hd) and k, v (B, H_kv, Tk, hd) on `path`; q_pos, k_pos
-    stream positions, `q_start` (B, Tq) where each query's document starts (see `allowed`)."""
+    stream positions, `q_start` (B, Tq) where each query's document starts (see `allowed`);
+    `blocks`: the SDPA mask already cut (`mask_blocks`), else cut here."""
     if path == "flash":
         return flash.attention(q, k, v, window)
     gqa = q.shape[1] > k.shape[1]  # SDPA reads the shared kv heads in place, no copies
@@ -304,32 +311,87 @@ def attend(
     # fused causal kernel rather than materialising a (T, T) mask.
     if path == "sdpa" and plain_causal and (not window or window >= k.shape[2]):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    # A KV cache, a shorter window or documents (block-diagonal causal): one boolean mask per call.
-    visible = allowed(q_pos, k_pos, window, q_start)
+    # A KV cache, a shorter window or documents (block-diagonal causal): SDPA under a mask.
     if path == "naive":
-        return naive_attention(q, k, v, visible)
-    return masked_sdpa(q, k, v, visible[:, None], window, gqa)
+        return naive_attention(q, k, v, allowed(q_pos, k_pos, window, q_start))
+    return masked_sdpa(q, k, v, blocks or mask_blocks(q_pos, k_pos, window, q_start, q.dtype), gqa)
 
 
-#: Queries per SDPA call under a mask (see `masked_sdpa`).
+#: Queries per SDPA call under a mask (see `mask_blocks`).
 QUERY_BLOCK = 128
 
+#: A block of queries under a mask: its queries a:b, its keys lo:hi, and the mask (B, 1, b - a,
+#: hi - lo): with documents additive (0 where a key is visible, -inf where not), else boolean.
+MaskBlock = tuple[int, int, int, int, Tensor]
 
-def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int | None, gqa: bool) -> Tensor:
-    """SDPA with a boolean mask (B, 1, Tq, Tk), queries in blocks of QUERY_BLOCK. SDPA computes
-    every (query, key) pair a mask covers, the masked ones too; each block here reads only the keys
-    a causal query in it can see: up to its last query and, with a window, from its first query's
-    window on. Keys are the cached ones then the segment's, consecutive positions (Tk - Tq cached)."""
-    Tq, Tk = q.shape[2], k.shape[2]
-    if Tq <= QUERY_BLOCK:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-    cached, outs = Tk - Tq, []
-    for a in range(0, Tq, QUERY_BLOCK):
+
+def mask_blocks(
+    q_pos: Tensor, k_pos: Tensor, window: int | None, q_start: Tensor | None, dtype: torch.dtype
+) -> list[MaskBlock]:
+    """The mask `allowed` gives, cut into blocks of QUERY_BLOCK queries, each over only the keys
+    one of its queries can see: up to its last query (causal), with a window from its first
+    query's window on, and with documents from the earliest start (over rows) of its first
+    query's document (each later query's document starts there or later). SDPA computes every
+    (query, key) pair its mask covers, the masked ones too, so packed short documents cost about
+    what their own spans do. Keys are the cached ones then the segment's, consecutive stream
+    positions (Tk - Tq cached). With documents the mask is additive in the compute dtype: SDPA on
+    CPU would convert a boolean one on every call; its flash kernel reads this one as is. Without
+    documents (a KV cache, a window), the boolean mask as before."""
+    Tq, Tk = q_pos.shape[1], k_pos.shape[1]
+    cached = Tk - Tq
+    firsts = list(range(0, Tq, QUERY_BLOCK))
+    doc_lo = [0] * len(firsts)
+    if q_start is not None and not torch.compiler.is_compiling():
+        # one host read per forward (a graph break under torch.compile, which keeps all keys)
+        doc_lo = (q_start[:, ::QUERY_BLOCK] - k_pos[:, :1]).clamp_min(0).amin(0).tolist()
+    blocks = []
+    for a, first_key in zip(firsts, doc_lo):
         b = min(Tq, a + QUERY_BLOCK)
-        lo = max(0, cached + a - window + 1) if window else 0
-        keys = slice(lo, cached + b)
-        o = F.scaled_dot_product_attention(
-            q[:, :, a:b], k[:, :, keys], v[:, :, keys], attn_mask=mask[:, :, a:b, keys], enable_gqa=gqa
-        )
-        outs.append(o)
-    return torch.cat(outs, 2)
+        lo = max(0, cached + a - window + 1, first_key) if window and Tq > QUERY_BLOCK else first_key
+        hi = cached + b
+        visible = allowed(q_pos[:, a:b], k_pos[:, lo:hi], window, None if q_start is None else q_start[:, a:b])
+        mask = visible if q_start is None else additive(visible, dtype)
+        blocks.append((a, b, lo, hi, mask[:, None]))
+    return blocks
+
+
+#: The blocks of the last `shared_mask_blocks` call, by its resets tensor (one entry at most,
+#: gone with the tensor).
+_shared: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def shared_mask_blocks(
+    resets: Tensor, q_pos: Tensor, window: int | None, q_start: Tensor, dtype: torch.dtype
+) -> list[MaskBlock]:
+    """`mask_blocks` of a forward without state (training's), made once for all the layers of a
+    model's forward: they get the same resets tensor, and without state the positions follow
+    from it alone. Kept for that tensor (while it lives and is not modified) and its shape,
+    window, dtype, device and inference mode; under torch.compile, or for an inference tensor (no
+    version counter), made per call."""
+    if torch.compiler.is_compiling() or resets.is_inference():
+        return mask_blocks(q_pos, q_pos, window, q_start, dtype)
+    key = (resets._version, tuple(resets.shape), window, dtype, q_pos.device, QUERY_BLOCK)
+    key += (torch.is_inference_mode_enabled(),)
+    hit = _shared.get(resets)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    blocks = mask_blocks(q_pos, q_pos, window, q_start, dtype)
+    _shared.clear()
+    _shared[resets] = (key, blocks)
+    return blocks
+
+
+def additive(visible: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask as SDPA's additive one: 0 where visible, -inf where not."""
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(~visible, float("-inf"))
+
+
+def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, blocks: list[MaskBlock], gqa: bool) -> Tensor:
+    """SDPA over the query blocks of `mask_blocks`, each against its own keys and mask."""
+    if len(blocks) == 1 and blocks[0][2:4] == (0, k.shape[2]):  # one call over everything
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=blocks[0][4], enable_gqa=gqa)
+    outs = [
+        F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, lo:hi], v[:, :, lo:hi], attn_mask=mask, enable_gqa=gqa)
+        for a, b, lo, hi, mask in blocks
+    ]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 2)
