@@ -29,6 +29,16 @@ MIXER = {
 }
 
 
+#: The mixer options both HF configs spell alike: (zoo option, HF config key, type); each
+#: mapping's hf_config / zoo_options adds its own.
+SHARED_OPTIONS = (
+    ("d_state", "state_size", int),
+    ("d_conv", "conv_kernel", int),
+    ("expand", "expand", int),
+    ("conv_bias", "use_conv_bias", bool),
+)
+
+
 class _MambaFamily(HFMapping):
     zoo_name = ""
 
@@ -46,56 +56,38 @@ class _MambaFamily(HFMapping):
             return f"model.loss.logit_softcap={loss['logit_softcap']} has no {self.architecture} counterpart; 0 maps"
         return None
 
-    @staticmethod
-    def _shared_options(c: Any) -> dict[str, Any]:
-        """The mixer options both HF configs spell alike (`zoo_options` adds each one's own)."""
-        return {
-            "d_state": c.state_size,
-            "d_conv": c.conv_kernel,
-            "expand": int(c.expand),
-            "conv_bias": bool(c.use_conv_bias),
-        }
+    def _same(self, i: int) -> list[tuple[str, str]]:
+        """(zoo name, HF name) of layer i's tensors that map unchanged; the conv weight and Mamba's
+        A_log change shape and are mapped by hand."""
+        z, h = f"layers.{i}.", f"backbone.layers.{i}."
+        mixer = [(z + "mixer." + key, h + "mixer." + key) for key in MIXER[self.zoo_name]]
+        return [(z + "mixer_norm.weight", h + "norm.weight"), *mixer, (z + "mixer.conv_bias", h + "mixer.conv1d.bias")]
 
     def to_hf(self, m: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         out = interop.ends_to_hf(m, w, "backbone.embeddings.weight", "backbone.norm_f.weight")
         for i in range(m.n_layers):
             z, h = f"layers.{i}.", f"backbone.layers.{i}."
-            out[h + "norm.weight"] = w[z + "mixer_norm.weight"]
-            for key in MIXER[self.zoo_name]:
-                if z + "mixer." + key in w:
-                    out[h + "mixer." + key] = w[z + "mixer." + key]
+            out.update({hk: w[zk] for zk, hk in self._same(i) if zk in w})
             out[h + "mixer.conv1d.weight"] = w[z + "mixer.conv_weight"][:, None]
-            if z + "mixer.conv_bias" in w:
-                out[h + "mixer.conv1d.bias"] = w[z + "mixer.conv_bias"]
             if self.zoo_name == "mamba":
                 d_inner = w[z + "mixer.D"].shape[0]
                 out[h + "mixer.A_log"] = w[z + "mixer.A_log"].view(d_inner, -1)
         common = dict(**interop.hf_sizes(m), layer_norm_epsilon=float(m.norm_eps), hidden_act="silu")
         o = interop.mixer_options(m)[0]
-        shared = dict(
-            state_size=o["d_state"],
-            expand=o["expand"],
-            conv_kernel=o["d_conv"],
-            use_conv_bias=o["conv_bias"],
-            residual_in_fp32=True,
-        )
-        return {**common, **shared, **self.hf_config(m, o)}, out
+        shared = {hf: kind(o[zoo]) for zoo, hf, kind in SHARED_OPTIONS}
+        return {**common, **shared, "residual_in_fp32": True, **self.hf_config(m, o)}, out
 
     def from_hf(self, c: Any, w: Weights) -> tuple[dict[str, Any], Weights]:
         if getattr(c, "hidden_act", "silu") != "silu":
             raise UserError(f"{self.architecture} hidden_act={c.hidden_act} has no zoo counterpart; silu maps")
-        mixer = {"name": self.zoo_name, **self.zoo_options(c), **self._shared_options(c)}
+        shared = {zoo: kind(getattr(c, hf)) for zoo, hf, kind in SHARED_OPTIONS}
+        mixer = {"name": self.zoo_name, **self.zoo_options(c), **shared}
         model = interop.zoo_model(c, float(c.layer_norm_epsilon), mixer, block={"mlp": False})
         out = interop.ends_from_hf(c, w, "backbone.embeddings.weight", "backbone.norm_f.weight")
         for i in range(c.num_hidden_layers):
             z, h = f"layers.{i}.", f"backbone.layers.{i}."
-            out[z + "mixer_norm.weight"] = w[h + "norm.weight"]
-            for key in MIXER[self.zoo_name]:
-                if h + "mixer." + key in w:
-                    out[z + "mixer." + key] = w[h + "mixer." + key]
+            out.update({zk: w[hk] for zk, hk in self._same(i) if hk in w})
             out[z + "mixer.conv_weight"] = w[h + "mixer.conv1d.weight"][:, 0]
-            if h + "mixer.conv1d.bias" in w:
-                out[z + "mixer.conv_bias"] = w[h + "mixer.conv1d.bias"]
             if self.zoo_name == "mamba":
                 out[z + "mixer.A_log"] = w[h + "mixer.A_log"].flatten()
         return model, out
