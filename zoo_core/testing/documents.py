@@ -39,6 +39,25 @@ LAYOUTS = (((1, 3, 1, 5, 2), True), ((4, 1, 2, 6, 1), False))
 TOL = 1e-6
 
 
+def packed_starts(T: int) -> Tensor:
+    """(3, T) bool document starts for a plugin's own path tests, T >= 8: row 0 continues the
+    incoming state, then documents of lengths 1, T - 7 and 3; row 1 starts at 0 with two
+    length-1 documents and ends with one; row 2 has no start (one document going on)."""
+    if T < 8:
+        raise ValueError(f"packed_starts needs T >= 8, got {T}")
+    r = torch.zeros(3, T, dtype=torch.bool)
+    r[0, [3, 4, T - 3]] = True
+    r[1, [0, 1, 2, T // 2 + 1, T - 1]] = True
+    return r
+
+
+def spans(row: Tensor) -> list[tuple[int, int]]:
+    """[begin, end) of each document in one row of starts (the first may continue the state)."""
+    T = int(row.shape[0])
+    cuts = [0] + [t for t in range(1, T) if row[t]] + [T]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 def supports(module: nn.Module) -> str | None:
     """None when the module honours resets, else why not (the skip reason)."""
     mixer = module if isinstance(module, Mixer) else getattr(module, "mixer", None)

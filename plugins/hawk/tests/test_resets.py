@@ -6,25 +6,12 @@ test_hf_oracle.py."""
 import pytest
 import torch
 
+from zoo_core.testing.documents import packed_starts, spans
 from zoo_hawk import Hawk, HawkConfig
 from zoo_hawk.reference import naive_hawk
 
 f64 = torch.float64
 DIM = 16
-
-
-def starts(T):
-    """Row 0 continues the incoming state, then documents of lengths 1, T - 7, 3; row 1
-    starts at 0 with two length-1 documents; row 2 has no start."""
-    r = torch.zeros(3, T, dtype=torch.bool)
-    r[0, [3, 4, T - 3]] = True
-    r[1, [0, 1, 2, T // 2 + 1, T - 1]] = True
-    return r
-
-
-def documents(row):
-    cuts = [0] + [t for t in range(1, len(row)) if row[t]] + [len(row)]
-    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def make(**kw):
@@ -49,7 +36,7 @@ def flat(state):
 @pytest.mark.parametrize("kw", [{}, {"gate_heads": 4, "expand": 1.5, "bias": True, "reset_at_start": True}])
 @pytest.mark.parametrize("T", [9, 20])
 def test_packed_equals_separate_with_gradients(kw, T):
-    m, resets = make(**kw), starts(T)
+    m, resets = make(**kw), packed_starts(T)
     x = torch.randn(3, T, DIM, dtype=f64, requires_grad=True)
     st = incoming(m, 3)
     params = list(m.parameters())
@@ -58,7 +45,7 @@ def test_packed_equals_separate_with_gradients(kw, T):
     packed = [y, flat(last), *torch.autograd.grad((y * G).sum() + (flat(last) * Gs).sum(), [x, *params])]
     ys, lasts, loss = torch.zeros_like(y), [], 0
     for b in range(3):
-        for a, e in documents(resets[b]):
+        for a, e in spans(resets[b]):
             if a == 0 and not resets[b, 0]:
                 o, s = m(x[b : b + 1, a:e], {k: v[b : b + 1] for k, v in st.items()}, return_state=True)
             else:
@@ -79,7 +66,7 @@ def test_packed_equals_separate_with_gradients(kw, T):
 )
 def test_naive_and_step_with_resets_equal_the_fast_path(kw):
     m, T = make(**kw), 13
-    resets = starts(T)
+    resets = packed_starts(T)
     x = torch.randn(3, T, DIM, dtype=f64, requires_grad=True)
     st = incoming(m, 3)
     y, last = m(x, st, return_state=True, resets=resets)
@@ -125,7 +112,7 @@ def model_packed_equals_separate(model, T=12):
     """Logits and every parameter's gradient: packed rows with resets == each document alone
     (its first token marked as a start; a row's first document without a start at 0 goes on
     from the initial state unmarked)."""
-    resets = starts(T)
+    resets = packed_starts(T)
     tokens = torch.randint(0, 11, (3, T), generator=torch.Generator().manual_seed(3))
     params = [p for p in model.parameters() if p.requires_grad]
     logits = model.logits(tokens, resets=resets)[0]
@@ -133,7 +120,7 @@ def model_packed_equals_separate(model, T=12):
     packed = [logits, *torch.autograd.grad((logits * G).sum(), params, allow_unused=True)]
     alone, loss = torch.zeros_like(logits), 0
     for b in range(3):
-        for a, e in documents(resets[b]):
+        for a, e in spans(resets[b]):
             first = None if a == 0 and not resets[b, 0] else torch.arange(e - a)[None] == 0
             out = model.logits(tokens[b : b + 1, a:e], resets=first)[0]
             alone[b : b + 1, a:e] = out.detach()

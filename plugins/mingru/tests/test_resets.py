@@ -7,6 +7,7 @@ chunked PyTorch scan, lengths over 64 so the chunk carry runs)."""
 import pytest
 import torch
 
+from zoo_core.testing.documents import packed_starts, spans
 from zoo_mingru import MinGRU, MinGRUConfig, MinLSTM, MinLSTMConfig
 from zoo_mingru.reference import naive_min_rnn
 
@@ -20,20 +21,6 @@ def make(kind, **kw):
     torch.manual_seed(0)
     cls, cfg = KINDS[kind]
     return cls(DIM, cfg(**kw)).to(f64)
-
-
-def starts(T):
-    """Row 0 continues the incoming state, then documents of lengths 1, T - 7, 3; row 1
-    starts at 0 with two length-1 documents; row 2 has no start."""
-    r = torch.zeros(3, T, dtype=torch.bool)
-    r[0, [3, 4, T - 3]] = True
-    r[1, [0, 1, 2, T // 2 + 1, T - 1]] = True
-    return r
-
-
-def documents(row):
-    cuts = [0] + [t for t in range(1, len(row)) if row[t]] + [len(row)]
-    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def incoming(m, B):
@@ -56,7 +43,7 @@ def scan_path(request, monkeypatch):
 @pytest.mark.parametrize("kind,kw", CASES)
 @pytest.mark.parametrize("T", [9, 70])
 def test_packed_equals_separate_with_gradients(scan_path, kind, kw, T):
-    m, resets = make(kind, **kw), starts(T)
+    m, resets = make(kind, **kw), packed_starts(T)
     x = torch.randn(3, T, DIM, dtype=f64, requires_grad=True)
     st, params = incoming(m, 3), list(m.parameters())
     y, last = m(x, st, return_state=True, resets=resets)
@@ -64,7 +51,7 @@ def test_packed_equals_separate_with_gradients(scan_path, kind, kw, T):
     packed = [y, flat(last), *torch.autograd.grad((y * G).sum() + (flat(last) * Gs).sum(), [x, *params])]
     ys, lasts, loss = torch.zeros_like(y), [], 0
     for b in range(3):
-        for a, e in documents(resets[b]):
+        for a, e in spans(resets[b]):
             row = None if a > 0 or resets[b, 0] else {k: v[b : b + 1] for k, v in st.items()}
             o, s = m(x[b : b + 1, a:e], row, return_state=True)
             ys[b : b + 1, a:e] = o.detach()
@@ -80,7 +67,7 @@ def test_packed_equals_separate_with_gradients(scan_path, kind, kw, T):
 @pytest.mark.parametrize("kind,kw", CASES)
 def test_naive_and_step_with_resets_equal_the_fast_path(kind, kw):
     m, T = make(kind, **kw), 11
-    resets = starts(T)
+    resets = packed_starts(T)
     x = torch.randn(3, T, DIM, dtype=f64, requires_grad=True)
     st = incoming(m, 3)
     y, last = m(x, st, return_state=True, resets=resets)
