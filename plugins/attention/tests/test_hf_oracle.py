@@ -78,3 +78,44 @@ def test_attention_equals_transformers_llama_attention(path, heads, kv, theta):
     assert rel(gz[0], gh[0]) < 1e-6
     assert rel(to_halves(gz[1], 8), gh[1]) < 1e-6
     assert rel(gz[2], gh[2]) < 1e-6
+
+
+def run_zoo_documents(m, x, resets, path):
+    if path == "step":
+        state, outs = m.init_state(x.shape[0], dtype=x.dtype), []
+        for t in range(x.shape[1]):
+            y, state = m.step(x[:, t], state, reset=resets[:, t])
+            outs.append(y)
+        return torch.stack(outs, 1)
+    return m(x, resets=resets)[0]
+
+
+@pytest.mark.parametrize("path", ["sdpa", "naive", "step"])
+def test_packed_documents_equal_transformers_llama_with_a_block_diagonal_mask(path):
+    """data.documents=reset against an outside oracle: LlamaAttention given the packed rows, a
+    block-diagonal causal mask and position ids that restart at each document (the packed-sequence
+    form transformers takes) equals zoo's attention with `resets`, outputs and gradients."""
+    zoo, hf, rotary = pair(4, 2, backend="naive" if path == "naive" else "sdpa")
+    B, T = 2, 13
+    resets = torch.zeros(B, T, dtype=torch.bool)
+    resets[0, [0, 4, 5, 11]] = True
+    resets[1, [0, 7]] = True
+    doc = resets.cumsum(1)  # document id of each position
+    first = torch.stack([torch.tensor([max(s for s in range(t + 1) if r[s]) for t in range(T)]) for r in resets])
+    positions = torch.arange(T)[None] - first
+    allowed = (doc[:, :, None] == doc[:, None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
+    mask = torch.zeros(B, 1, T, T, dtype=f64).masked_fill(~allowed[:, None], float("-inf"))
+    x = torch.randn(B, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(1))
+    w = torch.randn(B, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(2))
+    xz, xh = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yz = run_zoo_documents(zoo, xz, resets, path)
+    with hf_float64():
+        cos_sin = rotary(xh, positions)
+        yh = hf(xh, position_embeddings=cos_sin, attention_mask=mask)[0]
+    assert rel(yz, yh) < 1e-6
+    gz = torch.autograd.grad((yz * w).sum(), [xz, zoo.wq.weight, zoo.wo.weight])
+    with hf_float64():
+        gh = torch.autograd.grad((yh * w).sum(), [xh, hf.q_proj.weight, hf.o_proj.weight])
+    assert rel(gz[0], gh[0]) < 1e-6
+    assert rel(to_halves(gz[1], 8), gh[1]) < 1e-6
+    assert rel(gz[2], gh[2]) < 1e-6
