@@ -197,3 +197,33 @@ def test_float32_scan_on_large_inputs_matches_float64_recurrence(kind):
         y_ref, h_ref = peer_sequential(peer, x, h0)
         y, st = zoo.float()(x.float(), {"h": h0[:, 0].float()}, return_state=True)
     assert rel(y.double(), y_ref) < 1e-5 and rel(st["h"].double(), h_ref) < 1e-5
+
+
+@pytest.mark.parametrize("kind", list(ZOO))
+@pytest.mark.parametrize("path", ["scan-chunked", "scan-compiled-c"])
+def test_packed_documents_equal_the_peer_run_on_each_document(kind, path, monkeypatch):
+    """data.documents=reset against the outside oracle: zoo's mixer on rows packed with
+    documents (resets at their starts) equals mingru-pytorch run from scratch on each document,
+    outputs and input gradients."""
+    from zoo_core.testing.documents import spans
+
+    peer, zoo, _ = pair(kind, 2.0, True)
+    torch.manual_seed(2)
+    x = torch.randn(B, T, DIM, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(B, T, DIM, dtype=torch.float64)
+    resets = torch.zeros(B, T, dtype=torch.bool)
+    resets[:, 0] = True
+    resets[0, [1, 9, 40, T - 1]] = True
+    resets[1, [33, 64, 65]] = True
+    if path == "scan-compiled-c" and cpu_kernel.load() is None:
+        pytest.skip("zoo-kernels' compiled CPU scan is not built here (no C compiler?)")
+    for k, v in SCAN_ENV[path].items():
+        monkeypatch.setenv(k, v)
+    y = zoo(x, resets=resets)[0]
+    want = torch.zeros_like(y)
+    for b in range(B):
+        for a, e in spans(resets[b]):
+            want[b : b + 1, a:e] = peer_sequential(peer, x[b : b + 1, a:e], None)[0]
+    assert rel(y, want) < 1e-10
+    gy, gw = (torch.autograd.grad(out, x, g, retain_graph=True)[0] for out in (y, want))
+    assert rel(gy, gw) < 1e-10
