@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 #: The C sources, relative to the package; compiled together into one library.
-SOURCES = ("scan/scan.c", "rglru/rg_lru.c", "selective/selective_scan.c", "conv/causal_conv.c")
+SOURCES = ("scan/scan.c", "rglru/rg_lru.c", "selective/selective_scan.c", "conv/causal_conv.c", "glu/glu.c")
 HEADERS = ("vmath.h", "jobs.h")
 
 # -fopenmp-simd honours `omp simd` (vectorised reductions) without linking OpenMP.
@@ -44,7 +44,11 @@ HEADERS = ("vmath.h", "jobs.h")
 # then evaluate both sides of a select, which the vector math needs to vectorise without
 # AVX-512 masks (and is faster with them).
 FALLBACK_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
-FLAGS = FALLBACK_FLAGS[:1] + ["-march=native"] + FALLBACK_FLAGS[1:]
+NATIVE_FLAGS = FALLBACK_FLAGS[:1] + ["-march=native"] + FALLBACK_FLAGS[1:]
+# -fopenmp: the jobs run on PyTorch's OpenMP threads (jobs.h says why); without it, on threads of their own.
+FLAGS = NATIVE_FLAGS + ["-fopenmp"]
+#: What is tried in turn until one compiles: a compiler without OpenMP, then one without -march=native.
+FLAG_CHOICES = (FLAGS, NATIVE_FLAGS, FALLBACK_FLAGS)
 #: Below this many elements one thread does the whole kernel (thread start-up costs ~20 us).
 PARALLEL_MIN = 1 << 15
 
@@ -111,9 +115,10 @@ def _build() -> ctypes.CDLL:
                 (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
                 (Path(tmp) / name).write_text(text)
             srcs, out = [Path(tmp) / n for n in SOURCES], Path(tmp) / "zoo_kernels.so"
-            err = _compile(cc, FLAGS, srcs, Path(tmp), out)
-            if err is not None:  # e.g. a compiler without -march=native
-                err = _compile(cc, FALLBACK_FLAGS, srcs, Path(tmp), out)
+            for flags in FLAG_CHOICES:  # e.g. a compiler without OpenMP, or without -march=native
+                err = _compile(cc, flags, srcs, Path(tmp), out)
+                if err is None:
+                    break
             if err is not None:
                 raise RuntimeError(f"{Path(cc).name} failed: {err}")
             os.replace(out, so)  # atomic: concurrent builders agree on the result

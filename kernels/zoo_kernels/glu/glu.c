@@ -1,0 +1,123 @@
+/* The gated activation of GLU MLPs (Shazeer 2020) and of Griffin's gate branch, fused.
+
+       y = act(g) * v                      act = SiLU or tanh-GeLU
+       dg = dy * v * act'(g),  dv = dy * act(g)
+
+   One pass forward (reads g and v, writes y) and one backward (reads dy, g and v, writes dg and
+   dv; act(g) is recomputed, nothing is saved). In eager PyTorch the same math is five
+   elementwise passes (silu, mul; mul, silu_backward, mul), each streaming its operands from
+   memory: at a small model's sizes the tensors outgrow the caches and these passes cost about
+   as much as the MLP's smaller matmul (benchmarks/results/).
+
+   Layouts: `rows` rows of `n` elements; each operand has its own row stride (elements) and
+   contiguous elements, so g and v may be the two halves of one (rows, 2n) tensor and dg, dv
+   the halves of its gradient. dtype 0 float32, 1 float64, 2 bfloat16 (stored as uint16,
+   computed in float32, rounded to nearest even on store). */
+
+#include "jobs.h"
+#include "vmath.h"
+
+enum { GLU_SILU = 0, GLU_GELU_TANH = 1 };
+
+typedef struct {
+    const void *g, *v, *dy;
+    void *y, *dg, *dv;
+    int64_t n, sg, sv, sdy, sy, sdg, sdv, r0, r1;
+    int act, dtype, backward;
+} glu_job_t;
+
+#define GLU_INLINE static inline __attribute__((always_inline))
+
+GLU_INLINE float bf16_load(uint16_t b) {
+    union { uint32_t u; float f; } c = {(uint32_t)b << 16};
+    return c.f;
+}
+
+GLU_INLINE uint16_t bf16_store(float f) {
+    union { float f; uint32_t u; } c = {f};
+    uint32_t u = c.u;
+    uint16_t nan = (uint16_t)((u >> 16) | 0x40); /* a quiet NaN, never rounded into infinity */
+    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+
+/* act(x), and act'(x) in *d, both as x s and its derivative with s a logistic sigmoid (no
+   cancellation where act is near zero). SiLU: s = sigma(x), act' = s (1 + x (1 - s)).
+   tanh-GeLU: x/2 (1 + tanh(u)) = x sigma(2u), u = c (x + a x^3),
+   act' = s + 2 x s (1 - s) c (1 + 3 a x^2). */
+GLU_INLINE float act_f(int act, float x, float *d) {
+    const float c = 0.7978845608028654f, a = 0.044715f;
+    float x2 = x * x, z = act == GLU_SILU ? x : 2.0f * c * x * (1.0f + a * x2);
+    float s = 1.0f / (1.0f + vexpf(-z));
+    float dz = act == GLU_SILU ? 1.0f : 2.0f * c * (1.0f + 3.0f * a * x2);
+    *d = s + x * s * (1.0f - s) * dz;
+    return x * s;
+}
+
+GLU_INLINE double act_d(int act, double x, double *d) {
+    const double c = 0.7978845608028654, a = 0.044715;
+    double x2 = x * x, z = act == GLU_SILU ? x : 2.0 * c * x * (1.0 + a * x2);
+    double s = 1.0 / (1.0 + exp(-z));
+    double dz = act == GLU_SILU ? 1.0 : 2.0 * c * (1.0 + 3.0 * a * x2);
+    *d = s + x * s * (1.0 - s) * dz;
+    return x * s;
+}
+
+/* One row, for a storage type TY that loads as LOAD and stores as STORE, computed in CT. The
+   activation is a loop-invariant branch: gcc unswitches it and vectorises each loop. */
+#define GLU_ROW(NAME, TY, CT, ACT, LOAD, STORE)                                                     \
+GLU_INLINE void NAME##_forward(int act, const TY *restrict g, const TY *restrict v, TY *restrict y, \
+                               int64_t n) {                                                         \
+    _Pragma("omp simd")                                                                             \
+    for (int64_t i = 0; i < n; i++) {                                                               \
+        CT d;                                                                                       \
+        y[i] = STORE(ACT(act, LOAD(g[i]), &d) * LOAD(v[i]));                                        \
+    }                                                                                               \
+}                                                                                                   \
+GLU_INLINE void NAME##_backward(int act, const TY *restrict g, const TY *restrict v,                \
+                                const TY *restrict dy, TY *restrict dg, TY *restrict dv, int64_t n) {  \
+    _Pragma("omp simd")                                                                             \
+    for (int64_t i = 0; i < n; i++) {                                                               \
+        CT d, gy = LOAD(dy[i]);                                                                     \
+        CT a = ACT(act, LOAD(g[i]), &d);                                                            \
+        dg[i] = STORE(gy * LOAD(v[i]) * d);                                                         \
+        dv[i] = STORE(gy * a);                                                                      \
+    }                                                                                               \
+}
+
+#define GLU_SAME(x) (x)
+GLU_ROW(glu_f32, float, float, act_f, GLU_SAME, GLU_SAME)
+GLU_ROW(glu_f64, double, double, act_d, GLU_SAME, GLU_SAME)
+GLU_ROW(glu_bf16, uint16_t, float, act_f, bf16_load, bf16_store)
+
+#define GLU_ROWS(NAME, TY)                                                                          \
+    for (int64_t r = j->r0; r < j->r1; r++) {                                                       \
+        const TY *g = (const TY *)j->g + r * j->sg, *v = (const TY *)j->v + r * j->sv;              \
+        if (j->backward)                                                                            \
+            NAME##_backward(j->act, g, v, (const TY *)j->dy + r * j->sdy, (TY *)j->dg + r * j->sdg, \
+                            (TY *)j->dv + r * j->sdv, j->n);                                        \
+        else                                                                                        \
+            NAME##_forward(j->act, g, v, (TY *)j->y + r * j->sy, j->n);                             \
+    }
+
+static void *glu_job(void *arg) {
+    glu_job_t *j = (glu_job_t *)arg;
+    if (j->dtype == 0) GLU_ROWS(glu_f32, float)
+    else if (j->dtype == 1) GLU_ROWS(glu_f64, double)
+    else GLU_ROWS(glu_bf16, uint16_t)
+    return 0;
+}
+
+/* Forward (backward = 0): y from g, v. Backward: dg, dv from g, v, dy. Rows split over threads. */
+int zoo_glu(int backward, int act, int dtype, const void *g, const void *v, const void *dy, void *y, void *dg,
+            void *dv, int64_t rows, int64_t n, const int64_t *st, int threads) {
+    glu_job_t jobs[64];
+    threads = zoo_threads(threads, rows);
+    for (int k = 0; k < threads; k++) {
+        glu_job_t j = {g, v, dy, y, dg, dv, n, st[0], st[1], st[2], st[3], st[4], st[5],
+                       rows * k / threads, rows * (k + 1) / threads, act, dtype, backward};
+        jobs[k] = j;
+    }
+    zoo_run_jobs(glu_job, jobs, sizeof(glu_job_t), threads);
+    return 0;
+}
