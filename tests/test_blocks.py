@@ -123,3 +123,25 @@ def test_block_mlp_false_drops_the_channel_mlp():
         sizes[mlp] = (model.num_params(), all(layer.mlp is None for layer in model.layers), model.flops_per_token(8))
     assert sizes["false"][1] and not sizes["true"][1] and sizes["null"] == sizes["true"]  # attention wants one
     assert sizes["false"][0] < sizes["true"][0] and sizes["false"][2] < sizes["true"][2]
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
+def test_swiglu_fused_gate_equals_the_plain_forms(act, monkeypatch):
+    """With zoo-kernels installed SwiGLU runs its fused gated activation (one C pass each way on
+    CPU); ZOO_FUSED_GLU=0 gives the plain forms: same values and gradients in float64."""
+    from zoo_core.blocks import SwiGLU
+    from zoo_core.loop import layers
+
+    assert layers._fused_glu() is not None  # the repo installs zoo-kernels with every plugin
+    torch.manual_seed(0)
+    mlp = SwiGLU(8, 12, act=act).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 8, dtype=torch.float64)
+    params = [x, *mlp.parameters()]
+    fused = mlp(x)
+    monkeypatch.setenv("ZOO_FUSED_GLU", "0")
+    assert layers._fused_glu() is None
+    plain = mlp(x)
+    torch.testing.assert_close(fused, plain, rtol=1e-13, atol=1e-13)
+    for a, b in zip(torch.autograd.grad(fused, params, g), torch.autograd.grad(plain, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)

@@ -3,6 +3,8 @@ SwiGLU channel MLP. `zoo_core.blocks` re-exports them for plugins."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -91,6 +93,18 @@ class _SiLUGate(torch.autograd.Function):
 MLP_ACTS = ("silu", "gelu_tanh")
 
 
+def _fused_glu():
+    """zoo-kernels' fused gated activation (one pass forward, one backward, on CPU; every plugin
+    installs zoo-kernels), or None without it: then the forms below. ZOO_FUSED_GLU=0 turns it off."""
+    if os.environ.get("ZOO_FUSED_GLU", "1") == "0":
+        return None
+    try:
+        from zoo_kernels.glu import glu
+    except ImportError:
+        return None
+    return glu
+
+
 class SwiGLU(nn.Module):
     """act(W_gate x) * (W_value x), projected back: SwiGLU with act=silu, GeGLU (tanh GeLU,
     as Griffin / RecurrentGemma) with act=gelu_tanh."""
@@ -105,13 +119,15 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.w_in(x)
-        if self.act == "gelu_tanh":
-            gate, value = h.chunk(2, dim=-1)
-            return self.w_out(F.gelu(gate, approximate="tanh") * value)
-        if torch.compiler.is_compiling():  # inductor fuses the plain form, forward and backward, into one loop each
-            gate, value = h.chunk(2, dim=-1)
-            return self.w_out(F.silu(gate) * value)
-        return self.w_out(_SiLUGate.apply(h))
+        fused = None if torch.compiler.is_compiling() else _fused_glu()
+        if fused is not None:
+            return self.w_out(fused(h, self.act))
+        if self.act == "silu" and not torch.compiler.is_compiling():
+            return self.w_out(_SiLUGate.apply(h))
+        # inductor fuses the plain form, forward and backward, into one loop each
+        gate, value = h.chunk(2, dim=-1)
+        act = F.silu(gate) if self.act == "silu" else F.gelu(gate, approximate="tanh")
+        return self.w_out(act * value)
 
     def flops_per_token(self) -> float:
         return 2.0 * 3 * self.dim_in * self.hidden

@@ -35,6 +35,7 @@ from zoo_core.errors import UserError
 from zoo_core.interfaces import Mixer
 from zoo_kernels import rg_lru
 from zoo_kernels.conv import CausalConv
+from zoo_kernels.glu import gated
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Hawk(Mixer):
             resets = torch.cat([first[:, None], resets_tail(resets, x)], 1)
             new["start"] = torch.zeros_like(start)
         h, h_last = rg_lru(u, r_pre, i_pre, self.a_param, self.config.c, h0, resets=resets)
-        y = self.out_proj(F.gelu(gate_pre, approximate="tanh") * h.to(x.dtype))
+        y = self.out_proj(gated(gate_pre, h.to(x.dtype), "gelu_tanh"))  # GeLU(gate) * h, fused on CPU
         return y, ({"h": h_last, "conv": conv_state, **new} if return_state else None)
 
     # -- recurrent step ------------------------------------------------------------------------------
