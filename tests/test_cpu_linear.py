@@ -22,12 +22,12 @@ def _restore_mode(tmp_path, monkeypatch):
     cpu_tune.forget()
     before = cpu_linear._mode, dict(cpu_linear._routes)
     cpu_linear._routes.clear()
-    cpu_linear._dw_xt.clear()
+    cpu_linear._dw_form.clear()
     yield
     cpu_linear._mode = before[0]
     cpu_linear._routes.clear()
     cpu_linear._routes.update(before[1])
-    cpu_linear._dw_xt.clear()
+    cpu_linear._dw_form.clear()
     cpu_linear._pending.clear()
     cpu_tune.forget()
 
@@ -253,16 +253,17 @@ def test_auto_logs_its_choices_in_one_line(monkeypatch, capsys):
 @needs_onednn
 def test_measured_timing_runs_both_routes():
     t = cpu_linear._time_routes(128, 64, 96, True)
-    assert set(t) == {"aten", "onednn_xt", "onednn_gt"} and all(v > 0 for v in t.values())
+    assert set(t) == {"aten", "onednn_xt", "onednn_gt", "onednn_mm"} and all(v > 0 for v in t.values())
 
 
 @needs_onednn
-@pytest.mark.parametrize("xt_s,gt_s,form", [(1.0, 2.0, "xt"), (2.0, 1.0, "gt")])
-def test_weight_gradient_takes_the_measured_form(xt_s, gt_s, form, monkeypatch):
-    """The weight gradient's two oneDNN forms are timed with the route; the faster one runs, either way
-    against the rule (which says xt for this wide weight), and the values stay F.linear's."""
+@pytest.mark.parametrize("xt_s,gt_s,mm_s,form", [(1.0, 2.0, 2.5, "xt"), (2.0, 1.0, 2.5, "gt"), (2.0, 1.5, 1.0, "mm")])
+def test_weight_gradient_takes_the_measured_form(xt_s, gt_s, mm_s, form, monkeypatch):
+    """The weight gradient's three forms are timed with the route; the fastest runs, whatever the rule
+    says (xt for this wide weight), and the values stay F.linear's."""
     monkeypatch.setattr(cpu_linear, "TINY_MACS", 0)
-    monkeypatch.setattr(cpu_linear, "_time_routes", lambda *a: {"aten": 3.0, "onednn_xt": xt_s, "onednn_gt": gt_s})
+    times = {"aten": 3.0, "onednn_xt": xt_s, "onednn_gt": gt_s, "onednn_mm": mm_s}
+    monkeypatch.setattr(cpu_linear, "_time_routes", lambda *a: times)
     firsts = []
     real = cpu_linear._onednn_mm
     monkeypatch.setattr(cpu_linear, "_onednn_mm", lambda a, *r: firsts.append(tuple(a.shape)) or real(a, *r))
@@ -272,8 +273,10 @@ def test_weight_gradient_takes_the_measured_form(xt_s, gt_s, form, monkeypatch):
     w = torch.randn(80, 48, requires_grad=True)  # out 80 >= in 48: the rule's form is xt
     g = torch.randn(256, 80)
     ours = _grads(linear, x, w, None, g)
-    # forward (256, 48), input grad (256, 80), then dW's first operand: x^T (48, 256) or g^T (80, 256)
-    assert firsts == [(256, 48), (256, 80), (48, 256) if form == "xt" else (80, 256)]
+    # forward (256, 48), input grad (256, 80), then dW's first operand: x^T (48, 256) or g^T (80, 256),
+    # or no oneDNN call (aten's mm)
+    dw_call = {"xt": [(48, 256)], "gt": [(80, 256)], "mm": []}[form]
+    assert firsts == [(256, 48), (256, 80), *dw_call]
     assert cpu_tune.lookup("linear", "256x48->80")["dw"] == form
     for a, r in zip(ours, _grads(F.linear, x, w, None, g)):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)

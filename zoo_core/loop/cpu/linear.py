@@ -44,7 +44,8 @@ MARGIN = 1.05
 _mode = "aten"
 _say = True
 _routes: dict[tuple[int, int, int, bool], bool] = {}  # this process's decisions: True = oneDNN
-_dw_xt: dict[tuple[int, int, int, bool], bool] = {}  # measured weight-gradient form per shape: True = (x^T g)^T
+#: The measured weight-gradient form per shape (DW_FORMS).
+_dw_form: dict[tuple[int, int, int, bool], str] = {}
 _pending: list[str] = []  # decisions not yet logged
 _pending_ptr = 0  # the weight whose shape opened them: seen again, the step's shapes are all decided
 
@@ -88,30 +89,41 @@ def _aten_mm(a: Tensor, b_t: Tensor, bias: Tensor | None) -> Tensor:
 # -- choosing by measurement ---------------------------------------------------
 
 
-def _dw_rule(out_f: int, in_f: int) -> bool:
+#: dW = g^T x under the oneDNN route: "xt" oneDNN's (x^T g)^T, "gt" oneDNN's g^T x (each copies
+#: its transposed first operand: oneDNN wants it contiguous), "mm" aten's mm, which reads the
+#: transposes in place (MKL's sgemm takes them as flags).
+DW_FORMS = ("xt", "gt", "mm")
+
+
+def _dw_rule(out_f: int, in_f: int) -> str:
     """The weight-gradient form where none was measured: (x^T g)^T when the weight is at least as
     wide as it is tall (faster on the AMD EPYC where oneDNN was first timed)."""
-    return out_f >= in_f
+    return "xt" if out_f >= in_f else "gt"
 
 
-def _onednn_dw(x2: Tensor, g2: Tensor, xt: bool, key: tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor:
-    """dW = g^T x (out_f x in_f) through oneDNN, as (x^T g)^T or as g^T x."""
-    return _mm(x2.t(), g2.t(), None, key).t() if xt else _mm(g2.t(), x2.t(), None, key)
+def _onednn_dw(x2: Tensor, g2: Tensor, form: str, key: tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor:
+    """dW = g^T x (out_f x in_f) in one of DW_FORMS."""
+    if form == "mm":
+        return torch.mm(g2.t(), x2)
+    return _mm(x2.t(), g2.t(), None, key).t() if form == "xt" else _mm(g2.t(), x2.t(), None, key)
 
 
 def _time_routes(m: int, k: int, n: int, bias: bool) -> dict[str, float]:
     """Best seconds per forward + backward of each route at (m, k) @ (k, n), the three matmuls as the
     autograd functions run them (no autograd here: this also runs inside a compiled graph's op);
-    oneDNN twice, once per weight-gradient form ("onednn_xt", "onednn_gt")."""
+    oneDNN once per weight-gradient form of DW_FORMS ("onednn_xt", "onednn_gt", "onednn_mm")."""
     gen = torch.Generator().manual_seed(0)
     x, w = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen)
     gy, b = torch.randn(m, n, generator=gen), (torch.randn(n, generator=gen) if bias else None)
 
-    def onednn(xt: bool):
+    def onednn(form: str):
         def run():
             _onednn_mm(x, w, b)
             _onednn_mm(gy, w.t(), None)
-            _onednn_mm(x.t(), gy.t(), None).t() if xt else _onednn_mm(gy.t(), x.t(), None)
+            if form == "mm":
+                torch.mm(gy.t(), x)
+            else:
+                _onednn_mm(x.t(), gy.t(), None).t() if form == "xt" else _onednn_mm(gy.t(), x.t(), None)
 
         return run
 
@@ -122,24 +134,24 @@ def _time_routes(m: int, k: int, n: int, bias: bool) -> dict[str, float]:
 
     with torch.no_grad():  # the best round of each: a busy machine only ever adds time
         return cpu_tune.paired_medians(
-            {"aten": aten, "onednn_xt": onednn(True), "onednn_gt": onednn(False)}, reducer=min
+            {"aten": aten, **{f"onednn_{form}": onednn(form) for form in DW_FORMS}}, reducer=min
         )
 
 
 def _measure(m: int, k: int, n: int, bias: bool) -> dict:
     t = _time_routes(m, k, n, bias)
     if "onednn" in t:  # one oneDNN timing (a caller's own): its weight gradient took the rule's form
-        xt = _dw_rule(n, k)
+        form = _dw_rule(n, k)
     else:
-        xt = t["onednn_xt"] <= t["onednn_gt"]
-        t["onednn"] = t["onednn_xt"] if xt else t["onednn_gt"]
+        form = min((f for f in DW_FORMS if f"onednn_{f}" in t), key=lambda f: t[f"onednn_{f}"])
+        t["onednn"] = t[f"onednn_{form}"]
     speedup = t["aten"] / t["onednn"]
     return {
         "route": "onednn" if speedup >= MARGIN else "aten",
         "onednn_vs_aten": round(speedup, 3),
         "aten_ms": round(1e3 * t["aten"], 4),
         "onednn_ms": round(1e3 * t["onednn"], 4),
-        "dw": "xt" if xt else "gt",
+        "dw": form,
     }
 
 
@@ -165,8 +177,8 @@ def choose(m: int, k: int, n: int, bias: bool, weight_ptr: int = 0) -> bool:
                 entry, how = _measure(m, k, n, bias), "measured"
                 cpu_tune.store("linear", skey, entry)
             route = entry["route"] == "onednn"
-            if "dw" in entry:  # entries cached before the form was measured keep the rule's
-                _dw_xt[key] = entry["dw"] == "xt"
+            if entry.get("dw") in DW_FORMS:  # entries cached before the form was measured keep the rule's
+                _dw_form[key] = entry["dw"]
             if not _pending:
                 _pending_ptr = weight_ptr
             _pending.append(f"{skey} {entry['route']} ({entry['onednn_vs_aten']:.2f}x, {how})")
@@ -238,8 +250,10 @@ class _OneDNNLinear(torch.autograd.Function):
             # with the route (eager, auto), else the rule's.
             out_f, in_f = weight.shape
             shape = (x2.shape[0], in_f, out_f, ctx.has_bias)
-            xt = _dw_rule(out_f, in_f) if torch.compiler.is_compiling() else _dw_xt.get(shape, _dw_rule(out_f, in_f))
-            gw = _onednn_dw(x2, g2, xt, ctx.key)
+            form = _dw_rule(out_f, in_f)
+            if not torch.compiler.is_compiling():
+                form = _dw_form.get(shape, form)
+            gw = _onednn_dw(x2, g2, form, ctx.key)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g2.sum(0)
         return gx, gw, gb, None
