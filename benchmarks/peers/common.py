@@ -182,3 +182,25 @@ def write_report(text: str, out, kind: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path}")
+
+
+#: The ops whose time bf16 matrix units (or a faster GEMM) can shrink; the rest is elementwise,
+#: reductions, casts and the optimizer.
+MATMUL_OPS = ("linear_pointwise", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "scaled_dot_product")
+
+
+def matmul_split(averages) -> tuple[float, float]:
+    """(matmul, total) self CPU microseconds of a profiler's key_averages()."""
+    total = sum(e.self_cpu_time_total for e in averages)
+    return sum(e.self_cpu_time_total for e in averages if any(op in e.key for op in MATMUL_OPS)), total
+
+
+def profile_split(step: Callable[[], object], steps: int = 2) -> tuple[float, float]:
+    """(matmul, other) self CPU ms per step of `steps` calls of `step` under torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    matmul, total = matmul_split(prof.key_averages())
+    return matmul / 1e3 / steps, (total - matmul) / 1e3 / steps

@@ -118,6 +118,9 @@ def _run_row(row: str, args, models, torch) -> dict:
             peaks["fp32"].append(calibrate(torch.float32)["flops"])
             peaks["bf16"].append(calibrate(torch.bfloat16)["flops"])
         print(f"{row} round {r + 1}: " + "  ".join(f"{n} {B * T / times[n][-1]:,.0f}" for n in names), flush=True)
+    split = {}
+    if row in args.bf16_rows:  # where each step's time goes: matmul ops against the rest
+        split = {n: common.profile_split(variants[n]) for n in ("auto", "bf16")}
     cpu_linear.set_cpu_linear("auto", say=False)
     return {
         "row": row,
@@ -126,6 +129,8 @@ def _run_row(row: str, args, models, torch) -> dict:
         "tps": {n: [B * T / t for t in ts] for n, ts in times.items()},
         "peaks": peaks,
         "train_flops_per_token": 3.0 * zoo[0].flops_per_token(T),
+        "attention_train_flops_per_token": None if attn is None else 3.0 * attn[0].flops_per_token(T),
+        "profile_ms": split,
         "routes": cpu_linear.choices(),
         "param_dtypes": sorted({str(q.dtype).replace("torch.", "") for q in zoo[0].parameters()}),
     }
@@ -155,15 +160,26 @@ def _report(sections, args, load_before, started) -> str:
         "aten = the same model with cpu_linear=aten, bf16 = the same model under CPU bf16 autocast, peer = "
         "train_step.py's peer, attention = zoo attention fp32 auto in the same process.",
         "",
-        "| model | peer | zoo auto tok/s | peer tok/s | zoo / peer | auto / aten | zoo / zoo attention |",
-        "|---|---|---|---|---|---|---|",
+        "Training FLOPs per token: 3 x the model's forward count (`flops_per_token`); for the recurrent rows "
+        "also as a ratio to zoo attention's, so that zoo / zoo attention in tokens/s can be read against the "
+        "work each token costs (equal FLOPs/s: tokens/s ratio = 1 / FLOPs ratio).",
+        "",
+        "| model | peer | zoo auto tok/s | peer tok/s | zoo / peer | auto / aten | zoo / zoo attention "
+        "| FLOPs/token, vs attention | FLOPs/s vs attention |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in sections:
         attn = _fmt(_ratios(s, "auto", "attention")) if "attention" in s["tps"] else ""
+        flops = f"{s['train_flops_per_token'] / 1e6:.1f} M"
+        per_s = ""
+        if s.get("attention_train_flops_per_token"):
+            fr = s["train_flops_per_token"] / s["attention_train_flops_per_token"]
+            flops += f", {fr:.2f}x"
+            per_s = f"{statistics.median(_ratios(s, 'auto', 'attention')) * fr:.2f}x"
         lines.append(
             f"| {s['row']} | {s['peer']} | {statistics.median(s['tps']['auto']):,.0f} | "
             f"{statistics.median(s['tps']['peer']):,.0f} | {_fmt(_ratios(s, 'auto', 'peer'))} | "
-            f"{_fmt(_ratios(s, 'auto', 'aten'))} | {attn} |"
+            f"{_fmt(_ratios(s, 'auto', 'aten'))} | {attn} | {flops} | {per_s} |"
         )
     bf = [s for s in sections if "bf16" in s["tps"]]
     if bf:
@@ -188,6 +204,23 @@ def _report(sections, args, load_before, started) -> str:
                 f"{statistics.median(s['tps']['auto']):,.0f} | {_fmt(_ratios(s, 'bf16', 'auto'))} | "
                 f"{pk32:,.0f} / {pk16:,.0f} | **{100 * mfu32:.0f}%** | **{100 * mfu16:.0f}%** | "
                 f"{', '.join(s['param_dtypes'])} |"
+            )
+        lines += [
+            "",
+            "Where a step's time goes (torch.profiler, 2 steps of each after the rounds; self CPU ms per step; "
+            "matmul = linear, mm, bmm and SDPA kernels). The bound is the bf16 / fp32 ratio if the bf16 matmuls "
+            "took the fp32 matmul time x (fp32 peak / bf16 peak) and everything else took its fp32 time: what "
+            "bf16 matrix units alone can give at this model's mix.",
+            "",
+            "| model | fp32 matmul / other ms | bf16 matmul / other ms | bf16 matmul speed-up | bound from the peaks |",
+            "|---|---|---|---|---|",
+        ]
+        for s in bf:
+            (m32, o32), (m16, o16) = s["profile_ms"]["auto"], s["profile_ms"]["bf16"]
+            pk32, pk16 = (statistics.median(s["peaks"][d]) for d in ("fp32", "bf16"))
+            bound = (m32 + o32) / (m32 * pk32 / pk16 + o32)
+            lines.append(
+                f"| {s['row']} | {m32:.0f} / {o32:.0f} | {m16:.0f} / {o16:.0f} | {m32 / m16:.2f}x | **{bound:.2f}x** |"
             )
     lines += ["", "## cpu_linear=auto: routes taken (M x K -> N)", ""]
     lines += [

@@ -64,21 +64,11 @@ def main() -> None:
     print(note)
     averages = prof.key_averages()
     print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows))
-    total = sum(e.self_cpu_time_total for e in averages)
-    matmul = sum(e.self_cpu_time_total for e in averages if _is_matmul(e.key))
+    matmul, total = common.matmul_split(averages)
     print(
         f"matmul ops (linear, mm, bmm, attention kernels): {100 * matmul / max(total, 1):.0f}% of self CPU time "
         f"({matmul / 1e3 / args.steps:.1f} of {total / 1e3 / args.steps:.1f} ms per step)"
     )
-
-
-MATMUL_OPS = ("linear_pointwise", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "scaled_dot_product")
-
-
-def _is_matmul(name: str) -> bool:
-    """The ops whose time bf16 matrix units (or a faster GEMM) can shrink; the rest is elementwise,
-    reductions, casts and the optimizer."""
-    return any(op in name for op in MATMUL_OPS)
 
 
 if __name__ == "__main__":
