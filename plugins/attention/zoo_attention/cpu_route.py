@@ -2,8 +2,8 @@
 
 SDPA's CPU flash kernel is not the fastest CPU attention at every shape and dtype: on a 2-core
 AMD EPYC (Zen 4, AVX512-BF16) at B=8, H=4, T=256, hd=64 its bf16 forward + backward took about
-what its fp32 one did, while matmuls (scores in bf16, softmax in fp32) took about a third less;
-at T=1024 SDPA wins again, and a CPU with AMX may answer differently. So under `backend=auto`
+what its fp32 one did, while matmuls (scores in bf16, softmax in fp32) were clearly faster; at
+T=1024 SDPA won again, and a CPU with AMX may answer differently. So under `backend=auto`
 a plain causal forward on CPU (no KV cache, no document resets, no window shorter than the
 segment) takes `matmul_attention` or SDPA as a short timing of both at that shape said (issue
 #26: hardware-dependent CPU choices are measured, not assumed): `choose` times forward (and,
@@ -17,8 +17,8 @@ timing to mean anything (`TINY_MACS`), for float64 (tests), and under torch.comp
     P = softmax(S) in float32 (float64 for float64), cast back to q's dtype
     o = P v
 
-Queries go in blocks of `BLOCK`, each against only the keys up to its last query, so about
-half of the scores above the diagonal are never computed. Grouped kv heads need no copies: the
+Queries go in blocks of `BLOCK`, each against only the keys up to its last query, so the score
+blocks wholly above the diagonal are never computed. Grouped kv heads need no copies: the
 queries of a kv head's group are stacked as one batch entry's rows.
 """
 
