@@ -115,18 +115,15 @@ def _time(B: int, H: int, Hkv: int, T: int, hd: int, dtype: torch.dtype, trainin
     more to the matmuls' several parallel regions than to SDPA's one, when another process
     holds a core)."""
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(B, H, T, hd, generator=gen).to(dtype)
-    k, v = (torch.randn(B, Hkv, T, hd, generator=gen).to(dtype) for _ in range(2))
+    # (B, T, heads, hd) seen as (B, heads, T, hd), as the mixer hands them over
+    qkv = [torch.randn(B, T, h, hd, generator=gen).to(dtype).requires_grad_(training) for h in (H, Hkv, Hkv)]
     go = torch.randn(B, H, T, hd, generator=gen).to(dtype)
-    if training:
-        q, k, v = (t.requires_grad_() for t in (q, k, v))
 
     def run(fn):
         def once():
+            o = fn(*(t.transpose(1, 2) for t in qkv))
             if training:
-                torch.autograd.grad(fn(q, k, v), (q, k, v), go)
-            else:
-                fn(q, k, v)
+                torch.autograd.grad(o, qkv, go)
 
         return once
 
