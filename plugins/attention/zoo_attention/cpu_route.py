@@ -48,7 +48,7 @@ MARGIN = 1.05
 #: Dtypes the choice is timed for (float64 is the tests' dtype: SDPA, as before).
 TIMED = (torch.float32, torch.bfloat16, torch.float16)
 
-_masks: dict[tuple, list[tuple[int, int, Tensor]]] = {}  # (T, groups, dtype, device) -> blocks
+_masks: dict[tuple, list[tuple[int, int, Tensor]]] = {}  # (T, groups, dtype, device, BLOCK) -> blocks
 _decided: dict[tuple, str] = {}  # this process's choices: (B, H, Hkv, T, hd, dtype, training) -> kernel
 
 
@@ -58,7 +58,7 @@ _decided: dict[tuple, str] = {}  # this process's choices: (B, H, Hkv, T, hd, dt
 def _blocks(T: int, groups: int, dtype: torch.dtype, device: torch.device) -> list[tuple[int, int, Tensor]]:
     """(a, b, mask) per query block a:b: the additive causal mask of its queries over keys 0:b,
     repeated for the `groups` query heads stacked per kv head, (groups * (b - a), b)."""
-    key = (T, groups, dtype, device)
+    key = (T, groups, dtype, device, BLOCK)
     hit = _masks.get(key)
     if hit is None:
         if len(_masks) >= 16:
