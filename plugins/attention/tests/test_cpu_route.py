@@ -10,17 +10,16 @@ from zoo_attention import Attention, AttentionConfig, cpu_route
 from zoo_attention.mixer import attention_path
 from zoo_attention.reference import allowed, naive_attention
 from zoo_core import cpu_tune
+from zoo_core.testing.build import rel_err as rel
 
 
-def make(dim=32, **kw):
+def pair(**kw):
+    """The mixer on backend=matmul and on backend=naive, with the same float64 weights."""
     torch.manual_seed(0)
-    m = Attention(dim, AttentionConfig(head_dim=8, **kw))
-    m.reset_parameters()
-    return m.double()
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
+    fast, naive = (Attention(32, AttentionConfig(head_dim=8, backend=b, **kw)).double() for b in ("matmul", "naive"))
+    fast.reset_parameters()
+    naive.load_state_dict(fast.state_dict())
+    return fast, naive
 
 
 def causal(B, T):
@@ -53,7 +52,7 @@ def test_matmul_kernel_equals_naive_with_gradients(H, Hkv, T):
 @pytest.mark.parametrize("T", [13, 300])
 def test_matmul_mixer_equals_naive_with_gradients(kw, T, monkeypatch):
     calls = count_matmul(monkeypatch)
-    fast, naive = make(**kw, backend="matmul"), make(**kw, backend="naive")
+    fast, naive = pair(**kw)
     x = torch.randn(2, T, 32, dtype=torch.float64, requires_grad=True)
     y_fast, _ = fast(x)
     assert calls  # the matmul path ran (a window >= T is plain causal)
@@ -70,7 +69,7 @@ def test_matmul_backend_elsewhere_is_sdpa_with_a_mask():
     assert attention_path("matmul", q, plain_causal=True, full=True) == "matmul"
     assert attention_path("matmul", q, plain_causal=True, full=False) == "sdpa"  # window < T
     assert attention_path("matmul", q, plain_causal=False) == "sdpa"  # a KV cache
-    m, ref = make(backend="matmul", window=5), make(backend="naive", window=5)
+    m, ref = pair(window=5)
     x = torch.randn(2, 13, 32, dtype=torch.float64)
     y, state = m(x[:, :7], return_state=True)
     y2, _ = m(x[:, 7:], state)
