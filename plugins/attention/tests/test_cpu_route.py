@@ -98,6 +98,18 @@ def test_bf16_matmul_is_close_to_fp32():
         assert rel(a, b) < 2 * rel(s, b) + 1e-3
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_softmax_is_computed_in_fp32(dtype):
+    """The kernel hands half-precision scores to torch.softmax as they are: it must compute in
+    float32 and round each probability once (within one unit in the last place of the result)."""
+    torch.manual_seed(0)
+    s = (4 * torch.randn(4, 128, 200)).to(dtype).triu(1)
+    exact = torch.softmax(s, -1, dtype=torch.float32)
+    info = torch.finfo(dtype)  # eps: the spacing relative to 1; below smallest_normal, fixed
+    ulp = info.eps * torch.maximum(exact, torch.tensor(info.smallest_normal))
+    assert ((torch.softmax(s, -1).float() - exact).abs() <= ulp).all()
+
+
 def test_matmul_under_autocast_computes_in_bf16():
     m = Attention(64, AttentionConfig(head_dim=16, backend="matmul"))
     m.reset_parameters()

@@ -14,7 +14,7 @@ where matmul would keep too many scores (`SCORES_BUDGET`), where the work is too
 timing to mean anything (`TINY_MACS`), for float64 (tests), and under torch.compile.
 
     S = q k^T / sqrt(hd) + M      in q's dtype, M additive causal (0 / -inf), per query block
-    P = softmax(S) in float32 (float64 for float64), cast back to q's dtype
+    P = softmax(S) computed in float32 (float64 for float64), stored in q's dtype
     o = P v
 
 Queries go in blocks of `BLOCK`, each against only the keys up to its last query, so the score
@@ -82,12 +82,11 @@ def compute_dtype(q: Tensor) -> torch.dtype:
 
 def matmul_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Causal softmax(q k^T / sqrt(hd)) v for q (B, H, T, hd), k, v (B, Hkv, T, hd) -> (B, H, T, hd):
-    scores in the compute dtype, softmax in at least float32, query blocks of BLOCK."""
+    scores in the compute dtype, softmax computed in at least float32, query blocks of BLOCK."""
     B, H, T, hd = q.shape
     Hkv = k.shape[1]
     g = H // Hkv
     dtype = compute_dtype(q)
-    work = torch.promote_types(dtype, torch.float32)  # the softmax's (float64 stays float64)
     # one batch entry per (row, kv head): its g query heads' rows stacked, keys read in place
     q5 = q.reshape(B * Hkv, g, T, hd)
     k3, v3 = k.reshape(B * Hkv, T, hd), v.reshape(B * Hkv, T, hd)
@@ -95,7 +94,10 @@ def matmul_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     for a, b, mask in _blocks(T, g, dtype, q.device):
         qb = q5[:, :, a:b].reshape(B * Hkv, g * (b - a), hd)
         s = torch.baddbmm(mask, qb, k3[:, :b].transpose(1, 2), alpha=1 / math.sqrt(hd))
-        p = torch.softmax(s, -1, dtype=work).to(dtype)
+        # bf16/fp16 in, fp32 inside: PyTorch's softmax kernels convert, reduce and exponentiate
+        # in float32 and round the probabilities once (as softmax(dtype=float32).to(dtype) does,
+        # but without a float32 copy to write, read back and keep for the backward)
+        p = torch.softmax(s, -1)
         outs.append(torch.bmm(p, v3[:, :b]).view(B, Hkv, g, b - a, hd))
     o = outs[0] if len(outs) == 1 else torch.cat(outs, 3)
     return o.view(B, H, T, hd)
