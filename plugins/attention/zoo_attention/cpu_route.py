@@ -98,9 +98,10 @@ def matmul_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         # in float32 and round the probabilities once (as softmax(dtype=float32).to(dtype) does,
         # but without a float32 copy to write, read back and keep for the backward)
         p = torch.softmax(s, -1)
-        outs.append(torch.bmm(p, v3[:, :b]).view(B, Hkv, g, b - a, hd))
-    o = outs[0] if len(outs) == 1 else torch.cat(outs, 3)
-    return o.view(B, H, T, hd)
+        outs.append(torch.bmm(p, v3[:, :b]).view(B, Hkv, g, b - a, hd).permute(0, 3, 1, 2, 4))
+    # laid out (B, T, heads, hd), seen as (B, heads, T, hd), as SDPA's CPU output is: the mixer's
+    # output projection reads it without a copy
+    return torch.cat(outs, 1).view(B, T, H, hd).transpose(1, 2)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -119,11 +120,11 @@ def _time(B: int, H: int, Hkv: int, T: int, hd: int, dtype: torch.dtype, trainin
     gen = torch.Generator().manual_seed(0)
     # (B, T, heads, hd) seen as (B, heads, T, hd), as the mixer hands them over
     qkv = [torch.randn(B, T, h, hd, generator=gen).to(dtype).requires_grad_(training) for h in (H, Hkv, Hkv)]
-    go = torch.randn(B, H, T, hd, generator=gen).to(dtype)
+    go = torch.randn(B, T, H * hd, generator=gen).to(dtype)
 
     def run(fn):
         def once():
-            o = fn(*(t.transpose(1, 2) for t in qkv))
+            o = fn(*(t.transpose(1, 2) for t in qkv)).transpose(1, 2).reshape(B, T, H * hd)  # as `_out`
             if training:
                 torch.autograd.grad(o, qkv, go)
 
