@@ -11,14 +11,15 @@ when training, backward) of each on random tensors of the shape and compute dtyp
 answer in the CPU tune cache (`zoo_core.cpu_tune`, section "attention", per CPU model, flags,
 torch version and threads), and says it in one stderr line per shape. It takes SDPA untimed
 where matmul would keep too many scores (`SCORES_BUDGET`), where the work is too small for a
-timing to mean anything (`TINY_MACS`), for float64 (tests), and under torch.compile.
+timing to mean anything (`TINY_MACS`), for float64 (tests), and under torch.compile; of these
+only the first is said (a model's shape, where one might expect a timing).
 
     S = q k^T / sqrt(hd) + M      in q's dtype, M additive causal (0 / -inf), per query block
     P = softmax(S) computed in float32 (float64 for float64), stored in q's dtype
     o = P v
 
 Queries go in blocks of `BLOCK`, each against only the keys up to its last query, so the score
-blocks wholly above the diagonal are never computed. Grouped kv heads need no copies: the
+blocks wholly above the diagonal are never computed. Grouped kv heads are not repeated: the
 queries of a kv head's group are stacked as one batch entry's rows.
 """
 
@@ -40,6 +41,7 @@ BLOCK = 128
 #: matmul keeps the (B, H, T, T) probabilities for the backward: above this many bytes of them
 #: (in the compute dtype) per layer, SDPA without timing.
 SCORES_BUDGET = 64 << 20
+OVER_BUDGET = "scores over"
 #: Below this many multiply-adds (B H T^2 hd) SDPA without timing: a call takes well under a
 #: millisecond, so the kernel hardly matters and a timing would be noise.
 TINY_MACS = 1 << 22
@@ -152,7 +154,7 @@ def untimed(B: int, H: int, T: int, hd: int, dtype: torch.dtype) -> str | None:
     if B * H * T * T * hd < TINY_MACS:
         return "tiny"
     if B * H * T * T * dtype.itemsize > SCORES_BUDGET:
-        return f"scores over {SCORES_BUDGET >> 20} MiB"
+        return f"{OVER_BUDGET} {SCORES_BUDGET >> 20} MiB"
     return None
 
 
@@ -165,20 +167,22 @@ def choose(B: int, H: int, Hkv: int, T: int, hd: int, dtype: torch.dtype, traini
     kernel = _decided.get(key)
     if kernel is not None:
         return kernel
-    if untimed(B, H, T, hd, dtype) is not None:
-        kernel = "sdpa"
-    else:
-        skey = cpu_tune.shape_key((B, H, Hkv, T, hd)) + f" {str(dtype).removeprefix('torch.')}"
-        skey += " train" if training else " infer"
+    skey = cpu_tune.shape_key((B, H, Hkv, T, hd)) + f" {str(dtype).removeprefix('torch.')}"
+    skey += " train" if training else " infer"
+    why = untimed(B, H, T, hd, dtype)
+    if why is None:
         entry = cpu_tune.lookup(SECTION, skey)
         how = "cached"
         if entry is None:
             entry, how = measure(B, H, Hkv, T, hd, dtype, training), "measured"
             cpu_tune.store(SECTION, skey, entry)
-        kernel = entry["kernel"]
+        kernel, note = entry["kernel"], f"{entry['matmul_vs_sdpa']:.2f}x for matmul, {how}"
+    else:
+        kernel, note = "sdpa", f"untimed: {why}"
+    if why is None or why.startswith(OVER_BUDGET):  # tiny shapes and float64 pass quietly
         print(
             f"zoo-attention: CPU attention kernel per shape (B, H, Hkv, T, hd, dtype): {skey} {kernel} "
-            f"({entry['matmul_vs_sdpa']:.2f}x for matmul, {how}) [{cpu_tune.cache_path()}]",
+            f"({note}) [{cpu_tune.cache_path()}]",
             file=sys.stderr,
         )
     _decided[key] = kernel
