@@ -19,7 +19,8 @@ Three paths, as every zoo mixer has, picked once per forward by `attention_path`
 * naive (`reference.naive_attention`, with the reference RoPE): the softmax equation, materialised;
 * fast: flash-attn on CUDA when installed (`flash.py`), else PyTorch SDPA (is_causal; with a
   KV cache or documents, SDPA under a mask in query blocks, on CPU and GPU alike; see
-  `mask_blocks`);
+  `mask_blocks`); on CPU, plain causal attention takes SDPA or explicit matmuls, whichever a
+  timing at the shape chose (`cpu_route.py`);
 * step: one token against the KV cache.
 """
 
@@ -34,11 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from zoo_attention import flash
+from zoo_attention import cpu_route, flash
 from zoo_attention.inputs import add_positions, short_conv
 from zoo_attention.reference import allowed, naive_attention
 from zoo_attention.rope import rope_qk
 from zoo_core.interfaces import Mixer
+
+BACKENDS = ("auto", "sdpa", "matmul", "naive")
 
 
 @dataclass
@@ -64,7 +67,8 @@ class AttentionConfig:
     #: Zoology's attention baselines run one first (Hybrid[BaseConv, MHA]); it hands each
     #: position its predecessors, which recall tasks need.
     conv: int = 0
-    #: auto (flash-attn on CUDA if installed, else SDPA) | sdpa | naive
+    #: auto (flash-attn on CUDA if installed; on CPU, SDPA or matmul by measurement; else SDPA) |
+    #: sdpa | matmul (explicit matmuls for plain causal attention, else SDPA) | naive
     backend: str = "auto"
 
 
@@ -78,8 +82,8 @@ class Attention(Mixer):
         self.n_kv_heads = config.n_kv_heads or self.n_heads
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
-        if config.backend not in ("auto", "sdpa", "naive"):
-            raise ValueError(f"attention backend '{config.backend}' is not one of auto, sdpa, naive")
+        if config.backend not in BACKENDS:
+            raise ValueError(f"attention backend '{config.backend}' is not one of {', '.join(BACKENDS)}")
         if config.position not in ("rope", "learned", "none"):
             raise ValueError(f"attention position '{config.position}' is not one of rope, learned, none")
         self.window = config.window
@@ -152,7 +156,8 @@ class Attention(Mixer):
         x, conv_state = self._short_conv(x, state, None if resets is None else q_pos)
         q, k, v = self._project(x, q_pos)
         plain = not cached and resets is None
-        path = attention_path(self.config.backend, q, plain_causal=plain, resets=resets is not None)
+        full = plain and (not self.window or self.window >= T)  # nothing masked but the future
+        path = attention_path(self.config.backend, q, plain_causal=plain, resets=resets is not None, full=full, k=k)
         q, k, v = self._rope(q, k, v, q_pos, x.dtype, reference=path == "naive")
         k_abs = q_abs
         if cached:
@@ -276,16 +281,26 @@ def documents(q_abs: Tensor, resets: Tensor | None, state: dict[str, Tensor] | N
 # -- the paths of a forward -------------------------------------------------------------
 
 
-def attention_path(backend: str, q: Tensor, plain_causal: bool, resets: bool = False) -> str:
-    """naive | flash | sdpa. flash-attn (imported lazily; one line when it is missing on a GPU)
-    under backend=auto for CUDA half-precision q with nothing cached and no document resets,
-    else SDPA (with resets: SDPA with the document mask, said once where flash-attn would run)."""
+def attention_path(
+    backend: str, q: Tensor, plain_causal: bool, resets: bool = False, full: bool = False, k: Tensor | None = None
+) -> str:
+    """naive | flash | matmul | sdpa, for q (B, T, H, hd) and k (B, T, Hkv, hd). flash-attn
+    (imported lazily; one line when it is missing on a GPU) under backend=auto for CUDA
+    half-precision q with nothing cached and no document resets. `full`: plain causal with no
+    window shorter than the segment; then backend=matmul takes the matmuls, and backend=auto on
+    CPU whichever of SDPA and matmul measured faster at the shape (`cpu_route.choose`). Else SDPA
+    (with resets: SDPA with the document mask, said once where flash-attn would run)."""
     if backend == "naive":
         return "naive"
+    if backend == "matmul" and full:
+        return "matmul"
     if backend == "auto" and (plain_causal or resets) and flash.usable(q):
         if plain_causal:
             return "flash"
         flash.say_resets_use_sdpa()
+    if backend == "auto" and full and k is not None and q.device.type == "cpu":
+        B, T, H, hd = q.shape
+        return cpu_route.choose(B, H, k.shape[2], T, hd, cpu_route.compute_dtype(q), q.requires_grad)
     return "sdpa"
 
 
@@ -306,6 +321,8 @@ def attend(
     `blocks`: the SDPA mask already cut (`mask_blocks`), else cut here."""
     if path == "flash":
         return flash.attention(q, k, v, window)
+    if path == "matmul":  # plain causal (attention_path)
+        return cpu_route.matmul_attention(q, k, v)
     gqa = q.shape[1] > k.shape[1]  # SDPA reads the shared kv heads in place, no copies
     # A window that spans the whole segment is plain causal attention: take SDPA's
     # fused causal kernel rather than materialising a (T, T) mask.
