@@ -36,7 +36,15 @@ from pathlib import Path
 import torch
 
 #: The C sources, relative to the package; compiled together into one library.
-SOURCES = ("scan/scan.c", "rglru/rg_lru.c", "selective/selective_scan.c", "conv/causal_conv.c", "glu/glu.c")
+SOURCES = (
+    "scan/scan.c",
+    "rglru/rg_lru.c",
+    "selective/selective_scan.c",
+    "conv/causal_conv.c",
+    "glu/glu.c",
+    "norm/rms_norm.c",
+    "rope/rotary.c",
+)
 HEADERS = ("vmath.h", "jobs.h")
 
 # -fopenmp-simd honours `omp simd` (vectorised reductions) without linking OpenMP.
@@ -184,13 +192,19 @@ def block(bsz: int, dim: int, threads: int) -> int:
 
 # ---- signatures ------------------------------------------------------------------------------------
 
-_CTYPES = {"int": ctypes.c_int, "i64": ctypes.c_int64, "ptr": ctypes.c_void_p, "i64*": ctypes.POINTER(ctypes.c_int64)}
+_CTYPES = {
+    "int": ctypes.c_int,
+    "i64": ctypes.c_int64,
+    "double": ctypes.c_double,
+    "ptr": ctypes.c_void_p,
+    "i64*": ctypes.POINTER(ctypes.c_int64),
+}
 
 
 @dataclass(frozen=True)
 class Signature:
     """A C function `int name(...)` returning 0 on success: `args` is its parameter list as
-    "type name" pairs, types int, i64, ptr (any pointer) and i64* (an int64 array)."""
+    "type name" pairs, types int, i64, double, ptr (any pointer) and i64* (an int64 array)."""
 
     name: str
     args: str
@@ -206,7 +220,7 @@ def _arg(kind: str, value):
         return value.data_ptr()
     if kind == "i64*":
         return (ctypes.c_int64 * len(value))(*value)
-    return int(value)
+    return float(value) if kind == "double" else int(value)
 
 
 @functools.cache

@@ -1,0 +1,86 @@
+/* Rotary position embedding (RoPE, Su et al. 2021), applied in one pass.
+
+       (y_{2i}, y_{2i+1}) = (x_{2i} c_i - x_{2i+1} s_i,  x_{2i} s_i + x_{2i+1} c_i),   i < R/2
+       y_j = x_j                                                                          j >= R
+
+   with c_i = cos(pos w_i), s_i = sin(pos w_i) given per (batch, time). The backward is the
+   rotation by the opposite angle (s -> -s). In eager PyTorch the same rotation is a cast to
+   float32, a complex multiplication and a cast back, each a pass over q or k.
+
+   x (B, T, H, D) with any batch, time and head strides and contiguous D; y (B, T, H, D)
+   contiguous; cs, sn (B, T, R/2) contiguous, float32 (float64 with float64 x). dtype 0
+   float32, 1 float64, 2 bfloat16 (uint16, computed in float32, rounded to nearest even). */
+
+#include "jobs.h"
+
+#define ROPE_INLINE static inline __attribute__((always_inline))
+
+typedef struct {
+    const void *x, *cs, *sn;
+    void *y;
+    int64_t T, H, D, R, sb, st, sh, r0, r1;
+    int dtype, sign;
+} rope_job_t;
+
+ROPE_INLINE float rbf16_load(uint16_t b) {
+    union { uint32_t u; float f; } c = {(uint32_t)b << 16};
+    return c.f;
+}
+
+ROPE_INLINE uint16_t rbf16_store(float f) {
+    union { float f; uint32_t u; } c = {f};
+    uint32_t u = c.u;
+    uint16_t nan = (uint16_t)((u >> 16) | 0x40);
+    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+
+#define ROPE_SAME(v) (v)
+
+/* Rows r0 .. r1 of (B T) for storage TY computed in CT; sign -1 rotates back (the backward). */
+#define ROPE_DEFINE(S, TY, CT, LOAD, STORE)                                                     \
+static void rope_rows_##S(const rope_job_t *j) {                                                \
+    const int64_t half = j->R / 2, D = j->D;                                                    \
+    const CT sg = (CT)j->sign;                                                                  \
+    for (int64_t r = j->r0; r < j->r1; r++) {                                                   \
+        const int64_t b = r / j->T, t = r % j->T;                                               \
+        const CT *c = (const CT *)j->cs + r * half, *s = (const CT *)j->sn + r * half;          \
+        for (int64_t h = 0; h < j->H; h++) {                                                    \
+            const TY *x = (const TY *)j->x + b * j->sb + t * j->st + h * j->sh;                 \
+            TY *y = (TY *)j->y + (r * j->H + h) * D;                                            \
+            _Pragma("omp simd")                                                                 \
+            for (int64_t i = 0; i < half; i++) {                                                \
+                CT x1 = LOAD(x[2 * i]), x2 = LOAD(x[2 * i + 1]), si = sg * s[i];                \
+                y[2 * i] = STORE(x1 * c[i] - x2 * si);                                          \
+                y[2 * i + 1] = STORE(x1 * si + x2 * c[i]);                                      \
+            }                                                                                   \
+            for (int64_t k = j->R; k < D; k++) y[k] = x[k];                                     \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+ROPE_DEFINE(f32, float, float, ROPE_SAME, ROPE_SAME)
+ROPE_DEFINE(f64, double, double, ROPE_SAME, ROPE_SAME)
+ROPE_DEFINE(bf16, uint16_t, float, rbf16_load, rbf16_store)
+
+static void *rope_job(void *arg) {
+    const rope_job_t *j = (const rope_job_t *)arg;
+    if (j->dtype == 0) rope_rows_f32(j);
+    else if (j->dtype == 1) rope_rows_f64(j);
+    else rope_rows_bf16(j);
+    return 0;
+}
+
+int zoo_rotary(int dtype, int sign, const void *x, const void *cs, const void *sn, void *y, int64_t B, int64_t T,
+               int64_t H, int64_t D, int64_t R, const int64_t *st, int threads) {
+    rope_job_t jobs[64];
+    int64_t rows = B * T;
+    threads = zoo_threads(threads, rows);
+    for (int k = 0; k < threads; k++) {
+        rope_job_t j = {x, cs, sn, y, T, H, D, R, st[0], st[1], st[2], rows * k / threads, rows * (k + 1) / threads,
+                        dtype, sign};
+        jobs[k] = j;
+    }
+    zoo_run_jobs(rope_job, jobs, sizeof(rope_job_t), threads);
+    return 0;
+}
