@@ -128,20 +128,47 @@ def test_block_mlp_false_drops_the_channel_mlp():
 @pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
 def test_swiglu_fused_gate_equals_the_plain_forms(act, monkeypatch):
     """With zoo-kernels installed SwiGLU runs its fused gated activation (one C pass each way on
-    CPU); ZOO_FUSED_GLU=0 gives the plain forms: same values and gradients in float64."""
+    CPU); ZOO_FUSED_LAYERS=0 gives the plain forms: same values and gradients in float64."""
     from zoo_core.blocks import SwiGLU
     from zoo_core.loop import layers
 
-    assert layers._fused_glu() is not None  # the repo installs zoo-kernels with every plugin
+    assert layers._fused("glu") is not None  # the repo installs zoo-kernels with every plugin
     torch.manual_seed(0)
     mlp = SwiGLU(8, 12, act=act).double()
     x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 5, 8, dtype=torch.float64)
     params = [x, *mlp.parameters()]
     fused = mlp(x)
-    monkeypatch.setenv("ZOO_FUSED_GLU", "0")
-    assert layers._fused_glu() is None
+    monkeypatch.setenv("ZOO_FUSED_LAYERS", "0")
+    assert layers._fused("glu") is None
     plain = mlp(x)
     torch.testing.assert_close(fused, plain, rtol=1e-13, atol=1e-13)
     for a, b in zip(torch.autograd.grad(fused, params, g), torch.autograd.grad(plain, params, g)):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+def test_rms_norm_fused_equals_the_plain_forms_and_gives_bf16_under_autocast(monkeypatch):
+    """With zoo-kernels the CPU RMSNorm is one C pass each way; ZOO_FUSED_LAYERS=0 gives _RMSNormFn.
+    Under CPU bf16 autocast the fused norm writes bf16 (what the next matmul reads), computed in fp32."""
+    from zoo_core.loop import layers
+
+    torch.manual_seed(0)
+    norm = RMSNorm(16).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(4, 7, 16, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 7, 16, dtype=torch.float64)
+    fused = norm(x)
+    grads = torch.autograd.grad(fused, [x, norm.weight], g)
+    monkeypatch.setenv("ZOO_FUSED_LAYERS", "0")
+    plain = norm(x)
+    torch.testing.assert_close(fused, plain, rtol=1e-13, atol=1e-13)
+    for a, b in zip(grads, torch.autograd.grad(plain, [x, norm.weight], g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    monkeypatch.delenv("ZOO_FUSED_LAYERS")
+    norm32, x32 = norm.float(), x.detach().float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = norm32(x32)
+    assert y.dtype == torch.bfloat16
+    assert ((y.double() - plain.detach()).abs() <= plain.detach().abs() * 2**-8 + 1e-6).all()
+    assert layers._fused("rms_norm") is not None

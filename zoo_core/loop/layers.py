@@ -14,6 +14,18 @@ from zoo_core.errors import UserError
 _FUSED_RMS_NORM = hasattr(torch.ops.aten, "_fused_rms_norm")  # torch >= 2.8
 
 
+def _fused(name: str):
+    """zoo-kernels' fused CPU layer `name` (glu: the gated activation; rms_norm), or None without
+    zoo-kernels (every plugin installs it) or with ZOO_FUSED_LAYERS=0: then the forms here."""
+    if os.environ.get("ZOO_FUSED_LAYERS", "1") == "0":
+        return None
+    try:
+        import zoo_kernels
+    except ImportError:
+        return None
+    return getattr(zoo_kernels, name)
+
+
 class _RMSNormFn(torch.autograd.Function):
     """F.rms_norm's values from aten's fused forward, which also returns 1/rms. Autograd's
     backward through rms_norm runs about nine elementwise passes on CPU; this one runs five
@@ -41,6 +53,10 @@ class _RMSNormFn(torch.autograd.Function):
         return dx, dw, None
 
 
+def _autocast_bf16() -> bool:
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -49,7 +65,14 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype in (torch.float32, torch.float64) and self.weight.dtype == x.dtype:
-            if _FUSED_RMS_NORM and x.device.type == "cpu" and not torch.compiler.is_compiling():
+            cpu_eager = x.device.type == "cpu" and not torch.compiler.is_compiling()
+            fused = _fused("rms_norm") if cpu_eager else None
+            if fused is not None:
+                # Under CPU bf16 autocast the output is bf16 (computed in fp32): the next matmul reads
+                # it as is instead of casting an fp32 copy, forward and backward.
+                bf16 = x.dtype == torch.float32 and _autocast_bf16()
+                return fused(x, self.weight, self.eps, torch.bfloat16 if bf16 else None)
+            if _FUSED_RMS_NORM and cpu_eager:
                 return _RMSNormFn.apply(x, self.weight, self.eps)
             # One fused op forward and backward (the same values as below for fp32).
             return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
@@ -93,18 +116,6 @@ class _SiLUGate(torch.autograd.Function):
 MLP_ACTS = ("silu", "gelu_tanh")
 
 
-def _fused_glu():
-    """zoo-kernels' fused gated activation (one pass forward, one backward, on CPU; every plugin
-    installs zoo-kernels), or None without it: then the forms below. ZOO_FUSED_GLU=0 turns it off."""
-    if os.environ.get("ZOO_FUSED_GLU", "1") == "0":
-        return None
-    try:
-        from zoo_kernels.glu import glu
-    except ImportError:
-        return None
-    return glu
-
-
 class SwiGLU(nn.Module):
     """act(W_gate x) * (W_value x), projected back: SwiGLU with act=silu, GeGLU (tanh GeLU,
     as Griffin / RecurrentGemma) with act=gelu_tanh."""
@@ -119,7 +130,7 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.w_in(x)
-        fused = None if torch.compiler.is_compiling() else _fused_glu()
+        fused = None if torch.compiler.is_compiling() else _fused("glu")
         if fused is not None:
             return self.w_out(fused(h, self.act))
         if self.act == "silu" and not torch.compiler.is_compiling():
