@@ -8,8 +8,9 @@ so q_m . k_n depends on m - n only. With partial RoPE (rope_fraction < 1) the fi
 of each head rotate and the rest pass. Two forms of the same rotation: `rope` (the reference,
 the equation in real arithmetic) and `rope_cis` + `rotate` (the fast form: angles once per
 forward, one complex multiplication over q and k; under torch.compile the real form, which
-inductor fuses and which needs no complex codegen). For the training step these forms sit in,
-see the attention rows of benchmarks/results/peers-train-*.md.
+inductor fuses and which needs no complex codegen; on CPU, zoo-kernels' one-pass `rotary`).
+For the training step these forms sit in, see the attention rows of
+benchmarks/results/peers-paired-*.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from zoo_kernels.rope import cpu as rotary_cpu
+from zoo_kernels.rope import rotary
 
 
 def rope(x: Tensor, positions: Tensor, theta: float) -> Tensor:
@@ -79,5 +83,13 @@ def rope_qk(
     `reference`: the equation (`rope`), else the fast form with angles in `dtype`'s work precision."""
     if reference:
         return tuple(first_dims(lambda u: rope(u, positions, theta), t.transpose(1, 2), n_rot) for t in (q, k))
+    if q.device.type == "cpu" and not torch.compiler.is_compiling():
+        # zoo-kernels' one-pass rotation (no float32 round trip for bf16 q, k), where it runs
+        work = torch.promote_types(dtype, torch.float32)
+        inv_freq = theta ** (-torch.arange(0, n_rot, 2, device=positions.device, dtype=torch.float32) / n_rot)
+        angles = positions.to(work)[:, :, None] * inv_freq.to(work)
+        cos, sin = angles.cos(), angles.sin()
+        if rotary_cpu.usable(q, cos) and rotary_cpu.usable(k, cos):
+            return tuple(rotary(t, cos, sin).transpose(1, 2) for t in (q, k))
     cis = rope_cis(positions, n_rot, theta, dtype)
     return tuple(first_dims(lambda u: rotate(u, cis), t, n_rot).transpose(1, 2) for t in (q, k))
