@@ -13,9 +13,13 @@ def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    # foreach=False: the per-tensor update is reproducible across world sizes
-    # (sharded and whole tensors see the same elementwise math).
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=False)
+    # One fused kernel per tensor (CPU and CUDA): the same elementwise math for sharded and whole
+    # tensors, and on a small model's CPU step ~6x faster than the per-tensor loop (benchmarks/results/).
+    # Elsewhere foreach=False, the per-tensor loop, for the same reason.
+    params = decay + rest
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    how = {"fused": True} if fused else {"foreach": False}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **how)
 
 
 def lr_at(step: int, total: int, cfg: Any) -> float:
