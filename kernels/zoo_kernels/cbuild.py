@@ -1,8 +1,9 @@
 """The compiled CPU kernels: build, cache, load and call.
 
 Every op's CPU path is C in a `.c` file beside its Python (`scan/scan.c`, `rglru/rg_lru.c`,
-`selective/selective_scan.c`, `conv/causal_conv.c`), sharing the headers `vmath.h` (float
-math that vectorises) and `jobs.h` (work split over threads); they ship as package data.
+`selective/selective_scan.c`, `conv/causal_conv.c`, `glu/glu.c`, `norm/rms_norm.c`,
+`rope/rotary.c`), sharing the headers `vmath.h` (float math that vectorises), `jobs.h` (work
+split over threads) and `bf16.h` (bfloat16 storage); they ship as package data.
 At first use they are compiled into one shared library with the machine's C compiler and
 cached (``$ZOO_KERNELS_CACHE``, else ``~/.cache/zoo_kernels``), keyed by a hash of the
 sources, the flags, the compiler and the CPU. The library is loaded with ctypes (no torch
@@ -45,7 +46,7 @@ SOURCES = (
     "norm/rms_norm.c",
     "rope/rotary.c",
 )
-HEADERS = ("vmath.h", "jobs.h")
+HEADERS = ("vmath.h", "jobs.h", "bf16.h")
 
 # -fopenmp-simd honours `omp simd` (vectorised reductions) without linking OpenMP.
 # -fno-trapping-math changes no value, only what gcc assumes about FP exception traps: it may

@@ -14,6 +14,7 @@
    the halves of its gradient. dtype 0 float32, 1 float64, 2 bfloat16 (stored as uint16,
    computed in float32, rounded to nearest even on store). */
 
+#include "bf16.h"
 #include "jobs.h"
 #include "vmath.h"
 
@@ -28,43 +29,25 @@ typedef struct {
 
 #define GLU_INLINE static inline __attribute__((always_inline))
 
-GLU_INLINE float bf16_load(uint16_t b) {
-    union { uint32_t u; float f; } c = {(uint32_t)b << 16};
-    return c.f;
-}
-
-GLU_INLINE uint16_t bf16_store(float f) {
-    union { float f; uint32_t u; } c = {f};
-    uint32_t u = c.u;
-    uint16_t nan = (uint16_t)((u >> 16) | 0x40); /* a quiet NaN, never rounded into infinity */
-    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
-}
-
 /* act(x), and act'(x) in *d, both as x s and its derivative with s a logistic sigmoid (no
    cancellation where act is near zero). SiLU: s = sigma(x), act' = s (1 + x (1 - s)).
    tanh-GeLU: x/2 (1 + tanh(u)) = x sigma(2u), u = c (x + a x^3),
    act' = s + 2 x s (1 - s) c (1 + 3 a x^2). */
-GLU_INLINE float act_f(int act, float x, float *d) {
-    const float c = 0.7978845608028654f, a = 0.044715f;
-    float x2 = x * x, z = act == GLU_SILU ? x : 2.0f * c * x * (1.0f + a * x2);
-    float s = 1.0f / (1.0f + vexpf(-z));
-    float dz = act == GLU_SILU ? 1.0f : 2.0f * c * (1.0f + 3.0f * a * x2);
-    *d = s + x * s * (1.0f - s) * dz;
-    return x * s;
+#define GLU_ACT(NAME, CT, EXP)                                                                      \
+GLU_INLINE CT NAME(int act, CT x, CT *d) {                                                          \
+    const CT c = (CT)0.7978845608028654, a = (CT)0.044715;                                          \
+    CT x2 = x * x, z = act == GLU_SILU ? x : 2 * c * x * (1 + a * x2);                              \
+    CT s = 1 / (1 + EXP(-z));                                                                       \
+    CT dz = act == GLU_SILU ? 1 : 2 * c * (1 + 3 * a * x2);                                         \
+    *d = s + x * s * (1 - s) * dz;                                                                  \
+    return x * s;                                                                                   \
 }
 
-GLU_INLINE double act_d(int act, double x, double *d) {
-    const double c = 0.7978845608028654, a = 0.044715;
-    double x2 = x * x, z = act == GLU_SILU ? x : 2.0 * c * x * (1.0 + a * x2);
-    double s = 1.0 / (1.0 + exp(-z));
-    double dz = act == GLU_SILU ? 1.0 : 2.0 * c * (1.0 + 3.0 * a * x2);
-    *d = s + x * s * (1.0 - s) * dz;
-    return x * s;
-}
+GLU_ACT(act_f, float, vexpf)
+GLU_ACT(act_d, double, exp)
 
 /* One row, for a storage type TY that loads as LOAD and stores as STORE, computed in CT. The
-   activation is a loop-invariant branch: gcc unswitches it and vectorises each loop. */
+   activation is chosen by selects on a loop-invariant flag, so each loop vectorises. */
 #define GLU_ROW(NAME, TY, CT, ACT, LOAD, STORE)                                                     \
 GLU_INLINE void NAME##_forward(int act, const TY *restrict g, const TY *restrict v, TY *restrict y, \
                                int64_t n) {                                                         \

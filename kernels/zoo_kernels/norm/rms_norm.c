@@ -13,6 +13,7 @@
    Types: x, w and dx float32 with y and g float32 or bfloat16 (uint16, rounded to nearest even),
    or all float64 (xdt 1). Rows are contiguous (n elements) and consecutive. */
 
+#include "bf16.h"
 #include "jobs.h"
 #include "vmath.h"
 
@@ -27,18 +28,7 @@ typedef struct {
     int f64, ybf16, backward;
 } norm_job_t;
 
-NORM_INLINE float nbf16_load(uint16_t b) {
-    union { uint32_t u; float f; } c = {(uint32_t)b << 16};
-    return c.f;
-}
 
-NORM_INLINE uint16_t nbf16_store(float f) {
-    union { float f; uint32_t u; } c = {f};
-    uint32_t u = c.u;
-    uint16_t nan = (uint16_t)((u >> 16) | 0x40);
-    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
-}
 
 #define NORM_SAME(v) (v)
 
@@ -86,7 +76,7 @@ static void norm_backward_##S(const norm_job_t *j) {                            
 }
 
 NORM_DEFINE(f32, float, float, float, NORM_SAME, NORM_SAME, sqrtf)
-NORM_DEFINE(f32_bf16, float, uint16_t, float, nbf16_load, nbf16_store, sqrtf)
+NORM_DEFINE(f32_bf16, float, uint16_t, float, bf16_load, bf16_store, sqrtf)
 NORM_DEFINE(f64, double, double, double, NORM_SAME, NORM_SAME, sqrt)
 
 static void *norm_job(void *arg) {

@@ -11,6 +11,7 @@
    contiguous; cs, sn (B, T, R/2) contiguous, float32 (float64 with float64 x). dtype 0
    float32, 1 float64, 2 bfloat16 (uint16, computed in float32, rounded to nearest even). */
 
+#include "bf16.h"
 #include "jobs.h"
 
 #define ROPE_INLINE static inline __attribute__((always_inline))
@@ -22,18 +23,7 @@ typedef struct {
     int dtype, sign;
 } rope_job_t;
 
-ROPE_INLINE float rbf16_load(uint16_t b) {
-    union { uint32_t u; float f; } c = {(uint32_t)b << 16};
-    return c.f;
-}
 
-ROPE_INLINE uint16_t rbf16_store(float f) {
-    union { float f; uint32_t u; } c = {f};
-    uint32_t u = c.u;
-    uint16_t nan = (uint16_t)((u >> 16) | 0x40);
-    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
-}
 
 #define ROPE_SAME(v) (v)
 
@@ -61,7 +51,7 @@ static void rope_rows_##S(const rope_job_t *j) {                                
 
 ROPE_DEFINE(f32, float, float, ROPE_SAME, ROPE_SAME)
 ROPE_DEFINE(f64, double, double, ROPE_SAME, ROPE_SAME)
-ROPE_DEFINE(bf16, uint16_t, float, rbf16_load, rbf16_store)
+ROPE_DEFINE(bf16, uint16_t, float, bf16_load, bf16_store)
 
 static void *rope_job(void *arg) {
     const rope_job_t *j = (const rope_job_t *)arg;
