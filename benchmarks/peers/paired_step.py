@@ -132,8 +132,18 @@ def _run_row(row: str, args, models, torch) -> dict:
         "attention_train_flops_per_token": None if attn is None else 3.0 * attn[0].flops_per_token(T),
         "profile_ms": split,
         "routes": cpu_linear.choices(),
+        "attention_kernels": _attention_kernels(),
         "param_dtypes": sorted({str(q.dtype).replace("torch.", "") for q in zoo[0].parameters()}),
     }
+
+
+def _attention_kernels() -> dict[str, str]:
+    """zoo-attention's CPU kernel per attention shape (backend=auto), as decided in this process."""
+    try:
+        from zoo_attention import cpu_route
+    except ImportError:
+        return {}
+    return cpu_route.choices()
 
 
 def _ratios(sec: dict, a: str, b: str) -> list[float]:
@@ -222,6 +232,10 @@ def _report(sections, args, load_before, started) -> str:
             lines.append(
                 f"| {s['row']} | {m32:.0f} / {o32:.0f} | {m16:.0f} / {o16:.0f} | {m32 / m16:.2f}x | **{bound:.2f}x** |"
             )
+    kernels = {k: v for s in sections for k, v in s.get("attention_kernels", {}).items()}
+    if kernels:
+        lines += ["", "## CPU attention kernel per shape (zoo-attention backend=auto; B x H x Hkv x T x hd)", ""]
+        lines += [f"- {k}: {v}" for k, v in sorted(kernels.items())]
     lines += ["", "## cpu_linear=auto: routes taken (M x K -> N)", ""]
     lines += [
         f"- {s['row']}: " + (", ".join(f"{k} {v}" for k, v in sorted(s["routes"].items())) or "none timed")

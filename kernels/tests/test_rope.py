@@ -63,3 +63,16 @@ def test_what_does_not_fit_says_so_and_other_cases_take_the_reference(monkeypatc
     monkeypatch.setenv("ZOO_KERNELS_CPP", "0")
     assert not cpu.usable(x, cos)
     torch.testing.assert_close(rotary(x, cos, sin), rotary(x, cos, sin, backend="naive"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_heads_first_is_the_same_rotation_laid_out_for_attention(dtype):
+    x, cos, sin = _case(dtype, 8, 8, seed=3)
+    y = rotary(x, cos, sin, heads_first=True)
+    assert y.shape == (2, 3, 5, 8) and y.is_contiguous()
+    ref = rotary(x, cos, sin, backend="naive").transpose(1, 2)
+    torch.testing.assert_close(y, ref, rtol=1e-13, atol=1e-13)
+    g = torch.randn(y.shape, dtype=dtype)
+    torch.testing.assert_close(
+        torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-14, atol=1e-14
+    )

@@ -1,5 +1,6 @@
 """RoPE's rotation on CPU (rotary.c): one pass reads x (any batch, time and head strides) and
-writes y contiguous; sign -1 rotates back (the backward)."""
+writes y contiguous, as (B, T, H, D) or heads first (B, H, T, D); sign -1 rotates back (the
+backward)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ def usable(x: Tensor, cos: Tensor) -> bool:
     )
 
 
-def rotate(x: Tensor, cos: Tensor, sin: Tensor, sign: int = 1) -> Tensor:
+def rotate(x: Tensor, cos: Tensor, sin: Tensor, sign: int = 1, heads_first: bool = False) -> Tensor:
+    """x (B, T, H, D) rotated; returned contiguous as (B, H, T, D) if heads_first, else (B, T, H, D)."""
     B, T, H, D = x.shape
-    y = torch.empty(B, T, H, D, dtype=x.dtype)
+    y = torch.empty((B, H, T, D) if heads_first else (B, T, H, D), dtype=x.dtype)
+    y_bthd = y.transpose(1, 2) if heads_first else y
     cbuild.function(SIGNATURE)(
         dtype=DTYPES[x.dtype],
         sign=sign,
@@ -46,7 +49,7 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor, sign: int = 1) -> Tensor:
         H=H,
         D=D,
         R=2 * cos.shape[-1],
-        st=(x.stride(0), x.stride(1), x.stride(2)),
+        st=(x.stride(0), x.stride(1), x.stride(2), y_bthd.stride(0), y_bthd.stride(1), y_bthd.stride(2)),
         threads=cbuild.threads(x.numel()),
     )
     return y

@@ -7,8 +7,8 @@
    rotation by the opposite angle (s -> -s). In eager PyTorch the same rotation is a cast to
    float32, a complex multiplication and a cast back, each a pass over q or k.
 
-   x (B, T, H, D) with any batch, time and head strides and contiguous D; y (B, T, H, D)
-   contiguous; cs, sn (B, T, R/2) contiguous, float32 (float64 with float64 x). dtype 0
+   x (B, T, H, D) with any batch, time and head strides and contiguous D; y likewise (the
+   caller's layout: (B, T, H, D) or heads first, (B, H, T, D), contiguous); cs, sn (B, T, R/2) contiguous, float32 (float64 with float64 x). dtype 0
    float32, 1 float64, 2 bfloat16 (uint16, computed in float32, rounded to nearest even). */
 
 #include "bf16.h"
@@ -19,7 +19,7 @@
 typedef struct {
     const void *x, *cs, *sn;
     void *y;
-    int64_t T, H, D, R, sb, st, sh, r0, r1;
+    int64_t T, H, D, R, sb, st, sh, yb, yt, yh, r0, r1;
     int dtype, sign;
 } rope_job_t;
 
@@ -37,7 +37,7 @@ static void rope_rows_##S(const rope_job_t *j) {                                
         const CT *c = (const CT *)j->cs + r * half, *s = (const CT *)j->sn + r * half;          \
         for (int64_t h = 0; h < j->H; h++) {                                                    \
             const TY *x = (const TY *)j->x + b * j->sb + t * j->st + h * j->sh;                 \
-            TY *y = (TY *)j->y + (r * j->H + h) * D;                                            \
+            TY *y = (TY *)j->y + b * j->yb + t * j->yt + h * j->yh;                             \
             _Pragma("omp simd")                                                                 \
             for (int64_t i = 0; i < half; i++) {                                                \
                 CT x1 = LOAD(x[2 * i]), x2 = LOAD(x[2 * i + 1]), si = sg * s[i];                \
@@ -67,8 +67,8 @@ int zoo_rotary(int dtype, int sign, const void *x, const void *cs, const void *s
     int64_t rows = B * T;
     threads = zoo_threads(threads, rows);
     for (int k = 0; k < threads; k++) {
-        rope_job_t j = {x, cs, sn, y, T, H, D, R, st[0], st[1], st[2], rows * k / threads, rows * (k + 1) / threads,
-                        dtype, sign};
+        rope_job_t j = {x,     cs,    sn,    y,     T,     H,     D,     R, st[0], st[1], st[2], st[3], st[4], st[5],
+                        rows * k / threads, rows * (k + 1) / threads, dtype, sign};
         jobs[k] = j;
     }
     zoo_run_jobs(rope_job, jobs, sizeof(rope_job_t), threads);

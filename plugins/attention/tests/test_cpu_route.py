@@ -233,3 +233,15 @@ def test_conformance_with_auto_choosing_matmul(timings, monkeypatch):
     monkeypatch.setattr(cpu_route, "TIMED", (torch.float32, torch.bfloat16, torch.float64))
     check_mixer(Attention, AttentionConfig(head_dim=8), name="attention").raise_for_failures()
     assert timings  # matmul was chosen at least once
+
+
+def test_choices_lists_the_decisions_for_benchmark_records(monkeypatch):
+    from zoo_attention import cpu_route
+
+    cpu_route.forget()
+    monkeypatch.setattr(cpu_route, "_time", lambda *a: {"sdpa": 2.0, "matmul": 1.0})
+    kernel = cpu_route.choose(8, 4, 4, 256, 64, torch.bfloat16, True)
+    assert kernel == "matmul"
+    assert cpu_route.choices() == {"8x4x4x256x64 bfloat16 train": "matmul"}
+    cpu_route.forget()
+    assert cpu_route.choices() == {}

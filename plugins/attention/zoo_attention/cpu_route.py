@@ -189,6 +189,16 @@ def choose(B: int, H: int, Hkv: int, T: int, hd: int, dtype: torch.dtype, traini
     return kernel
 
 
+def choices() -> dict[str, str]:
+    """This process's decisions so far, `{"BxHxHkvxTxhd dtype train|infer": "sdpa" | "matmul"}`
+    (for benchmark records)."""
+    out = {}
+    for (B, H, Hkv, T, hd, dtype, training), kernel in _decided.items():
+        key = cpu_tune.shape_key((B, H, Hkv, T, hd)) + f" {str(dtype).removeprefix('torch.')}"
+        out[key + (" train" if training else " infer")] = kernel
+    return out
+
+
 def forget() -> None:
     """Drop this process's choices and masks (tests)."""
     _decided.clear()

@@ -90,6 +90,6 @@ def rope_qk(
         angles = positions.to(work)[:, :, None] * inv_freq.to(work)
         cos, sin = angles.cos(), angles.sin()
         if rotary_cpu.usable(q, cos) and rotary_cpu.usable(k, cos):
-            return tuple(rotary(t, cos, sin).transpose(1, 2) for t in (q, k))
+            return tuple(rotary(t, cos, sin, heads_first=True) for t in (q, k))  # (B, heads, T, hd), contiguous
     cis = rope_cis(positions, n_rot, theta, dtype)
     return tuple(first_dims(lambda u: rotate(u, cis), t, n_rot).transpose(1, 2) for t in (q, k))
