@@ -139,3 +139,13 @@ def test_one_node_under_torch_compile():
     (d,) = torch.autograd.grad(fn(h), h)
     (ref,) = torch.autograd.grad(glu(h, "gelu_tanh", backend="naive").sum(), h)
     torch.testing.assert_close(d, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_outputs_are_tensors_of_their_own():
+    """Not views: FSDP2 warns when a wrapped module returns a view (an in-place op on it would skip
+    its hooks), and a custom op's outputs should be fresh."""
+    h = torch.randn(2, 3, 8, requires_grad=True)
+    y = glu(h)
+    assert not y._is_view()
+    assert not gated(torch.randn(2, 3, 4), torch.randn(2, 3, 4))._is_view()
+    assert not torch.autograd.grad(y.sum(), h)[0]._is_view()

@@ -82,3 +82,11 @@ def test_one_node_under_torch_compile():
     want = torch.autograd.grad(rms_norm(x, w, 1e-5, backend="naive").square().sum(), (x, w))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_outputs_are_tensors_of_their_own():
+    """Not views (FSDP2 warns when a wrapped module returns one; custom ops' outputs should be fresh)."""
+    x, w = _inputs((2, 3, 8), torch.float32)
+    y = rms_norm(x, w, 1e-5, torch.bfloat16)
+    assert not y._is_view()
+    assert not torch.autograd.grad(y.float().sum(), x)[0]._is_view()

@@ -32,14 +32,15 @@ def _rows(t: Tensor) -> Tensor:
 
 def _glu(h: Tensor, act: str) -> Tensor:
     h2, n = _rows(h), h.shape[-1] // 2
-    return cpu.forward(h2[:, :n], h2[:, n:], act).view(*h.shape[:-1], n)
+    return cpu.forward(h2[:, :n], h2[:, n:], act, (*h.shape[:-1], n))
 
 
 def _glu_bwd(h: Tensor, dy: Tensor, act: str) -> Tensor:
     h2, n = _rows(h), h.shape[-1] // 2
-    dh = torch.empty(h2.shape, dtype=h.dtype)
-    cpu.backward(h2[:, :n], h2[:, n:], _rows(dy), dh[:, :n], dh[:, n:], act)
-    return dh.view(h.shape)
+    dh = torch.empty(h.shape, dtype=h.dtype)
+    dh2 = dh.view(h2.shape)
+    cpu.backward(h2[:, :n], h2[:, n:], _rows(dy), dh2[:, :n], dh2[:, n:], act)
+    return dh
 
 
 _glu_bwd_op = define("glu_backward", _glu_bwd, lambda h, dy, act: h.new_empty(h.shape))
@@ -78,7 +79,7 @@ def glu(h: Tensor, act: str = "silu", backend: str = "auto") -> Tensor:
 
 
 def _gated(gate: Tensor, value: Tensor, act: str) -> Tensor:
-    return cpu.forward(_rows(gate), _rows(value), act).view(gate.shape)
+    return cpu.forward(_rows(gate), _rows(value), act, tuple(gate.shape))
 
 
 def _gated_bwd(gate: Tensor, value: Tensor, dy: Tensor, act: str) -> tuple[Tensor, Tensor]:

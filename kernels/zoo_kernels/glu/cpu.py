@@ -30,9 +30,11 @@ def usable(*tensors: Tensor) -> bool:
     )
 
 
-def forward(g: Tensor, v: Tensor, act: str) -> Tensor:
-    y = torch.empty(g.shape, dtype=g.dtype)
-    _call(False, act, g, v, y=y)
+def forward(g: Tensor, v: Tensor, act: str, shape: tuple[int, ...] | None = None) -> Tensor:
+    """y = act(g) * v, allocated as `shape` (default g's): a tensor of its own, not a view, since
+    custom ops and FSDP2's output checks want fresh outputs."""
+    y = torch.empty(shape or g.shape, dtype=g.dtype)
+    _call(False, act, g, v, y=y.view(g.shape))
     return y
 
 

@@ -20,8 +20,7 @@ from . import cpu, naive
 
 def _norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     x2 = x.reshape(-1, x.shape[-1]).contiguous()
-    y, rstd = cpu.forward(x2, weight.contiguous(), eps, out_dtype)
-    return y.view(x.shape), rstd.view(x.shape[:-1])
+    return cpu.forward(x2, weight.contiguous(), eps, out_dtype, tuple(x.shape))
 
 
 def _norm_fake(x, weight, eps, out_dtype):
@@ -31,8 +30,7 @@ def _norm_fake(x, weight, eps, out_dtype):
 def _norm_bwd(x: Tensor, weight: Tensor, rstd: Tensor, g: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     n = x.shape[-1]
     x2, g2 = x.reshape(-1, n).contiguous(), g.reshape(-1, n).contiguous()
-    dx, dw = cpu.backward(x2, weight.contiguous(), rstd.reshape(-1).contiguous(), g2, eps)
-    return dx.view(x.shape), dw
+    return cpu.backward(x2, weight.contiguous(), rstd.reshape(-1).contiguous(), g2, eps, tuple(x.shape))
 
 
 def _norm_bwd_fake(x, weight, rstd, g, eps):

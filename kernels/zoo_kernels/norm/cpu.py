@@ -28,18 +28,24 @@ def usable(x: Tensor, weight: Tensor, out_dtype: torch.dtype) -> bool:
     return ok and cbuild.available()
 
 
-def forward(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(y, rstd): y (rows, n) in out_dtype, rstd (rows,) in x's dtype."""
-    rows, n = x.shape
-    y, rstd = torch.empty(rows, n, dtype=out_dtype), torch.empty(rows, dtype=x.dtype)
+def forward(
+    x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype, shape: tuple[int, ...] | None = None
+) -> tuple[Tensor, Tensor]:
+    """(y, rstd): y in out_dtype and rstd in x's dtype, allocated as `shape` and `shape[:-1]`
+    (default x's (rows, n)): tensors of their own, not views."""
+    shape = shape or tuple(x.shape)
+    y, rstd = torch.empty(shape, dtype=out_dtype), torch.empty(shape[:-1], dtype=x.dtype)
     _call(False, x, weight, eps, out_dtype, y=y, rout=rstd)
     return y, rstd
 
 
-def backward(x: Tensor, weight: Tensor, rstd: Tensor, g: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """(dx, dweight) from the saved x, rstd and the output gradient g (y's dtype)."""
+def backward(
+    x: Tensor, weight: Tensor, rstd: Tensor, g: Tensor, eps: float, shape: tuple[int, ...] | None = None
+) -> tuple[Tensor, Tensor]:
+    """(dx, dweight) from the saved x, rstd and the output gradient g (y's dtype); dx allocated as
+    `shape` (default x's)."""
     rows, n = x.shape
-    dx, dwp = torch.empty_like(x), torch.empty(-(-rows // BLOCK), n, dtype=x.dtype)
+    dx, dwp = torch.empty(shape or x.shape, dtype=x.dtype), torch.empty(-(-rows // BLOCK), n, dtype=x.dtype)
     _call(True, x, weight, eps, g.dtype, g=g, rin=rstd, dx=dx, dwp=dwp)
     return dx, dwp.sum(0)
 
