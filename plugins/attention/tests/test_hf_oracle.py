@@ -1,6 +1,6 @@
 """Outside oracle: transformers' LlamaAttention with zoo's weights copied in (q and k rows
 permuted: zoo's RoPE rotates interleaved pairs, Llama's halves), float64, outputs and
-gradients, zoo's three paths (SDPA, naive, KV-cache step)."""
+gradients, zoo's paths (SDPA, the CPU matmul kernel, naive, KV-cache step)."""
 
 import pytest
 import torch
@@ -47,30 +47,25 @@ def pair(heads=4, kv=2, hd=8, theta=10000.0, backend="sdpa"):
     return zoo, hf, rotary
 
 
-def run_zoo(m, x, path):
+def run_zoo(m, x, path, resets=None):
+    """zoo's output on `path`: forward, or (step) one token at a time with each token's reset."""
     if path == "step":
         state, outs = m.init_state(x.shape[0], dtype=x.dtype), []
         for t in range(x.shape[1]):
-            y, state = m.step(x[:, t], state)
+            y, state = m.step(x[:, t], state, **({} if resets is None else {"reset": resets[:, t]}))
             outs.append(y)
         return torch.stack(outs, 1)
-    return m(x)[0]
+    return m(x, **({} if resets is None else {"resets": resets}))[0]
 
 
-@pytest.mark.parametrize("path", ["sdpa", "naive", "step"])
-@pytest.mark.parametrize("heads,kv,theta", [(4, 2, 10000.0), (4, 4, 500.0), (4, 1, 1e6)])
-def test_attention_equals_transformers_llama_attention(path, heads, kv, theta):
-    zoo, hf, rotary = pair(heads, kv, theta=theta, backend="naive" if path == "naive" else "sdpa")
-    B, T = 2, 11
-    x = torch.randn(B, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(1))
-    w = torch.randn(B, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(2))
-    xz, xh = x.clone().requires_grad_(), x.clone().requires_grad_()
-    yz = run_zoo(zoo, xz, path)
-    mask = torch.full((T, T), float("-inf"), dtype=f64).triu(1)[None, None]
-    with hf_float64():
-        cos_sin = rotary(xh, torch.arange(T)[None])
-        yh = hf(xh, position_embeddings=cos_sin, attention_mask=mask)[0]
-    # both sides hold float32 inverse RoPE frequencies, from different formulas (1 / theta^x, theta^-x)
+def backend(path):
+    return path if path in ("naive", "matmul") else "sdpa"
+
+
+def assert_same(zoo, hf, yz, yh, xz, xh):
+    """Outputs, and gradients of the input and the q and o weights, within 1e-6 relative: both
+    sides hold float32 inverse RoPE frequencies, from different formulas (1 / theta^x, theta^-x)."""
+    w = torch.randn(yz.shape, dtype=f64, generator=torch.Generator().manual_seed(2))
     assert rel(yz, yh) < 1e-6
     gz = torch.autograd.grad((yz * w).sum(), [xz, zoo.wq.weight, zoo.wo.weight])
     with hf_float64():
@@ -80,14 +75,19 @@ def test_attention_equals_transformers_llama_attention(path, heads, kv, theta):
     assert rel(gz[2], gh[2]) < 1e-6
 
 
-def run_zoo_documents(m, x, resets, path):
-    if path == "step":
-        state, outs = m.init_state(x.shape[0], dtype=x.dtype), []
-        for t in range(x.shape[1]):
-            y, state = m.step(x[:, t], state, reset=resets[:, t])
-            outs.append(y)
-        return torch.stack(outs, 1)
-    return m(x, resets=resets)[0]
+@pytest.mark.parametrize("path", ["sdpa", "matmul", "naive", "step"])
+@pytest.mark.parametrize("heads,kv,theta", [(4, 2, 10000.0), (4, 4, 500.0), (4, 1, 1e6)])
+def test_attention_equals_transformers_llama_attention(path, heads, kv, theta):
+    zoo, hf, rotary = pair(heads, kv, theta=theta, backend=backend(path))
+    B, T = 2, 11
+    x = torch.randn(B, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(1))
+    xz, xh = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yz = run_zoo(zoo, xz, path)
+    mask = torch.full((T, T), float("-inf"), dtype=f64).triu(1)[None, None]
+    with hf_float64():
+        cos_sin = rotary(xh, torch.arange(T)[None])
+        yh = hf(xh, position_embeddings=cos_sin, attention_mask=mask)[0]
+    assert_same(zoo, hf, yz, yh, xz, xh)
 
 
 @pytest.mark.parametrize("path", ["sdpa", "naive", "step"])
@@ -95,7 +95,7 @@ def test_packed_documents_equal_transformers_llama_with_a_block_diagonal_mask(pa
     """data.documents=reset against an outside oracle: LlamaAttention given the packed rows, a
     block-diagonal causal mask and position ids that restart at each document (the packed-sequence
     form transformers takes) equals zoo's attention with `resets`, outputs and gradients."""
-    zoo, hf, rotary = pair(4, 2, backend="naive" if path == "naive" else "sdpa")
+    zoo, hf, rotary = pair(4, 2, backend=backend(path))
     B, T = 2, 13
     resets = torch.zeros(B, T, dtype=torch.bool)
     resets[0, [0, 4, 5, 11]] = True
@@ -106,16 +106,9 @@ def test_packed_documents_equal_transformers_llama_with_a_block_diagonal_mask(pa
     allowed = (doc[:, :, None] == doc[:, None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
     mask = torch.zeros(B, 1, T, T, dtype=f64).masked_fill(~allowed[:, None], float("-inf"))
     x = torch.randn(B, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(1))
-    w = torch.randn(B, T, DIM, dtype=f64, generator=torch.Generator().manual_seed(2))
     xz, xh = x.clone().requires_grad_(), x.clone().requires_grad_()
-    yz = run_zoo_documents(zoo, xz, resets, path)
+    yz = run_zoo(zoo, xz, path, resets)
     with hf_float64():
         cos_sin = rotary(xh, positions)
         yh = hf(xh, position_embeddings=cos_sin, attention_mask=mask)[0]
-    assert rel(yz, yh) < 1e-6
-    gz = torch.autograd.grad((yz * w).sum(), [xz, zoo.wq.weight, zoo.wo.weight])
-    with hf_float64():
-        gh = torch.autograd.grad((yh * w).sum(), [xh, hf.q_proj.weight, hf.o_proj.weight])
-    assert rel(gz[0], gh[0]) < 1e-6
-    assert rel(to_halves(gz[1], 8), gh[1]) < 1e-6
-    assert rel(gz[2], gh[2]) < 1e-6
+    assert_same(zoo, hf, yz, yh, xz, xh)
