@@ -6,7 +6,7 @@ test_hf_oracle.py."""
 import pytest
 import torch
 
-from zoo_core.testing.documents import packed_starts, spans
+from zoo_core.testing.documents import assert_paths_agree_with_resets, packed_starts, spans
 from zoo_hawk import Hawk, HawkConfig
 from zoo_hawk.reference import naive_hawk
 
@@ -69,20 +69,7 @@ def test_naive_and_step_with_resets_equal_the_fast_path(kw):
     resets = packed_starts(T)
     x = torch.randn(3, T, DIM, dtype=f64, requires_grad=True)
     st = incoming(m, 3)
-    y, last = m(x, st, return_state=True, resets=resets)
-    y_naive = naive_hawk(m, x, st, resets)
-    g = torch.randn_like(y)
-    params = [x, *m.parameters()]
-    assert (y - y_naive).abs().max() < 1e-12
-    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_naive, params, g)):
-        assert (a - b).abs().max() < 1e-10
-    state, outs = st, []
-    with torch.no_grad():
-        for t in range(T):
-            o, state = m.step(x[:, t], state, reset=resets[:, t])
-            outs.append(o)
-    assert (torch.stack(outs, 1) - y).abs().max() < 1e-12
-    assert all((state[k] - last[k]).abs().max() < 1e-12 for k in last if last[k].is_floating_point())
+    assert_paths_agree_with_resets(m, naive_hawk, x, st, resets)
 
 
 def test_no_resets_keeps_the_stream():

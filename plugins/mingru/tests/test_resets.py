@@ -7,7 +7,7 @@ chunked PyTorch scan, lengths over 64 so the chunk carry runs)."""
 import pytest
 import torch
 
-from zoo_core.testing.documents import packed_starts, spans
+from zoo_core.testing.documents import assert_paths_agree_with_resets, packed_starts, spans
 from zoo_mingru import MinGRU, MinGRUConfig, MinLSTM, MinLSTMConfig
 from zoo_mingru.reference import naive_min_rnn
 
@@ -70,19 +70,7 @@ def test_naive_and_step_with_resets_equal_the_fast_path(kind, kw):
     resets = packed_starts(T)
     x = torch.randn(3, T, DIM, dtype=f64, requires_grad=True)
     st = incoming(m, 3)
-    y, last = m(x, st, return_state=True, resets=resets)
-    y_naive = naive_min_rnn(m, x, st, resets)
-    g, params = torch.randn_like(y), [x, *m.parameters()]
-    assert (y - y_naive).abs().max() < 1e-12
-    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_naive, params, g)):
-        assert (a - b).abs().max() < 1e-10
-    state, outs = st, []
-    with torch.no_grad():
-        for t in range(T):
-            o, state = m.step(x[:, t], state, reset=resets[:, t])
-            outs.append(o)
-    assert (torch.stack(outs, 1) - y).abs().max() < 1e-12
-    assert all((state[k] - last[k]).abs().max() < 1e-12 for k in last)
+    assert_paths_agree_with_resets(m, naive_min_rnn, x, st, resets)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
