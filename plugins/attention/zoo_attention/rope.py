@@ -50,12 +50,17 @@ def _(angles):
     return torch.empty_like(angles), torch.empty_like(angles)
 
 
+def rope_angles(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> Tensor:
+    """pos * theta^(-2j/hd) as (B, T, hd/2), in at least float32 (the frequencies in float32)."""
+    work = torch.promote_types(dtype, torch.float32)
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    return positions.to(work)[:, :, None] * inv_freq.to(work)
+
+
 def rope_cis(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype):
     """exp(i * pos * theta^(-2j/hd)) as (B, T, 1, hd/2), at least complex64; under
     torch.compile its (cos, sin) pair instead."""
-    work = torch.promote_types(dtype, torch.float32)
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = (positions.to(work)[:, :, None] * inv_freq.to(work))[:, :, None]
+    angles = rope_angles(positions, head_dim, theta, dtype)[:, :, None]
     if torch.compiler.is_compiling():
         return cos_sin(angles)
     return torch.polar(torch.ones_like(angles), angles)
@@ -85,9 +90,7 @@ def rope_qk(
         return tuple(first_dims(lambda u: rope(u, positions, theta), t.transpose(1, 2), n_rot) for t in (q, k))
     if q.device.type == "cpu" and not torch.compiler.is_compiling():
         # zoo-kernels' one-pass rotation (no float32 round trip for bf16 q, k), where it runs
-        work = torch.promote_types(dtype, torch.float32)
-        inv_freq = theta ** (-torch.arange(0, n_rot, 2, device=positions.device, dtype=torch.float32) / n_rot)
-        angles = positions.to(work)[:, :, None] * inv_freq.to(work)
+        angles = rope_angles(positions, n_rot, theta, dtype)
         cos, sin = angles.cos(), angles.sin()
         if rotary_cpu.usable(q, cos) and rotary_cpu.usable(k, cos):
             return tuple(rotary(t, cos, sin, heads_first=True) for t in (q, k))  # (B, heads, T, hd), contiguous
