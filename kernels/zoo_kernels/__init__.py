@@ -9,8 +9,8 @@ C compiled at first use, zoo_kernels.cbuild), its Triton path and one dispatch i
 __init__: scan/ (linear_scan, log_linear_scan), rglru/ (rg_lru), selective/
 (selective_scan), ssd/ (ssd_scan), conv/ (causal_conv1d, CausalConv). Every op takes
 backend= naive | torch | triton; by default zoo_kernels.backends picks one per call.
-glu/ (glu, gated), the gated activation of GLU MLPs, and norm/ (rms_norm) are fused layers:
-naive or the compiled CPU kernel.
+glu/ (glu, gated), the gated activation of GLU MLPs, norm/ (rms_norm) and rope/ (rotary) are
+fused layers: naive or the compiled CPU kernel.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .conv import CausalConv, causal_conv1d
 from .glu import gated, glu
 from .norm import rms_norm
 from .rglru import rg_lru
+from .rope import rotary
 from .scan import linear_scan, log_linear_scan
 from .selective import selective_scan
 from .ssd import ssd_scan
@@ -36,5 +37,6 @@ __all__ = [
     "glu",
     "gated",
     "rms_norm",
+    "rotary",
 ]
 __version__ = "0.1.0"
