@@ -106,7 +106,7 @@ def test_state_carry_equals_whole_sequence(path):
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_custom_op_registration_and_compile(with_bias):
     x, w, b, prev = (None if t is None else t.float() for t in inputs(2, 7, 8, 4, with_bias, True))
-    torch.library.opcheck(_conv_op, (x, w, b, prev, None, True))
+    torch.library.opcheck(_conv_op.op, (x, w, b, prev, None, True))
     fn = lambda x, w, b, p: causal_conv1d(x, w, b, p, "silu")  # noqa: E731
     eager = fn(x, w, b, prev)
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, w, b, prev)

@@ -92,4 +92,4 @@ def test_causal_conv_step_with_reset_equals_forward(path, width, bias):
 @needs_kernel
 def test_custom_op_with_resets():
     x, w, b, prev = (t.float() for t in data(7, 8, 4))
-    torch.library.opcheck(_conv_op, (x, w, b, prev, layout(8)[:, :7], True))
+    torch.library.opcheck(_conv_op.op, (x, w, b, prev, layout(8)[:, :7], True))

@@ -127,7 +127,7 @@ def test_bad_shapes_name_them():
 @needs_kernel
 def test_custom_op_registration_and_compile():
     u, dt, A, B, C, h0 = (t.float() for t in inputs(2, 9, 8, 4, True))
-    torch.library.opcheck(_fused_op, (u, dt, A, B, C, h0))
+    torch.library.opcheck(_fused_op.op, (u, dt, A, B, C, h0))
     eager = selective_scan_fused(u, dt, A, B, C, h0)
     compiled = torch.compile(selective_scan_fused, fullgraph=True, backend="aot_eager")(u, dt, A, B, C, h0)
     assert torch.allclose(eager[0], compiled[0]) and torch.allclose(eager[1], compiled[1])

@@ -178,10 +178,10 @@ def test_dispatch_and_fallback(small_blocks, monkeypatch):
 
 def test_custom_ops_pass_opcheck(small_blocks):
     u, dt, A, B, C, h0 = (t.float().to(DEVICE) for t in inputs(1, 10, 3, 2, True))
-    torch.library.opcheck(_triton_op, tuple(t.clone().requires_grad_() for t in (u, dt, A, B, C, h0)))
-    torch.library.opcheck(_triton_op, (u, dt, A, B, C, None))
+    torch.library.opcheck(_triton_op.op, tuple(t.clone().requires_grad_() for t in (u, dt, A, B, C, h0)))
+    torch.library.opcheck(_triton_op.op, (u, dt, A, B, C, None))
     _, _, ck = _triton_op(u, dt, A, B, C, h0)
-    torch.library.opcheck(_triton_bwd_op, (u, dt, A, B, C, ck, torch.randn_like(u), torch.randn_like(h0), True))
+    torch.library.opcheck(_triton_bwd_op.op, (u, dt, A, B, C, ck, torch.randn_like(u), torch.randn_like(h0), True))
 
 
 def test_compiles_without_graph_breaks(small_blocks, monkeypatch):

@@ -222,7 +222,7 @@ def test_selective_custom_op_with_resets_passes_opcheck():
 
     seqs, A, h0, resets = selective_inputs(ROWS)
     u, dt, B, C = (t.float() for t in seqs)
-    torch.library.opcheck(_fused_op, (u, dt, A.float(), B, C, h0.float(), resets))
+    torch.library.opcheck(_fused_op.op, (u, dt, A.float(), B, C, h0.float(), resets))
 
 
 @needs_triton
@@ -231,6 +231,6 @@ def test_ssd_triton_custom_ops_with_resets_pass_opcheck():
 
     seqs, A, h0, resets = ssd_inputs(ROWS_SHORT, H=2, P=3, G=1, N=3)
     x, dt, B, C = seqs
-    torch.library.opcheck(_ssd_op, (x, dt, A, B, C, 4, h0, resets))
+    torch.library.opcheck(_ssd_op.op, (x, dt, A, B, C, 4, h0, resets))
     gy, gh = torch.randn_like(x), torch.randn_like(h0)
-    torch.library.opcheck(_ssd_bwd_op, ([x, dt, A, B, C, h0, resets], 4, gy, gh))
+    torch.library.opcheck(_ssd_bwd_op.op, ([x, dt, A, B, C, h0, resets], 4, gy, gh))

@@ -214,9 +214,9 @@ def test_ssd_triton_dispatch(monkeypatch):
 
 def test_ssd_triton_custom_ops_pass_opcheck():
     x, dt, A, B, C, h0 = on_device(1, 3, 1, 2, 1, 2)
-    torch.library.opcheck(_ssd_op, tuple(t.clone().requires_grad_() for t in (x, dt, A, B, C)) + (4, h0))
+    torch.library.opcheck(_ssd_op.op, tuple(t.clone().requires_grad_() for t in (x, dt, A, B, C)) + (4, h0))
     gy, gh = torch.randn_like(x), torch.randn_like(h0)
-    torch.library.opcheck(_ssd_bwd_op, ([x, dt, A, B, C, h0, None], 4, gy, gh))
+    torch.library.opcheck(_ssd_bwd_op.op, ([x, dt, A, B, C, h0, None], 4, gy, gh))
 
 
 def test_ssd_triton_compiles_without_graph_breaks():
