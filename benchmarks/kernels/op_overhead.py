@@ -55,7 +55,7 @@ def main() -> None:
             runs[(label, name, "custom op")] = (op.op, op_args)
             runs[(label, name, "zoo_kernels Op")] = (op, op_args)
     times, grads = {k: [] for k in runs}, {}
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         for k, (call, op_args) in runs.items():
             t0 = time.perf_counter()
             fwd_bwd(call, op_args, grads)

@@ -29,7 +29,8 @@ class Op:
         self.function = None if backward is None else _function(op._name, impl, backward, setup)
 
     def __call__(self, *args):
-        tensors = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,)) if isinstance(t, torch.Tensor)]
+        flat = (t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,)))
+        tensors = [t for t in flat if isinstance(t, torch.Tensor)]
         if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None or has_torch_function(tensors):
             return self.op(*args)
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
