@@ -68,10 +68,55 @@ GLU_INLINE void NAME##_backward(int act, const TY *restrict g, const TY *restric
     }                                                                                               \
 }
 
+/* Rows whose inputs are of type TI and outputs of type TY (bf16 in, float32 out for the chunks
+   of the bf16 rows below). */
+#define GLU_ROW2(NAME, TI, TY, CT, ACT, LOAD, STORE)                                                \
+GLU_INLINE void NAME##_forward(int act, const TI *restrict g, const TI *restrict v, TY *restrict y, \
+                               int64_t n) {                                                         \
+    _Pragma("omp simd")                                                                             \
+    for (int64_t i = 0; i < n; i++) {                                                               \
+        CT d;                                                                                       \
+        y[i] = STORE(ACT(act, LOAD(g[i]), &d) * LOAD(v[i]));                                        \
+    }                                                                                               \
+}                                                                                                   \
+GLU_INLINE void NAME##_backward(int act, const TI *restrict g, const TI *restrict v,                \
+                                const TI *restrict dy, TY *restrict dg, TY *restrict dv, int64_t n) {  \
+    _Pragma("omp simd")                                                                             \
+    for (int64_t i = 0; i < n; i++) {                                                               \
+        CT d, gy = LOAD(dy[i]);                                                                     \
+        CT a = ACT(act, LOAD(g[i]), &d);                                                            \
+        dg[i] = STORE(gy * LOAD(v[i]) * d);                                                         \
+        dv[i] = STORE(gy * a);                                                                      \
+    }                                                                                               \
+}
+
 #define GLU_SAME(x) (x)
 GLU_ROW(glu_f32, float, float, act_f, GLU_SAME, GLU_SAME)
 GLU_ROW(glu_f64, double, double, act_d, GLU_SAME, GLU_SAME)
-GLU_ROW(glu_bf16, uint16_t, float, act_f, bf16_load, bf16_store)
+GLU_ROW2(glu_bf16_to_f32, uint16_t, float, float, act_f, bf16_load, GLU_SAME)
+
+/* bfloat16: a chunk of each row computed in float32, then stored by bf16_store_row (bf16.h). */
+#define GLU_CHUNK 256
+GLU_INLINE void glu_bf16_forward(int act, const uint16_t *restrict g, const uint16_t *restrict v,
+                                 uint16_t *restrict y, int64_t n) {
+    float yf[GLU_CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += GLU_CHUNK) {
+        int64_t m = n - i0 < GLU_CHUNK ? n - i0 : GLU_CHUNK;
+        glu_bf16_to_f32_forward(act, g + i0, v + i0, yf, m);
+        bf16_store_row(y + i0, yf, m);
+    }
+}
+GLU_INLINE void glu_bf16_backward(int act, const uint16_t *restrict g, const uint16_t *restrict v,
+                                  const uint16_t *restrict dy, uint16_t *restrict dg, uint16_t *restrict dv,
+                                  int64_t n) {
+    float dgf[GLU_CHUNK], dvf[GLU_CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += GLU_CHUNK) {
+        int64_t m = n - i0 < GLU_CHUNK ? n - i0 : GLU_CHUNK;
+        glu_bf16_to_f32_backward(act, g + i0, v + i0, dy + i0, dgf, dvf, m);
+        bf16_store_row(dg + i0, dgf, m);
+        bf16_store_row(dv + i0, dvf, m);
+    }
+}
 
 #define GLU_ROWS(NAME, TY)                                                                          \
     for (int64_t r = j->r0; r < j->r1; r++) {                                                       \

@@ -32,6 +32,29 @@ typedef struct {
 
 #define NORM_SAME(v) (v)
 
+/* y = x rs w for one row: stored directly, or for a bf16 y computed in float32 a chunk at a time
+   and stored by bf16_store_row (bf16.h). */
+#define NORM_CHUNK 256
+NORM_INLINE void norm_y_f32(float *restrict y, const float *restrict x, const float *restrict w, float rs, int64_t n) {
+    _Pragma("omp simd")
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * rs * w[i];
+}
+NORM_INLINE void norm_y_f64(double *restrict y, const double *restrict x, const double *restrict w, double rs,
+                            int64_t n) {
+    _Pragma("omp simd")
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * rs * w[i];
+}
+NORM_INLINE void norm_y_f32_bf16(uint16_t *restrict y, const float *restrict x, const float *restrict w, float rs,
+                                 int64_t n) {
+    float yf[NORM_CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += NORM_CHUNK) {
+        int64_t m = n - i0 < NORM_CHUNK ? n - i0 : NORM_CHUNK;
+        _Pragma("omp simd")
+        for (int64_t i = 0; i < m; i++) yf[i] = x[i0 + i] * rs * w[i0 + i];
+        bf16_store_row(y + i0, yf, m);
+    }
+}
+
 /* Rows of block b0 .. b1 for x of type TX (computed in CT), y and g of type TY. */
 #define NORM_DEFINE(S, TX, TY, CT, LOAD, STORE, SQRT)                                               \
 static void norm_forward_##S(const norm_job_t *j) {                                                 \
@@ -45,8 +68,7 @@ static void norm_forward_##S(const norm_job_t *j) {                             
         for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];                                          \
         CT rs = (CT)1 / SQRT(ss / (CT)n + (CT)j->eps);                                              \
         ((CT *)j->rout)[r] = rs;                                                                    \
-        _Pragma("omp simd")                                                                         \
-        for (int64_t i = 0; i < n; i++) y[i] = STORE(x[i] * rs * w[i]);                             \
+        norm_y_##S(y, x, w, rs, n);                                                                 \
     }                                                                                               \
 }                                                                                                   \
 static void norm_backward_##S(const norm_job_t *j) {                                                \
