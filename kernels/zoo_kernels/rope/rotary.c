@@ -27,8 +27,36 @@ typedef struct {
 
 #define ROPE_SAME(v) (v)
 
+/* One head's rotated pairs, i < half: x of type TI, y of type TO, computed in CT. */
+#define ROPE_HEAD(S, TI, TO, CT, LOAD, STORE)                                                   \
+ROPE_INLINE void rope_head_##S(const TI *restrict x, TO *restrict y, const CT *restrict c,       \
+                               const CT *restrict s, CT sg, int64_t half) {                     \
+    _Pragma("omp simd")                                                                         \
+    for (int64_t i = 0; i < half; i++) {                                                        \
+        CT x1 = LOAD(x[2 * i]), x2 = LOAD(x[2 * i + 1]), si = sg * s[i];                        \
+        y[2 * i] = STORE(x1 * c[i] - x2 * si);                                                  \
+        y[2 * i + 1] = STORE(x1 * si + x2 * c[i]);                                              \
+    }                                                                                           \
+}
+
+ROPE_HEAD(f32, float, float, float, ROPE_SAME, ROPE_SAME)
+ROPE_HEAD(f64, double, double, double, ROPE_SAME, ROPE_SAME)
+ROPE_HEAD(bf16_to_f32, uint16_t, float, float, bf16_load, ROPE_SAME)
+
+/* bfloat16: a chunk of the pairs rotated in float32, then stored by bf16_store_row (bf16.h). */
+#define ROPE_CHUNK 128
+ROPE_INLINE void rope_head_bf16(const uint16_t *restrict x, uint16_t *restrict y, const float *restrict c,
+                                const float *restrict s, float sg, int64_t half) {
+    float yf[2 * ROPE_CHUNK];
+    for (int64_t i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
+        int64_t m = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
+        rope_head_bf16_to_f32(x + 2 * i0, yf, c + i0, s + i0, sg, m);
+        bf16_store_row(y + 2 * i0, yf, 2 * m);
+    }
+}
+
 /* Rows r0 .. r1 of (B T) for storage TY computed in CT; sign -1 rotates back (the backward). */
-#define ROPE_DEFINE(S, TY, CT, LOAD, STORE)                                                     \
+#define ROPE_DEFINE(S, TY, CT)                                                                  \
 static void rope_rows_##S(const rope_job_t *j) {                                                \
     const int64_t half = j->R / 2, D = j->D;                                                    \
     const CT sg = (CT)j->sign;                                                                  \
@@ -38,20 +66,15 @@ static void rope_rows_##S(const rope_job_t *j) {                                
         for (int64_t h = 0; h < j->H; h++) {                                                    \
             const TY *x = (const TY *)j->x + b * j->sb + t * j->st + h * j->sh;                 \
             TY *y = (TY *)j->y + b * j->yb + t * j->yt + h * j->yh;                             \
-            _Pragma("omp simd")                                                                 \
-            for (int64_t i = 0; i < half; i++) {                                                \
-                CT x1 = LOAD(x[2 * i]), x2 = LOAD(x[2 * i + 1]), si = sg * s[i];                \
-                y[2 * i] = STORE(x1 * c[i] - x2 * si);                                          \
-                y[2 * i + 1] = STORE(x1 * si + x2 * c[i]);                                      \
-            }                                                                                   \
+            rope_head_##S(x, y, c, s, sg, half);                                                \
             for (int64_t k = j->R; k < D; k++) y[k] = x[k];                                     \
         }                                                                                       \
     }                                                                                           \
 }
 
-ROPE_DEFINE(f32, float, float, ROPE_SAME, ROPE_SAME)
-ROPE_DEFINE(f64, double, double, ROPE_SAME, ROPE_SAME)
-ROPE_DEFINE(bf16, uint16_t, float, bf16_load, bf16_store)
+ROPE_DEFINE(f32, float, float)
+ROPE_DEFINE(f64, double, double)
+ROPE_DEFINE(bf16, uint16_t, float)
 
 static void *rope_job(void *arg) {
     const rope_job_t *j = (const rope_job_t *)arg;
