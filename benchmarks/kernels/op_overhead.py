@@ -77,10 +77,7 @@ def main() -> None:
             a = 1e6 * statistics.median(times[(label, name, "custom op")])
             b = 1e6 * statistics.median(times[(label, name, "zoo_kernels Op")])
             lines.append(f"| {label} | {name} | {a:.1f} | {b:.1f} | {a - b:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    common.print_lines(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -87,10 +87,7 @@ def main() -> None:
     ]
     for k in calls:
         lines.append(f"| {k} | " + " | ".join(f"{1e3 * statistics.median(times[(k, b)]):.3f}" for b in befores) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    common.print_lines(lines, args.out)
 
 
 if __name__ == "__main__":

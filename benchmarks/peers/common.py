@@ -176,6 +176,14 @@ def spread(xs: list[float]) -> str:
     return f"{100 * (min(xs) / m - 1):+.0f}/{100 * (max(xs) / m - 1):+.0f}%"
 
 
+def print_lines(lines: list[str], out=None) -> None:
+    """A small report: printed, and written to `out` (a path) when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)
+
+
 def write_report(text: str, out, kind: str) -> None:
     """Write a results file: `out`, else benchmarks/results/peers-<kind>-<machine>.md."""
     path = out or RESULTS / f"peers-{kind}-{machine_slug()}.md"

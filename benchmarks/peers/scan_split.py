@@ -97,10 +97,7 @@ def main() -> None:
         lines += [f"## T = {T} (each (B, T, D) tensor {mb:.0f} MiB)", "", "| piece | ms |", "|---|---|"]
         lines += [f"| {k} | {1e3 * statistics.median(v):.3f} |" for k, v in times.items()]
         lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    common.print_lines(lines, args.out)
 
 
 if __name__ == "__main__":

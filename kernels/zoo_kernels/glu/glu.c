@@ -46,31 +46,10 @@ GLU_INLINE CT NAME(int act, CT x, CT *d) {                                      
 GLU_ACT(act_f, float, vexpf)
 GLU_ACT(act_d, double, exp)
 
-/* One row, for a storage type TY that loads as LOAD and stores as STORE, computed in CT. The
+/* One row with inputs of type TI that load as LOAD and outputs of type TY that store as STORE,
+   computed in CT (float32 out of bfloat16 in for the chunks of the bf16 rows below). The
    activation is chosen by selects on a loop-invariant flag, so each loop vectorises. */
-#define GLU_ROW(NAME, TY, CT, ACT, LOAD, STORE)                                                     \
-GLU_INLINE void NAME##_forward(int act, const TY *restrict g, const TY *restrict v, TY *restrict y, \
-                               int64_t n) {                                                         \
-    _Pragma("omp simd")                                                                             \
-    for (int64_t i = 0; i < n; i++) {                                                               \
-        CT d;                                                                                       \
-        y[i] = STORE(ACT(act, LOAD(g[i]), &d) * LOAD(v[i]));                                        \
-    }                                                                                               \
-}                                                                                                   \
-GLU_INLINE void NAME##_backward(int act, const TY *restrict g, const TY *restrict v,                \
-                                const TY *restrict dy, TY *restrict dg, TY *restrict dv, int64_t n) {  \
-    _Pragma("omp simd")                                                                             \
-    for (int64_t i = 0; i < n; i++) {                                                               \
-        CT d, gy = LOAD(dy[i]);                                                                     \
-        CT a = ACT(act, LOAD(g[i]), &d);                                                            \
-        dg[i] = STORE(gy * LOAD(v[i]) * d);                                                         \
-        dv[i] = STORE(gy * a);                                                                      \
-    }                                                                                               \
-}
-
-/* Rows whose inputs are of type TI and outputs of type TY (bf16 in, float32 out for the chunks
-   of the bf16 rows below). */
-#define GLU_ROW2(NAME, TI, TY, CT, ACT, LOAD, STORE)                                                \
+#define GLU_ROW(NAME, TI, TY, CT, ACT, LOAD, STORE)                                                \
 GLU_INLINE void NAME##_forward(int act, const TI *restrict g, const TI *restrict v, TY *restrict y, \
                                int64_t n) {                                                         \
     _Pragma("omp simd")                                                                             \
@@ -91,9 +70,9 @@ GLU_INLINE void NAME##_backward(int act, const TI *restrict g, const TI *restric
 }
 
 #define GLU_SAME(x) (x)
-GLU_ROW(glu_f32, float, float, act_f, GLU_SAME, GLU_SAME)
-GLU_ROW(glu_f64, double, double, act_d, GLU_SAME, GLU_SAME)
-GLU_ROW2(glu_bf16_to_f32, uint16_t, float, float, act_f, bf16_load, GLU_SAME)
+GLU_ROW(glu_f32, float, float, float, act_f, GLU_SAME, GLU_SAME)
+GLU_ROW(glu_f64, double, double, double, act_d, GLU_SAME, GLU_SAME)
+GLU_ROW(glu_bf16_to_f32, uint16_t, float, float, act_f, bf16_load, GLU_SAME)
 
 /* bfloat16: a chunk of each row computed in float32, then stored by bf16_store_row (bf16.h). */
 #define GLU_CHUNK 256

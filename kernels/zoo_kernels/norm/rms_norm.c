@@ -56,7 +56,7 @@ NORM_INLINE void norm_y_f32_bf16(uint16_t *restrict y, const float *restrict x, 
 }
 
 /* Rows of block b0 .. b1 for x of type TX (computed in CT), y and g of type TY. */
-#define NORM_DEFINE(S, TX, TY, CT, LOAD, STORE, SQRT)                                               \
+#define NORM_DEFINE(S, TX, TY, CT, LOAD, SQRT)                                               \
 static void norm_forward_##S(const norm_job_t *j) {                                                 \
     const int64_t n = j->n;                                                                         \
     const TX *w = (const TX *)j->w;                                                                 \
@@ -97,9 +97,9 @@ static void norm_backward_##S(const norm_job_t *j) {                            
     }                                                                                               \
 }
 
-NORM_DEFINE(f32, float, float, float, NORM_SAME, NORM_SAME, sqrtf)
-NORM_DEFINE(f32_bf16, float, uint16_t, float, bf16_load, bf16_store, sqrtf)
-NORM_DEFINE(f64, double, double, double, NORM_SAME, NORM_SAME, sqrt)
+NORM_DEFINE(f32, float, float, float, NORM_SAME, sqrtf)
+NORM_DEFINE(f32_bf16, float, uint16_t, float, bf16_load, sqrtf)
+NORM_DEFINE(f64, double, double, double, NORM_SAME, sqrt)
 
 static void *norm_job(void *arg) {
     const norm_job_t *j = (const norm_job_t *)arg;
