@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.overrides import has_torch_function
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 
@@ -31,13 +30,19 @@ class Op:
     def __call__(self, *args):
         flat = (t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,)))
         tensors = [t for t in flat if isinstance(t, torch.Tensor)]
-        if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None or has_torch_function(tensors):
+        if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None or not _plain(tensors):
             return self.op(*args)
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
             return self.impl(*args)
         if self.function is None:  # no autograd formula: the custom op raises as it should
             return self.op(*args)
         return self.function.apply(*args)
+
+
+def _plain(tensors: list[torch.Tensor]) -> bool:
+    """Only plain tensors and parameters: a subclass (DTensor, FakeTensor, a user's own) may
+    mean anything by its data, and the custom op dispatches it properly."""
+    return all(type(t) is torch.Tensor or type(t) is torch.nn.Parameter for t in tensors)
 
 
 def _function(name: str, impl: Callable, backward: Callable, setup: Callable | None) -> type:
