@@ -1,12 +1,13 @@
 """`make demo`: train the default model on Shakespeare bytes, print bits/byte and a sample,
 then a short equal-compute comparison of every installed architecture."""
 
+import json
 import sys
 import time
 from pathlib import Path
 
 from zoo_core.loop.guard import run_guarded
-from zoo_core.loop.train import train
+from zoo_core.loop.train import train_cli
 
 DEMO = [
     "name=demo",
@@ -22,13 +23,37 @@ DEMO = [
 SPEC = "demo"
 
 
-def demo(extra) -> None:
-    start = time.perf_counter()
-    out = train(None, DEMO + list(extra))
+def last_val_bpb(run_dir: str | Path) -> float | None:
+    """The last validation bits/byte in a run's metrics.jsonl (None if it logged none)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    vals = [json.loads(line)["val_bpb"] for line in path.read_text().splitlines() if '"val_bpb"' in line]
+    return vals[-1] if vals else None
+
+
+def train_demo(extra, start: float) -> float | None:
+    """The demo's training run; returns its validation bits/byte. Run again when it has finished,
+    the run is left as it is and its last logged bits/byte read back."""
+    out = train_cli(None, DEMO + list(extra))  # a stop on a signal exits "preempted", resumable
+    if out.get("finished"):  # `make demo` again: the run is kept as it is, its result read back
+        bpb = last_val_bpb(out["run_dir"])
+        print(
+            f"demo: {out['run_dir']} was trained before ({out['step']} steps), validation bits/byte "
+            + ("not logged" if bpb is None else f"{bpb:.3f}")
+            + f"; to train it again from scratch, remove {out['run_dir']} first"
+        )
+        return bpb
     print(
         f"demo: trained {out['step']} steps in {time.perf_counter() - start:.0f} s, "
         f"validation bits/byte {out['val']['bpb']:.3f}"
     )
+    return out["val"]["bpb"]
+
+
+def demo(extra) -> None:
+    start = time.perf_counter()
+    train_demo(extra, start)
     from zoo_core.compare import load_spec, run_spec
     from zoo_core.registry import get_registry
 

@@ -270,8 +270,8 @@ class Trainer:
             self.log.open(0)  # a run killed before its first checkpoint starts its log again
             return True
         if info[1].get("step", 0) >= self.cfg.train.steps:
+            self.step = step = info[1].get("step", 0)  # what the finished run reached, for the caller
             if self.world.is_main:
-                step = info[1].get("step")
                 print(
                     f"zoo: {self.run_dir} is finished (step {step} of train.steps={self.cfg.train.steps}); "
                     f"nothing was changed. To train it further: zoo train {self.run_dir} "
