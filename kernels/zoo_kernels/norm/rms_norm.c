@@ -28,22 +28,18 @@ typedef struct {
     int f64, ybf16, backward;
 } norm_job_t;
 
-
-
 #define NORM_SAME(v) (v)
 
 /* y = x rs w for one row: stored directly, or for a bf16 y computed in float32 a chunk at a time
    and stored by bf16_store_row (bf16.h). */
 #define NORM_CHUNK 256
-NORM_INLINE void norm_y_f32(float *restrict y, const float *restrict x, const float *restrict w, float rs, int64_t n) {
-    _Pragma("omp simd")
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * rs * w[i];
+#define NORM_Y(S, T)                                                                                \
+NORM_INLINE void norm_y_##S(T *restrict y, const T *restrict x, const T *restrict w, T rs, int64_t n) { \
+    _Pragma("omp simd")                                                                             \
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * rs * w[i];                                        \
 }
-NORM_INLINE void norm_y_f64(double *restrict y, const double *restrict x, const double *restrict w, double rs,
-                            int64_t n) {
-    _Pragma("omp simd")
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * rs * w[i];
-}
+NORM_Y(f32, float)
+NORM_Y(f64, double)
 NORM_INLINE void norm_y_f32_bf16(uint16_t *restrict y, const float *restrict x, const float *restrict w, float rs,
                                  int64_t n) {
     float yf[NORM_CHUNK];
@@ -56,7 +52,7 @@ NORM_INLINE void norm_y_f32_bf16(uint16_t *restrict y, const float *restrict x, 
 }
 
 /* Rows of block b0 .. b1 for x of type TX (computed in CT), y and g of type TY. */
-#define NORM_DEFINE(S, TX, TY, CT, LOAD, SQRT)                                               \
+#define NORM_DEFINE(S, TX, TY, CT, LOAD, SQRT)                                                      \
 static void norm_forward_##S(const norm_job_t *j) {                                                 \
     const int64_t n = j->n;                                                                         \
     const TX *w = (const TX *)j->w;                                                                 \

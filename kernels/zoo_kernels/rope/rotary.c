@@ -8,8 +8,9 @@
    float32, a complex multiplication and a cast back, each a pass over q or k.
 
    x (B, T, H, D) with any batch, time and head strides and contiguous D; y likewise (the
-   caller's layout: (B, T, H, D) or heads first, (B, H, T, D), contiguous); cs, sn (B, T, R/2) contiguous, float32 (float64 with float64 x). dtype 0
-   float32, 1 float64, 2 bfloat16 (uint16, computed in float32, rounded to nearest even). */
+   caller's layout: (B, T, H, D) or heads first, (B, H, T, D), contiguous); cs, sn (B, T, R/2)
+   contiguous, float32 (float64 with float64 x). dtype 0 float32, 1 float64, 2 bfloat16 (uint16,
+   computed in float32, rounded to nearest even). */
 
 #include "bf16.h"
 #include "jobs.h"
@@ -22,8 +23,6 @@ typedef struct {
     int64_t T, H, D, R, sb, st, sh, yb, yt, yh, r0, r1;
     int dtype, sign;
 } rope_job_t;
-
-
 
 #define ROPE_SAME(v) (v)
 
