@@ -14,6 +14,7 @@ import sys
 import termios
 from datetime import datetime, timezone
 
+from zoo_core.loop import metrics
 from zoo_core.loop.metrics import duration, step_line
 from zoo_core.train import train
 
@@ -224,3 +225,12 @@ def test_a_local_sweep_on_a_terminal_draws_a_bar_and_writes_no_lines(tmp_path, c
     assert "sweep: 100%" in captured.err and "2/2" in captured.err, captured.err
     assert not re.search(rf"^{STAMP} ", captured.out, re.M)
     assert "sweep run 1 of 2" in captured.out + captured.err  # each run is still named, above the bar
+
+
+def test_records_reads_a_key_back_and_passes_over_a_torn_last_line(tmp_path):
+    lines = [{"step": 1, "loss": 2.0}, {"step": 1, "val_bpb": 3.0}, {"step": 2, "loss": 1.5}]
+    text = "\n".join(json.dumps(r) for r in lines) + '\n{"step": 3, "loss": 1.'  # killed mid-write
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert metrics.records(tmp_path, "loss") == [lines[0], lines[2]]
+    assert metrics.records(tmp_path, "val_bpb") == [lines[1]]
+    assert metrics.records(tmp_path / "absent", "loss") == []

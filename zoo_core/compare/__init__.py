@@ -441,11 +441,9 @@ def _evaluate_split(run_dir: Path, split: str) -> dict[str, float]:
 
 
 def _logged_speed(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    speeds = [json.loads(l).get("tokens_per_s") for l in path.read_text().splitlines() if '"tokens_per_s"' in l]
-    speeds = [s for s in speeds if s]
+    from zoo_core.loop.metrics import records
+
+    speeds = [r["tokens_per_s"] for r in records(run_dir, "tokens_per_s") if r["tokens_per_s"]]
     return statistics.median(speeds) if speeds else None
 
 

@@ -13,7 +13,6 @@ series differ pairwise in (colour, marker), and a line style that changes every 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,8 @@ def _label(task: str, arch: str) -> str:
 def figures(rows: list[dict[str, Any]], best: list[dict[str, Any]], fits: dict[tuple[str, str], Any]) -> dict[str, Any]:
     """file name -> matplotlib figure, for every plot the rows call for (the caller saves and closes)."""
     import matplotlib
+
+    from zoo_core.loop.metrics import records
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -108,10 +109,9 @@ def figures(rows: list[dict[str, Any]], best: list[dict[str, Any]], fits: dict[t
     fig, (ax,) = _axes(plt, "training loss of every run", "training tokens (count)", "training loss (nats/token)")
     drawn = 0
     for r in rows:
-        metrics = Path(r["run_dir"]) / "metrics.jsonl"
-        if not metrics.exists():
+        recs = records(r["run_dir"], "loss")
+        if not recs:
             continue
-        recs = [json.loads(line) for line in metrics.read_text().splitlines() if '"loss"' in line]
         xs, ys = [x["tokens_seen"] for x in recs], [x["loss"] for x in recs]
         ax.plot(xs, ys, lw=1, markevery=max(1, len(xs) // 8), ms=3, label=Path(r["run_dir"]).name, **style(drawn))
         drawn += 1

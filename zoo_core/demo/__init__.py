@@ -1,12 +1,12 @@
 """`make demo`: train the default model on Shakespeare bytes, print bits/byte and a sample,
 then a short equal-compute comparison of every installed architecture."""
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from zoo_core.loop.guard import run_guarded
+from zoo_core.loop.metrics import records
 from zoo_core.loop.train import train_cli
 
 DEMO = [
@@ -25,11 +25,8 @@ SPEC = "demo"
 
 def last_val_bpb(run_dir: str | Path) -> float | None:
     """The last validation bits/byte in a run's metrics.jsonl (None if it logged none)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return None
-    vals = [json.loads(line)["val_bpb"] for line in path.read_text().splitlines() if '"val_bpb"' in line]
-    return vals[-1] if vals else None
+    vals = records(run_dir, "val_bpb")
+    return vals[-1]["val_bpb"] if vals else None
 
 
 def train_demo(extra, start: float) -> float | None:

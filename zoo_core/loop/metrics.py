@@ -38,6 +38,26 @@ import torch
 CLOCK_KEYS = ("time", "elapsed_s")
 
 
+def records(run_dir: str | Path, key: str) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl that hold `key`, in order ([] without the file). A line
+    that does not parse (the torn last line of a run killed mid-write, which the run itself cuts
+    when it resumes) is passed over."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if f'"{key}"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if key in record:
+            out.append(record)
+    return out
+
+
 def utc_now() -> str:
     """The wall-clock time as metrics.jsonl and the log lines write it: 2026-12-06T17:50:01Z."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
